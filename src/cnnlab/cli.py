@@ -1,0 +1,132 @@
+"""Command-line interface: argument parsing only; the work is done by the functions it calls."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from . import __version__
+from .errors import CnnlabError, suggest
+
+VERBS = ("train", "summary", "datasets", "models", "layers")
+
+# (flag, config key, type, help); flags left out keep the config's (or default) value.
+TRAIN_FLAGS: list[tuple[str, str, Any, str]] = [
+    ("--data", "data.name", str, "dataset name, folder of class folders, or CSV manifest"),
+    ("--model", "model", str, "named network, layer spec string, or YAML file"),
+    ("--epochs", "epochs", int, "passes over the training data"),
+    ("--batch-size", "batch_size", int, "images per gradient step"),
+    ("--lr", "lr", float, "learning rate (peak rate with onecycle)"),
+    ("--optimizer", "optimizer", str, "sgd | adam | adamw"),
+    ("--momentum", "momentum", float, "SGD momentum"),
+    ("--weight-decay", "weight_decay", float, "L2 penalty (decoupled for adamw)"),
+    ("--schedule", "schedule", str, "onecycle | cosine | step | none"),
+    ("--label-smoothing", "label_smoothing", float, "cross-entropy label smoothing"),
+    ("--patience", "patience", int, "early stopping: epochs without a better val accuracy"),
+    ("--seed", "seed", int, "random seed (CPU training is deterministic with it)"),
+    ("--device", "device", str, "auto | cpu | cuda | mps"),
+    ("--threads", "threads", int, "CPU threads (default: one per physical core)"),
+    ("--out", "out", str, "run folder (default runs/<data>-<model>, numbered)"),
+    ("--val-fraction", "data.val_fraction", float, "share of train held out for validation"),
+    ("--image-size", "data.image_size", int, "input side for folders/CSVs (default: auto)"),
+    ("--channels", "data.channels", int, "1 (grayscale) or 3 (RGB); default from the images"),
+    ("--workers", "data.workers", int, "DataLoader workers that decode image files"),
+    ("--crop-padding", "augment.crop_padding", int, "random crop after padding; 0 turns it off"),
+    ("--erasing", "augment.erasing", float, "random erasing probability"),
+    ("--rotation", "augment.rotation", float, "random rotation, max degrees"),
+]
+TRAIN_SWITCHES: list[tuple[str, str, bool, str]] = [
+    ("--nesterov", "nesterov", True, "Nesterov momentum for SGD"),
+    ("--strict", "data.strict", True, "stop on an unreadable image instead of skipping it"),
+    ("--stream", "data.stream", True, "stream image files instead of holding them in memory"),
+    ("--flip", "augment.flip", True, "random horizontal flips (default: where the data allows)"),
+    ("--no-flip", "augment.flip", False, "no horizontal flips"),
+    ("--class-weights", "class_weights", True, "weigh the loss by inverse class frequency"),
+    ("--no-amp", "amp", False, "no mixed precision on CUDA"),
+    ("--no-channels-last", "channels_last", False, "keep the NCHW memory format"),
+]
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports errors as one line with a suggestion, exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        if message.startswith("unrecognized arguments:"):
+            flag = message.split(":", 1)[1].split()[0]
+            message += suggest(flag, self._all_options())
+        raise CnnlabError(f"{self.prog}: {message}")
+
+    def _all_options(self) -> list[str]:
+        options = []
+        for action in self._actions:
+            options.extend(action.option_strings)
+            if isinstance(action, argparse._SubParsersAction):
+                for parser in action.choices.values():
+                    options.extend(parser._all_options())
+        return options
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("train", help="train a CNN and write a run folder",
+                            argument_default=argparse.SUPPRESS, allow_abbrev=False)
+    parser.add_argument("--config", help="YAML run config; flags override it")
+    parser.add_argument("--resume", metavar="RUN", help="continue RUN from its last.ckpt")
+    parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    for flag, key, kind, text in TRAIN_FLAGS:
+        parser.add_argument(flag, dest=key, type=kind, help=text)
+    for flag, key, value, text in TRAIN_SWITCHES:
+        parser.add_argument(flag, dest=key, action="store_const", const=value, help=text)
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="cnnlab", description="Design, train and study CNNs on images.",
+                    allow_abbrev=False)
+    parser.add_argument("--version", action="version", version=f"cnnlab {__version__}")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=Parser)
+    _add_train(sub)
+    summary = sub.add_parser("summary", help="per-layer shapes, parameters, FLOPs, receptive field",
+                             allow_abbrev=False)
+    summary.add_argument("model", help="named network, layer spec string, YAML file or run folder")
+    summary.add_argument("--input", default=None, help="input CxHxW, e.g. 1x28x28 or 3x32x32")
+    summary.add_argument("--classes", type=int, default=None, help="number of classes")
+    datasets = sub.add_parser("datasets", help="list datasets and whether they are here",
+                              allow_abbrev=False)
+    datasets.add_argument("--download", metavar="NAME", help="download a dataset into the cache")
+    models = sub.add_parser("models", help="list the named networks", allow_abbrev=False)
+    models.add_argument("pattern", nargs="?", default="*", help="filter, e.g. 'res*'")
+    sub.add_parser("layers", help="the layer language: every layer and its arguments")
+    return parser
+
+
+def _check_verb(argv: list[str]) -> None:
+    first = next((a for a in argv if not a.startswith("-")), None)
+    if first is not None and first not in VERBS:
+        raise CnnlabError(f"unknown command {first!r}{suggest(first, VERBS)}; "
+                          f"commands: {', '.join(VERBS)}")
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(format="warning: %(message)s", level=logging.WARNING, stream=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    _setup_logging()
+    try:
+        _check_verb(argv)
+        args = build_parser().parse_args(argv)
+        if args.verb is None:
+            build_parser().print_help()
+            return 0
+        from . import commands
+
+        return getattr(commands, f"run_{args.verb}")(args)
+    except CnnlabError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

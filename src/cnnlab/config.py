@@ -1,0 +1,110 @@
+"""Every setting of a run, as dataclasses; YAML in and out."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import CnnlabError, suggest
+
+
+@dataclass
+class DataConfig:
+    name: str = "fashion-mnist"  # a registered dataset, a folder of images or a CSV manifest
+    val_fraction: float = 0.1  # held out of train when the data has no val split
+    split_seed: int = 0  # the held-out images are the same for every run
+    image_size: int | None = None  # folders and CSVs: side of the square input; None = auto
+    channels: int | None = None  # 1 or 3; None = grayscale when every sampled image is
+    strict: bool = False  # an unreadable image file is an error instead of being skipped
+    stream: bool | None = None  # None: hold in memory when it fits, stream otherwise
+    workers: int = 2  # DataLoader workers for decoding files
+
+
+@dataclass
+class AugmentConfig:
+    crop_padding: int = 2  # random crop after zero padding by this many pixels; 0 = off
+    flip: bool | None = None  # horizontal flip; None = where the dataset allows it
+    erasing: float = 0.0  # probability of random erasing per image
+    rotation: float = 0.0  # maximum rotation in degrees
+
+
+@dataclass
+class TrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: str = "simple"  # a named network, a layer spec string or a YAML file
+    epochs: int = 6
+    batch_size: int = 128
+    optimizer: str = "adamw"  # sgd | adam | adamw
+    lr: float | None = None  # None: 0.1 for sgd, 3e-3 for adam/adamw (peak lr with onecycle)
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    schedule: str = "onecycle"  # onecycle | cosine | step | none
+    label_smoothing: float = 0.1
+    class_weights: bool = False  # weigh the loss by inverse class frequency (imbalanced data)
+    patience: int | None = None  # stop after this many epochs without a better val accuracy
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | mps
+    threads: int | None = None  # CPU threads for torch; None = one per physical core
+    amp: bool = True  # mixed precision, used on CUDA only
+    channels_last: bool = True  # memory format for conv layers
+    out: str | None = None  # run folder; None = runs/<data>-<model>, numbered if it exists
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+CONFIG_SECTIONS = {"data": DataConfig, "augment": AugmentConfig}
+
+
+def _fill(cls: type, values: dict[str, Any], where: str) -> Any:
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in values:
+        if key not in names:
+            raise CnnlabError(f"unknown setting {where}{key!r}{suggest(key, names)}")
+    return cls(**values)
+
+
+def config_from_dict(values: dict[str, Any]) -> TrainConfig:
+    """Build a TrainConfig from nested dicts, refusing unknown keys with a suggestion."""
+    if not isinstance(values, dict):
+        raise CnnlabError("a run config must be a mapping of settings")
+    values = dict(values)
+    sections = {}
+    for name, cls in CONFIG_SECTIONS.items():
+        section = values.pop(name, None) or {}
+        if not isinstance(section, dict):
+            raise CnnlabError(f"setting {name!r} must be a mapping")
+        sections[name] = _fill(cls, section, f"{name}.")
+    config = _fill(TrainConfig, values, "")
+    config.data, config.augment = sections["data"], sections["augment"]
+    return config
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise CnnlabError(f"config file {path} does not exist")
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        raise CnnlabError(f"config file {path} is not valid YAML: {str(error).splitlines()[0]}") \
+            from None
+    return config_from_dict(values)
+
+
+def apply_overrides(config: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
+    """Set dotted keys ('data.name', 'epochs') on a copy of the config."""
+    values = config.to_dict()
+    for key, value in overrides.items():
+        section, _, name = key.rpartition(".")
+        (values[section] if section else values)[name] = value
+    return config_from_dict(values)

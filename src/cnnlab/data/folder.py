@@ -1,0 +1,148 @@
+"""User data: a folder in ImageFolder layout, or a CSV manifest of path,label rows."""
+
+from __future__ import annotations
+
+import csv
+import logging
+from pathlib import Path
+
+from PIL import Image
+
+from ..config import DataConfig
+from ..errors import CnnlabError
+from .images import ALLOWED_FORMATS, is_grayscale, is_image_file
+from .splits import DatasetSplits, FileImages, Split, TensorImages, split_off
+
+log = logging.getLogger("cnnlab")
+
+IN_MEMORY_BUDGET = 2 * 1024**3  # decoded uint8 bytes held in memory before switching to streaming
+DEFAULT_SIZE = 64
+_SAMPLE = 32  # images looked at to choose channels and size
+
+Samples = list[tuple[Path, str]]
+
+
+def _class_folders(root: Path) -> list[Path]:
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not folders:
+        raise CnnlabError(f"{root} has no class folders; expected {root}/<class>/<image files>")
+    return folders
+
+
+def _scan_classes(root: Path) -> Samples:
+    samples: Samples = []
+    for folder in _class_folders(root):
+        files = sorted(p for p in folder.rglob("*") if p.is_file() and is_image_file(p))
+        if not files:
+            raise CnnlabError(f"class folder {folder} has no image files "
+                              f"(.jpg .png .bmp .gif .webp .tif); add images or remove it")
+        samples.extend((path, folder.name) for path in files)
+    return samples
+
+
+def _peek(paths: list[Path]) -> list[Image.Image]:
+    """Open (header only) a spread of files to see their modes and sizes."""
+    step = max(1, len(paths) // _SAMPLE)
+    seen = []
+    for path in paths[::step][:_SAMPLE]:
+        try:
+            seen.append(Image.open(path, formats=ALLOWED_FORMATS))
+        except Exception:  # noqa: BLE001  (bad files are reported when decoded)
+            continue
+    return seen
+
+
+def _input_shape(paths: list[Path], config: DataConfig) -> tuple[int, int, int]:
+    seen = _peek(paths)
+    channels = config.channels or (1 if seen and all(is_grayscale(im) for im in seen) else 3)
+    if channels not in (1, 3):
+        raise CnnlabError(f"--channels must be 1 or 3, got {channels}")
+    size = config.image_size
+    if size is None:
+        sizes = {im.size for im in seen}
+        side = next(iter(sizes))[0] if len(sizes) == 1 else 0
+        size = side if len(sizes) == 1 and side == next(iter(sizes))[1] and side <= 256 \
+            else DEFAULT_SIZE
+    for image in seen:
+        image.close()
+    return channels, size, size
+
+
+def _make_split(samples: Samples, classes: list[str], shape: tuple[int, int, int],
+                config: DataConfig) -> FileImages:
+    index = {name: i for i, name in enumerate(classes)}
+    unknown = sorted({label for _, label in samples if label not in index})
+    if unknown:
+        raise CnnlabError(f"labels {unknown[:5]} are not among the training classes {classes}")
+    return FileImages([p for p, _ in samples], [index[label] for _, label in samples], shape,
+                      config.strict, config.workers)
+
+
+def _finish(name: str, parts: dict[str, Samples], config: DataConfig) -> DatasetSplits:
+    """Turn sample lists into splits: in memory when they fit, streamed otherwise."""
+    if not parts.get("train"):
+        raise CnnlabError(f"{name}: no training images found")
+    classes = sorted({label for _, label in parts["train"]})
+    if len(classes) < 2:
+        raise CnnlabError(f"{name}: found only the class {classes}; a classifier needs two or more")
+    shape = _input_shape([p for p, _ in parts["train"]], config)
+    splits: dict[str, Split | None] = {
+        key: _make_split(samples, classes, shape, config) if samples else None
+        for key, samples in parts.items()}
+    total = sum(len(s) for s in splits.values() if s is not None)
+    stream = config.stream if config.stream is not None else \
+        total * shape[0] * shape[1] * shape[2] > IN_MEMORY_BUDGET
+    skipped: list[Path] = []
+    if not stream:
+        for key, split in splits.items():
+            if split is not None:
+                splits[key], bad = split.to_memory()
+                skipped.extend(bad)
+    train, val = splits["train"], splits.get("val")
+    if val is None:
+        train, val = split_off(train, config.val_fraction, config.split_seed)
+    return DatasetSplits(name, classes, train, val, splits.get("test"), skipped=skipped)
+
+
+def load_folder(root: Path, config: DataConfig) -> DatasetSplits:
+    """ImageFolder layout: root/<class>/*.png, or root/{train,val,test}/<class>/*.png."""
+    root = root.resolve()
+    if (root / "train").is_dir():
+        parts = {split: _scan_classes(root / split) if (root / split).is_dir() else []
+                 for split in ("train", "val", "test")}
+    else:
+        parts = {"train": _scan_classes(root), "val": [], "test": []}
+    return _finish(root.name, parts, config)
+
+
+def _read_manifest(path: Path) -> list[list[str]]:
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = [row for row in csv.reader(handle) if row and any(cell.strip() for cell in row)]
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise CnnlabError(f"cannot read CSV manifest {path}: {error}") from None
+    if rows and [cell.strip().lower() for cell in rows[0][:2]] == ["path", "label"]:
+        rows = rows[1:]
+    if not rows:
+        raise CnnlabError(f"CSV manifest {path} has no rows; expected path,label[,split] lines")
+    return rows
+
+
+def load_csv(path: Path, config: DataConfig) -> DatasetSplits:
+    """A CSV of path,label[,split] rows; paths are relative to the CSV and may not leave its folder."""
+    if not path.is_file():
+        raise CnnlabError(f"CSV manifest {path} does not exist")
+    base = path.resolve().parent
+    parts: dict[str, Samples] = {"train": [], "val": [], "test": []}
+    for number, row in enumerate(_read_manifest(path), start=1):
+        if len(row) < 2:
+            raise CnnlabError(f"{path} row {number}: expected path,label, got {row}")
+        image = (base / row[0].strip()).resolve()
+        if not image.is_relative_to(base):
+            raise CnnlabError(f"{path} row {number}: {row[0]!r} points outside the CSV's folder; "
+                              f"refusing it")
+        split = row[2].strip().lower() if len(row) > 2 and row[2].strip() else "train"
+        if split not in parts:
+            raise CnnlabError(f"{path} row {number}: split must be train, val or test, got {split!r}")
+        parts[split].append((image, row[1].strip()))
+    return _finish(path.stem, parts, config)

@@ -1,0 +1,100 @@
+"""Opening user images safely and converting any mode to the model's channels and size."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# Pillow's decompression-bomb guard stays on (Image.MAX_IMAGE_PIXELS is left at its default), and
+# only these decoders may run on user files.
+ALLOWED_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF")
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+MAX_FILE_BYTES = 64 * 1024 * 1024
+
+_GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+
+
+class ImageReadError(Exception):
+    """A file that cannot be used as an image (corrupt, truncated, too large, not an image)."""
+
+
+def is_image_file(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
+def open_image(path: str | Path) -> Image.Image:
+    """Open and fully decode an image, applying its EXIF orientation.
+
+    Raises ImageReadError for anything unreadable; truncated files are never accepted.
+    """
+    path = Path(path)
+    try:
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise ImageReadError(f"{path}: larger than {MAX_FILE_BYTES // 2**20} MiB")
+        with Image.open(path, formats=ALLOWED_FORMATS) as image:
+            image.load()
+            return ImageOps.exif_transpose(image)
+    except ImageReadError:
+        raise
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError,
+            Image.DecompressionBombError) as error:
+        raise ImageReadError(f"{path}: {error}") from None
+
+
+def is_grayscale(image: Image.Image) -> bool:
+    return image.mode in _GRAY_MODES or (image.mode == "P" and _palette_is_gray(image))
+
+
+def _palette_is_gray(image: Image.Image) -> bool:
+    palette = np.asarray(image.getpalette() or [], dtype=np.int32).reshape(-1, 3)
+    return bool(palette.size) and bool((palette == palette[:, :1]).all())
+
+
+def _high_bit_depth_to_l(image: Image.Image) -> Image.Image:
+    # Pillow's convert("L") clips 16-bit values at 255; scale the full range down instead.
+    array = np.asarray(image, dtype=np.float64)
+    peak = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
+    if image.mode == "F":
+        peak = max(float(array.max()), 1e-12) if array.max() > 1 else 1.0
+    scaled = np.clip(array / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return Image.fromarray(scaled, mode="L")
+
+
+def _flatten_alpha(image: Image.Image) -> Image.Image:
+    # Transparent pixels are shown on white, as an image viewer or a web page shows them.
+    rgba = image.convert("RGBA")
+    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(background, rgba).convert("RGB")
+
+
+def convert_mode(image: Image.Image, channels: int) -> Image.Image:
+    """Any Pillow mode (L, RGB, RGBA, P, I;16, CMYK, ...) to L (channels=1) or RGB (channels=3)."""
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        image = _high_bit_depth_to_l(image)
+    elif image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        image = _flatten_alpha(image)
+    target = "L" if channels == 1 else "RGB"
+    return image if image.mode == target else image.convert(target)
+
+
+def resize_center_crop(image: Image.Image, height: int, width: int) -> Image.Image:
+    """Scale so the image covers (height, width), then cut the centre: no distortion."""
+    if image.size == (width, height):
+        return image
+    return ImageOps.fit(image, (width, height), method=Image.Resampling.BILINEAR)
+
+
+def image_to_tensor(image: Image.Image, channels: int, height: int, width: int) -> torch.Tensor:
+    """A PIL image of any mode to a (C, H, W) uint8 tensor of the model's channels and size."""
+    image = resize_center_crop(convert_mode(image, channels), height, width)
+    array = np.asarray(image, dtype=np.uint8)
+    if array.ndim == 2:
+        array = array[:, :, None]
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()  # (C, H, W)
+
+
+def load_image_tensor(path: str | Path, channels: int, height: int, width: int) -> torch.Tensor:
+    return image_to_tensor(open_image(path), channels, height, width)

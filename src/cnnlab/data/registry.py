@@ -1,0 +1,67 @@
+"""The dataset registry: named datasets, plus folders of images and CSV manifests by path."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import DataConfig
+from ..errors import CnnlabError, unknown
+from .splits import DatasetSplits
+
+log = logging.getLogger("cnnlab")
+
+Loader = Callable[[DataConfig], DatasetSplits]
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    name: str
+    description: str
+    load: Loader
+    is_present: Callable[[], bool]
+    where: Callable[[], str]
+
+
+_DATASETS: dict[str, DatasetEntry] = {}
+
+
+def register_dataset(name: str, description: str, is_present: Callable[[], bool],
+                     where: Callable[[], str]) -> Callable[[Loader], Loader]:
+    def decorate(load: Loader) -> Loader:
+        if name in _DATASETS:
+            raise ValueError(f"dataset {name!r} is already registered")
+        _DATASETS[name] = DatasetEntry(name, description, load, is_present, where)
+        return load
+
+    return decorate
+
+
+def list_datasets() -> list[DatasetEntry]:
+    from . import builtin  # noqa: F401  (registers the named datasets)
+
+    return list(_DATASETS.values())
+
+
+def load_dataset(config: DataConfig) -> DatasetSplits:
+    """Load a named dataset, a folder of class subfolders, or a CSV manifest of path,label."""
+    from . import builtin  # noqa: F401
+    from .folder import load_csv, load_folder
+
+    path = Path(config.name).expanduser()
+    if config.name in _DATASETS:
+        splits = _DATASETS[config.name].load(config)
+    elif path.suffix.lower() == ".csv":
+        splits = load_csv(path, config)
+    elif path.is_dir():
+        splits = load_folder(path, config)
+    elif "/" in config.name or path.suffix:
+        raise CnnlabError(f"data {config.name!r}: no such folder or CSV file")
+    else:
+        raise unknown("dataset", config.name, _DATASETS)
+    if splits.skipped:
+        log.warning("skipped %d unreadable image file(s); use --strict to stop on them",
+                    len(splits.skipped))
+    return splits

@@ -1,0 +1,166 @@
+"""Dataset splits: in-memory uint8 tensors, or image files streamed through a DataLoader."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ..errors import CnnlabError
+from .images import ImageReadError, load_image_tensor
+
+log = logging.getLogger("cnnlab")
+
+Batch = tuple[torch.Tensor, torch.Tensor]  # uint8 (B, C, H, W), int64 (B,)
+
+
+class TensorImages:
+    """A split held in memory as uint8 (N, C, H, W) images: batches are slices, no Python per image."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        if images.dtype != torch.uint8 or images.ndim != 4:
+            raise ValueError("images must be a uint8 (N, C, H, W) tensor")
+        self.images = images
+        self.labels = labels.long()
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, indices: torch.Tensor) -> TensorImages:
+        return TensorImages(self.images[indices], self.labels[indices])
+
+    def batches(self, batch_size: int, order: torch.Tensor | None = None) -> Iterator[Batch]:
+        for start in range(0, len(self), batch_size):
+            if order is None:
+                yield self.images[start:start + batch_size], self.labels[start:start + batch_size]
+            else:
+                index = order[start:start + batch_size]
+                yield self.images[index], self.labels[index]
+
+
+class _DecodeFiles(Dataset):
+    """Decodes one file per item; a bad file yields None (or raises with strict)."""
+
+    def __init__(self, paths: list[Path], labels: list[int], shape: tuple[int, int, int],
+                 strict: bool) -> None:
+        self.paths, self.labels, self.shape, self.strict = paths, labels, shape, strict
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int] | tuple[None, int, int]:
+        try:
+            return load_image_tensor(self.paths[index], *self.shape), self.labels[index], index
+        except ImageReadError as error:
+            if self.strict:
+                raise CnnlabError(f"unreadable image {error} (drop --strict to skip such files)")
+            log.warning("skipping unreadable image %s", error)
+            return None, self.labels[index], index
+
+
+def _collate(items: list) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    good = [item for item in items if item[0] is not None]
+    bad = [item[2] for item in items if item[0] is None]
+    if not good:
+        return torch.empty(0, dtype=torch.uint8), torch.empty(0, dtype=torch.long), bad
+    return (torch.stack([item[0] for item in good]),
+            torch.tensor([item[1] for item in good], dtype=torch.long), bad)
+
+
+class FileImages:
+    """A split streamed from image files: decoded in DataLoader workers, batched as uint8."""
+
+    def __init__(self, paths: list[Path], labels: list[int], shape: tuple[int, int, int],
+                 strict: bool = False, workers: int = 2) -> None:
+        self.paths, self.shape, self.strict, self.workers = paths, shape, strict, workers
+        self.labels = torch.tensor(labels, dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def subset(self, indices: torch.Tensor) -> FileImages:
+        chosen = indices.tolist()
+        return FileImages([self.paths[i] for i in chosen], self.labels[indices].tolist(),
+                          self.shape, self.strict, self.workers)
+
+    def _loader(self, batch_size: int, order: torch.Tensor | None) -> DataLoader:
+        dataset = _DecodeFiles(self.paths, self.labels.tolist(), self.shape, self.strict)
+        sampler = order.tolist() if order is not None else None
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=_collate,
+                          num_workers=self.workers, persistent_workers=False)
+
+    def batches(self, batch_size: int, order: torch.Tensor | None = None) -> Iterator[Batch]:
+        for images, labels, _ in self._loader(batch_size, order):
+            if len(labels):
+                yield images, labels
+
+    def to_memory(self) -> tuple[TensorImages, list[Path]]:
+        """Decode every file once (in parallel); returns the tensors and the skipped paths."""
+        images, labels, skipped = [], [], []
+        for batch_images, batch_labels, bad in self._loader(256, None):
+            if len(batch_labels):
+                images.append(batch_images)
+                labels.append(batch_labels)
+            skipped.extend(self.paths[i] for i in bad)
+        if not images:
+            raise CnnlabError(f"none of the {len(self)} image files could be read")
+        return TensorImages(torch.cat(images), torch.cat(labels)), skipped
+
+
+Split = TensorImages | FileImages
+
+
+@dataclass
+class DatasetSplits:
+    """What every dataset loader returns; the model's input contract comes from here."""
+
+    name: str
+    class_names: list[str]
+    train: Split
+    val: Split | None
+    test: Split | None
+    flip_ok: bool = True  # False where a mirror image changes the class (digits, letters)
+    skipped: list[Path] = field(default_factory=list)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        if isinstance(self.train, TensorImages):
+            return tuple(self.train.images.shape[1:])  # type: ignore[return-value]
+        return self.train.shape
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def split_off(split: Split, fraction: float, seed: int) -> tuple[Split, Split | None]:
+    """Hold out `fraction` of a split (a fixed random permutation of `seed`) for validation."""
+    if fraction <= 0:
+        return split, None
+    if not 0 < fraction < 1:
+        raise CnnlabError(f"--val-fraction must be in [0, 1), got {fraction}")
+    count = int(round(len(split) * fraction))
+    if count < 1 or count >= len(split):
+        raise CnnlabError(f"--val-fraction {fraction} leaves no images for training or validation "
+                          f"({len(split)} images)")
+    order = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))
+    return split.subset(order[count:]), split.subset(order[:count])
+
+
+def channel_stats(split: Split, max_images: int = 20000) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std in [0, 1] units, from (up to max_images of) the training split."""
+    count, sums, squares = 0, None, None
+    for images, _ in split.batches(1024):
+        pixels = images.to(torch.float64).div_(255).transpose(0, 1).flatten(1)  # (C, B*H*W)
+        sums = pixels.sum(1) if sums is None else sums + pixels.sum(1)
+        squares = (pixels**2).sum(1) if squares is None else squares + (pixels**2).sum(1)
+        count += pixels.shape[1]
+        if count >= max_images * images.shape[2] * images.shape[3]:
+            break
+    mean = sums / count
+    std = (squares / count - mean**2).clamp_min(1e-12).sqrt().clamp_min(1e-3)
+    return [round(float(m), 6) for m in mean], [round(float(s), 6) for s in std]

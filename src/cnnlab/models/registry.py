@@ -1,0 +1,87 @@
+"""Named networks (timm-style registry) and `create_model` for names, spec strings and YAML files."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from ..errors import CnnlabError, unknown
+from .build import BuiltLayer, build_network
+from .classifier import Classifier
+from .spec import Layer, parse_spec, parse_yaml_layers, spec_to_text
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    spec: str
+    description: str
+
+
+_MODELS: dict[str, ModelEntry] = {}
+
+
+def register_model(name: str, description: str) -> Callable[[Callable[[], str]], Callable[[], str]]:
+    """Register a function that returns a layer spec under `name`; duplicate names raise."""
+
+    def decorate(make_spec: Callable[[], str]) -> Callable[[], str]:
+        if name in _MODELS:
+            raise ValueError(f"model {name!r} is already registered")
+        _MODELS[name] = ModelEntry(name, make_spec(), description)
+        return make_spec
+
+    return decorate
+
+
+def list_models(pattern: str = "*") -> list[ModelEntry]:
+    _load_zoo()
+    return [entry for name, entry in sorted(_MODELS.items()) if fnmatch.fnmatch(name, pattern)]
+
+
+def _load_zoo() -> None:
+    from . import zoo  # noqa: F401  (registers the named networks)
+
+
+def _looks_like_spec(text: str) -> bool:
+    return "(" in text or " " in text.strip()
+
+
+def resolve_layers(model: str) -> tuple[str, list[Layer]]:
+    """Turn a registry name, a .yaml/.yml file or an inline spec into (name, layers)."""
+    _load_zoo()
+    if model in _MODELS:
+        return model, parse_spec(_MODELS[model].spec)
+    if model.endswith((".yaml", ".yml")):
+        return _layers_from_yaml(Path(model))
+    if _looks_like_spec(model):
+        return "custom", parse_spec(model)
+    raise unknown("model", model, _MODELS)
+
+
+def _layers_from_yaml(path: Path) -> tuple[str, list[Layer]]:
+    if not path.is_file():
+        raise CnnlabError(f"model file {path} does not exist")
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise CnnlabError(f"model file {path} is not valid YAML: {error}".splitlines()[0]) from None
+    if isinstance(document, dict) and "layers" in document:
+        return str(document.get("name", path.stem)), parse_yaml_layers(document["layers"])
+    if isinstance(document, list):
+        return path.stem, parse_yaml_layers(document)
+    raise CnnlabError(f"model file {path} must hold a list of layers or a mapping with 'layers'")
+
+
+def create_model(model: str, *, input_shape: Sequence[int], num_classes: int,
+                 mean: Sequence[float] | None = None,
+                 std: Sequence[float] | None = None) -> tuple[Classifier, str, list[BuiltLayer]]:
+    """Build a classifier for (C, H, W) inputs. Returns (model, canonical spec, layer report)."""
+    _, layers = resolve_layers(model)
+    network, built = build_network(layers, tuple(input_shape), num_classes)
+    channels = input_shape[0]
+    classifier = Classifier(network, mean or [0.5] * channels, std or [0.5] * channels)
+    return classifier, spec_to_text(layers), built

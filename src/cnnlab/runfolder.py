@@ -1,0 +1,117 @@
+"""The run folder: model.safetensors + model.json (the contract between stages), last.ckpt,
+metrics.csv, config.yaml. Every write is atomic; every load is safe (no code runs)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import pickle
+import platform
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from . import __version__
+from .errors import CnnlabError
+from .fileio import atomic_write, atomic_write_json, atomic_write_text
+from .models import Classifier, create_model
+
+MODEL_FORMAT = "cnnlab-model/1"
+WEIGHTS, META, CHECKPOINT, METRICS, CONFIG = ("model.safetensors", "model.json", "last.ckpt",
+                                              "metrics.csv", "config.yaml")
+
+
+def new_run_dir(out: str | None, default_name: str, root: str = "runs") -> Path:
+    """runs/NAME, or NAME-2, NAME-3, ... when it is taken; never reuses a folder with files."""
+    base = Path(out) if out else Path(root) / re.sub(r"[^A-Za-z0-9._-]+", "-", default_name)
+    candidate, number = base, 1
+    while candidate.exists() and any(candidate.iterdir()):
+        number += 1
+        candidate = base.with_name(f"{base.name}-{number}")
+    candidate.mkdir(parents=True, exist_ok=True)
+    return candidate
+
+
+def versions() -> dict[str, str]:
+    import torchvision
+
+    return {"cnnlab": __version__, "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "python": platform.python_version()}
+
+
+def save_model(run_dir: Path, model: Classifier, meta: dict[str, Any]) -> None:
+    """Weights as safetensors, then the metadata that says how to rebuild and feed them."""
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    atomic_write(run_dir / WEIGHTS, lambda tmp: save_file(state, str(tmp)))
+    atomic_write_json(run_dir / META, {"format": MODEL_FORMAT, **meta, "versions": versions()})
+
+
+def read_meta(run_dir: Path) -> dict[str, Any]:
+    path = Path(run_dir) / META
+    if not path.is_file():
+        raise CnnlabError(f"{run_dir} is not a run folder with a trained model ({META} missing); "
+                          f"train one with `cnnlab train`")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CnnlabError(f"{path} is not valid JSON: {error}") from None
+    if meta.get("format") != MODEL_FORMAT:
+        raise CnnlabError(f"{path}: unsupported model format {meta.get('format')!r}")
+    return meta
+
+
+def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[Classifier, dict]:
+    """Rebuild the model from model.json and load model.safetensors into it."""
+    run_dir = Path(run_dir)
+    meta = read_meta(run_dir)
+    shape = (meta["input"]["channels"], meta["input"]["height"], meta["input"]["width"])
+    model, _, _ = create_model(meta["architecture"]["spec"], input_shape=shape,
+                               num_classes=len(meta["class_names"]),
+                               mean=meta["preprocessing"]["mean"], std=meta["preprocessing"]["std"])
+    try:
+        state = load_file(str(run_dir / WEIGHTS))
+    except (SafetensorError, OSError, FileNotFoundError) as error:
+        raise CnnlabError(f"cannot load {run_dir / WEIGHTS}: {error}") from None
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise CnnlabError(f"{run_dir / WEIGHTS} does not match the architecture in {META} "
+                          f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return model.to(device).eval(), meta
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    def write(tmp: Path) -> None:
+        torch.save(state, tmp)
+
+    atomic_write(path, write)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint with weights_only=True: tensors and plain containers only, no code."""
+    path = Path(path)
+    if not path.is_file():
+        raise CnnlabError(f"checkpoint {path} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        reason = str(error).splitlines()[0][:200]
+        raise CnnlabError(f"refusing to load {path}: it holds objects other than tensors and "
+                          f"plain data, which could run code ({reason})") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as error:
+        raise CnnlabError(f"{path} is not a readable checkpoint: "
+                          f"{str(error).splitlines()[0][:200]}") from None
+
+
+def write_metrics(run_dir: Path, history: list[dict[str, float]]) -> None:
+    if not history:
+        return
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(history[0]))
+    writer.writeheader()
+    writer.writerows(history)
+    atomic_write_text(run_dir / METRICS, buffer.getvalue())

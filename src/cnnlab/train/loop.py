@@ -1,0 +1,273 @@
+"""The training loop: plain train_one_epoch() and fit(), in the style of torchvision's references."""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..config import TrainConfig
+from ..data import DatasetSplits, channel_stats, load_dataset
+from ..data.augment import augment_batch
+from ..devices import resolve_device, set_threads
+from ..errors import CnnlabError
+from ..fileio import atomic_write_text
+from ..inference import loss_and_accuracy, predict_logits
+from ..models import Classifier, create_model
+from ..plots import training_curves
+from ..runfolder import (CHECKPOINT, CONFIG, load_checkpoint, load_model, new_run_dir, save_checkpoint,
+                         save_model, write_metrics)
+from .optim import make_optimizer, make_scheduler
+from .progress import Reporter
+
+
+class TrainingDiverged(Exception):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class TrainState:
+    """Everything besides the tensors that resume needs to continue exactly."""
+
+    epoch: int = 0
+    best_val_acc: float = -1.0
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+@dataclass
+class Run:
+    """What `train` returns: the run folder and what happened in it."""
+
+    path: Path
+    config: TrainConfig
+    history: list[dict[str, float]]
+    best_epoch: int
+    best_val_accuracy: float | None
+    test_accuracy: float | None
+    seconds: float
+    status: str  # finished | stopped early | diverged
+
+    def load(self):
+        from ..api import load
+
+        return load(self.path)
+
+
+@dataclass
+class Trainer:
+    """The pieces one epoch needs; built once by fit()."""
+
+    model: Classifier
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    loss_fn: nn.Module
+    device: torch.device
+    config: TrainConfig
+    flip: bool
+    generator: torch.Generator
+    scaler: torch.amp.GradScaler | None
+
+    def autocast(self):
+        if self.scaler is None:
+            return nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=torch.float16)
+
+
+def train_one_epoch(trainer: Trainer, data: DatasetSplits, reporter: Reporter,
+                    epoch: int) -> tuple[float, float]:
+    """One pass over the shuffled training split; returns (mean loss, accuracy)."""
+    model, config = trainer.model, trainer.config
+    model.train()
+    order = torch.randperm(len(data.train), generator=trainer.generator)
+    steps = math.ceil(len(data.train) / config.batch_size)
+    reporter.start_epoch(epoch, config.epochs, steps)
+    loss_sum, correct, seen = torch.zeros(()), torch.zeros((), dtype=torch.long), 0
+    for step, (images, labels) in enumerate(data.train.batches(config.batch_size, order)):
+        inputs = augment_batch(images, config.augment, trainer.flip, trainer.generator)
+        inputs, labels = inputs.to(trainer.device, non_blocking=True), labels.to(trainer.device)
+        if config.channels_last:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        with trainer.autocast():
+            logits = model(inputs)  # (B, num_classes)
+            loss = trainer.loss_fn(logits, labels)
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(f"loss became {loss.item()} at epoch {epoch}, step {step + 1}")
+        trainer.optimizer.zero_grad(set_to_none=True)
+        if trainer.scaler is not None:
+            trainer.scaler.scale(loss).backward()
+            trainer.scaler.step(trainer.optimizer)
+            trainer.scaler.update()
+        else:
+            loss.backward()
+            trainer.optimizer.step()
+        trainer.scheduler.step()
+        loss_sum += loss.detach().cpu() * len(labels)
+        correct += (logits.argmax(1) == labels).sum().cpu()
+        seen += len(labels)
+        if reporter.live:  # .item() forces a device sync: only pay for it when someone watches
+            reporter.step(loss_sum.item() / seen, correct.item() / seen)
+    return loss_sum.item() / seen, correct.item() / seen
+
+
+def _model_meta(config: TrainConfig, data: DatasetSplits, spec: str, model_name: str,
+                mean: list[float], std: list[float]) -> dict:
+    channels, height, width = data.input_shape
+    return {
+        "name": model_name,
+        "architecture": {"spec": spec},
+        "class_names": data.class_names,
+        "input": {"channels": channels, "height": height, "width": width},
+        "preprocessing": {"scale": "pixels / 255", "resize": "cover then center crop",
+                          "mean": mean, "std": std},
+        "dataset": data.name,
+        "flip_augmented": _use_flip(config, data),
+    }
+
+
+def _use_flip(config: TrainConfig, data: DatasetSplits) -> bool:
+    return data.flip_ok if config.augment.flip is None else config.augment.flip
+
+
+def _class_weights(data: DatasetSplits) -> torch.Tensor:
+    counts = torch.bincount(data.train.labels, minlength=data.num_classes).clamp_min(1).float()
+    return counts.sum() / (len(counts) * counts)  # "balanced", as scikit-learn defines it
+
+
+def _build_trainer(config: TrainConfig, data: DatasetSplits,
+                   device: torch.device) -> tuple[Trainer, dict]:
+    torch.manual_seed(config.seed)
+    mean, std = channel_stats(data.train)
+    model, spec, _ = create_model(config.model, input_shape=data.input_shape,
+                                  num_classes=data.num_classes, mean=mean, std=std)
+    model.to(device)
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)
+    steps = math.ceil(len(data.train) / config.batch_size)
+    optimizer = make_optimizer(model, config)
+    weights = _class_weights(data).to(device) if config.class_weights else None
+    trainer = Trainer(model, optimizer, make_scheduler(optimizer, config, steps),
+                      nn.CrossEntropyLoss(weight=weights, label_smoothing=config.label_smoothing),
+                      device, config, _use_flip(config, data),
+                      torch.Generator().manual_seed(config.seed),
+                      torch.amp.GradScaler("cuda") if config.amp and device.type == "cuda" else None)
+    name = config.model if " " not in config.model and "(" not in config.model else "custom"
+    return trainer, _model_meta(config, data, spec, name, mean, std)
+
+
+def _checkpoint(trainer: Trainer, state: TrainState) -> dict:
+    return {
+        "model": trainer.model.state_dict(),
+        "optimizer": trainer.optimizer.state_dict(),
+        "scheduler": trainer.scheduler.state_dict(),
+        "scaler": trainer.scaler.state_dict() if trainer.scaler else {},
+        "generator": trainer.generator.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "state": vars(state),
+    }
+
+
+def _restore(trainer: Trainer, checkpoint: dict) -> TrainState:
+    try:
+        trainer.model.load_state_dict(checkpoint["model"])
+        trainer.optimizer.load_state_dict(checkpoint["optimizer"])
+        trainer.scheduler.load_state_dict(checkpoint["scheduler"])
+        if trainer.scaler and checkpoint["scaler"]:
+            trainer.scaler.load_state_dict(checkpoint["scaler"])
+        trainer.generator.set_state(checkpoint["generator"])
+        torch.set_rng_state(checkpoint["torch_rng"])
+        if checkpoint["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(checkpoint["cuda_rng"])
+        return TrainState(**checkpoint["state"])
+    except (KeyError, RuntimeError, ValueError, TypeError) as error:
+        raise CnnlabError(f"the checkpoint does not fit this run's model or settings: "
+                          f"{str(error).splitlines()[0][:200]}") from None
+
+
+def _validate(trainer: Trainer, data: DatasetSplits) -> tuple[float, float]:
+    if data.val is None:
+        return math.nan, math.nan
+    return loss_and_accuracy(*predict_logits(trainer.model, data.val, trainer.device,
+                                             channels_last=trainer.config.channels_last))
+
+
+def _end_of_epoch(trainer: Trainer, state: TrainState, row: dict, run_dir: Path,
+                  meta: dict) -> None:
+    """Record the epoch; keep the best model; write the resumable checkpoint last."""
+    state.history.append(row)
+    state.epoch = int(row["epoch"])
+    score = row["val_acc"] if row["val_acc"] == row["val_acc"] else row["train_acc"]
+    if score > state.best_val_acc:
+        state.best_val_acc, state.best_epoch, state.bad_epochs = score, state.epoch, 0
+        save_model(run_dir, trainer.model, {**meta, "epoch": state.epoch,
+                                            "val_accuracy": round(score, 6)})
+    else:
+        state.bad_epochs += 1
+    write_metrics(run_dir, state.history)
+    training_curves(state.history, run_dir / "curves.png")
+    save_checkpoint(run_dir / CHECKPOINT, _checkpoint(trainer, state))
+
+
+def _run_epochs(trainer: Trainer, data: DatasetSplits, state: TrainState, run_dir: Path,
+                meta: dict, reporter: Reporter) -> str:
+    config = trainer.config
+    for epoch in range(state.epoch + 1, config.epochs + 1):
+        started = time.perf_counter()
+        train_loss, train_acc = train_one_epoch(trainer, data, reporter, epoch)
+        seconds = time.perf_counter() - started  # training only, validation excluded
+        val_loss, val_acc = _validate(trainer, data)
+        row = {"epoch": epoch, "train_loss": round(train_loss, 6), "train_acc": round(train_acc, 6),
+               "val_loss": round(val_loss, 6), "val_acc": round(val_acc, 6),
+               "lr": trainer.optimizer.param_groups[0]["lr"], "seconds": round(seconds, 3)}
+        _end_of_epoch(trainer, state, row, run_dir, meta)
+        reporter.end_epoch(row, config.epochs)
+        if config.patience is not None and state.bad_epochs >= config.patience:
+            reporter.message(f"stopping early: no better validation accuracy for "
+                             f"{config.patience} epochs")
+            return "stopped early"
+    return "finished"
+
+
+def _test_accuracy(run_dir: Path, data: DatasetSplits, device: torch.device) -> float | None:
+    if data.test is None or not (run_dir / "model.safetensors").is_file():
+        return None
+    model, _ = load_model(run_dir, device)
+    return loss_and_accuracy(*predict_logits(model, data.test, device))[1]
+
+
+def fit(config: TrainConfig, *, resume: str | Path | None = None, quiet: bool = False) -> Run:
+    """Train a model as `config` says (or continue the run folder `resume`) and return the Run."""
+    reporter = Reporter(quiet)
+    started = time.perf_counter()
+    set_threads(config.threads)
+    device = resolve_device(config.device)
+    data = load_dataset(config.data)
+    trainer, meta = _build_trainer(config, data, device)
+    state = TrainState()
+    if resume is not None:
+        run_dir = Path(resume)
+        state = _restore(trainer, load_checkpoint(run_dir / CHECKPOINT))
+        reporter.message(f"resuming {run_dir} after epoch {state.epoch}")
+    else:
+        run_dir = new_run_dir(config.out, f"{config.data.name.rstrip('/').split('/')[-1]}-"
+                                          f"{meta['name']}")
+        atomic_write_text(run_dir / CONFIG, config.to_yaml())
+    reporter.message(f"training {meta['name']} on {data.name} ({len(data.train)} train images, "
+                     f"{data.num_classes} classes) on {device}; run folder {run_dir}")
+    try:
+        status = _run_epochs(trainer, data, state, run_dir, meta, reporter)
+    except TrainingDiverged as error:
+        reporter.message(f"[red]stopped: {error}.[/red] The best model so far (epoch "
+                         f"{state.best_epoch}) is kept in {run_dir}; try a lower --lr")
+        status = "diverged"
+    test_acc = _test_accuracy(run_dir, data, device)
+    return Run(run_dir, config, state.history, state.best_epoch,
+               state.best_val_acc if state.best_val_acc >= 0 else None, test_acc,
+               time.perf_counter() - started, status)

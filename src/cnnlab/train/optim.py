@@ -1,0 +1,54 @@
+"""Optimizers and learning-rate schedules by name."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import TrainConfig
+from ..errors import unknown
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("onecycle", "cosine", "step", "none")
+DEFAULT_LR = {"sgd": 0.1, "adam": 3e-3, "adamw": 3e-3}
+
+
+def learning_rate(config: TrainConfig) -> float:
+    return config.lr if config.lr is not None else DEFAULT_LR[config.optimizer]
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    # No weight decay on biases and batch-norm parameters (1-D tensors), as in timm and
+    # torchvision's references: decaying them only hurts accuracy.
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer not in OPTIMIZERS:
+        raise unknown("optimizer", config.optimizer, OPTIMIZERS)
+    groups, lr = _param_groups(model, config.weight_decay), learning_rate(config)
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=config.momentum, nesterov=config.nesterov)
+    cls = torch.optim.Adam if config.optimizer == "adam" else torch.optim.AdamW
+    return cls(groups, lr=lr)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig,
+                   steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """A scheduler stepped once per batch, so resume and early stopping need no special cases."""
+    if config.schedule not in SCHEDULES:
+        raise unknown("schedule", config.schedule, SCHEDULES)
+    total = max(1, config.epochs * steps_per_epoch)
+    lr = learning_rate(config)
+    sched = torch.optim.lr_scheduler
+    if config.schedule == "onecycle":
+        return sched.OneCycleLR(optimizer, max_lr=lr, total_steps=total, pct_start=0.25)
+    if config.schedule == "cosine":
+        return sched.CosineAnnealingLR(optimizer, T_max=total)
+    if config.schedule == "step":
+        # divide by 10 at 50% and 75% of training, the classic ResNet recipe
+        return sched.MultiStepLR(optimizer, milestones=[total // 2, total * 3 // 4], gamma=0.1)
+    return sched.ConstantLR(optimizer, factor=1.0, total_iters=0)  # "none": a constant lr

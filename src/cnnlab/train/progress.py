@@ -1,0 +1,63 @@
+"""Training progress: a rich bar on a terminal, one line per epoch in logs, nothing with quiet."""
+
+from __future__ import annotations
+
+import sys
+
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
+from rich.table import Table
+
+
+def format_row(row: dict[str, float], total_epochs: int) -> str:
+    val = (f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.2%}"
+           if row["val_acc"] == row["val_acc"] else "no validation split")
+    return (f"epoch {int(row['epoch'])}/{total_epochs}  train loss {row['train_loss']:.4f} "
+            f"acc {row['train_acc']:.2%}  {val}  lr {row['lr']:.2e}  {row['seconds']:.1f}s")
+
+
+class Reporter:
+    """Shows progress while training; `quiet` silences everything but errors."""
+
+    def __init__(self, quiet: bool = False, console: Console | None = None) -> None:
+        self.quiet = quiet
+        self.console = console or Console(stderr=True, soft_wrap=True)
+        self.live = not quiet and sys.stderr.isatty()
+        self._progress: Progress | None = None
+        self._task = None
+
+    def message(self, text: str) -> None:
+        if not self.quiet:
+            self.console.print(text, highlight=False)
+
+    def start_epoch(self, epoch: int, total_epochs: int, steps: int) -> None:
+        if not self.live:
+            return
+        self._progress = Progress(TextColumn(f"epoch {epoch}/{total_epochs}"), BarColumn(),
+                                  MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
+                                  TimeElapsedColumn(), TimeRemainingColumn(),
+                                  console=self.console, transient=True)
+        self._progress.start()
+        self._task = self._progress.add_task("train", total=steps, stats="")
+
+    def step(self, loss: float, accuracy: float) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, advance=1,
+                                  stats=f"loss {loss:.4f} acc {accuracy:.2%}")
+
+    def end_epoch(self, row: dict[str, float], total_epochs: int) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+        self.message(format_row(row, total_epochs))
+
+    def summary(self, title: str, rows: list[tuple[str, str]]) -> None:
+        if self.quiet:
+            return
+        table = Table(title=title, show_header=False)
+        table.add_column("", style="bold")
+        table.add_column("")
+        for key, value in rows:
+            table.add_row(key, value)
+        self.console.print(table)

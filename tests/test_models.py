@@ -1,0 +1,43 @@
+"""Every registered network: forward, backward, a gradient for every parameter, no NaN."""
+
+import pytest
+import torch
+
+from cnnlab.models import create_model, list_models, register_model
+
+
+@pytest.mark.parametrize("name", [entry.name for entry in list_models()])
+@pytest.mark.parametrize("input_shape", [(1, 28, 28), (3, 32, 32)])
+def test_network_trains_a_step(name, input_shape):
+    torch.manual_seed(0)
+    model, _, _ = create_model(name, input_shape=input_shape, num_classes=10)
+    x = torch.rand(4, *input_shape)
+    logits = model(x)
+    assert logits.shape == (4, 10)
+    loss = torch.nn.functional.cross_entropy(logits, torch.arange(4))
+    loss.backward()
+    for pname, parameter in model.named_parameters():
+        assert parameter.grad is not None, f"{name}: {pname} got no gradient"
+        assert torch.isfinite(parameter.grad).all(), f"{name}: {pname} has a non-finite gradient"
+        assert parameter.grad.abs().sum() > 0, f"{name}: {pname} has an all-zero gradient"
+    model.eval()
+    features = model.forward_features(x)
+    assert features.ndim == 4
+    assert torch.allclose(model.forward_head(features), model(x), atol=1e-5)
+
+
+def test_probabilities_sum_to_one_and_mode_is_restored():
+    model, _, _ = create_model("simple", input_shape=(1, 28, 28), num_classes=10)
+    model.train()
+    probabilities = model.predict_proba(torch.rand(5, 1, 28, 28))
+    assert torch.allclose(probabilities.sum(1), torch.ones(5), atol=1e-6)
+    assert model.training
+
+
+def test_duplicate_registration_raises():
+    with pytest.raises(ValueError, match="already registered"):
+        register_model("simple", "again")(lambda: "flatten dense")
+
+
+def test_list_models_filters():
+    assert [entry.name for entry in list_models("res*")] == ["resnet-small"]
