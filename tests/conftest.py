@@ -20,4 +20,4 @@ def digits_run(tmp_path_factory):
     import cnnlab
 
     out = tmp_path_factory.mktemp("runs") / "digits"
-    return cnnlab.train(data="digits", model="simple", epochs=4, out=str(out), quiet=True)
+    return cnnlab.train(data="digits", model="simple", epochs=10, batch_size=64, out=str(out), quiet=True)

@@ -58,8 +58,7 @@ class _DecodeFiles(Dataset):
         except ImageReadError as error:
             if self.strict:
                 raise CnnlabError(f"unreadable image {error} (drop --strict to skip such files)")
-            log.warning("skipping unreadable image %s", error)
-            return None, self.labels[index], index
+            return None, self.labels[index], index  # reported by the main process
 
 
 def _collate(items: list) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
@@ -78,6 +77,7 @@ class FileImages:
                  strict: bool = False, workers: int = 2) -> None:
         self.paths, self.shape, self.strict, self.workers = paths, shape, strict, workers
         self.labels = torch.tensor(labels, dtype=torch.long)
+        self._reported: set[Path] = set()
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -94,9 +94,16 @@ class FileImages:
                           num_workers=self.workers, persistent_workers=False)
 
     def batches(self, batch_size: int, order: torch.Tensor | None = None) -> Iterator[Batch]:
-        for images, labels, _ in self._loader(batch_size, order):
+        for images, labels, bad in self._loader(batch_size, order):
+            self._report(bad)
             if len(labels):
                 yield images, labels
+
+    def _report(self, bad: list[int]) -> None:
+        for index in bad:
+            if self.paths[index] not in self._reported:  # once per file, not once per epoch
+                self._reported.add(self.paths[index])
+                log.warning("skipping unreadable image %s", self.paths[index])
 
     def to_memory(self) -> tuple[TensorImages, list[Path]]:
         """Decode every file once (in parallel); returns the tensors and the skipped paths."""
@@ -105,6 +112,7 @@ class FileImages:
             if len(batch_labels):
                 images.append(batch_images)
                 labels.append(batch_labels)
+            self._report(bad)
             skipped.extend(self.paths[i] for i in bad)
         if not images:
             raise CnnlabError(f"none of the {len(self)} image files could be read")

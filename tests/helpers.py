@@ -1,0 +1,65 @@
+"""Test data made on the fly: image folders in every mode, with broken files among them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def shape_image(kind: str, seed: int, size: int = 24) -> np.ndarray:
+    """A bright square or a bright horizontal bar on a dark, noisy background (uint8, H x W)."""
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 40, (size, size)).astype(np.uint8)
+    offset = int(rng.integers(2, 6))
+    if kind == "square":
+        image[offset:offset + 12, offset:offset + 12] = 220
+    else:
+        image[offset + 4:offset + 8, 2:size - 2] = 220
+    return image
+
+
+MODES = ["L", "RGB", "RGBA", "P", "I;16", "CMYK", "1"]
+
+
+def save_in_mode(array: np.ndarray, mode: str, path: Path) -> Path:
+    gray = Image.fromarray(array, mode="L")
+    if mode == "I;16":
+        image = Image.fromarray(array.astype(np.uint16) * 257)
+        assert image.mode.startswith("I;16"), image.mode
+        path = path.with_suffix(".png")
+    elif mode == "CMYK":
+        image = gray.convert("RGB").convert("CMYK")
+        path = path.with_suffix(".jpg")
+    elif mode == "RGBA":
+        image = gray.convert("RGBA")
+    elif mode == "P":
+        image = gray.convert("RGB").convert("P")
+    else:
+        image = gray.convert(mode)
+    image.save(path)
+    return path
+
+
+def make_folder(root: Path, per_class: int = 12, broken: bool = True, modes=MODES) -> dict:
+    """root/{square,bar}/NNN.png in rotating modes, plus broken files when asked."""
+    made = {"good": 0, "broken": []}
+    for label, kind in enumerate(("bar", "square")):
+        folder = root / kind
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            save_in_mode(shape_image(kind, seed=label * 1000 + i), modes[i % len(modes)],
+                         folder / f"{i:03d}.png")
+            made["good"] += 1
+    if broken:
+        junk = root / "bar" / "junk.png"
+        junk.write_bytes(b"this is not an image at all")
+        truncated = root / "square" / "truncated.png"
+        full = root / "square" / "000.png"
+        truncated.write_bytes(full.read_bytes()[: len(full.read_bytes()) // 2])
+        empty = root / "square" / "empty.jpg"
+        empty.write_bytes(b"")
+        made["broken"] = [junk, truncated, empty]
+    (root / "bar" / "notes.txt").write_text("not an image, ignored by extension")
+    return made

@@ -1,0 +1,194 @@
+"""Datasets: digits, generated image folders (every mode, broken files), CSV manifests, IDX."""
+
+import gzip
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cnnlab.config import DataConfig
+from cnnlab.data import FileImages, TensorImages, load_dataset
+from cnnlab.data.idx import read_idx
+from cnnlab.data.images import ImageReadError, convert_mode, image_to_tensor, open_image
+from cnnlab.errors import CnnlabError
+
+from .helpers import make_folder, save_in_mode, shape_image
+
+
+def test_digits_splits():
+    data = load_dataset(DataConfig(name="digits", val_fraction=0.1))
+    assert data.input_shape == (1, 8, 8)
+    assert data.num_classes == 10
+    total = len(data.train) + len(data.val) + len(data.test)
+    assert total == 1797
+    assert len(data.test) == round(1797 * 0.2)
+    assert data.train.images.dtype == torch.uint8
+    assert int(data.train.images.max()) == 255
+    assert not data.flip_ok
+
+
+def test_val_split_is_fixed_by_split_seed():
+    a = load_dataset(DataConfig(name="digits"))
+    b = load_dataset(DataConfig(name="digits"))
+    c = load_dataset(DataConfig(name="digits", split_seed=1))
+    assert torch.equal(a.val.images, b.val.images)
+    assert not torch.equal(a.val.images, c.val.images)
+
+
+def test_folder_with_every_mode_and_broken_files(tmp_path, caplog):
+    made = make_folder(tmp_path / "shapes")
+    data = load_dataset(DataConfig(name=str(tmp_path / "shapes"), val_fraction=0.25))
+    assert data.class_names == ["bar", "square"]
+    assert data.input_shape == (3, 24, 24)  # some images are RGB, all are 24x24
+    assert isinstance(data.train, TensorImages)
+    assert len(data.train) + len(data.val) == made["good"]
+    assert sorted(data.skipped) == sorted(made["broken"])
+    for path in made["broken"]:
+        assert str(path) in caplog.text
+
+
+def test_grayscale_folder_gets_one_channel(tmp_path):
+    make_folder(tmp_path / "gray", broken=False, modes=["L", "I;16", "1"])
+    assert load_dataset(DataConfig(name=str(tmp_path / "gray"))).input_shape == (1, 24, 24)
+
+
+def test_folder_strict_stops_on_a_broken_file(tmp_path):
+    make_folder(tmp_path / "shapes")
+    with pytest.raises(Exception, match="unreadable image"):
+        load_dataset(DataConfig(name=str(tmp_path / "shapes"), strict=True, workers=0))
+
+
+def test_folder_streaming_skips_broken_files(tmp_path):
+    made = make_folder(tmp_path / "shapes")
+    data = load_dataset(DataConfig(name=str(tmp_path / "shapes"), stream=True, val_fraction=0.25,
+                                   image_size=16, channels=3, workers=0))
+    assert isinstance(data.train, FileImages)
+    seen = sum(len(labels) for _, labels in data.train.batches(8))
+    seen += sum(len(labels) for _, labels in data.val.batches(8))
+    assert seen == made["good"]
+    images, _ = next(iter(data.train.batches(4)))
+    assert images.shape == (4, 3, 16, 16) and images.dtype == torch.uint8
+
+
+def test_folder_with_train_val_test_subfolders(tmp_path):
+    for split, count in (("train", 6), ("val", 2), ("test", 3)):
+        make_folder(tmp_path / "data" / split, per_class=count, broken=False, modes=["RGB"])
+    data = load_dataset(DataConfig(name=str(tmp_path / "data")))
+    assert (len(data.train), len(data.val), len(data.test)) == (12, 4, 6)
+    assert data.input_shape == (3, 24, 24)
+
+
+def test_empty_class_folder_is_an_error(tmp_path):
+    make_folder(tmp_path / "shapes", broken=False)
+    (tmp_path / "shapes" / "empty").mkdir()
+    with pytest.raises(CnnlabError, match=r"class folder .*empty has no image files"):
+        load_dataset(DataConfig(name=str(tmp_path / "shapes")))
+
+
+def test_folder_without_images_is_an_error(tmp_path):
+    (tmp_path / "nothing").mkdir()
+    with pytest.raises(CnnlabError, match="has no class folders"):
+        load_dataset(DataConfig(name=str(tmp_path / "nothing")))
+
+
+def test_csv_manifest_and_split_column(tmp_path):
+    make_folder(tmp_path / "imgs", broken=False, per_class=5)
+    rows = ["path,label,split"]
+    for i, path in enumerate(sorted((tmp_path / "imgs").rglob("*.png"))):
+        rows.append(f"imgs/{path.parent.name}/{path.name},{path.parent.name},"
+                    f"{'test' if i % 5 == 0 else 'train'}")
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    data = load_dataset(DataConfig(name=str(tmp_path / "labels.csv"), val_fraction=0.2))
+    assert data.class_names == ["bar", "square"]
+    assert len(data.test) == 2
+    assert len(data.train) + len(data.val) == 8
+
+
+@pytest.mark.parametrize("bad_path", ["../outside.png", "/etc/hostname", "imgs/../../x.png"])
+def test_csv_path_leaving_its_folder_is_refused(tmp_path, bad_path):
+    folder = tmp_path / "set"
+    make_folder(folder / "imgs", broken=False, per_class=2)
+    (folder / "labels.csv").write_text(f"imgs/bar/000.png,bar\n{bad_path},square\n")
+    with pytest.raises(CnnlabError, match="points outside the CSV's folder"):
+        load_dataset(DataConfig(name=str(folder / "labels.csv")))
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "P", "I;16", "CMYK", "1"])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_every_mode_converts(tmp_path, mode, channels):
+    array = shape_image("square", seed=1)
+    path = save_in_mode(array, mode, tmp_path / "image.png")
+    tensor = image_to_tensor(open_image(path), channels, 12, 12)
+    assert tensor.shape == (channels, 12, 12) and tensor.dtype == torch.uint8
+    # the bright square stays bright and the background dark, whatever the mode
+    assert tensor.float().max() > 150 and tensor.float().min() < 100
+
+
+def test_sixteen_bit_scales_instead_of_clipping():
+    image = Image.fromarray(np.array([[0, 32768, 65535]], dtype=np.uint16))
+    assert image.mode.startswith("I;16")
+    assert np.asarray(convert_mode(image, 1)).tolist() == [[0, 128, 255]]
+
+
+def test_transparent_pixels_become_white():
+    image = Image.new("RGBA", (2, 1), (0, 0, 0, 0))
+    assert np.asarray(convert_mode(image, 3)).tolist() == [[[255, 255, 255]] * 2]
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    image = Image.new("RGB", (20, 10), (200, 0, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 clockwise to display"
+    image.save(tmp_path / "rotated.jpg", exif=exif)
+    assert open_image(tmp_path / "rotated.jpg").size == (10, 20)
+
+
+def test_only_image_formats_are_opened(tmp_path):
+    (tmp_path / "x.png").write_bytes(b"%PDF-1.4 not an allowed format")
+    with pytest.raises(ImageReadError):
+        open_image(tmp_path / "x.png")
+
+
+def _write_idx(path, header: bytes, payload: bytes):
+    with gzip.open(path, "wb") as handle:
+        handle.write(header + payload)
+
+
+def test_idx_reader_checks_magic_and_length(tmp_path):
+    good = tmp_path / "good.gz"
+    _write_idx(good, bytes([0, 0, 8, 3]) + (2).to_bytes(4, "big") * 3, bytes(range(8)))
+    assert read_idx(good).shape == (2, 2, 2)
+    bad_magic = tmp_path / "magic.gz"
+    _write_idx(bad_magic, bytes([0x1F, 0x8B, 8, 3]) + (2).to_bytes(4, "big") * 3, bytes(8))
+    with pytest.raises(CnnlabError, match="not an unsigned-byte IDX file"):
+        read_idx(bad_magic)
+    short = tmp_path / "short.gz"
+    _write_idx(short, bytes([0, 0, 8, 3]) + (2).to_bytes(4, "big") * 3, bytes(5))
+    with pytest.raises(CnnlabError, match="payload has 5 bytes, the header promises 8"):
+        read_idx(short)
+
+
+def test_truncated_idx_in_a_dataset_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path))
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    for stem, dims in (("train-images-idx3-ubyte", (3, 28, 28)), ("train-labels-idx1-ubyte", (3,)),
+                       ("t10k-images-idx3-ubyte", (2, 28, 28)), ("t10k-labels-idx1-ubyte", (2,))):
+        header = bytes([0, 0, 8, len(dims)]) + b"".join(d.to_bytes(4, "big") for d in dims)
+        _write_idx(folder / f"{stem}.gz", header, bytes(int(np.prod(dims)) - 1))
+    with pytest.raises(CnnlabError, match="truncated or corrupt"):
+        load_dataset(DataConfig(name="mnist"))
+
+
+@pytest.mark.parametrize("name", ["mnist", "cifar10"])
+def test_missing_dataset_offline_says_how_to_get_it(name):
+    with pytest.raises(CnnlabError, match=rf"{name} is not on this machine .* "
+                                          rf"`cnnlab datasets --download {name}`"):
+        load_dataset(DataConfig(name=name))
+
+
+def test_unknown_dataset_suggests():
+    with pytest.raises(CnnlabError, match=r"unknown dataset 'fashion' \(did you mean "
+                                          r"'fashion-mnist'\?\)"):
+        load_dataset(DataConfig(name="fashion"))

@@ -1,0 +1,181 @@
+"""Training and the run folder: files, determinism, exact resume after SIGKILL, safe loading."""
+
+import csv
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import cnnlab
+from cnnlab.errors import CnnlabError
+from cnnlab.runfolder import load_checkpoint
+
+RUN_FILES = {"config.yaml", "metrics.csv", "curves.png", "model.safetensors", "model.json",
+             "last.ckpt"}
+
+
+def test_run_folder_has_every_file(digits_run):
+    assert RUN_FILES <= {p.name for p in digits_run.path.iterdir()}
+    assert not [p for p in digits_run.path.iterdir() if p.name.endswith(".tmp")]
+    rows = list(csv.DictReader(open(digits_run.path / "metrics.csv")))
+    assert [int(r["epoch"]) for r in rows] == list(range(1, 11))
+    assert set(rows[0]) == {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr",
+                            "seconds"}
+    assert digits_run.test_accuracy > 0.8  # digits is easy: a broken loop would sit near 10%
+    meta = cnnlab.load(digits_run.path).meta
+    assert meta["class_names"] == [str(d) for d in range(10)]
+    assert meta["input"] == {"channels": 1, "height": 8, "width": 8}
+    assert len(meta["preprocessing"]["mean"]) == 1
+    assert meta["epoch"] == digits_run.best_epoch
+
+
+def test_loaded_model_predicts_like_the_trained_one(digits_run):
+    model = cnnlab.load(digits_run.path)
+    from cnnlab.data import load_dataset
+    from cnnlab.config import DataConfig
+
+    test = load_dataset(DataConfig(name="digits")).test
+    images, labels = test.images[:64], test.labels[:64]
+    results = model.predict([img.float() / 255 for img in images], topk=3)
+    accuracy = sum(r[0].index == int(y) for r, y in zip(results, labels)) / len(labels)
+    assert accuracy > 0.8
+    assert all(len(r) == 3 and r[0].probability >= r[1].probability for r in results)
+    # a NumPy array and a PIL image of the same picture give the same answer
+    from PIL import Image
+
+    array = images[0, 0].numpy()
+    a = model.predict(array, topk=1)[0][0]
+    b = model.predict(Image.fromarray(array), topk=1)[0][0]
+    assert a.index == b.index and abs(a.probability - b.probability) < 1e-6
+
+
+def _final_weights(run: Path) -> dict:
+    return load_checkpoint(run / "last.ckpt")["model"]
+
+
+def test_seeded_cpu_training_is_deterministic(tmp_path):
+    runs = [cnnlab.train(data="digits", epochs=2, out=str(tmp_path / f"r{i}"), quiet=True,
+                         augment={"rotation": 10, "erasing": 0.5}) for i in range(2)]
+    a, b = (_final_weights(r.path) for r in runs)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    other = cnnlab.train(data="digits", epochs=2, seed=1, out=str(tmp_path / "r3"), quiet=True)
+    c = _final_weights(other.path)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def _train_command(out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "cnnlab", "train", "--data", "digits", "--model", "vgg-small",
+            "--batch-size", "16", "--epochs", "6", "--out", str(out), "--quiet", *extra]
+
+
+def _epochs_done(run: Path) -> int:
+    try:
+        return len((run / "metrics.csv").read_text().splitlines()) - 1
+    except FileNotFoundError:
+        return 0
+
+
+def test_resume_after_sigkill_is_bit_identical(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    reference = tmp_path / "reference"
+    subprocess.run(_train_command(reference, "--threads", "1"), check=True, env=env)
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(_train_command(killed, "--threads", "1"), env=env)
+    deadline = time.time() + 300
+    while _epochs_done(killed) < 2 and time.time() < deadline and process.poll() is None:
+        time.sleep(0.02)
+    assert process.poll() is None, "training finished before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert 2 <= _epochs_done(killed) < 6
+    # every file that was there is whole: the run folder loads as it stands
+    load_checkpoint(killed / "last.ckpt")
+    cnnlab.load(killed)
+
+    subprocess.run([sys.executable, "-m", "cnnlab", "train", "--resume", str(killed), "--quiet"],
+                   check=True, env=env)
+    a, b = _final_weights(reference), _final_weights(killed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert load_file(reference / "model.safetensors").keys() == \
+        load_file(killed / "model.safetensors").keys()
+    ref_rows = list(csv.DictReader(open(reference / "metrics.csv")))
+    res_rows = list(csv.DictReader(open(killed / "metrics.csv")))
+    drop = {"seconds"}
+    assert [{k: v for k, v in r.items() if k not in drop} for r in ref_rows] == \
+        [{k: v for k, v in r.items() if k not in drop} for r in res_rows]
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (os.system, ("touch pwned-by-checkpoint",))
+
+
+def test_checkpoint_with_code_is_refused_and_never_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "last.ckpt"
+    with open(path, "wb") as handle:
+        pickle.dump({"model": _Exploit()}, handle)
+    torch.save({"model": _Exploit()}, tmp_path / "zip.ckpt")
+    for candidate in (path, tmp_path / "zip.ckpt"):
+        with pytest.raises(CnnlabError, match="refusing to load .* could run code"):
+            load_checkpoint(candidate)
+    assert not (tmp_path / "pwned-by-checkpoint").exists()
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_model(tmp_path):
+    run = cnnlab.train(data="digits", model="conv(8) relu flatten dense", epochs=4, lr=1e30,
+                       optimizer="sgd", schedule="none", out=str(tmp_path / "nan"), quiet=True)
+    assert run.status == "diverged"
+    if (run.path / "model.safetensors").exists():  # a good epoch before the blow-up is kept
+        weights = load_file(run.path / "model.safetensors")
+        assert all(torch.isfinite(v).all() for v in weights.values())
+
+
+def test_early_stopping(tmp_path):
+    run = cnnlab.train(data="digits", epochs=30, lr=1e-9, optimizer="sgd", schedule="none",
+                       patience=2, out=str(tmp_path / "patient"), quiet=True)
+    assert run.status == "stopped early"
+    assert len(run.history) < 30
+
+
+def test_run_names_never_overwrite(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    first = cnnlab.train(data="digits", epochs=1, quiet=True)
+    second = cnnlab.train(data="digits", epochs=1, quiet=True)
+    assert first.path == Path("runs/digits-simple")
+    assert second.path == Path("runs/digits-simple-2")
+
+
+def test_config_file_with_overrides(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("model: vgg-small\nepochs: 1\ndata:\n  name: digits\n  val_fraction: 0.2\n")
+    run = cnnlab.train(config, out=str(tmp_path / "from-yaml"), quiet=True, epochs=2)
+    saved = (run.path / "config.yaml").read_text()
+    assert "model: vgg-small" in saved and "epochs: 2" in saved and "val_fraction: 0.2" in saved
+    assert len(run.history) == 2
+
+
+def test_unknown_setting_in_config_is_an_error(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("epoch: 3\n")
+    with pytest.raises(CnnlabError, match=r"unknown setting 'epoch' \(did you mean 'epochs'\?\)"):
+        cnnlab.train(config)
+
+
+def test_folder_training_streams_and_learns(tmp_path):
+    from .helpers import make_folder
+
+    make_folder(tmp_path / "shapes", per_class=40)
+    run = cnnlab.train(
+        data={"name": str(tmp_path / "shapes"), "stream": True, "workers": 2,
+              "val_fraction": 0.25}, model="conv(16, k=3, p=same) bn relu maxpool(2) conv(16) relu gap dense",
+        epochs=10, batch_size=8, lr=1e-2, out=str(tmp_path / "r"), quiet=True)
+    assert run.best_val_accuracy >= 0.9  # squares against bars: easy for any working CNN
