@@ -21,10 +21,15 @@ RUN_FILES = {"config.yaml", "metrics.csv", "curves.png", "model.safetensors", "m
              "last.ckpt"}
 
 
+def _rows(run: Path) -> list[dict]:
+    with open(run / "metrics.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
 def test_run_folder_has_every_file(digits_run):
-    assert RUN_FILES <= {p.name for p in digits_run.path.iterdir()}
+    assert {p.name for p in digits_run.path.iterdir()} >= RUN_FILES
     assert not [p for p in digits_run.path.iterdir() if p.name.endswith(".tmp")]
-    rows = list(csv.DictReader(open(digits_run.path / "metrics.csv")))
+    rows = _rows(digits_run.path)
     assert [int(r["epoch"]) for r in rows] == list(range(1, 11))
     assert set(rows[0]) == {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr",
                             "seconds"}
@@ -38,13 +43,13 @@ def test_run_folder_has_every_file(digits_run):
 
 def test_loaded_model_predicts_like_the_trained_one(digits_run):
     model = cnnlab.load(digits_run.path)
-    from cnnlab.data import load_dataset
     from cnnlab.config import DataConfig
+    from cnnlab.data import load_dataset
 
     test = load_dataset(DataConfig(name="digits")).test
     images, labels = test.images[:64], test.labels[:64]
     results = model.predict([img.float() / 255 for img in images], topk=3)
-    accuracy = sum(r[0].index == int(y) for r, y in zip(results, labels)) / len(labels)
+    accuracy = sum(r[0].index == int(y) for r, y in zip(results, labels, strict=True)) / len(labels)
     assert accuracy > 0.8
     assert all(len(r) == 3 and r[0].probability >= r[1].probability for r in results)
     # a NumPy array and a PIL image of the same picture give the same answer
@@ -106,11 +111,10 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert load_file(reference / "model.safetensors").keys() == \
         load_file(killed / "model.safetensors").keys()
-    ref_rows = list(csv.DictReader(open(reference / "metrics.csv")))
-    res_rows = list(csv.DictReader(open(killed / "metrics.csv")))
-    drop = {"seconds"}
-    assert [{k: v for k, v in r.items() if k not in drop} for r in ref_rows] == \
-        [{k: v for k, v in r.items() if k not in drop} for r in res_rows]
+    def without_time(rows):
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+
+    assert without_time(_rows(reference)) == without_time(_rows(killed))
 
 
 class _Exploit:
@@ -175,7 +179,7 @@ def test_folder_training_streams_and_learns(tmp_path):
 
     make_folder(tmp_path / "shapes", per_class=40)
     run = cnnlab.train(
-        data={"name": str(tmp_path / "shapes"), "stream": True, "workers": 2,
-              "val_fraction": 0.25}, model="conv(16, k=3, p=same) bn relu maxpool(2) conv(16) relu gap dense",
+        data={"name": str(tmp_path / "shapes"), "stream": True, "workers": 2, "val_fraction": 0.25},
+        model="conv(16, k=3, p=same) bn relu maxpool(2) conv(16) relu gap dense",
         epochs=10, batch_size=8, lr=1e-2, out=str(tmp_path / "r"), quiet=True)
     assert run.best_val_accuracy >= 0.9  # squares against bars: easy for any working CNN

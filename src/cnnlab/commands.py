@@ -94,41 +94,40 @@ def run_datasets(args: argparse.Namespace) -> int:
 
     if args.download:
         download(args.download)
-    table = Table(title="datasets")
-    for column in ("name", "here", "description", "location"):
-        table.add_column(column)
-    for entry in list_datasets():
-        table.add_row(entry.name, "yes" if entry.is_present() else "no", entry.description,
-                      entry.where())
-    table.add_row("PATH/", "-", "your folder: PATH/<class>/*.png, or PATH/{train,val,test}/<class>/",
-                  "--data PATH")
-    table.add_row("FILE.csv", "-", "your CSV manifest: path,label[,split] rows", "--data FILE.csv")
-    console.print(table)
+    rows = [[entry.name, "yes" if entry.is_present() else "no", entry.description, entry.where()]
+            for entry in list_datasets()]
+    rows.append(["PATH/", "-", "your folder: PATH/<class>/*.png, or PATH/{train,val,test}/<class>/",
+                 "--data PATH"])
+    rows.append(["FILE.csv", "-", "your CSV manifest: path,label[,split] rows", "--data FILE.csv"])
+    _print_table("datasets", ["name", "here", "description", "location"], rows)
     return 0
 
 
 def run_models(args: argparse.Namespace) -> int:
     from .models import list_models
 
-    table = Table(title="named networks (or write your own: cnnlab layers)")
-    for column in ("name", "description", "layers"):
-        table.add_column(column)
-    for entry in list_models(args.pattern):
-        table.add_row(entry.name, entry.description, entry.spec)
-    console.print(table)
+    _print_table("named networks (or write your own: cnnlab layers)",
+                 ["name", "description", "layers"],
+                 [[entry.name, entry.description, entry.spec] for entry in list_models(args.pattern)])
     return 0
 
 
 def run_layers(args: argparse.Namespace) -> int:
     from .models.spec import ALIASES, LAYERS
 
-    table = Table(title="the layer language: write layers in order, separated by spaces")
-    for column in ("layer", "usage", "also written"):
-        table.add_column(column)
-    for name, layer in LAYERS.items():
-        aliases = ", ".join(a for a, target in ALIASES.items() if target == name)
-        table.add_row(name, layer.help, aliases)
-    console.print(table)
+    rows = [[name, layer.help, ", ".join(a for a, target in ALIASES.items() if target == name)]
+            for name, layer in LAYERS.items()]
+    _print_table("the layer language: write layers in order, separated by spaces",
+                 ["layer", "usage", "also written"], rows)
     console.print("example: conv(32, k=3, p=same) relu maxpool(2) conv(64, k=3) relu maxpool(2) "
                   "flatten dense(128) relu dropout(0.5) dense")
     return 0
+
+
+def _print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)

@@ -11,7 +11,7 @@ from PIL import Image
 from ..config import DataConfig
 from ..errors import CnnlabError
 from .images import ALLOWED_FORMATS, is_grayscale, is_image_file
-from .splits import DatasetSplits, FileImages, Split, TensorImages, split_off
+from .splits import DatasetSplits, FileImages, Split, split_off
 
 log = logging.getLogger("cnnlab")
 

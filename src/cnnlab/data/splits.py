@@ -57,7 +57,8 @@ class _DecodeFiles(Dataset):
             return load_image_tensor(self.paths[index], *self.shape), self.labels[index], index
         except ImageReadError as error:
             if self.strict:
-                raise CnnlabError(f"unreadable image {error} (drop --strict to skip such files)")
+                raise CnnlabError(
+                    f"unreadable image {error} (drop --strict to skip such files)") from None
             return None, self.labels[index], index  # reported by the main process
 
 

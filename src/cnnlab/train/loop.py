@@ -20,8 +20,16 @@ from ..fileio import atomic_write_text
 from ..inference import loss_and_accuracy, predict_logits
 from ..models import Classifier, create_model
 from ..plots import training_curves
-from ..runfolder import (CHECKPOINT, CONFIG, load_checkpoint, load_model, new_run_dir, save_checkpoint,
-                         save_model, write_metrics)
+from ..runfolder import (
+    CHECKPOINT,
+    CONFIG,
+    load_checkpoint,
+    load_model,
+    new_run_dir,
+    save_checkpoint,
+    save_model,
+    write_metrics,
+)
 from .optim import make_optimizer, make_scheduler
 from .progress import Reporter
 

@@ -6,4 +6,4 @@ from ..registry import register_model
 def simple() -> str:
     return ("conv(32, k=3, p=same) bn relu maxpool(2) "
             "conv(64, k=3, p=same) bn relu maxpool(2) "
-            "flatten dropout(0.3) dense(128) relu dropout(0.3) dense")
+            "flatten dropout(0.25) dense(128) relu dense")
