@@ -192,3 +192,19 @@ def test_unknown_dataset_suggests():
     with pytest.raises(CnnlabError, match=r"unknown dataset 'fashion' \(did you mean "
                                           r"'fashion-mnist'\?\)"):
         load_dataset(DataConfig(name="fashion"))
+
+
+def test_builtin_data_resized_and_given_three_channels():
+    data = load_dataset(DataConfig(name="digits", image_size=28, channels=3))
+    assert data.input_shape == (3, 28, 28)
+    assert data.train.images.dtype == torch.uint8
+    assert torch.equal(data.train.images[:, 0], data.train.images[:, 2])  # gray in every channel
+    assert data.train.images.float().max() > 200  # strokes survive resizing
+
+
+def test_rgb_to_gray_uses_luma():
+    from cnnlab.data.splits import _convert_tensor_images
+
+    red = torch.zeros(1, 3, 2, 2, dtype=torch.uint8)
+    red[:, 0] = 255
+    assert _convert_tensor_images(red, 1, None).unique().tolist() == [76]  # 0.299 * 255

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..config import DataConfig
 from ..errors import CnnlabError, unknown
-from .splits import DatasetSplits
+from .splits import DatasetSplits, convert_splits
 
 log = logging.getLogger("cnnlab")
 
@@ -52,7 +52,8 @@ def load_dataset(config: DataConfig) -> DatasetSplits:
 
     path = Path(config.name).expanduser()
     if config.name in _DATASETS:
-        splits = _DATASETS[config.name].load(config)
+        splits = convert_splits(_DATASETS[config.name].load(config), config.channels,
+                                config.image_size)
     elif path.suffix.lower() == ".csv":
         splits = load_csv(path, config)
     elif path.is_dir():

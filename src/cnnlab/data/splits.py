@@ -146,6 +146,37 @@ class DatasetSplits:
         return len(self.class_names)
 
 
+def _convert_tensor_images(images: torch.Tensor, channels: int | None,
+                           size: int | None) -> torch.Tensor:
+    """uint8 (N, C, H, W) to the asked channels (ITU-R 601 luma for RGB -> gray) and square size."""
+    converted = []
+    for chunk in images.split(4096):
+        x = chunk.float()
+        if channels == 1 and x.shape[1] == 3:
+            x = (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+        elif channels == 3 and x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        if size is not None and tuple(x.shape[2:]) != (size, size):
+            x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear",
+                                                antialias=True, align_corners=False)
+        converted.append(x.round().clamp(0, 255).to(torch.uint8))
+    return torch.cat(converted)
+
+
+def convert_splits(splits: DatasetSplits, channels: int | None, size: int | None) -> DatasetSplits:
+    """Give in-memory splits the channels and size asked for (--channels, --image-size)."""
+    if channels not in (None, 1, 3):
+        raise CnnlabError(f"--channels must be 1 or 3, got {channels}")
+    if size is not None and size < 1:
+        raise CnnlabError(f"--image-size must be a positive number, got {size}")
+    for name in ("train", "val", "test"):
+        split = getattr(splits, name)
+        if isinstance(split, TensorImages):
+            setattr(splits, name, TensorImages(
+                _convert_tensor_images(split.images, channels, size), split.labels))
+    return splits
+
+
 def split_off(split: Split, fraction: float, seed: int) -> tuple[Split, Split | None]:
     """Hold out `fraction` of a split (a fixed random permutation of `seed`) for validation."""
     if fraction <= 0:

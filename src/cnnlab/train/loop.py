@@ -62,11 +62,6 @@ class Run:
     seconds: float
     status: str  # finished | stopped early | diverged
 
-    def load(self):
-        from ..api import load
-
-        return load(self.path)
-
 
 @dataclass
 class Trainer:
