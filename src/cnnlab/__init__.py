@@ -2,7 +2,9 @@
 
 __version__ = "0.1.0"
 
-from .api import ClassScore, LoadedModel, load, train  # noqa: E402
+from .api import evaluate, load, train  # noqa: E402
 from .config import TrainConfig  # noqa: E402
+from .predict import ClassScore, Prediction, Predictor  # noqa: E402
 
-__all__ = ["ClassScore", "LoadedModel", "TrainConfig", "__version__", "load", "train"]
+__all__ = ["ClassScore", "Prediction", "Predictor", "TrainConfig", "__version__", "evaluate", "load",
+           "train"]

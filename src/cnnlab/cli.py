@@ -11,7 +11,7 @@ from typing import Any
 from . import __version__
 from .errors import CnnlabError, suggest
 
-VERBS = ("train", "summary", "datasets", "models", "layers")
+VERBS = ("train", "evaluate", "predict", "summary", "datasets", "models", "layers")
 
 # (flag, config key, type, help); flags left out keep the config's (or default) value.
 TRAIN_FLAGS: list[tuple[str, str, Any, str]] = [
@@ -81,12 +81,42 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         parser.add_argument(flag, dest=key, action="store_const", const=value, help=text)
 
 
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("evaluate", help="metrics, confusion matrix, calibration, mistakes",
+                            allow_abbrev=False)
+    parser.add_argument("run", help="run folder")
+    parser.add_argument("--data", default=None, help="other data with the same classes "
+                                                     "(default: the run's own)")
+    parser.add_argument("--split", default="test", help="test | val")
+    parser.add_argument("--max-shift", type=int, default=3,
+                        help="translation test: shift images by 0..N pixels (0 turns it off)")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--device", default="auto")
+
+
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("predict", help="top-k classes for images, folders, globs, videos",
+                            allow_abbrev=False)
+    parser.add_argument("run", help="run folder")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT",
+                        help="image files, folders (recursive), globs ('imgs/*.png'), videos")
+    parser.add_argument("--topk", type=int, default=5)
+    parser.add_argument("--format", default="table", choices=("table", "json", "csv"))
+    parser.add_argument("--output", default=None, help="write the json/csv here, not to stdout")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers for folders")
+    parser.add_argument("--fps", type=float, default=1.0, help="video frames sampled per second")
+    parser.add_argument("--device", default="auto")
+
+
 def build_parser() -> Parser:
     parser = Parser(prog="cnnlab", description="Design, train and study CNNs on images.",
                     allow_abbrev=False)
     parser.add_argument("--version", action="version", version=f"cnnlab {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=Parser)
     _add_train(sub)
+    _add_evaluate(sub)
+    _add_predict(sub)
     summary = sub.add_parser("summary", help="per-layer shapes, parameters, FLOPs, receptive field",
                              allow_abbrev=False)
     summary.add_argument("model", help="named network, layer spec string, YAML file or run folder")

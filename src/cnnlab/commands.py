@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 from pathlib import Path
 
 from rich.console import Console
@@ -50,6 +51,114 @@ def _print_run(run, quiet: bool) -> None:
     for key, value in rows:
         table.add_row(key, value)
     console.print(table)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_run
+
+    result = evaluate_run(args.run, data=args.data, split=args.split, device=args.device,
+                          batch_size=args.batch_size, max_shift=args.max_shift)
+    m = result.metrics
+    rows = [["images", f"{m['images']:,}"], ["loss", f"{m['loss']:.4f}"],
+            ["accuracy (top-1)", f"{m['accuracy']:.2%}"]]
+    if "top5_accuracy" in m:
+        rows.append(["top-5 accuracy", f"{m['top5_accuracy']:.2%}"])
+    rows += [["macro F1", f"{m['macro_avg']['f1']:.4f}"],
+             ["weighted F1", f"{m['weighted_avg']['f1']:.4f}"],
+             ["calibration error (ECE, 15 bins)", f"{m['ece']:.4f}"]]
+    _print_table(f"{m['data']} {m['split']} split", ["metric", "value"], rows)
+    _print_table("per class", ["class", "precision", "recall", "F1", "support"],
+                 [[r["class"], f"{r['precision']:.3f}", f"{r['recall']:.3f}", f"{r['f1']:.3f}",
+                   str(r["support"])] for r in m["per_class"]])
+    if m["translation"]:
+        _print_table("translation invariance: every image shifted by N pixels",
+                     ["shift (px)", "accuracy"],
+                     [[str(r["shift"]), f"{r['accuracy']:.2%}"] for r in m["translation"]])
+    console.print(f"written to {result.folder}/: metrics.json, per_class.csv, "
+                  f"confusion_matrix.csv/.png, reliability.png, mistakes.png"
+                  f"{', shift.png' if m['translation'] else ''}")
+    return 0
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from .predict import expand_inputs, load_predictor
+
+    if args.topk < 1:
+        raise CnnlabError(f"--topk must be at least 1, got {args.topk}")
+    predictor = load_predictor(args.run, args.device)
+    found = expand_inputs(args.inputs)
+    if not found.images and not found.videos:
+        raise CnnlabError(f"no images or videos found in {' '.join(args.inputs)}")
+    results, failures = _collect_predictions(predictor, found, args)
+    for failure in failures:
+        print(f"error: {failure.input}: {failure.reason}", file=sys.stderr)
+    _emit_predictions(results, args)
+    return 1 if failures else 0
+
+
+def _collect_predictions(predictor, found, args) -> tuple[list, list]:
+    from .predict import Failure, predict_files, predict_video
+
+    results, failures = [], list(found.missing)
+    for item in predict_files(predictor, found.images, args.topk, args.batch_size, args.workers):
+        (failures if isinstance(item, Failure) else results).append(item)
+    for video in found.videos:
+        try:
+            frames, clip = predict_video(predictor, video, args.fps, args.topk)
+        except CnnlabError as error:
+            failures.append(Failure(str(video), str(error).split(": ", 1)[-1]))
+            continue
+        results.extend([*frames, clip])
+    return results, failures
+
+
+def _emit_predictions(results: list, args: argparse.Namespace) -> None:
+    from .fileio import atomic_write_text
+
+    if args.format == "table":
+        _print_prediction_table(results)
+        return
+    text = _predictions_json(results) if args.format == "json" else _predictions_csv(results)
+    if args.output:
+        atomic_write_text(args.output, text)
+        console.print(f"{len(results)} predictions written to {args.output}")
+    else:
+        sys.stdout.write(text)
+
+
+def _label(result) -> str:
+    if result.frames is not None:
+        return f"{result.input} (clip, {result.frames} frames)"
+    if result.frame is not None:
+        return f"{result.input} @ {result.time:.2f}s"
+    return result.input
+
+
+def _print_prediction_table(results: list) -> None:
+    rows = [[_label(r), r.top[0].name, f"{r.top[0].probability:.1%}",
+             ", ".join(f"{s.name} {s.probability:.1%}" for s in r.top[1:])] for r in results]
+    _print_table("predictions", ["input", "class", "probability", "next"], rows)
+
+
+def _predictions_json(results: list) -> str:
+    import json
+
+    return json.dumps([r.to_dict() for r in results], indent=2) + "\n"
+
+
+def _predictions_csv(results: list) -> str:
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["input", "frame", "time", "rank", "class", "index", "probability"])
+    for r in results:
+        frame = "clip" if r.frames is not None else ("" if r.frame is None else r.frame)
+        for rank, score in enumerate(r.top, start=1):
+            writer.writerow([r.input, frame, "" if r.time is None else r.time, rank, score.name,
+                             score.index, score.probability])
+    return buffer.getvalue()
 
 
 def _parse_input(text: str) -> tuple[int, int, int]:

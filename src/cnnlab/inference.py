@@ -10,7 +10,7 @@ from .data.splits import Split
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, split: Split, device: torch.device, batch_size: int = 512,
+def predict_logits(model: nn.Module, split: Split, device: torch.device, batch_size: int = 256,
                    channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits (N, K) and labels (N,) for a whole split, in eval mode (the mode is restored)."""
     was_training = model.training

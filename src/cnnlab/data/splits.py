@@ -42,8 +42,9 @@ class TensorImages:
                 yield self.images[index], self.labels[index]
 
 
-class _DecodeFiles(Dataset):
-    """Decodes one file per item; a bad file yields None (or raises with strict)."""
+class DecodeFiles(Dataset):
+    """Decodes one file per item to uint8 (C, H, W); a bad file yields None and the reason
+    (or raises with strict)."""
 
     def __init__(self, paths: list[Path], labels: list[int], shape: tuple[int, int, int],
                  strict: bool) -> None:
@@ -52,23 +53,25 @@ class _DecodeFiles(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int] | tuple[None, int, int]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor | None, int, int, str]:
         try:
-            return load_image_tensor(self.paths[index], *self.shape), self.labels[index], index
+            return load_image_tensor(self.paths[index], *self.shape), self.labels[index], index, ""
         except ImageReadError as error:
             if self.strict:
                 raise CnnlabError(
                     f"unreadable image {error} (drop --strict to skip such files)") from None
-            return None, self.labels[index], index  # reported by the main process
+            return None, self.labels[index], index, str(error)  # reported by the main process
 
 
-def _collate(items: list) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+def collate_decoded(items: list) -> tuple[torch.Tensor, torch.Tensor, list[int], list[tuple[int, str]]]:
+    """Stack the decoded images; returns (images, labels, their indices, [(index, reason)] failed)."""
     good = [item for item in items if item[0] is not None]
-    bad = [item[2] for item in items if item[0] is None]
+    bad = [(item[2], item[3]) for item in items if item[0] is None]
+    indices = [item[2] for item in good]
     if not good:
-        return torch.empty(0, dtype=torch.uint8), torch.empty(0, dtype=torch.long), bad
+        return torch.empty(0, dtype=torch.uint8), torch.empty(0, dtype=torch.long), indices, bad
     return (torch.stack([item[0] for item in good]),
-            torch.tensor([item[1] for item in good], dtype=torch.long), bad)
+            torch.tensor([item[1] for item in good], dtype=torch.long), indices, bad)
 
 
 class FileImages:
@@ -89,32 +92,32 @@ class FileImages:
                           self.shape, self.strict, self.workers)
 
     def _loader(self, batch_size: int, order: torch.Tensor | None) -> DataLoader:
-        dataset = _DecodeFiles(self.paths, self.labels.tolist(), self.shape, self.strict)
+        dataset = DecodeFiles(self.paths, self.labels.tolist(), self.shape, self.strict)
         sampler = order.tolist() if order is not None else None
-        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=_collate,
-                          num_workers=self.workers, persistent_workers=False)
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler,
+                          collate_fn=collate_decoded, num_workers=self.workers)
 
     def batches(self, batch_size: int, order: torch.Tensor | None = None) -> Iterator[Batch]:
-        for images, labels, bad in self._loader(batch_size, order):
+        for images, labels, _, bad in self._loader(batch_size, order):
             self._report(bad)
             if len(labels):
                 yield images, labels
 
-    def _report(self, bad: list[int]) -> None:
-        for index in bad:
+    def _report(self, bad: list[tuple[int, str]]) -> None:
+        for index, reason in bad:
             if self.paths[index] not in self._reported:  # once per file, not once per epoch
                 self._reported.add(self.paths[index])
-                log.warning("skipping unreadable image %s", self.paths[index])
+                log.warning("skipping unreadable image %s", reason)
 
     def to_memory(self) -> tuple[TensorImages, list[Path]]:
         """Decode every file once (in parallel); returns the tensors and the skipped paths."""
         images, labels, skipped = [], [], []
-        for batch_images, batch_labels, bad in self._loader(256, None):
+        for batch_images, batch_labels, _, bad in self._loader(256, None):
             if len(batch_labels):
                 images.append(batch_images)
                 labels.append(batch_labels)
             self._report(bad)
-            skipped.extend(self.paths[i] for i in bad)
+            skipped.extend(self.paths[i] for i, _ in bad)
         if not images:
             raise CnnlabError(f"none of the {len(self)} image files could be read")
         return TensorImages(torch.cat(images), torch.cat(labels)), skipped

@@ -1,0 +1,192 @@
+"""Evaluate a trained run: metrics a person can read, and the figures that go with them.
+
+Metrics come from scikit-learn and torchmetrics; this module only feeds them and writes the results
+to RUN/evaluate/.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from sklearn.calibration import calibration_curve
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+from torchmetrics.functional.classification import multiclass_accuracy, multiclass_calibration_error
+
+from . import plots
+from .config import DataConfig, load_config
+from .data import TensorImages, load_dataset
+from .data.splits import Split
+from .devices import resolve_device
+from .errors import CnnlabError
+from .fileio import atomic_write_json, atomic_write_text
+from .inference import predict_logits
+from .runfolder import CONFIG, load_model
+
+ECE_BINS = 15
+MISTAKES_SHOWN = 16
+
+
+@dataclass
+class Evaluation:
+    metrics: dict[str, Any]
+    folder: Path
+
+
+def _data_config(run: Path, meta: dict, data: str | None) -> DataConfig:
+    """The run's own data settings, with the model's input channels and size enforced."""
+    config = load_config(run / CONFIG).data if (run / CONFIG).is_file() else DataConfig()
+    if data is not None:
+        config.name = data
+    config.channels = meta["input"]["channels"]
+    config.image_size = meta["input"]["height"]
+    return config
+
+
+def _pick_split(run: Path, meta: dict, data: str | None, split: str) -> tuple[Split, str]:
+    dataset = load_dataset(_data_config(run, meta, data))
+    if dataset.class_names != meta["class_names"]:
+        raise CnnlabError(f"the data's classes {dataset.class_names[:5]}... are not the model's "
+                          f"{meta['class_names'][:5]}...")
+    if split not in ("test", "val"):
+        raise CnnlabError(f"--split must be test or val, got {split!r}")
+    chosen = getattr(dataset, split)
+    if chosen is None:
+        raise CnnlabError(f"{dataset.name} has no {split} split; try --split "
+                          f"{'val' if split == 'test' else 'test'}")
+    return chosen, dataset.name
+
+
+def per_class_table(labels: torch.Tensor, predictions: torch.Tensor,
+                    class_names: list[str]) -> tuple[list[dict], dict[str, dict]]:
+    """Per-class precision, recall, F1 and support, plus macro and weighted averages."""
+    indices = list(range(len(class_names)))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        labels, predictions, labels=indices, zero_division=0)
+    rows = [{"class": name, "precision": float(p), "recall": float(r), "f1": float(f),
+             "support": int(s)}
+            for name, p, r, f, s in zip(class_names, precision, recall, f1, support, strict=True)]
+    averages = {}
+    for average in ("macro", "weighted"):
+        p, r, f, _ = precision_recall_fscore_support(labels, predictions, labels=indices,
+                                                     average=average, zero_division=0)
+        averages[average] = {"precision": float(p), "recall": float(r), "f1": float(f)}
+    return rows, averages
+
+
+def shift_images(images: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """Move (B, C, H, W) images by (dy, dx) pixels, filling the uncovered border with zeros."""
+    height, width = images.shape[-2:]
+    shifted = torch.zeros_like(images)
+    shifted[..., max(dy, 0):height + min(dy, 0), max(dx, 0):width + min(dx, 0)] = \
+        images[..., max(-dy, 0):height - max(dy, 0), max(-dx, 0):width - max(dx, 0)]
+    return shifted
+
+
+def shift_accuracy(model, split: Split, device: torch.device, max_shift: int) -> list[dict]:
+    """Accuracy when every image is moved by s pixels, averaged over right, left, down and up."""
+    if not isinstance(split, TensorImages):
+        return []
+    rows = []
+    for shift in range(0, max_shift + 1):
+        moves = [(0, 0)] if shift == 0 else [(0, shift), (0, -shift), (shift, 0), (-shift, 0)]
+        accuracies = []
+        for dy, dx in moves:
+            moved = TensorImages(shift_images(split.images, dy, dx), split.labels)
+            logits, labels = predict_logits(model, moved, device, channels_last=True)
+            accuracies.append((logits.argmax(1) == labels).float().mean().item())
+        rows.append({"shift": shift, "accuracy": sum(accuracies) / len(accuracies)})
+    return rows
+
+
+def _split_images(split: Split, indices: list[int]) -> torch.Tensor:
+    if isinstance(split, TensorImages):
+        return split.images[indices]
+    return torch.stack([split.subset(torch.tensor([i])).batches(1).__next__()[0][0]
+                        for i in indices])
+
+
+def _summary_metrics(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict:
+    probabilities = logits.softmax(1)
+    metrics = {
+        "images": len(labels),
+        "loss": F.cross_entropy(logits, labels).item(),
+        "accuracy": multiclass_accuracy(logits, labels, num_classes, average="micro").item(),
+        "ece": multiclass_calibration_error(probabilities, labels, num_classes, n_bins=ECE_BINS,
+                                            norm="l1").item(),
+    }
+    if num_classes >= 5:
+        metrics["top5_accuracy"] = multiclass_accuracy(logits, labels, num_classes, top_k=5,
+                                                       average="micro").item()
+    return metrics
+
+
+def _write_csv(path: Path, rows: list[list[Any]]) -> None:
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
+
+
+def _write_figures(out: Path, labels, predictions, probabilities, matrix, names, split,
+                   shifts) -> None:
+    confidence = probabilities.max(1).values
+    correct = (predictions == labels).numpy()
+    accuracy_per_bin, confidence_per_bin = calibration_curve(correct, confidence.numpy(),
+                                                             n_bins=ECE_BINS, strategy="uniform")
+    plots.confusion_matrix(matrix, names, out / "confusion_matrix.png")
+    plots.reliability_diagram(accuracy_per_bin, confidence_per_bin, out / "reliability.png")
+    wrong = torch.nonzero(predictions != labels).flatten()
+    order = wrong[confidence[wrong].argsort(descending=True)][:MISTAKES_SHOWN].tolist()
+    if order:
+        captions = [f"true: {names[labels[i]]}\npred: {names[predictions[i]]} "
+                    f"({confidence[i]:.0%})" for i in order]
+        plots.image_grid(_split_images(split, order), captions, out / "mistakes.png",
+                         "most confidently wrong")
+    if shifts:
+        plots.shift_curve(shifts, out / "shift.png")
+
+
+def evaluate_run(run: str | Path, *, data: str | None = None, split: str = "test",
+                 device: str = "auto", batch_size: int = 256, max_shift: int = 3) -> Evaluation:
+    """Evaluate a run's best model on a split and write RUN/evaluate/."""
+    run = Path(run)
+    torch_device = resolve_device(device)
+    model, meta = load_model(run, torch_device)
+    model.to(memory_format=torch.channels_last)  # about 20% faster convolutions on CPU
+    chosen, data_name = _pick_split(run, meta, data, split)
+    logits, labels = predict_logits(model, chosen, torch_device, batch_size, channels_last=True)
+    names = meta["class_names"]
+    predictions, probabilities = logits.argmax(1), logits.softmax(1)
+    metrics = {"run": str(run), "data": data_name, "split": split,
+               **_summary_metrics(logits, labels, len(names))}
+    metrics["per_class"], averages = per_class_table(labels, predictions, names)
+    metrics.update({f"{name}_avg": values for name, values in averages.items()})
+    matrix = confusion_matrix(labels, predictions, labels=list(range(len(names))))
+    metrics["translation"] = shift_accuracy(model, chosen, torch_device, max_shift)
+    out = run / "evaluate"
+    out.mkdir(exist_ok=True)
+    _write_csv(out / "confusion_matrix.csv", [["true \\ predicted", *names]] +
+               [[name, *row.tolist()] for name, row in zip(names, matrix, strict=True)])
+    _write_csv(out / "per_class.csv", [list(metrics["per_class"][0])] +
+               [list(row.values()) for row in metrics["per_class"]])
+    _write_figures(out, labels, predictions, probabilities, matrix, names, chosen,
+                   metrics["translation"])
+    atomic_write_json(out / "metrics.json", _finite(metrics))
+    return Evaluation(metrics, out)
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN: write null instead."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value

@@ -1,0 +1,213 @@
+"""Prediction on new images and video frames, with the preprocessing the model was trained with."""
+
+from __future__ import annotations
+
+import glob
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from .data.images import image_to_tensor, is_image_file, open_image
+from .data.splits import DecodeFiles, collate_decoded
+from .devices import resolve_device
+from .errors import CnnlabError
+from .models import Classifier
+from .runfolder import load_model
+
+VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"})
+
+
+@dataclass(frozen=True)
+class ClassScore:
+    name: str
+    index: int
+    probability: float
+
+
+@dataclass
+class Prediction:
+    """The top-k classes for one input: an image, one video frame, or a whole clip."""
+
+    input: str
+    top: list[ClassScore]
+    frame: int | None = None  # video frame number
+    time: float | None = None  # seconds into the video
+    frames: int | None = None  # for a clip: how many frames were averaged
+
+    def to_dict(self) -> dict[str, Any]:
+        row: dict[str, Any] = {"input": self.input}
+        for key in ("frame", "time", "frames"):
+            if getattr(self, key) is not None:
+                row[key] = getattr(self, key)
+        row["top"] = [vars(score) for score in self.top]
+        return row
+
+
+@dataclass
+class Failure:
+    input: str
+    reason: str
+
+
+ImageInput = str | Path | Image.Image | np.ndarray | torch.Tensor
+
+
+class Predictor:
+    """A trained model with the preprocessing it was trained with (from model.json)."""
+
+    def __init__(self, model: Classifier, meta: dict[str, Any], device: torch.device) -> None:
+        self.model, self.meta, self.device = model.eval(), meta, device
+        self.class_names: list[str] = meta["class_names"]
+        spec = meta["input"]
+        self.input_shape: tuple[int, int, int] = (spec["channels"], spec["height"], spec["width"])
+
+    def preprocess(self, item: ImageInput) -> torch.Tensor:
+        """Any supported input -> float (C, H, W) in [0, 1] of the model's channels and size."""
+        if isinstance(item, (str, Path)):
+            item = open_image(item)
+        if isinstance(item, np.ndarray):
+            item = Image.fromarray(item if item.dtype == np.uint8 else
+                                   (np.clip(item, 0, 1) * 255).round().astype(np.uint8))
+        if isinstance(item, torch.Tensor):
+            return self._tensor_input(item)
+        if not isinstance(item, Image.Image):
+            raise CnnlabError(f"cannot predict on a {type(item).__name__}; give a path, PIL "
+                              f"image, NumPy array or tensor")
+        return image_to_tensor(item, *self.input_shape).float().div_(255)
+
+    def _tensor_input(self, tensor: torch.Tensor) -> torch.Tensor:
+        if tensor.dtype == torch.uint8:
+            tensor = tensor.float() / 255
+        if tuple(tensor.shape) != self.input_shape:
+            raise CnnlabError(f"tensor input must be (C, H, W) = {self.input_shape} in [0, 1], got "
+                              f"{tuple(tensor.shape)}; pass a PIL image to have it resized")
+        return tensor.float()
+
+    @torch.no_grad()
+    def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
+        """float (B, C, H, W) in [0, 1] -> softmax probabilities (B, num_classes) on the CPU."""
+        return self.model.predict_proba(batch.to(self.device)).float().cpu()
+
+    def top(self, probabilities: torch.Tensor, topk: int) -> list[list[ClassScore]]:
+        values, indices = probabilities.topk(min(topk, len(self.class_names)), dim=1)
+        return [[ClassScore(self.class_names[i], i, round(float(p), 6))
+                 for p, i in zip(row_values.tolist(), row_indices.tolist(), strict=True)]
+                for row_values, row_indices in zip(values, indices, strict=True)]
+
+    def predict(self, inputs: ImageInput | list[ImageInput], topk: int = 5,
+                batch_size: int = 256) -> list[list[ClassScore]]:
+        """Top-k classes with softmax probabilities for each input, best first."""
+        items = inputs if isinstance(inputs, list) else [inputs]
+        results = []
+        for start in range(0, len(items), batch_size):
+            batch = torch.stack([self.preprocess(x) for x in items[start:start + batch_size]])
+            results.extend(self.top(self.probabilities(batch), topk))
+        return results
+
+
+def load_predictor(run: str | Path, device: str = "auto") -> Predictor:
+    torch_device = resolve_device(device)
+    model, meta = load_model(run, torch_device)
+    return Predictor(model, meta, torch_device)
+
+
+@dataclass
+class Inputs:
+    images: list[Path] = field(default_factory=list)
+    videos: list[Path] = field(default_factory=list)
+    missing: list[Failure] = field(default_factory=list)
+
+
+def _is_video(path: Path) -> bool:
+    return path.suffix.lower() in VIDEO_SUFFIXES
+
+
+def _add_file(found: Inputs, path: Path) -> None:
+    (found.videos if _is_video(path) else found.images).append(path)
+
+
+def expand_inputs(inputs: list[str]) -> Inputs:
+    """Files, folders (recursive) and globs -> image and video files; names that match nothing."""
+    found = Inputs()
+    for text in inputs:
+        path = Path(text).expanduser()
+        if path.is_dir():
+            for child in sorted(p for p in path.rglob("*") if p.is_file()):
+                if is_image_file(child) or _is_video(child):
+                    _add_file(found, child)
+        elif path.is_file():
+            _add_file(found, path)
+        elif glob.has_magic(text):
+            matches = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
+            for match in matches:
+                _add_file(found, match)
+            if not matches:
+                found.missing.append(Failure(text, "no file matches this pattern"))
+        else:
+            found.missing.append(Failure(text, "no such file or folder"))
+    return found
+
+
+def predict_files(predictor: Predictor, paths: list[Path], topk: int = 5, batch_size: int = 256,
+                  workers: int = 2) -> Iterator[Prediction | Failure]:
+    """Predict image files in batches, decoded by DataLoader workers; bad files become Failures."""
+    dataset = DecodeFiles(paths, [0] * len(paths), predictor.input_shape, strict=False)
+    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate_decoded,
+                        num_workers=workers if len(paths) > batch_size else 0)
+    for images, _, indices, bad in loader:
+        for index, reason in bad:
+            yield Failure(str(paths[index]), reason.split(": ", 1)[-1])
+        if indices:
+            tops = predictor.top(predictor.probabilities(images.float().div_(255)), topk)
+            for index, top in zip(indices, tops, strict=True):
+                yield Prediction(str(paths[index]), top)
+
+
+def _video_frames(path: Path, fps: float) -> Iterator[tuple[int, float, Image.Image]]:
+    """Frames sampled every 1/fps seconds, read with PyAV: (frame number, seconds, image)."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            next_time = 0.0
+            for number, frame in enumerate(container.decode(stream)):
+                seconds = float(frame.time) if frame.time is not None else number / fps
+                if seconds + 1e-6 >= next_time:
+                    next_time = seconds + 1.0 / fps
+                    yield number, round(seconds, 3), frame.to_image()
+    except (av.FFmpegError, IndexError, OSError) as error:
+        raise CnnlabError(f"{path}: cannot read the video ({error})") from None
+
+
+def predict_video(predictor: Predictor, path: Path, fps: float = 1.0, topk: int = 5,
+                  batch_size: int = 64) -> tuple[list[Prediction], Prediction]:
+    """Per-frame predictions at `fps`, and the clip's label: the mean of the frame probabilities."""
+    if fps <= 0:
+        raise CnnlabError(f"--fps must be positive, got {fps}")
+    frames, probabilities = [], []
+    batch: list[tuple[int, float, torch.Tensor]] = []
+
+    def flush() -> None:
+        probs = predictor.probabilities(torch.stack([item[2] for item in batch]))
+        probabilities.append(probs)
+        for (number, seconds, _), top in zip(batch, predictor.top(probs, topk), strict=True):
+            frames.append(Prediction(str(path), top, frame=number, time=seconds))
+        batch.clear()
+
+    for number, seconds, image in _video_frames(path, fps):
+        batch.append((number, seconds, predictor.preprocess(image)))
+        if len(batch) == batch_size:
+            flush()
+    if batch:
+        flush()
+    if not frames:
+        raise CnnlabError(f"{path}: the video has no frames")
+    clip = torch.cat(probabilities).mean(0, keepdim=True)
+    return frames, Prediction(str(path), predictor.top(clip, topk)[0], frames=len(frames))

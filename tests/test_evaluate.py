@@ -1,0 +1,105 @@
+"""Evaluate: metrics equal scikit-learn's on the same predictions; the files and figures exist."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    precision_recall_fscore_support,
+    top_k_accuracy_score,
+)
+
+from cnnlab.config import DataConfig
+from cnnlab.data import load_dataset
+from cnnlab.errors import CnnlabError
+from cnnlab.evaluate import evaluate_run, shift_images
+from cnnlab.inference import predict_logits
+from cnnlab.runfolder import load_model
+
+
+@pytest.fixture(scope="module")
+def evaluation(digits_run):
+    return evaluate_run(digits_run.path, max_shift=2)
+
+
+def _reference(run_path):
+    model, _ = load_model(run_path)
+    test = load_dataset(DataConfig(name="digits")).test
+    logits, labels = predict_logits(model, test, torch.device("cpu"))
+    return logits.softmax(1).numpy(), labels.numpy()
+
+
+def _ece_reference(probabilities, labels, bins=15):
+    confidence, predicted = probabilities.max(1), probabilities.argmax(1)
+    edges = np.linspace(0, 1, bins + 1)
+    total = 0.0
+    for low, high in zip(edges[:-1], edges[1:], strict=True):
+        inside = (confidence > low) & (confidence <= high)
+        if inside.any():
+            gap = abs((predicted[inside] == labels[inside]).mean() - confidence[inside].mean())
+            total += inside.mean() * gap
+    return total
+
+
+def test_metrics_equal_scikit_learn(evaluation, digits_run):
+    metrics = evaluation.metrics
+    probabilities, labels = _reference(digits_run.path)
+    predicted = probabilities.argmax(1)
+    assert metrics["images"] == len(labels) == 359
+    assert metrics["accuracy"] == pytest.approx(accuracy_score(labels, predicted), abs=1e-6)
+    assert metrics["top5_accuracy"] == pytest.approx(
+        top_k_accuracy_score(labels, probabilities, k=5, labels=range(10)), abs=1e-6)
+    precision, recall, f1, support = precision_recall_fscore_support(labels, predicted,
+                                                                     zero_division=0)
+    for row, p, r, f, s in zip(metrics["per_class"], precision, recall, f1, support, strict=True):
+        assert (row["precision"], row["recall"], row["f1"]) == pytest.approx((p, r, f), abs=1e-9)
+        assert row["support"] == s
+    for average in ("macro", "weighted"):
+        p, r, f, _ = precision_recall_fscore_support(labels, predicted, average=average,
+                                                     zero_division=0)
+        assert metrics[f"{average}_avg"] == pytest.approx({"precision": p, "recall": r, "f1": f})
+    assert metrics["ece"] == pytest.approx(_ece_reference(probabilities, labels), abs=1e-5)
+
+
+def test_files_and_figures_are_written(evaluation, digits_run):
+    folder = evaluation.folder
+    saved = json.loads((folder / "metrics.json").read_text())
+    assert saved["accuracy"] == pytest.approx(evaluation.metrics["accuracy"])
+    with open(folder / "confusion_matrix.csv", newline="") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0][1:] == [str(d) for d in range(10)]
+    probabilities, labels = _reference(digits_run.path)
+    expected = confusion_matrix(labels, probabilities.argmax(1))
+    assert np.array_equal(np.array([[int(v) for v in row[1:]] for row in rows[1:]]), expected)
+    for name in ("confusion_matrix.png", "reliability.png", "shift.png"):
+        with Image.open(folder / name) as image:
+            assert image.format == "PNG" and image.size[0] > 200
+    if evaluation.metrics["accuracy"] < 1:
+        assert (folder / "mistakes.png").is_file()
+
+
+def test_translation_table(evaluation):
+    shifts = evaluation.metrics["translation"]
+    assert [row["shift"] for row in shifts] == [0, 1, 2]
+    assert shifts[0]["accuracy"] == pytest.approx(evaluation.metrics["accuracy"], abs=1e-6)
+    assert all(0 <= row["accuracy"] <= 1 for row in shifts)
+
+
+def test_shift_images_moves_content_and_fills_zeros():
+    image = torch.arange(1, 10, dtype=torch.uint8).view(1, 1, 3, 3)
+    right = shift_images(image, 0, 1)
+    assert right[0, 0].tolist() == [[0, 1, 2], [0, 4, 5], [0, 7, 8]]
+    up = shift_images(image, -1, 0)
+    assert up[0, 0].tolist() == [[4, 5, 6], [7, 8, 9], [0, 0, 0]]
+    assert torch.equal(shift_images(image, 0, 0), image)
+
+
+def test_val_split_and_bad_split(digits_run):
+    assert evaluate_run(digits_run.path, split="val", max_shift=0).metrics["images"] == 144
+    with pytest.raises(CnnlabError, match="--split must be test or val"):
+        evaluate_run(digits_run.path, split="train", max_shift=0)
