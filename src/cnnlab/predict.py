@@ -62,7 +62,9 @@ class Predictor:
     """A trained model with the preprocessing it was trained with (from model.json)."""
 
     def __init__(self, model: Classifier, meta: dict[str, Any], device: torch.device) -> None:
-        self.model, self.meta, self.device = model.eval(), meta, device
+        # channels_last: about 20% faster convolutions on CPU (bench/train_step.py)
+        self.model = model.eval().to(memory_format=torch.channels_last)
+        self.meta, self.device = meta, device
         self.class_names: list[str] = meta["class_names"]
         spec = meta["input"]
         self.input_shape: tuple[int, int, int] = (spec["channels"], spec["height"], spec["width"])
@@ -92,7 +94,8 @@ class Predictor:
     @torch.no_grad()
     def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
         """float (B, C, H, W) in [0, 1] -> softmax probabilities (B, num_classes) on the CPU."""
-        return self.model.predict_proba(batch.to(self.device)).float().cpu()
+        batch = batch.to(self.device).contiguous(memory_format=torch.channels_last)
+        return self.model.predict_proba(batch).float().cpu()
 
     def top(self, probabilities: torch.Tensor, topk: int) -> list[list[ClassScore]]:
         values, indices = probabilities.topk(min(topk, len(self.class_names)), dim=1)

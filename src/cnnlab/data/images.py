@@ -14,6 +14,7 @@ ALLOWED_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF")
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 MAX_FILE_BYTES = 64 * 1024 * 1024
 
+_ORIENTATION = 0x0112  # the EXIF tag
 _GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 
 
@@ -34,9 +35,14 @@ def open_image(path: str | Path) -> Image.Image:
     try:
         if path.stat().st_size > MAX_FILE_BYTES:
             raise ImageReadError(f"{path}: larger than {MAX_FILE_BYTES // 2**20} MiB")
-        with Image.open(path, formats=ALLOWED_FORMATS) as image:
+        # Our own file handle: after load() the pixels are in memory and the image outlives it,
+        # without the copy a `with Image.open(...)` block would need.
+        with open(path, "rb") as handle:
+            image = Image.open(handle, formats=ALLOWED_FORMATS)
             image.load()
-            return ImageOps.exif_transpose(image)
+        if image.getexif().get(_ORIENTATION, 1) != 1:
+            image = ImageOps.exif_transpose(image)
+        return image
     except ImageReadError:
         raise
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError,
