@@ -63,3 +63,31 @@ def make_folder(root: Path, per_class: int = 12, broken: bool = True, modes=MODE
         made["broken"] = [junk, truncated, empty]
     (root / "bar" / "notes.txt").write_text("not an image, ignored by extension")
     return made
+
+
+SHAPES = ("square", "cross", "disc")
+
+
+def draw_shape(kind: str, rng: np.random.Generator, size: int = 32,
+               side: int = 10) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """A shape at a random position on noise; returns the image and its box (top, left, h, w)."""
+    image = rng.integers(0, 60, (size, size)).astype(np.uint8)
+    top, left = (int(v) for v in rng.integers(0, size - side + 1, 2))
+    ys, xs = np.mgrid[0:side, 0:side]
+    if kind == "square":
+        mask = (ys == 0) | (ys == side - 1) | (xs == 0) | (xs == side - 1)
+    elif kind == "cross":
+        mask = (abs(ys - side // 2) <= 1) | (abs(xs - side // 2) <= 1)
+    else:
+        centre = (side - 1) / 2
+        mask = (ys - centre) ** 2 + (xs - centre) ** 2 <= (side / 2) ** 2
+    image[top:top + side, left:left + side][mask] = 230
+    return image, (top, left, side, side)
+
+
+def make_shape_folder(root: Path, per_class: int, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    for kind in SHAPES:
+        (root / kind).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            Image.fromarray(draw_shape(kind, rng)[0]).save(root / kind / f"{i:04d}.png")

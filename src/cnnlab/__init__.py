@@ -2,9 +2,11 @@
 
 __version__ = "0.1.0"
 
-from .api import evaluate, load, train  # noqa: E402
+# Importing api loads the cnnlab.train and cnnlab.attack packages first, so the names below are the
+# functions: cnnlab.train(...) and cnnlab.attack(...).
+from .api import attack, evaluate, load, train  # noqa: E402
 from .config import TrainConfig  # noqa: E402
 from .predict import ClassScore, Prediction, Predictor  # noqa: E402
 
-__all__ = ["ClassScore", "Prediction", "Predictor", "TrainConfig", "__version__", "evaluate", "load",
-           "train"]
+__all__ = ["ClassScore", "Prediction", "Predictor", "TrainConfig", "__version__", "attack", "evaluate",
+           "load", "train"]

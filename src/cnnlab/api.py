@@ -1,4 +1,4 @@
-"""The Python API: cnnlab.train(...) and cnnlab.load(run)."""
+"""The Python API: cnnlab.train(...), cnnlab.load(run), cnnlab.evaluate(run), cnnlab.attack(run)."""
 
 from __future__ import annotations
 
@@ -42,6 +42,15 @@ def evaluate(run: str | Path, **options: Any) -> dict[str, Any]:
     from .evaluate import evaluate_run
 
     return evaluate_run(run, **options).metrics
+
+
+def attack(run: str | Path, **options: Any) -> dict[str, Any]:
+    """Robust accuracy of a run against FGSM or PGD for each epsilon (pixel units, [0, 1]), and
+    the figures in RUN/attack/; see attack.robustness.attack_run for the options. Returns the dict
+    behind RUN/attack/metrics.json."""
+    from .attack.robustness import attack_run
+
+    return attack_run(run, **options).metrics
 
 
 def load(run: str | Path, device: str = "auto") -> Predictor:

@@ -11,7 +11,8 @@ from typing import Any
 from . import __version__
 from .errors import CnnlabError, suggest
 
-VERBS = ("train", "evaluate", "predict", "summary", "datasets", "models", "layers")
+VERBS = ("train", "evaluate", "predict", "explain", "attack", "summary", "datasets", "models",
+         "layers")
 
 # (flag, config key, type, help); flags left out keep the config's (or default) value.
 TRAIN_FLAGS: list[tuple[str, str, Any, str]] = [
@@ -37,6 +38,11 @@ TRAIN_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--crop-padding", "augment.crop_padding", int, "random crop after padding; 0 turns it off"),
     ("--erasing", "augment.erasing", float, "random erasing probability"),
     ("--rotation", "augment.rotation", float, "random rotation, max degrees"),
+    ("--adversarial", "adversarial", str, "adversarial training: fgsm (with a random start) | pgd"),
+    ("--adv-eps", "adv_eps", float, "adversarial training epsilon, pixel units in [0, 1] (default 0.1)"),
+    ("--adv-steps", "adv_steps", int, "PGD steps per batch in adversarial training (default 7)"),
+    ("--adv-step-size", "adv_step_size", float,
+     "adversarial step size (default: 1.25 eps for fgsm, 2.5 eps / steps for pgd)"),
 ]
 TRAIN_SWITCHES: list[tuple[str, str, bool, str]] = [
     ("--nesterov", "nesterov", True, "Nesterov momentum for SGD"),
@@ -109,6 +115,50 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="auto")
 
 
+def _add_explain(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("explain", help="feature maps, filters, saliency, Grad-CAM, embedding",
+                            allow_abbrev=False)
+    parser.add_argument("run", help="run folder")
+    parser.add_argument("images", nargs="*", metavar="IMAGE",
+                        help="images to explain (not needed for filters and embedding)")
+    parser.add_argument("--method", default="gradcam",
+                        help="feature-maps | filters | saliency | integrated-gradients | gradcam | "
+                             "occlusion | embedding | all")
+    parser.add_argument("--layer", default=None, help="layer name (see --list-layers); default: "
+                                                      "every conv layer / the last one for gradcam")
+    parser.add_argument("--target", default=None, help="class name or index to explain "
+                                                       "(default: the predicted class)")
+    parser.add_argument("--out", default=None, help="output folder (default RUN/explain)")
+    parser.add_argument("--split", default="test", help="embedding: test | val")
+    parser.add_argument("--limit", type=int, default=2000, help="embedding: images to map")
+    parser.add_argument("--projection", default="tsne", help="embedding: tsne | pca")
+    parser.add_argument("--list-layers", action="store_true", help="print the layer names and exit")
+    parser.add_argument("--device", default="auto")
+
+
+def _add_attack(sub: argparse._SubParsersAction) -> None:
+    units = ("Epsilon is in pixel units of the original image, [0, 1], before normalization; "
+             "adversarial images are clipped to [0, 1].")
+    parser = sub.add_parser("attack", help="FGSM/PGD robust accuracy against epsilon, adversarial "
+                                           "examples", description=units, allow_abbrev=False)
+    parser.add_argument("run", help="run folder")
+    parser.add_argument("--method", default="pgd", help="fgsm | pgd (default pgd, random start)")
+    parser.add_argument("--eps", default="0,0.01,0.03,0.1",
+                        help="epsilons, comma-separated (default 0,0.01,0.03,0.1). " + units)
+    parser.add_argument("--steps", type=int, default=10, help="PGD steps (default 10)")
+    parser.add_argument("--step-size", type=float, default=None,
+                        help="PGD step length in the chosen norm (default 2.5 eps / steps)")
+    parser.add_argument("--norm", default="linf", help="linf | l2 (l2: PGD only)")
+    parser.add_argument("--data", default=None, help="other data with the same classes "
+                                                     "(default: the run's own)")
+    parser.add_argument("--split", default="test", help="test | val")
+    parser.add_argument("--limit", type=int, default=1000,
+                        help="attack the first N images of the split (default 1000)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of PGD's random start")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--device", default="auto")
+
+
 def build_parser() -> Parser:
     parser = Parser(prog="cnnlab", description="Design, train and study CNNs on images.",
                     allow_abbrev=False)
@@ -116,7 +166,9 @@ def build_parser() -> Parser:
     sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=Parser)
     _add_train(sub)
     _add_evaluate(sub)
+    _add_explain(sub)
     _add_predict(sub)
+    _add_attack(sub)
     summary = sub.add_parser("summary", help="per-layer shapes, parameters, FLOPs, receptive field",
                              allow_abbrev=False)
     summary.add_argument("model", help="named network, layer spec string, YAML file or run folder")

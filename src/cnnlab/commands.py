@@ -161,6 +161,48 @@ def _predictions_csv(results: list) -> str:
     return buffer.getvalue()
 
 
+def run_explain(args: argparse.Namespace) -> int:
+    from .explain import METHODS, describe_layers, explain
+
+    if args.list_layers:
+        _print_table("layers (use a name with --layer)", ["name", "kind", "output"],
+                     [[layer.name, layer.kind, "x".join(map(str, layer.output_shape))]
+                      for layer in describe_layers(args.run)])
+        return 0
+    methods = list(METHODS) if args.method == "all" else [args.method]
+    for method in methods:
+        if args.method == "all" and not args.images and method not in ("filters", "embedding"):
+            continue
+        result = explain(args.run, args.images, method=method, layer=args.layer,
+                         target=args.target, out=args.out, split=args.split, limit=args.limit,
+                         projection=args.projection, device=args.device)
+        for path in result.figures:
+            console.print(f"{method}: {path}")
+    return 0
+
+
+def run_attack(args: argparse.Namespace) -> int:
+    from .attack.robustness import attack_run
+
+    result = attack_run(args.run, method=args.method, eps=args.eps, norm=args.norm,
+                        steps=args.steps, step_size=args.step_size, data=args.data,
+                        split=args.split, limit=args.limit, batch_size=args.batch_size,
+                        device=args.device, seed=args.seed)
+    m = result.metrics
+    attack = (f"PGD, {m['norm']}, {m['steps']} steps" if m["method"] == "pgd"
+              else f"FGSM, {m['norm']}")
+    _print_table(f"{attack}: {m['data']} {m['split']} split, first {m['images']:,} images, "
+                 f"clean accuracy {m['clean_accuracy']:.2%}",
+                 ["eps", "robust accuracy", "fooled"],
+                 [[f"{r['eps']:g}", f"{r['robust_accuracy']:.2%}",
+                   f"{1 - r['robust_accuracy'] / m['clean_accuracy']:.1%}"
+                   if m["clean_accuracy"] else "-"] for r in m["results"]])
+    console.print("eps in pixel units of the image in [0, 1]; fooled: share of the correctly "
+                  "classified images that the attack turns wrong")
+    console.print(f"written to {result.folder}/: metrics.json, robust_accuracy.png, examples.png")
+    return 0
+
+
 def _parse_input(text: str) -> tuple[int, int, int]:
     match = re.fullmatch(r"(\d+)x(\d+)x(\d+)", text.strip().lower())
     if not match:

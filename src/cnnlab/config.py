@@ -57,6 +57,12 @@ class TrainConfig:
     amp: bool = True  # mixed precision, used on CUDA only
     channels_last: bool = True  # memory format for conv layers
     out: str | None = None  # run folder; None = runs/<data>-<model>, numbered if it exists
+    # Adversarial training: train on attacked batches. "fgsm" = FGSM with a random start (Wong et
+    # al., 2020), "pgd" = PGD (Madry et al., 2018); None = standard training. eps in pixel units.
+    adversarial: str | None = None
+    adv_eps: float = 0.1
+    adv_steps: int = 7  # PGD steps (FGSM takes one)
+    adv_step_size: float | None = None  # None: 1.25 eps for fgsm, 2.5 eps / steps for pgd
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

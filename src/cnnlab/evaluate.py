@@ -20,14 +20,13 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 from torchmetrics.functional.classification import multiclass_accuracy, multiclass_calibration_error
 
 from . import plots
-from .config import DataConfig, load_config
-from .data import TensorImages, load_dataset
+from .data import TensorImages
 from .data.splits import Split
 from .devices import resolve_device
-from .errors import CnnlabError
 from .fileio import atomic_write_json, atomic_write_text
 from .inference import predict_logits
-from .runfolder import CONFIG, load_model
+from .rundata import pick_split
+from .runfolder import load_model
 
 ECE_BINS = 15
 MISTAKES_SHOWN = 16
@@ -37,30 +36,6 @@ MISTAKES_SHOWN = 16
 class Evaluation:
     metrics: dict[str, Any]
     folder: Path
-
-
-def _data_config(run: Path, meta: dict, data: str | None) -> DataConfig:
-    """The run's own data settings, with the model's input channels and size enforced."""
-    config = load_config(run / CONFIG).data if (run / CONFIG).is_file() else DataConfig()
-    if data is not None:
-        config.name = data
-    config.channels = meta["input"]["channels"]
-    config.image_size = meta["input"]["height"]
-    return config
-
-
-def _pick_split(run: Path, meta: dict, data: str | None, split: str) -> tuple[Split, str]:
-    dataset = load_dataset(_data_config(run, meta, data))
-    if dataset.class_names != meta["class_names"]:
-        raise CnnlabError(f"the data's classes {dataset.class_names[:5]}... are not the model's "
-                          f"{meta['class_names'][:5]}...")
-    if split not in ("test", "val"):
-        raise CnnlabError(f"--split must be test or val, got {split!r}")
-    chosen = getattr(dataset, split)
-    if chosen is None:
-        raise CnnlabError(f"{dataset.name} has no {split} split; try --split "
-                          f"{'val' if split == 'test' else 'test'}")
-    return chosen, dataset.name
 
 
 def per_class_table(labels: torch.Tensor, predictions: torch.Tensor,
@@ -159,7 +134,7 @@ def evaluate_run(run: str | Path, *, data: str | None = None, split: str = "test
     torch_device = resolve_device(device)
     model, meta = load_model(run, torch_device)
     model.to(memory_format=torch.channels_last)  # about 20% faster convolutions on CPU
-    chosen, data_name = _pick_split(run, meta, data, split)
+    chosen, data_name = pick_split(run, meta, data, split)
     logits, labels = predict_logits(model, chosen, torch_device, batch_size, channels_last=True)
     names = meta["class_names"]
     predictions, probabilities = logits.argmax(1), logits.softmax(1)

@@ -68,6 +68,9 @@ class Predictor:
         self.class_names: list[str] = meta["class_names"]
         spec = meta["input"]
         self.input_shape: tuple[int, int, int] = (spec["channels"], spec["height"], spec["width"])
+        preprocessing = meta.get("preprocessing", {})
+        self.resize = (preprocessing.get("interpolation", "bilinear"),
+                       float(preprocessing.get("crop_pct", 1.0)))
 
     def preprocess(self, item: ImageInput) -> torch.Tensor:
         """Any supported input -> float (C, H, W) in [0, 1] of the model's channels and size."""
@@ -81,7 +84,7 @@ class Predictor:
         if not isinstance(item, Image.Image):
             raise CnnlabError(f"cannot predict on a {type(item).__name__}; give a path, PIL "
                               f"image, NumPy array or tensor")
-        return image_to_tensor(item, *self.input_shape).float().div_(255)
+        return image_to_tensor(item, *self.input_shape, *self.resize).float().div_(255)
 
     def _tensor_input(self, tensor: torch.Tensor) -> torch.Tensor:
         if tensor.dtype == torch.uint8:
@@ -114,8 +117,28 @@ class Predictor:
         return results
 
 
+PRETRAINED_PREFIX = "pretrained:"
+
+
+def _pretrained(name: str, device: torch.device) -> Predictor:
+    """An ImageNet classifier straight from pretrained weights, with timm's preprocessing."""
+    from .models.pretrained import create_timm_model, imagenet_class_names, pretrained_config
+
+    cfg = pretrained_config(name)
+    network = create_timm_model(name, num_classes=1000, in_chans=3, pretrained=True)
+    channels, height, width = cfg.input_size
+    meta = {"name": f"{PRETRAINED_PREFIX}{name}", "class_names": imagenet_class_names(),
+            "input": {"channels": channels, "height": height, "width": width},
+            "preprocessing": {"interpolation": cfg.interpolation, "crop_pct": cfg.crop_pct,
+                              "mean": list(cfg.mean), "std": list(cfg.std)}}
+    return Predictor(Classifier(network, cfg.mean, cfg.std).to(device), meta, device)
+
+
 def load_predictor(run: str | Path, device: str = "auto") -> Predictor:
+    """A run folder's best model, or `pretrained:<name>` for an ImageNet model as it comes."""
     torch_device = resolve_device(device)
+    if str(run).startswith(PRETRAINED_PREFIX):
+        return _pretrained(str(run)[len(PRETRAINED_PREFIX):], torch_device)
     model, meta = load_model(run, torch_device)
     return Predictor(model, meta, torch_device)
 
@@ -160,7 +183,7 @@ def expand_inputs(inputs: list[str]) -> Inputs:
 def predict_files(predictor: Predictor, paths: list[Path], topk: int = 5, batch_size: int = 256,
                   workers: int = 2) -> Iterator[Prediction | Failure]:
     """Predict image files in batches, decoded by DataLoader workers; bad files become Failures."""
-    dataset = DecodeFiles(paths, [0] * len(paths), predictor.input_shape, strict=False)
+    dataset = DecodeFiles(paths, [0] * len(paths), predictor.input_shape, False, *predictor.resize)
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate_decoded,
                         num_workers=workers if len(paths) > batch_size else 0)
     for images, _, indices, bad in loader:

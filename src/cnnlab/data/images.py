@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ..errors import CnnlabError
+
 # Pillow's decompression-bomb guard stays on (Image.MAX_IMAGE_PIXELS is left at its default), and
 # only these decoders may run on user files.
 ALLOWED_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF")
@@ -18,7 +20,7 @@ _ORIENTATION = 0x0112  # the EXIF tag
 _GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 
 
-class ImageReadError(Exception):
+class ImageReadError(CnnlabError):
     """A file that cannot be used as an image (corrupt, truncated, too large, not an image)."""
 
 
@@ -86,21 +88,35 @@ def convert_mode(image: Image.Image, channels: int) -> Image.Image:
     return image if image.mode == target else image.convert(target)
 
 
-def resize_center_crop(image: Image.Image, height: int, width: int) -> Image.Image:
-    """Scale so the image covers (height, width), then cut the centre: no distortion."""
+RESAMPLING = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR,
+              "bicubic": Image.Resampling.BICUBIC, "lanczos": Image.Resampling.LANCZOS}
+
+
+def resize_center_crop(image: Image.Image, height: int, width: int,
+                       interpolation: str = "bilinear", crop_pct: float = 1.0) -> Image.Image:
+    """Scale so the image covers (height, width) / crop_pct, then cut the centre (height, width):
+    no distortion. crop_pct < 1 is timm's evaluation transform (e.g. 256 then 224)."""
     if image.size == (width, height):
         return image
-    return ImageOps.fit(image, (width, height), method=Image.Resampling.BILINEAR)
+    method = RESAMPLING[interpolation]
+    scale = max(height / image.height, width / image.width) / crop_pct
+    covered = image.resize((max(width, round(image.width * scale)),
+                            max(height, round(image.height * scale))), method)
+    left, top = (covered.width - width) // 2, (covered.height - height) // 2
+    return covered.crop((left, top, left + width, top + height))
 
 
-def image_to_tensor(image: Image.Image, channels: int, height: int, width: int) -> torch.Tensor:
+def image_to_tensor(image: Image.Image, channels: int, height: int, width: int,
+                    interpolation: str = "bilinear", crop_pct: float = 1.0) -> torch.Tensor:
     """A PIL image of any mode to a (C, H, W) uint8 tensor of the model's channels and size."""
-    image = resize_center_crop(convert_mode(image, channels), height, width)
+    image = resize_center_crop(convert_mode(image, channels), height, width, interpolation,
+                               crop_pct)
     array = np.asarray(image, dtype=np.uint8)
     if array.ndim == 2:
         array = array[:, :, None]
     return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()  # (C, H, W)
 
 
-def load_image_tensor(path: str | Path, channels: int, height: int, width: int) -> torch.Tensor:
-    return image_to_tensor(open_image(path), channels, height, width)
+def load_image_tensor(path: str | Path, channels: int, height: int, width: int,
+                      interpolation: str = "bilinear", crop_pct: float = 1.0) -> torch.Tensor:
+    return image_to_tensor(open_image(path), channels, height, width, interpolation, crop_pct)

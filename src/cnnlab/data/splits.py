@@ -47,15 +47,17 @@ class DecodeFiles(Dataset):
     (or raises with strict)."""
 
     def __init__(self, paths: list[Path], labels: list[int], shape: tuple[int, int, int],
-                 strict: bool) -> None:
+                 strict: bool, interpolation: str = "bilinear", crop_pct: float = 1.0) -> None:
         self.paths, self.labels, self.shape, self.strict = paths, labels, shape, strict
+        self.resize = (interpolation, crop_pct)
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor | None, int, int, str]:
         try:
-            return load_image_tensor(self.paths[index], *self.shape), self.labels[index], index, ""
+            image = load_image_tensor(self.paths[index], *self.shape, *self.resize)
+            return image, self.labels[index], index, ""
         except ImageReadError as error:
             if self.strict:
                 raise CnnlabError(

@@ -76,12 +76,28 @@ def _layers_from_yaml(path: Path) -> tuple[str, list[Layer]]:
     raise CnnlabError(f"model file {path} must hold a list of layers or a mapping with 'layers'")
 
 
+TIMM_PREFIX = "timm:"
+
+
 def create_model(model: str, *, input_shape: Sequence[int], num_classes: int,
-                 mean: Sequence[float] | None = None,
-                 std: Sequence[float] | None = None) -> tuple[Classifier, str, list[BuiltLayer]]:
-    """Build a classifier for (C, H, W) inputs. Returns (model, canonical spec, layer report)."""
+                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                 pretrained: bool = False) -> tuple[Classifier, str, list[BuiltLayer]]:
+    """Build a classifier for (C, H, W) inputs. Returns (model, canonical spec, layer report).
+
+    `model` is a named network, a layer spec, a YAML file, or `timm:<name>` for any timm model
+    (with ImageNet weights when `pretrained`); the layer report is empty for timm models.
+    """
+    channels = input_shape[0]
+    if model.startswith(TIMM_PREFIX):
+        from .pretrained import create_timm_model
+
+        network = create_timm_model(model[len(TIMM_PREFIX):], num_classes=num_classes,
+                                    in_chans=channels, pretrained=pretrained)
+        return Classifier(network, mean or [0.5] * channels, std or [0.5] * channels), model, []
+    if pretrained:
+        raise CnnlabError(f"--pretrained needs a timm model, e.g. --model timm:efficientnet_lite0; "
+                          f"{model!r} is trained from scratch")
     _, layers = resolve_layers(model)
     network, built = build_network(layers, tuple(input_shape), num_classes)
-    channels = input_shape[0]
     classifier = Classifier(network, mean or [0.5] * channels, std or [0.5] * channels)
     return classifier, spec_to_text(layers), built

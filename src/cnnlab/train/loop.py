@@ -11,9 +11,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+# attack.attacks needs nothing from cnnlab but errors (an attack only needs an nn.Module), so this
+# import adds no arrow up into run folders, data or plots; attack.robustness is never imported here.
+from ..attack.attacks import Attack, PGDAttack, robust_correct, seeded, training_attack
 from ..config import TrainConfig
 from ..data import DatasetSplits, channel_stats, load_dataset
-from ..data.augment import augment_batch
+from ..data.augment import augment_batch, to_float
 from ..devices import resolve_device, set_threads
 from ..errors import CnnlabError
 from ..fileio import atomic_write_text
@@ -32,6 +35,10 @@ from ..runfolder import (
 )
 from .optim import make_optimizer, make_scheduler
 from .progress import Reporter
+
+# Robust validation: PGD at the training eps on the first images of the validation split, with the
+# same random start every epoch, so the column is comparable across epochs and runs.
+VAL_ROBUST_IMAGES, VAL_ROBUST_STEPS, VAL_ROBUST_SEED = 500, 10, 0
 
 
 class TrainingDiverged(Exception):
@@ -76,6 +83,7 @@ class Trainer:
     flip: bool
     generator: torch.Generator
     scaler: torch.amp.GradScaler | None
+    adversary: Attack | None = None  # adversarial training: the attack each batch gets
 
     def autocast(self):
         if self.scaler is None:
@@ -95,6 +103,8 @@ def train_one_epoch(trainer: Trainer, data: DatasetSplits, reporter: Reporter,
     for step, (images, labels) in enumerate(data.train.batches(config.batch_size, order)):
         inputs = augment_batch(images, config.augment, trainer.flip, trainer.generator)
         inputs, labels = inputs.to(trainer.device, non_blocking=True), labels.to(trainer.device)
+        if trainer.adversary is not None:
+            inputs = trainer.adversary(inputs, labels)  # (B, C, H, W), within adv_eps, in [0, 1]
         if config.channels_last:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
         with trainer.autocast():
@@ -155,13 +165,23 @@ def _build_trainer(config: TrainConfig, data: DatasetSplits,
     steps = math.ceil(len(data.train) / config.batch_size)
     optimizer = make_optimizer(model, config)
     weights = _class_weights(data).to(device) if config.class_weights else None
+    generator = torch.Generator().manual_seed(config.seed)
     trainer = Trainer(model, optimizer, make_scheduler(optimizer, config, steps),
                       nn.CrossEntropyLoss(weight=weights, label_smoothing=config.label_smoothing),
-                      device, config, _use_flip(config, data),
-                      torch.Generator().manual_seed(config.seed),
-                      torch.amp.GradScaler("cuda") if config.amp and device.type == "cuda" else None)
+                      device, config, _use_flip(config, data), generator,
+                      torch.amp.GradScaler("cuda") if config.amp and device.type == "cuda" else None,
+                      _adversary(config, model, generator))
     name = config.model if " " not in config.model and "(" not in config.model else "custom"
     return trainer, _model_meta(config, data, spec, name, mean, std)
+
+
+def _adversary(config: TrainConfig, model: Classifier, generator: torch.Generator) -> Attack | None:
+    """The attack of adversarial training; its random numbers come from the trainer's generator
+    (FGSM) or the global torch RNG (Captum's PGD start), both saved in last.ckpt for --resume."""
+    if config.adversarial is None:
+        return None
+    return training_attack(model, config.adversarial, config.adv_eps, steps=config.adv_steps,
+                           step_size=config.adv_step_size, generator=generator)
 
 
 def _checkpoint(trainer: Trainer, state: TrainState) -> dict:
@@ -201,6 +221,18 @@ def _validate(trainer: Trainer, data: DatasetSplits) -> tuple[float, float]:
                                              channels_last=trainer.config.channels_last))
 
 
+def _validate_robust(trainer: Trainer, data: DatasetSplits) -> float:
+    """PGD robust accuracy at adv_eps on a fixed validation subset (the global RNG is left as is)."""
+    if data.val is None:
+        return math.nan
+    images, labels = next(iter(data.val.batches(VAL_ROBUST_IMAGES)))
+    images, labels = to_float(images.to(trainer.device)), labels.to(trainer.device)
+    attack = PGDAttack(trainer.model, trainer.config.adv_eps, steps=VAL_ROBUST_STEPS)
+    with seeded(VAL_ROBUST_SEED, trainer.device):
+        _, robust, _ = robust_correct(trainer.model, attack, images, labels)
+    return robust.float().mean().item()
+
+
 def _end_of_epoch(trainer: Trainer, state: TrainState, row: dict, run_dir: Path,
                   meta: dict) -> None:
     """Record the epoch; keep the best model; write the resumable checkpoint last."""
@@ -227,8 +259,10 @@ def _run_epochs(trainer: Trainer, data: DatasetSplits, state: TrainState, run_di
         seconds = time.perf_counter() - started  # training only, validation excluded
         val_loss, val_acc = _validate(trainer, data)
         row = {"epoch": epoch, "train_loss": round(train_loss, 6), "train_acc": round(train_acc, 6),
-               "val_loss": round(val_loss, 6), "val_acc": round(val_acc, 6),
-               "lr": trainer.optimizer.param_groups[0]["lr"], "seconds": round(seconds, 3)}
+               "val_loss": round(val_loss, 6), "val_acc": round(val_acc, 6)}
+        if trainer.adversary is not None:
+            row["val_robust_acc"] = round(_validate_robust(trainer, data), 6)
+        row.update(lr=trainer.optimizer.param_groups[0]["lr"], seconds=round(seconds, 3))
         _end_of_epoch(trainer, state, row, run_dir, meta)
         reporter.end_epoch(row, config.epochs)
         if config.patience is not None and state.bad_epochs >= config.patience:

@@ -19,6 +19,9 @@ from rich.table import Table
 def format_row(row: dict[str, float], total_epochs: int) -> str:
     val = (f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.2%}"
            if row["val_acc"] == row["val_acc"] else "no validation split")
+    robust = row.get("val_robust_acc")  # adversarial training only; NaN without a val split
+    if robust is not None and robust == robust:
+        val += f" robust acc {robust:.2%}"
     return (f"epoch {int(row['epoch'])}/{total_epochs}  train loss {row['train_loss']:.4f} "
             f"acc {row['train_acc']:.2%}  {val}  lr {row['lr']:.2e}  {row['seconds']:.1f}s")
 

@@ -1,0 +1,207 @@
+"""Robust accuracy of a trained run against epsilon, with its curve and adversarial examples.
+
+Writes RUN/attack/: metrics.json (the table), robust_accuracy.png (the curve) and examples.png
+(clean and adversarial images with their predictions, and the perturbation magnified).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from torch import nn
+
+from .. import plots
+from ..data.augment import to_float
+from ..data.splits import Split
+from ..devices import resolve_device
+from ..errors import CnnlabError
+from ..fileio import atomic_write_json
+from ..rundata import pick_split
+from ..runfolder import load_model
+from .attacks import Attack, check_eps, correct, make_attack, seeded
+
+DEFAULT_EPS = (0.0, 0.01, 0.03, 0.1)
+EXAMPLES_SHOWN = 6
+EXAMPLE_POOL = 64  # the examples are chosen among the first images
+
+
+@dataclass
+class AttackResult:
+    metrics: dict[str, Any]
+    folder: Path
+
+
+@dataclass
+class _Tally:
+    """Counts over the attacked images, one slot per epsilon, and the images kept for the figure."""
+
+    eps: list[float]
+    images: int = 0
+    clean: int = 0
+    robust: list[int] = field(default_factory=list)
+    adversarial: list[int] = field(default_factory=list)
+    pool: list[tuple[torch.Tensor, ...]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.robust, self.adversarial = [0] * len(self.eps), [0] * len(self.eps)
+
+
+def parse_eps(value: str | float | Sequence[float]) -> list[float]:
+    """"0,0.01,0.03" (or numbers) -> sorted distinct epsilons, each >= 0."""
+    if isinstance(value, str):
+        try:
+            values = [float(part) for part in value.split(",") if part.strip()]
+        except ValueError:
+            raise CnnlabError(f"--eps must be numbers separated by commas, like 0,0.01,0.03,0.1; "
+                              f"got {value!r}") from None
+    elif isinstance(value, (int, float)):
+        values = [float(value)]
+    else:
+        values = [float(v) for v in value]
+    if not values:
+        raise CnnlabError("--eps needs at least one number, like 0,0.01,0.03,0.1")
+    return sorted({check_eps(v, "--eps") for v in values})
+
+
+def first_batches(split: Split, limit: int | None, batch_size: int) -> Iterator[tuple[torch.Tensor, ...]]:
+    """The first `limit` images of a split (all of them with None), in batches."""
+    left = len(split) if limit is None else limit
+    for images, labels in split.batches(batch_size):
+        if left <= 0:
+            return
+        yield images[:left], labels[:left]
+        left -= len(labels)
+
+
+def _attack_batch(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, tally: _Tally,
+                  attacks: list[Attack]) -> None:
+    """Attack one batch at every epsilon. An image stays robust at eps only if it was classified
+    correctly clean and under every attack up to eps (the per-image worst case)."""
+    robust = correct(model, images, labels)  # (B,) bool
+    tally.images += len(labels)
+    tally.clean += int(robust.sum())
+    adversarial = images
+    for index, attack in enumerate(attacks):
+        adversarial = attack(images, labels)
+        hit = correct(model, adversarial, labels)
+        robust = robust & hit
+        tally.adversarial[index] += int(hit.sum())
+        tally.robust[index] += int(robust.sum())
+    if sum(len(kept[0]) for kept in tally.pool) < EXAMPLE_POOL:
+        tally.pool.append((images.cpu(), adversarial.cpu(), labels.cpu()))
+
+
+def _progress(total: int) -> Progress:
+    """A bar on a terminal; nothing in logs and pipes."""
+    console = Console(stderr=True)
+    return Progress(TextColumn("attacking"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=console, transient=True, disable=not sys.stderr.isatty())
+
+
+def measure(model: nn.Module, split: Split, eps: Sequence[float], *, method: str = "pgd",
+            norm: str = "linf", steps: int = 10, step_size: float | None = None,
+            limit: int | None = 1000, batch_size: int = 256, device: torch.device | None = None,
+            seed: int = 0) -> _Tally:
+    """Attack the first `limit` images of `split` at every epsilon (sorted ascending)."""
+    device = device or torch.device("cpu")
+    eps = sorted(eps)
+    attacks = [make_attack(model, method, e, norm=norm, steps=steps, step_size=step_size)
+               for e in eps]
+    tally = _Tally(eps)
+    total = len(split) if limit is None else min(limit, len(split))
+    with seeded(seed, device), _progress(total) as progress:
+        task = progress.add_task("attack", total=total)
+        for images, labels in first_batches(split, limit, batch_size):
+            _attack_batch(model, to_float(images.to(device)), labels.to(device), tally, attacks)
+            progress.advance(task, len(labels))
+    return tally
+
+
+def _table(tally: _Tally, method: str, steps: int, step_size: float | None) -> list[dict]:
+    rows = []
+    for index, eps in enumerate(tally.eps):
+        row = {"eps": eps, "robust_accuracy": tally.robust[index] / tally.images,
+               "adversarial_accuracy": tally.adversarial[index] / tally.images}
+        if method == "pgd":
+            row["step_size"] = 2.5 * eps / steps if step_size is None else step_size
+        rows.append(row)
+    return rows
+
+
+@torch.no_grad()
+def _examples(model: nn.Module, tally: _Tally, class_names: list[str], eps: float, path: Path,
+              title: str) -> None:
+    """Clean and adversarial (at the largest eps) images; fooled ones first."""
+    clean, adversarial, labels = (torch.cat(parts) for parts in zip(*tally.pool, strict=True))
+    device = next(model.parameters()).device
+    clean_p = model.predict_proba(clean.to(device)).cpu()
+    adv_p = model.predict_proba(adversarial.to(device)).cpu()
+    fooled = (clean_p.argmax(1) == labels) & (adv_p.argmax(1) != labels)
+    order = torch.cat([torch.nonzero(fooled).flatten(), torch.nonzero(~fooled).flatten()])
+    chosen = order[:EXAMPLES_SHOWN].tolist()
+
+    def caption(probabilities: torch.Tensor, i: int) -> str:
+        top = int(probabilities[i].argmax())
+        return f"{class_names[top]} ({probabilities[i, top]:.0%})"
+
+    captions = [(f"true {class_names[labels[i]]}\npred {caption(clean_p, i)}",
+                 f"eps {eps:g}\npred {caption(adv_p, i)}") for i in chosen]
+    plots.adversarial_examples(clean[chosen], adversarial[chosen], captions, path, title)
+
+
+def _describe(method: str, norm: str, steps: int) -> str:
+    name = {"linf": "L-inf", "l2": "L2"}[norm]
+    return f"PGD ({name}, {steps} steps)" if method == "pgd" else "FGSM (L-inf)"
+
+
+def attack_run(run: str | Path, *, method: str = "pgd", eps: str | Sequence[float] = DEFAULT_EPS,
+               norm: str = "linf", steps: int = 10, step_size: float | None = None,
+               data: str | None = None, split: str = "test", limit: int | None = 1000,
+               batch_size: int = 256, device: str = "auto", seed: int = 0) -> AttackResult:
+    """Robust accuracy of a run's best model for each epsilon; writes RUN/attack/.
+
+    Args:
+        run: the run folder.
+        method: "fgsm" or "pgd" (with a random start).
+        eps: epsilons in pixel units of the original image, [0, 1], before normalization
+            ("0,0.01,0.03" or numbers); adversarial images are clipped to [0, 1].
+        norm: "linf" or "l2" (PGD only).
+        steps, step_size: PGD steps and the length of each in the norm (default 2.5 eps / steps).
+        data, split: the images attacked (default: the run's own test split).
+        limit: attack the first `limit` images of the split (None: all).
+        seed: seeds PGD's random start, so a run gives the same numbers every time.
+    """
+    eps_list = parse_eps(eps)
+    if limit is not None and limit < 1:
+        raise CnnlabError(f"--limit must be at least 1, got {limit}")
+    run = Path(run)
+    torch_device = resolve_device(device)
+    model, meta = load_model(run, torch_device)
+    make_attack(model, method, 0.0, norm=norm, steps=steps, step_size=step_size)  # checks settings
+    chosen, data_name = pick_split(run, meta, data, split)
+    tally = measure(model, chosen, eps_list, method=method, norm=norm, steps=steps,
+                    step_size=step_size, limit=limit, batch_size=batch_size, device=torch_device,
+                    seed=seed)
+    rows = _table(tally, method, steps, step_size)
+    described = _describe(method, norm, steps)
+    metrics = {"run": str(run), "data": data_name, "split": split, "images": tally.images,
+               "method": method, "norm": norm, "clean_accuracy": tally.clean / tally.images,
+               "results": rows, "seed": seed, "eps_units": "pixels in [0, 1], before normalization"}
+    if method == "pgd":
+        metrics.update(steps=steps, random_start=norm == "linf")
+    out = run / "attack"
+    out.mkdir(exist_ok=True)
+    plots.robust_accuracy_curve(rows, metrics["clean_accuracy"], out / "robust_accuracy.png",
+                                f"{described}, {data_name} {split} ({tally.images} images)")
+    _examples(model, tally, meta["class_names"], eps_list[-1], out / "examples.png",
+              f"{described} at eps {eps_list[-1]:g}")
+    atomic_write_json(out / "metrics.json", metrics)
+    return AttackResult(metrics, out)
+

@@ -1,0 +1,105 @@
+"""Finding layers in any model (layer-language networks, named networks, timm backbones) by what
+they output, not by a hard-coded name; and hooks that are always released."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..errors import CnnlabError, suggest
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    name: str
+    module: nn.Module
+    kind: str
+    output_shape: tuple[int, ...]  # without the batch dimension
+
+
+@contextmanager
+def forward_hooks(modules: dict[str, nn.Module], store: dict[str, torch.Tensor]) -> Iterator[None]:
+    """Record each module's output into `store` while the block runs; hooks are removed after."""
+    handles = []
+    try:
+        for name, module in modules.items():
+            def record(_module, _inputs, output, name=name):
+                store[name] = output.detach()
+
+            handles.append(module.register_forward_hook(record))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _leaves(model: nn.Module) -> dict[str, nn.Module]:
+    """Leaf modules, plus blocks (like a residual block) whose children should be seen as one."""
+    chosen = {}
+    for name, module in model.named_modules():
+        if not name:
+            continue
+        is_block = type(module).__name__ in ("ResBlock", "BasicBlock", "Bottleneck")
+        inside_chosen_block = any(name.startswith(f"{b}.") for b, m in chosen.items()
+                                  if type(m).__name__ in ("ResBlock", "BasicBlock", "Bottleneck"))
+        if inside_chosen_block:
+            continue
+        if is_block or not list(module.children()):
+            chosen[name] = module
+    return chosen
+
+
+@torch.no_grad()
+def list_layers(model: nn.Module, input_shape: tuple[int, int, int]) -> list[LayerInfo]:
+    """Every leaf layer (and residual block) in forward order, with its output shape."""
+    leaves = _leaves(model)
+    outputs: dict[str, torch.Tensor] = {}
+    was_training = model.training
+    model.eval()
+    try:
+        device = next(model.parameters()).device
+        with forward_hooks(leaves, outputs):
+            model(torch.zeros(1, *input_shape, device=device))
+    finally:
+        model.train(was_training)
+    return [LayerInfo(name, leaves[name], type(leaves[name]).__name__, tuple(out.shape[1:]))
+            for name, out in outputs.items() if isinstance(out, torch.Tensor)]
+
+
+def conv_layers(layers: list[LayerInfo]) -> list[LayerInfo]:
+    return [layer for layer in layers if isinstance(layer.module, nn.Conv2d)
+            or layer.kind in ("ResBlock", "BasicBlock", "Bottleneck")]
+
+
+def activation_after(layers: list[LayerInfo], conv: LayerInfo) -> LayerInfo:
+    """A conv layer's output after its batch norm and activation: the layers right after it with
+    the same output shape."""
+    index = layers.index(conv)
+    while index + 1 < len(layers) and layers[index + 1].output_shape == conv.output_shape:
+        index += 1
+    return layers[index]
+
+
+def conv_activations(layers: list[LayerInfo]) -> list[LayerInfo]:
+    return [activation_after(layers, conv) for conv in conv_layers(layers)]
+
+
+def last_conv_activation(layers: list[LayerInfo]) -> LayerInfo:
+    """Grad-CAM's default: the last conv layer's rectified output, as in Selvaraju et al."""
+    activations = conv_activations(layers)
+    if not activations:
+        raise CnnlabError("this model has no convolutional layer to explain")
+    return activations[-1]
+
+
+def find_layer(layers: list[LayerInfo], name: str) -> LayerInfo:
+    for layer in layers:
+        if layer.name == name:
+            return layer
+    names = [layer.name for layer in layers]
+    raise CnnlabError(f"no layer {name!r} in this model{suggest(name, names)}; layers: "
+                      f"{', '.join(names)}")

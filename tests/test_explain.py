@@ -1,0 +1,162 @@
+"""Explain: Grad-CAM points at the object, saliency depends on the learned weights, heatmaps have
+the input's size, hooks never pile up."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from scipy.stats import spearmanr
+
+import cnnlab
+from cnnlab.errors import CnnlabError
+from cnnlab.explain import METHODS, attribute, explain, list_layers
+from cnnlab.explain.layers import last_conv_activation
+from cnnlab.models import create_model
+
+from .helpers import SHAPES, draw_shape, make_shape_folder
+
+POINTING_MODEL = ("conv(16, k=3, p=same) bn relu maxpool(2) conv(32, k=3, p=same) bn relu "
+                  "maxpool(2) conv(64, k=3, p=same) bn relu gap dense")
+
+
+@pytest.fixture(scope="module")
+def shapes_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shapes")
+    make_shape_folder(root / "data", per_class=200)
+    return cnnlab.train(data={"name": str(root / "data"), "val_fraction": 0.15},
+                        model=POINTING_MODEL, epochs=8, batch_size=32, lr=3e-3,
+                        out=str(root / "run"), quiet=True)
+
+
+def test_gradcam_pointing_game(shapes_run):
+    assert shapes_run.best_val_accuracy > 0.9
+    predictor = cnnlab.load(shapes_run.path)
+    rng = np.random.default_rng(123)  # images the model never saw
+    images, boxes, labels = [], [], []
+    for i in range(90):
+        kind = SHAPES[i % 3]
+        image, box = draw_shape(kind, rng)
+        images.append(torch.from_numpy(image)[None].float() / 255)
+        boxes.append(box)
+        labels.append(predictor.class_names.index(kind))
+    heatmaps = attribute("gradcam", predictor.model, torch.stack(images), torch.tensor(labels))
+    assert heatmaps.shape == (90, 32, 32)
+    hits = 0
+    for heatmap, (top, left, height, width) in zip(heatmaps, boxes, strict=True):
+        y, x = divmod(int(heatmap.argmax()), heatmap.shape[1])
+        hits += top <= y < top + height and left <= x < left + width
+    assert hits / len(boxes) >= 0.8, f"Grad-CAM peak inside the box for {hits}/{len(boxes)}"
+
+
+def _randomized(model):
+    clone = copy.deepcopy(model)
+    torch.manual_seed(1)
+    for module in clone.modules():
+        if hasattr(module, "reset_parameters") and module is not clone:
+            module.reset_parameters()
+    return clone
+
+
+def test_saliency_depends_on_the_learned_weights(shapes_run):
+    predictor = cnnlab.load(shapes_run.path)
+    rng = np.random.default_rng(7)
+    images = torch.stack([torch.from_numpy(draw_shape(SHAPES[i % 3], rng)[0])[None].float() / 255
+                          for i in range(30)])
+    targets = predictor.model(images).argmax(1)
+    trained = attribute("saliency", predictor.model, images, targets)
+    random = attribute("saliency", _randomized(predictor.model), images, targets)
+    correlations = [spearmanr(a.flatten(), b.flatten()).statistic
+                    for a, b in zip(trained, random, strict=True)]
+    assert np.mean(correlations) < 0.5, f"mean rank correlation {np.mean(correlations):.2f}"
+
+
+@pytest.mark.parametrize("method", ["saliency", "integrated-gradients", "gradcam", "occlusion"])
+@pytest.mark.parametrize("model_name", ["simple", "resnet-small", "lenet5"])
+def test_heatmaps_have_the_input_size(method, model_name):
+    model, _, _ = create_model(model_name, input_shape=(3, 28, 28), num_classes=4)
+    images = torch.rand(3, 3, 28, 28)
+    heatmaps = attribute(method, model, images, torch.tensor([0, 1, 3]))
+    assert heatmaps.shape == (3, 28, 28)
+    assert torch.isfinite(heatmaps).all() and (heatmaps >= 0).all()
+
+
+def test_gradcam_layer_is_found_in_any_network():
+    for name, expected in (("simple", "ReLU"), ("resnet-small", "ResBlock"), ("lenet5", "Tanh")):
+        model, _, _ = create_model(name, input_shape=(1, 28, 28), num_classes=10)
+        assert last_conv_activation(list_layers(model, (1, 28, 28))).kind == expected
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * 4096 / 2**20
+
+
+def test_no_hooks_left_and_no_memory_growth():
+    model, _, _ = create_model("simple", input_shape=(1, 28, 28), num_classes=10)
+    images, targets = torch.rand(8, 1, 28, 28), torch.zeros(8, dtype=torch.long)
+    for _ in range(20):
+        attribute("gradcam", model, images, targets)
+    before = _rss_mb()
+    for _ in range(100):
+        attribute("gradcam", model, images, targets)
+    assert _rss_mb() - before < 30
+    for module in model.modules():
+        assert not module._forward_hooks and not module._backward_hooks
+        assert not module._forward_pre_hooks
+    assert model.training  # the mode is restored
+
+
+def test_every_method_writes_its_figure(digits_run, tmp_path):
+    from sklearn.datasets import load_digits
+
+    image = tmp_path / "seven.png"
+    Image.fromarray((load_digits().images[7] * 255 / 16).astype(np.uint8)).save(image)
+    for method in METHODS:
+        result = explain(digits_run.path, [str(image)], method=method, out=tmp_path / "out",
+                         limit=300, projection="pca")
+        assert result.figures and all(path.is_file() for path in result.figures)
+        if method in ("saliency", "integrated-gradients", "gradcam", "occlusion"):
+            assert result.arrays["seven"].shape == (8, 8)
+    maps = explain(digits_run.path, [str(image)], method="feature-maps", out=tmp_path / "o").arrays
+    assert [a.shape[0] for a in maps.values()] == [32, 64]
+    embedding = explain(digits_run.path, method="embedding", limit=200, out=tmp_path / "e",
+                        projection="tsne")
+    assert embedding.arrays["points"].shape == (200, 2)
+
+
+def test_target_and_layer_errors(digits_run, tmp_path):
+    image = tmp_path / "x.png"
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(image)
+    with pytest.raises(CnnlabError, match="unknown class 'eleven'"):
+        explain(digits_run.path, [str(image)], target="eleven", out=tmp_path)
+    with pytest.raises(CnnlabError, match=r"no layer 'network.features.99'"):
+        explain(digits_run.path, [str(image)], layer="network.features.99", out=tmp_path)
+    other = explain(digits_run.path, [str(image)], target="3", out=tmp_path)
+    assert other.arrays["x"].shape == (8, 8)
+
+
+def test_cli_explain_all_and_list_layers(digits_run, tmp_path):
+    import subprocess
+    import sys
+
+    from sklearn.datasets import load_digits
+
+    image = tmp_path / "four.png"
+    Image.fromarray((load_digits().images[4] * 255 / 16).astype(np.uint8)).save(image)
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "cnnlab", "explain", str(digits_run.path),
+                               *args], capture_output=True, text=True, timeout=300)
+
+    listed = run("--list-layers")
+    assert listed.returncode == 0 and "network.features.0" in listed.stdout
+    result = run(str(image), "--method", "all", "--out", str(tmp_path / "all"), "--limit", "200",
+                 "--projection", "pca")
+    assert result.returncode == 0, result.stderr
+    written = {p.name for p in (tmp_path / "all").iterdir()}
+    assert {"four-gradcam.png", "four-saliency.png", "four-occlusion.png", "filters.png",
+            "four-integrated-gradients.png", "embedding-test-pca.png"} <= written
+    bad = run(str(image), "--method", "gradcm")
+    assert bad.returncode == 2 and "did you mean 'gradcam'" in bad.stderr
