@@ -35,6 +35,11 @@ TRAIN_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--image-size", "data.image_size", int, "resize images to this square side (default: as stored)"),
     ("--channels", "data.channels", int, "1 (grayscale) or 3 (RGB); default: as the images are"),
     ("--workers", "data.workers", int, "DataLoader workers that decode image files"),
+    ("--per-class", "data.per_class", int, "keep only the first N training images of each class"),
+    ("--interpolation", "data.interpolation", str, "resizing filter: nearest | bilinear | bicubic"),
+    ("--freeze", "freeze", str, "backbone: train only the head of a pretrained model"),
+    ("--freeze-epochs", "freeze_epochs", int, "fine-tuning: train the head alone this many epochs first"),
+    ("--backbone-lr", "backbone_lr", float, "fine-tuning: backbone learning rate as a fraction of --lr"),
     ("--crop-padding", "augment.crop_padding", int, "random crop after padding; 0 turns it off"),
     ("--erasing", "augment.erasing", float, "random erasing probability"),
     ("--rotation", "augment.rotation", float, "random rotation, max degrees"),
@@ -46,6 +51,8 @@ TRAIN_FLAGS: list[tuple[str, str, Any, str]] = [
 ]
 TRAIN_SWITCHES: list[tuple[str, str, bool, str]] = [
     ("--nesterov", "nesterov", True, "Nesterov momentum for SGD"),
+    ("--pretrained", "pretrained", True, "ImageNet weights for a timm model (--model timm:NAME)"),
+    ("--no-feature-cache", "feature_cache", False, "with --freeze backbone: do not cache features"),
     ("--strict", "data.strict", True, "stop on an unreadable image instead of skipping it"),
     ("--stream", "data.stream", True, "stream image files instead of holding them in memory"),
     ("--flip", "augment.flip", True, "random horizontal flips (default: where the data allows)"),
@@ -103,7 +110,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 def _add_predict(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("predict", help="top-k classes for images, folders, globs, videos",
                             allow_abbrev=False)
-    parser.add_argument("run", help="run folder")
+    parser.add_argument("run", help="run folder, or pretrained:NAME for an ImageNet model "
+                                    "(e.g. pretrained:efficientnet_lite0)")
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
                         help="image files, folders (recursive), globs ('imgs/*.png'), videos")
     parser.add_argument("--topk", type=int, default=5)

@@ -22,6 +22,8 @@ class DataConfig:
     strict: bool = False  # an unreadable image file is an error instead of being skipped
     stream: bool | None = None  # None: hold in memory when it fits, stream otherwise
     workers: int = 2  # DataLoader workers for decoding files
+    per_class: int | None = None  # keep only the first N training images of each class
+    interpolation: str = "bilinear"  # resizing filter: nearest | bilinear | bicubic
 
 
 @dataclass
@@ -63,6 +65,12 @@ class TrainConfig:
     adv_eps: float = 0.1
     adv_steps: int = 7  # PGD steps (FGSM takes one)
     adv_step_size: float | None = None  # None: 1.25 eps for fgsm, 2.5 eps / steps for pgd
+    # Transfer learning with timm models (--model timm:NAME): ImageNet weights, and what trains.
+    pretrained: bool = False
+    freeze: str | None = None  # "backbone": only the head trains (feature extraction)
+    freeze_epochs: int = 0  # fine-tuning: train the head alone for this many epochs first
+    backbone_lr: float = 0.1  # fine-tuning: the backbone's learning rate as a fraction of --lr
+    feature_cache: bool = True  # frozen backbone and no augmentation: compute features once
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
 from .data.augment import to_float
 from .data.splits import Split
+from .errors import CnnlabError
 
 
 @torch.no_grad()
@@ -32,3 +34,38 @@ def loss_and_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float
     loss = nn.functional.cross_entropy(logits, labels).item()
     accuracy = (logits.argmax(1) == labels).float().mean().item()
     return loss, accuracy
+
+
+def output_layer(model: nn.Module) -> nn.Linear:
+    """The last dense layer: timm's classifier, or the output layer of a layer-language network."""
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise CnnlabError("the model has no dense output layer to take features from")
+    return linears[-1]
+
+
+@torch.no_grad()
+def penultimate_features(model: nn.Module, split: Split, limit: int, batch_size: int = 256,
+                         device: torch.device | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """What the output layer sees: its input vectors (N, F), with the labels (N,), in eval mode."""
+    head = output_layer(model)
+    features, labels, seen = [], [], 0
+    device = device or next(model.parameters()).device
+
+    def record(_module, inputs, _output):
+        features.append(inputs[0].detach().float().cpu())
+
+    handle = head.register_forward_hook(record)
+    was_training = model.training
+    try:
+        model.eval()
+        for images, targets in split.batches(batch_size):
+            model(to_float(images[: limit - seen].to(device)))
+            labels.append(targets[: limit - seen])
+            seen += len(labels[-1])
+            if seen >= limit:
+                break
+    finally:
+        handle.remove()
+        model.train(was_training)
+    return torch.cat(features).numpy(), torch.cat(labels).numpy()

@@ -75,7 +75,7 @@ def _make_split(samples: Samples, classes: list[str], shape: tuple[int, int, int
     if unknown:
         raise CnnlabError(f"labels {unknown[:5]} are not among the training classes {classes}")
     return FileImages([p for p, _ in samples], [index[label] for _, label in samples], shape,
-                      config.strict, config.workers)
+                      config.strict, config.workers, config.interpolation)
 
 
 def _finish(name: str, parts: dict[str, Samples], config: DataConfig) -> DatasetSplits:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..config import DataConfig
 from ..errors import CnnlabError, unknown
-from .splits import DatasetSplits, convert_splits
+from .splits import DatasetSplits, convert_splits, first_per_class
 
 log = logging.getLogger("cnnlab")
 
@@ -53,7 +53,7 @@ def load_dataset(config: DataConfig) -> DatasetSplits:
     path = Path(config.name).expanduser()
     if config.name in _DATASETS:
         splits = convert_splits(_DATASETS[config.name].load(config), config.channels,
-                                config.image_size)
+                                config.image_size, config.interpolation)
     elif path.suffix.lower() == ".csv":
         splits = load_csv(path, config)
     elif path.is_dir():
@@ -62,6 +62,8 @@ def load_dataset(config: DataConfig) -> DatasetSplits:
         raise CnnlabError(f"data {config.name!r}: no such folder or CSV file")
     else:
         raise unknown("dataset", config.name, _DATASETS)
+    if config.per_class is not None:
+        splits.train = first_per_class(splits.train, config.per_class)
     if splits.skipped:
         log.warning("skipped %d unreadable image file(s); use --strict to stop on them",
                     len(splits.skipped))

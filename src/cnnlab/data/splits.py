@@ -80,8 +80,9 @@ class FileImages:
     """A split streamed from image files: decoded in DataLoader workers, batched as uint8."""
 
     def __init__(self, paths: list[Path], labels: list[int], shape: tuple[int, int, int],
-                 strict: bool = False, workers: int = 2) -> None:
+                 strict: bool = False, workers: int = 2, interpolation: str = "bilinear") -> None:
         self.paths, self.shape, self.strict, self.workers = paths, shape, strict, workers
+        self.interpolation = interpolation
         self.labels = torch.tensor(labels, dtype=torch.long)
         self._reported: set[Path] = set()
 
@@ -91,10 +92,11 @@ class FileImages:
     def subset(self, indices: torch.Tensor) -> FileImages:
         chosen = indices.tolist()
         return FileImages([self.paths[i] for i in chosen], self.labels[indices].tolist(),
-                          self.shape, self.strict, self.workers)
+                          self.shape, self.strict, self.workers, self.interpolation)
 
     def _loader(self, batch_size: int, order: torch.Tensor | None) -> DataLoader:
-        dataset = DecodeFiles(self.paths, self.labels.tolist(), self.shape, self.strict)
+        dataset = DecodeFiles(self.paths, self.labels.tolist(), self.shape, self.strict,
+                              self.interpolation)
         sampler = order.tolist() if order is not None else None
         return DataLoader(dataset, batch_size=batch_size, sampler=sampler,
                           collate_fn=collate_decoded, num_workers=self.workers)
@@ -151,8 +153,8 @@ class DatasetSplits:
         return len(self.class_names)
 
 
-def _convert_tensor_images(images: torch.Tensor, channels: int | None,
-                           size: int | None) -> torch.Tensor:
+def _convert_tensor_images(images: torch.Tensor, channels: int | None, size: int | None,
+                           interpolation: str = "bilinear") -> torch.Tensor:
     """uint8 (N, C, H, W) to the asked channels (ITU-R 601 luma for RGB -> gray) and square size."""
     converted = []
     for chunk in images.split(4096):
@@ -162,13 +164,16 @@ def _convert_tensor_images(images: torch.Tensor, channels: int | None,
         elif channels == 3 and x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         if size is not None and tuple(x.shape[2:]) != (size, size):
-            x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear",
-                                                antialias=True, align_corners=False)
+            x = torch.nn.functional.interpolate(x, size=(size, size), mode=interpolation,
+                                                antialias=interpolation != "nearest",
+                                                align_corners=None if interpolation == "nearest"
+                                                else False)
         converted.append(x.round().clamp(0, 255).to(torch.uint8))
     return torch.cat(converted)
 
 
-def convert_splits(splits: DatasetSplits, channels: int | None, size: int | None) -> DatasetSplits:
+def convert_splits(splits: DatasetSplits, channels: int | None, size: int | None,
+                   interpolation: str = "bilinear") -> DatasetSplits:
     """Give in-memory splits the channels and size asked for (--channels, --image-size)."""
     if channels not in (None, 1, 3):
         raise CnnlabError(f"--channels must be 1 or 3, got {channels}")
@@ -178,8 +183,18 @@ def convert_splits(splits: DatasetSplits, channels: int | None, size: int | None
         split = getattr(splits, name)
         if isinstance(split, TensorImages):
             setattr(splits, name, TensorImages(
-                _convert_tensor_images(split.images, channels, size), split.labels))
+                _convert_tensor_images(split.images, channels, size, interpolation), split.labels))
     return splits
+
+
+def first_per_class(split: Split, count: int) -> Split:
+    """The first `count` images of each class (for few-shot experiments)."""
+    if count < 1:
+        raise CnnlabError(f"--per-class must be at least 1, got {count}")
+    labels = split.labels
+    onehot = torch.nn.functional.one_hot(labels).cumsum(0)  # (N, K): running count per class
+    rank = onehot.gather(1, labels[:, None])[:, 0]  # how many of its class came up to here
+    return split.subset(torch.nonzero(rank <= count).flatten())
 
 
 def split_off(split: Split, fraction: float, seed: int) -> tuple[Split, Split | None]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from contextlib import nullcontext
@@ -18,10 +19,12 @@ from ..config import TrainConfig
 from ..data import DatasetSplits, channel_stats, load_dataset
 from ..data.augment import augment_batch, to_float
 from ..devices import resolve_device, set_threads
-from ..errors import CnnlabError
+from ..errors import CnnlabError, unknown
 from ..fileio import atomic_write_text
-from ..inference import loss_and_accuracy, predict_logits
+from ..inference import loss_and_accuracy, output_layer, predict_logits
 from ..models import Classifier, create_model
+from ..models.pretrained import pretrained_config
+from ..models.registry import TIMM_PREFIX
 from ..plots import training_curves
 from ..runfolder import (
     CHECKPOINT,
@@ -35,6 +38,7 @@ from ..runfolder import (
 )
 from .optim import make_optimizer, make_scheduler
 from .progress import Reporter
+from .transfer import cache_features, can_cache, set_backbone_frozen
 
 # Robust validation: PGD at the training eps on the first images of the validation split, with the
 # same random start every epoch, so the column is comparable across epochs and runs.
@@ -84,31 +88,48 @@ class Trainer:
     generator: torch.Generator
     scaler: torch.amp.GradScaler | None
     adversary: Attack | None = None  # adversarial training: the attack each batch gets
+    frozen_epochs: int = 0  # transfer learning: epochs in which the backbone does not train
+    cached: bool = False  # the batches are cached backbone features; only the head runs
 
     def autocast(self):
         if self.scaler is None:
             return nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=torch.float16)
 
+    def start_epoch(self, epoch: int) -> None:
+        self.model.train()
+        set_backbone_frozen(self.model, epoch <= self.frozen_epochs)
+
+    def prepare(self, batch: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """A training batch as the model takes it: augmented (and attacked) images in [0, 1]."""
+        if self.cached:
+            return batch.to(self.device)  # (B, F) features
+        inputs = augment_batch(batch, self.config.augment, self.flip, self.generator)
+        inputs = inputs.to(self.device, non_blocking=True)
+        if self.adversary is not None:
+            inputs = self.adversary(inputs, labels)  # (B, C, H, W), within adv_eps, in [0, 1]
+        if self.config.channels_last:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        return inputs
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return output_layer(self.model)(inputs) if self.cached else self.model(inputs)
+
 
 def train_one_epoch(trainer: Trainer, data: DatasetSplits, reporter: Reporter,
                     epoch: int) -> tuple[float, float]:
     """One pass over the shuffled training split; returns (mean loss, accuracy)."""
-    model, config = trainer.model, trainer.config
-    model.train()
+    config = trainer.config
+    trainer.start_epoch(epoch)
     order = torch.randperm(len(data.train), generator=trainer.generator)
     steps = math.ceil(len(data.train) / config.batch_size)
     reporter.start_epoch(epoch, config.epochs, steps)
     loss_sum, correct, seen = torch.zeros(()), torch.zeros((), dtype=torch.long), 0
     for step, (images, labels) in enumerate(data.train.batches(config.batch_size, order)):
-        inputs = augment_batch(images, config.augment, trainer.flip, trainer.generator)
-        inputs, labels = inputs.to(trainer.device, non_blocking=True), labels.to(trainer.device)
-        if trainer.adversary is not None:
-            inputs = trainer.adversary(inputs, labels)  # (B, C, H, W), within adv_eps, in [0, 1]
-        if config.channels_last:
-            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        labels = labels.to(trainer.device)
+        inputs = trainer.prepare(images, labels)
         with trainer.autocast():
-            logits = model(inputs)  # (B, num_classes)
+            logits = trainer.forward(inputs)  # (B, num_classes)
             loss = trainer.loss_fn(logits, labels)
         if not torch.isfinite(loss):
             raise TrainingDiverged(f"loss became {loss.item()} at epoch {epoch}, step {step + 1}")
@@ -137,7 +158,9 @@ def _model_meta(config: TrainConfig, data: DatasetSplits, spec: str, model_name:
         "architecture": {"spec": spec},
         "class_names": data.class_names,
         "input": {"channels": channels, "height": height, "width": width},
+        "pretrained": config.pretrained,
         "preprocessing": {"scale": "pixels / 255", "resize": "cover then center crop",
+                          "interpolation": config.data.interpolation,
                           "mean": mean, "std": std},
         "dataset": data.name,
         "flip_augmented": _use_flip(config, data),
@@ -145,7 +168,34 @@ def _model_meta(config: TrainConfig, data: DatasetSplits, spec: str, model_name:
 
 
 def _use_flip(config: TrainConfig, data: DatasetSplits) -> bool:
-    return data.flip_ok if config.augment.flip is None else config.augment.flip
+    if config.augment.flip is not None:
+        return config.augment.flip
+    # A frozen backbone trains fastest on cached features, which augmentation would invalidate.
+    return data.flip_ok and config.freeze != "backbone"
+
+
+def _normalization(config: TrainConfig, data: DatasetSplits) -> tuple[list[float], list[float]]:
+    """Pretrained weights expect their own mean and std; a model from scratch gets the data's."""
+    if not config.pretrained:
+        return channel_stats(data.train)
+    cfg = pretrained_config(config.model[len(TIMM_PREFIX):])
+    if data.input_shape[0] == 1:
+        # the first conv's kernels were summed over RGB: give the gray channel their mean
+        return [sum(cfg.mean) / 3], [sum(cfg.std) / 3]
+    return list(cfg.mean), list(cfg.std)
+
+
+def resolve_input(config: TrainConfig) -> TrainConfig:
+    """Pretrained timm models get their input size and resizing filter unless the user set one."""
+    if not (config.pretrained and config.model.startswith(TIMM_PREFIX)):
+        return config
+    cfg = pretrained_config(config.model[len(TIMM_PREFIX):])
+    resolved = copy.deepcopy(config)
+    if resolved.data.image_size is None:
+        resolved.data.image_size = cfg.input_size[1]
+    if resolved.data.interpolation == "bilinear":
+        resolved.data.interpolation = cfg.interpolation
+    return resolved
 
 
 def _class_weights(data: DatasetSplits) -> torch.Tensor:
@@ -155,10 +205,16 @@ def _class_weights(data: DatasetSplits) -> torch.Tensor:
 
 def _build_trainer(config: TrainConfig, data: DatasetSplits,
                    device: torch.device) -> tuple[Trainer, dict]:
+    if config.freeze not in (None, "backbone"):
+        raise unknown("--freeze value", config.freeze, ["backbone"])
+    if config.freeze and not config.pretrained:
+        raise CnnlabError("--freeze backbone keeps pretrained features; add --pretrained (and a "
+                          "timm model, e.g. --model timm:efficientnet_lite0)")
     torch.manual_seed(config.seed)
-    mean, std = channel_stats(data.train)
+    mean, std = _normalization(config, data)
     model, spec, _ = create_model(config.model, input_shape=data.input_shape,
-                                  num_classes=data.num_classes, mean=mean, std=std)
+                                  num_classes=data.num_classes, mean=mean, std=std,
+                                  pretrained=config.pretrained)
     model.to(device)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -170,7 +226,8 @@ def _build_trainer(config: TrainConfig, data: DatasetSplits,
                       nn.CrossEntropyLoss(weight=weights, label_smoothing=config.label_smoothing),
                       device, config, _use_flip(config, data), generator,
                       torch.amp.GradScaler("cuda") if config.amp and device.type == "cuda" else None,
-                      _adversary(config, model, generator))
+                      _adversary(config, model, generator),
+                      config.epochs if config.freeze == "backbone" else config.freeze_epochs)
     name = config.model if " " not in config.model and "(" not in config.model else "custom"
     return trainer, _model_meta(config, data, spec, name, mean, std)
 
@@ -217,6 +274,11 @@ def _restore(trainer: Trainer, checkpoint: dict) -> TrainState:
 def _validate(trainer: Trainer, data: DatasetSplits) -> tuple[float, float]:
     if data.val is None:
         return math.nan, math.nan
+    if trainer.cached:
+        head = output_layer(trainer.model).eval()
+        with torch.no_grad():
+            logits = head(data.val.features.to(trainer.device)).cpu()
+        return loss_and_accuracy(logits, data.val.labels)
     return loss_and_accuracy(*predict_logits(trainer.model, data.val, trainer.device,
                                              channels_last=trainer.config.channels_last))
 
@@ -262,7 +324,7 @@ def _run_epochs(trainer: Trainer, data: DatasetSplits, state: TrainState, run_di
                "val_loss": round(val_loss, 6), "val_acc": round(val_acc, 6)}
         if trainer.adversary is not None:
             row["val_robust_acc"] = round(_validate_robust(trainer, data), 6)
-        row.update(lr=trainer.optimizer.param_groups[0]["lr"], seconds=round(seconds, 3))
+        row.update(lr=trainer.optimizer.param_groups[-1]["lr"], seconds=round(seconds, 3))
         _end_of_epoch(trainer, state, row, run_dir, meta)
         reporter.end_epoch(row, config.epochs)
         if config.patience is not None and state.bad_epochs >= config.patience:
@@ -279,14 +341,37 @@ def _test_accuracy(run_dir: Path, data: DatasetSplits, device: torch.device) -> 
     return loss_and_accuracy(*predict_logits(model, data.test, device))[1]
 
 
+def _maybe_cache(trainer: Trainer, data: DatasetSplits, reporter: Reporter) -> DatasetSplits:
+    """With a frozen backbone, replace the train and val images by the backbone's features."""
+    config = trainer.config
+    if config.freeze is None:
+        return data
+    if not can_cache(config, trainer.flip):
+        reporter.message("backbone frozen, but augmentation (or adversarial training) changes the "
+                         "images every step, so its features cannot be cached: each step runs the "
+                         "frozen backbone (slower)")
+        return data
+    started = time.perf_counter()
+    cached = copy.copy(data)
+    cached.train = cache_features(trainer.model, data.train, trainer.device)
+    cached.val = cache_features(trainer.model, data.val, trainer.device) if data.val else None
+    trainer.cached = True
+    reporter.message(f"backbone frozen: its features for {len(data.train) + len(data.val or [])} "
+                     f"images computed once in {time.perf_counter() - started:.1f}s; the head "
+                     f"trains on them")
+    return cached
+
+
 def fit(config: TrainConfig, *, resume: str | Path | None = None, quiet: bool = False) -> Run:
     """Train a model as `config` says (or continue the run folder `resume`) and return the Run."""
     reporter = Reporter(quiet)
     started = time.perf_counter()
     set_threads(config.threads)
     device = resolve_device(config.device)
+    config = resolve_input(config)
     data = load_dataset(config.data)
     trainer, meta = _build_trainer(config, data, device)
+    data = _maybe_cache(trainer, data, reporter)
     state = TrainState()
     if resume is not None:
         run_dir = Path(resume)

@@ -7,6 +7,7 @@ from torch import nn
 
 from ..config import TrainConfig
 from ..errors import unknown
+from .transfer import backbone_parameters
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("onecycle", "cosine", "step", "none")
@@ -17,19 +18,32 @@ def learning_rate(config: TrainConfig) -> float:
     return config.lr if config.lr is not None else DEFAULT_LR[config.optimizer]
 
 
-def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    # No weight decay on biases and batch-norm parameters (1-D tensors), as in timm and
-    # torchvision's references: decaying them only hurts accuracy.
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
-    return [{"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0}]
+def _param_groups(model: nn.Module, config: TrainConfig) -> list[dict]:
+    """Backbone and head, each with and without weight decay.
+
+    No weight decay on biases and batch-norm parameters (1-D tensors), as in timm and torchvision's
+    references: decaying them only hurts accuracy. A pretrained backbone learns at backbone_lr
+    times the head's rate (discriminative learning rates, as fastai's fine_tune).
+    """
+    lr = learning_rate(config)
+    backbone = backbone_parameters(model)
+    backbone_ids = {id(p) for p in backbone}
+    head = [p for p in model.parameters() if id(p) not in backbone_ids]
+    backbone_lr = lr * (config.backbone_lr if config.pretrained else 1.0)
+    groups = []
+    for params, group_lr in ((backbone, backbone_lr), (head, lr)):
+        for decay in (True, False):
+            chosen = [p for p in params if (p.ndim > 1) == decay]
+            if chosen:
+                groups.append({"params": chosen, "lr": group_lr,
+                               "weight_decay": config.weight_decay if decay else 0.0})
+    return groups
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     if config.optimizer not in OPTIMIZERS:
         raise unknown("optimizer", config.optimizer, OPTIMIZERS)
-    groups, lr = _param_groups(model, config.weight_decay), learning_rate(config)
+    groups, lr = _param_groups(model, config), learning_rate(config)
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=config.momentum, nesterov=config.nesterov)
     cls = torch.optim.Adam if config.optimizer == "adam" else torch.optim.AdamW
@@ -42,10 +56,10 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig,
     if config.schedule not in SCHEDULES:
         raise unknown("schedule", config.schedule, SCHEDULES)
     total = max(1, config.epochs * steps_per_epoch)
-    lr = learning_rate(config)
     sched = torch.optim.lr_scheduler
     if config.schedule == "onecycle":
-        return sched.OneCycleLR(optimizer, max_lr=lr, total_steps=total, pct_start=0.25)
+        peaks = [group["lr"] for group in optimizer.param_groups]  # one per group
+        return sched.OneCycleLR(optimizer, max_lr=peaks, total_steps=total, pct_start=0.25)
     if config.schedule == "cosine":
         return sched.CosineAnnealingLR(optimizer, T_max=total)
     if config.schedule == "step":

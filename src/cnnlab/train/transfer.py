@@ -1,0 +1,66 @@
+"""Transfer learning: the head and the backbone of any classifier, freezing, and cached features.
+
+The head is the last dense layer (timm's classifier, the output layer of a layer-language network);
+everything before it is the backbone. With the backbone frozen and no augmentation, its output for an
+image never changes, so it is computed once and the head trains on the cached vectors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+from ..config import TrainConfig
+from ..data.splits import Split
+from ..inference import output_layer, penultimate_features
+
+
+def backbone_parameters(model: nn.Module) -> list[nn.Parameter]:
+    head = {id(p) for p in output_layer(model).parameters()}
+    return [p for p in model.parameters() if id(p) not in head]
+
+
+def set_backbone_frozen(model: nn.Module, frozen: bool) -> None:
+    """Freeze (or free) the backbone. A frozen backbone runs in eval mode (batch-norm statistics
+    fixed, no dropout), so it computes exactly what the feature cache holds; the head, a plain
+    dense layer, behaves the same in either mode."""
+    for parameter in backbone_parameters(model):
+        parameter.requires_grad_(not frozen)
+    if frozen:
+        model.eval()
+
+
+def augments(config: TrainConfig, flip: bool) -> bool:
+    a = config.augment
+    return bool(flip or a.crop_padding or a.erasing or a.rotation)
+
+
+def can_cache(config: TrainConfig, flip: bool) -> bool:
+    """Features can be cached only when the backbone never trains and every epoch sees the same
+    pixels: augmentation (and adversarial training) change them at every step."""
+    return (config.freeze == "backbone" and config.feature_cache and not augments(config, flip)
+            and config.adversarial is None)
+
+
+class FeatureVectors:
+    """A split as the backbone sees it: float features (N, F) and labels, batched like images."""
+
+    def __init__(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+        self.features, self.labels = features, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def batches(self, batch_size: int,
+                order: torch.Tensor | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for start in range(0, len(self), batch_size):
+            index = slice(start, start + batch_size) if order is None else \
+                order[start:start + batch_size]
+            yield self.features[index], self.labels[index]
+
+
+def cache_features(model: nn.Module, split: Split, device: torch.device) -> FeatureVectors:
+    features, labels = penultimate_features(model, split, limit=len(split), device=device)
+    return FeatureVectors(torch.from_numpy(features), torch.from_numpy(labels))
