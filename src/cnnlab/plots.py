@@ -121,16 +121,22 @@ def heatmap_overlay(image, heatmap, title: str, path: Path) -> None:
     save_figure(figure, path)
 
 
-def feature_map_grid(maps, title: str, path: Path, most: int = 32) -> None:
-    """Up to `most` channels of one layer's activation (C, H, W), each scaled on its own."""
-    count = min(most, maps.shape[0])
+def _small_grid(count: int, cell: float) -> tuple[plt.Figure, list]:
+    """A figure of `count` square cells, 8 to a row, axes hidden; returns the first `count` axes."""
     columns = min(8, count)
     rows = (count + columns - 1) // columns
-    figure, axes = plt.subplots(rows, columns, figsize=(columns * 1.3, rows * 1.3 + 0.5),
+    figure, axes = plt.subplots(rows, columns, figsize=(columns * cell, rows * cell + 0.5),
                                 squeeze=False)
     for axis in axes.flat:
         axis.axis("off")
-    for index, axis in zip(range(count), axes.flat, strict=False):
+    return figure, list(axes.flat)[:count]
+
+
+def feature_map_grid(maps, title: str, path: Path, most: int = 32) -> None:
+    """Up to `most` channels of one layer's activation (C, H, W), each scaled on its own."""
+    count = min(most, maps.shape[0])
+    figure, axes = _small_grid(count, 1.3)
+    for index, axis in enumerate(axes):
         axis.imshow(maps[index].numpy(), cmap="viridis")
         axis.set_title(str(index), fontsize=7)
     figure.suptitle(f"feature maps: {title}" + (f", first {count}" if count < maps.shape[0] else ""),
@@ -141,13 +147,8 @@ def feature_map_grid(maps, title: str, path: Path, most: int = 32) -> None:
 def filter_grid(weights, path: Path) -> None:
     """First-layer kernels (F, C, k, k): RGB when C is 3, else the mean over input channels."""
     count = weights.shape[0]
-    columns = min(8, count)
-    rows = (count + columns - 1) // columns
-    figure, axes = plt.subplots(rows, columns, figsize=(columns * 1.1, rows * 1.1 + 0.5),
-                                squeeze=False)
-    for axis in axes.flat:
-        axis.axis("off")
-    for index, axis in zip(range(count), axes.flat, strict=False):
+    figure, axes = _small_grid(count, 1.1)
+    for index, axis in enumerate(axes):
         kernel = weights[index]
         if kernel.shape[0] == 3:
             low, high = kernel.min(), kernel.max()

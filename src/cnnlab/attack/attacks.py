@@ -5,8 +5,11 @@ perturbs the image a person would see: epsilon is in pixel units, before normali
 adversarial image is clipped to [0, 1]. The base class owns the fiddly parts (eval mode and back,
 the zero-epsilon shortcut, the final clamp); each method is a short subclass.
 
-This module needs nothing from cnnlab but errors, so the training loop can import it without an
-import arrow running upward into run folders, data or plots (those live in robustness.py).
+This module needs nothing from cnnlab but errors and inference (eval mode), so the training loop can
+import it without an import arrow running upward into run folders, data or plots (those live in
+robustness.py). Attacks run in eval mode: dropout is off and batch norm uses, without updating, its
+running statistics, so attacking during adversarial training leaves those statistics to the
+batches the model trains on (as TRADES and most PGD training code do).
 """
 
 from __future__ import annotations
@@ -22,25 +25,10 @@ from captum.robust import FGSM, PGD
 from torch import nn
 
 from ..errors import CnnlabError, unknown
+from ..inference import eval_mode
 
 METHODS = ("fgsm", "pgd")
 NORMS = {"linf": "Linf", "l2": "L2"}  # our names -> Captum's
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode inside the block, the previous mode after it.
-
-    Attacks run in eval mode: dropout is off, and BatchNorm uses (and does not update) its running
-    statistics, so generating adversarial images during training leaves those statistics to the
-    batches the model actually trains on (as TRADES and most PGD training code do).
-    """
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
 
 
 @contextmanager

@@ -7,24 +7,14 @@ Captum registers and removes its own hooks; the model's train/eval mode is resto
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import contextmanager
 
 import torch
 from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, Occlusion, Saliency
 from torch import nn
 
 from ..errors import unknown
+from ..inference import eval_mode
 from .layers import find_layer, last_conv_activation, list_layers
-
-
-@contextmanager
-def eval_mode(model: nn.Module):
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
 
 
 def saliency(model: nn.Module, x: torch.Tensor, target: torch.Tensor, layer: str | None) -> torch.Tensor:
