@@ -55,8 +55,6 @@ def _peek(paths: list[Path]) -> list[Image.Image]:
 def _input_shape(paths: list[Path], config: DataConfig) -> tuple[int, int, int]:
     seen = _peek(paths)
     channels = config.channels or (1 if seen and all(is_grayscale(im) for im in seen) else 3)
-    if channels not in (1, 3):
-        raise CnnlabError(f"--channels must be 1 or 3, got {channels}")
     size = config.image_size
     if size is None:
         sizes = {im.size for im in seen}

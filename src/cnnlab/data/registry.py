@@ -45,10 +45,20 @@ def list_datasets() -> list[DatasetEntry]:
     return list(_DATASETS.values())
 
 
+def _check_shape_settings(config: DataConfig) -> None:
+    """--channels and --image-size, checked once for every kind of dataset."""
+    if config.channels not in (None, 1, 3):
+        raise CnnlabError(f"--channels must be 1 or 3, got {config.channels}")
+    if config.image_size is not None and config.image_size < 1:
+        raise CnnlabError(f"--image-size must be a positive number, got {config.image_size}")
+
+
 def load_dataset(config: DataConfig) -> DatasetSplits:
     """Load a named dataset, a folder of class subfolders, or a CSV manifest of path,label."""
     from . import builtin  # noqa: F401
     from .folder import load_csv, load_folder
+
+    _check_shape_settings(config)
 
     path = Path(config.name).expanduser()
     if config.name in _DATASETS:

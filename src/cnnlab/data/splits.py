@@ -175,10 +175,6 @@ def _convert_tensor_images(images: torch.Tensor, channels: int | None, size: int
 def convert_splits(splits: DatasetSplits, channels: int | None, size: int | None,
                    interpolation: str = "bilinear") -> DatasetSplits:
     """Give in-memory splits the channels and size asked for (--channels, --image-size)."""
-    if channels not in (None, 1, 3):
-        raise CnnlabError(f"--channels must be 1 or 3, got {channels}")
-    if size is not None and size < 1:
-        raise CnnlabError(f"--image-size must be a positive number, got {size}")
     for name in ("train", "val", "test"):
         split = getattr(splits, name)
         if isinstance(split, TensorImages):

@@ -39,7 +39,6 @@ class LayerDef:
 _CONV_SHORT = {"f": "filters", "k": "kernel", "kernel_size": "kernel", "s": "stride",
                "p": "padding", "pad": "padding", "d": "dilation", "g": "groups"}
 _POOL_SHORT = {"k": "size", "kernel": "size", "pool_size": "size", "s": "stride", "p": "padding"}
-_NO_ARGS = LayerDef()
 
 LAYERS: dict[str, LayerDef] = {
     "conv": LayerDef(("filters", "kernel"), {"kernel": 3, "stride": 1, "padding": "valid",

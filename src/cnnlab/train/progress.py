@@ -13,7 +13,6 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from rich.table import Table
 
 
 def format_row(row: dict[str, float], total_epochs: int) -> str:
@@ -60,13 +59,3 @@ class Reporter:
             self._progress.stop()
             self._progress = None
         self.message(format_row(row, total_epochs))
-
-    def summary(self, title: str, rows: list[tuple[str, str]]) -> None:
-        if self.quiet:
-            return
-        table = Table(title=title, show_header=False)
-        table.add_column("", style="bold")
-        table.add_column("")
-        for key, value in rows:
-            table.add_row(key, value)
-        self.console.print(table)
