@@ -1,6 +1,6 @@
 """Training-step throughput of the default model: threads x memory format, as ratios in one run.
 
-    .venv/bin/python bench/train_step.py [--model simple] [--batch-size 128] [--steps 40]
+    .venv/bin/python bench/train_step.py [--model fast] [--compare simple,fast] [--batch-size 128]
 """
 
 from __future__ import annotations
@@ -47,7 +47,9 @@ def images_per_second(model_name: str, threads: int, channels_last: bool, batch:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model", default="simple")
+    parser.add_argument("--model", default="fast")
+    parser.add_argument("--compare", default="simple,fast",
+                        help="networks to compare at every core with channels_last")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=40)
     args = parser.parse_args()
@@ -60,6 +62,12 @@ def main() -> None:
     for (threads, channels_last), rate in results.items():
         layout = "channels_last" if channels_last else "NCHW"
         print(f"| {threads} | {layout} | {rate:,.0f} | {rate / baseline:.2f}x |")
+    names = args.compare.split(",")
+    rates = {name: images_per_second(name, cores, True, args.batch_size, args.steps) for name in names}
+    print(f"\n| network ({cores} threads, channels_last) | images/s | vs {names[0]} |")
+    print("|---|---|---|")
+    for name, rate in rates.items():
+        print(f"| {name} | {rate:,.0f} | {rate / rates[names[0]]:.2f}x |")
 
 
 if __name__ == "__main__":

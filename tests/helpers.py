@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -91,3 +92,11 @@ def make_shape_folder(root: Path, per_class: int, seed: int = 0) -> None:
         (root / kind).mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
             Image.fromarray(draw_shape(kind, rng)[0]).save(root / kind / f"{i:04d}.png")
+
+
+def read_rows(path: Path, missing_ok: bool = False) -> list[dict]:
+    """The rows of a CSV file such as a run's metrics.csv; [] for a missing file if allowed."""
+    if missing_ok and not path.is_file():
+        return []
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))

@@ -14,10 +14,11 @@ from sklearn.metrics import (
     top_k_accuracy_score,
 )
 
+import cnnlab
 from cnnlab.config import DataConfig
 from cnnlab.data import load_dataset
 from cnnlab.errors import CnnlabError
-from cnnlab.evaluate import evaluate_run, shift_images
+from cnnlab.evaluation import evaluate_run, shift_images
 from cnnlab.inference import predict_logits
 from cnnlab.runfolder import load_model
 
@@ -103,3 +104,10 @@ def test_val_split_and_bad_split(digits_run):
     assert evaluate_run(digits_run.path, split="val", max_shift=0).metrics["images"] == 144
     with pytest.raises(CnnlabError, match="--split must be test or val"):
         evaluate_run(digits_run.path, split="train", max_shift=0)
+
+
+def test_api_functions_stay_functions_after_their_modules_load(digits_run):
+    first = cnnlab.evaluate(digits_run.path, max_shift=0)
+    again = cnnlab.evaluate(digits_run.path, max_shift=0)  # the module is loaded by now
+    assert first["accuracy"] == again["accuracy"]
+    assert all(callable(getattr(cnnlab, name)) for name in ("train", "evaluate", "attack", "load"))

@@ -15,7 +15,7 @@ from PIL import Image
 import cnnlab
 from cnnlab.predict import expand_inputs, predict_files, predict_video
 
-from .helpers import MODES, save_in_mode, shape_image
+from .helpers import MODES, make_shape_folder, save_in_mode, shape_image
 
 
 def cnnlab_cli(*args):
@@ -149,3 +149,20 @@ def test_python_inputs_agree(digits_run):
     as_tensor = predictor.predict(torch.from_numpy(array)[None])[0][0]
     assert as_array.index == as_pil.index == as_tensor.index
     assert as_array.probability == pytest.approx(as_tensor.probability, abs=1e-6)
+
+
+def test_flip_tta_averages_an_image_and_its_mirror_image(tmp_path):
+    make_shape_folder(tmp_path / "shapes", per_class=20)
+    run = cnnlab.train(data=str(tmp_path / "shapes"), epochs=1, tta=True, quiet=True,
+                       out=str(tmp_path / "tta"))
+    predictor = cnnlab.load(run.path)
+    assert predictor.meta["flip_tta"] and predictor.model.flip_tta
+    images = torch.rand(4, *predictor.input_shape)
+    with_tta = predictor.probabilities(images)
+    assert torch.allclose(with_tta, predictor.probabilities(images.flip(-1)), atol=1e-5)
+    predictor.model.flip_tta = False
+    plain = (predictor.probabilities(images) + predictor.probabilities(images.flip(-1))) / 2
+    assert torch.allclose(with_tta, plain, atol=1e-5)
+    # digits forbid flips: the setting is dropped there rather than mirroring a 2 into a 5-like shape
+    digits = cnnlab.train(data="digits", epochs=1, tta=True, quiet=True, out=str(tmp_path / "d"))
+    assert cnnlab.load(digits.path).meta["flip_tta"] is False

@@ -1,6 +1,5 @@
 """Training and the run folder: files, determinism, exact resume after SIGKILL, safe loading."""
 
-import csv
 import os
 import pickle
 import signal
@@ -14,16 +13,18 @@ import torch
 from safetensors.torch import load_file
 
 import cnnlab
+from cnnlab.config import load_config, preset_names
 from cnnlab.errors import CnnlabError
 from cnnlab.runfolder import load_checkpoint
+
+from .helpers import read_rows
 
 RUN_FILES = {"config.yaml", "metrics.csv", "curves.png", "model.safetensors", "model.json",
              "last.ckpt"}
 
 
 def _rows(run: Path) -> list[dict]:
-    with open(run / "metrics.csv", newline="") as handle:
-        return list(csv.DictReader(handle))
+    return read_rows(run / "metrics.csv")
 
 
 def test_run_folder_has_every_file(digits_run):
@@ -154,8 +155,8 @@ def test_run_names_never_overwrite(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     first = cnnlab.train(data="digits", epochs=1, quiet=True)
     second = cnnlab.train(data="digits", epochs=1, quiet=True)
-    assert first.path == Path("runs/digits-simple")
-    assert second.path == Path("runs/digits-simple-2")
+    assert first.path == Path("runs/digits-fast")
+    assert second.path == Path("runs/digits-fast-2")
 
 
 def test_config_file_with_overrides(tmp_path):
@@ -165,6 +166,17 @@ def test_config_file_with_overrides(tmp_path):
     saved = (run.path / "config.yaml").read_text()
     assert "model: vgg-small" in saved and "epochs: 2" in saved and "val_fraction: 0.2" in saved
     assert len(run.history) == 2
+
+
+def test_presets_are_configs_by_name(tmp_path):
+    assert "fashion-long" in preset_names()
+    config = load_config("fashion-long")
+    assert config.model == "fast-deep" and config.augment.crop_padding > 0
+    run = cnnlab.train("fashion-long", data="digits", epochs=1, out=str(tmp_path / "p"), quiet=True,
+                       augment={"crop_padding": 1})
+    assert "model: fast-deep" in (run.path / "config.yaml").read_text()
+    with pytest.raises(CnnlabError, match=r"did you mean 'fashion-long'"):
+        load_config("fashion-lng")
 
 
 def test_unknown_setting_in_config_is_an_error(tmp_path):

@@ -8,22 +8,24 @@ from typing import Any
 from .config import CONFIG_SECTIONS, TrainConfig, apply_overrides, load_config
 from .predict import Predictor, load_predictor
 from .runfolder import CONFIG
-from .train import Run, fit
+from .train import EpochCallback, Run, fit
 
 
 def train(config: TrainConfig | str | Path | None = None, *, resume: str | Path | None = None,
-          quiet: bool = False, **settings: Any) -> Run:
+          quiet: bool = False, on_epoch_end: EpochCallback | None = None, **settings: Any) -> Run:
     """Train a CNN and return its Run.
 
     Args:
         config: a TrainConfig, a YAML file, or None for the defaults.
         resume: a run folder to continue from its last.ckpt (its own config.yaml is used).
         quiet: no progress output.
+        on_epoch_end: called as on_epoch_end(model, row) after each epoch (row: its metrics).
         **settings: overrides, e.g. data="digits", epochs=3, model="lenet5", lr=1e-3;
             nested ones by section: data={"val_fraction": 0.2}, augment={"flip": False}.
     """
     if resume is not None:
-        return fit(load_config(Path(resume) / CONFIG), resume=resume, quiet=quiet)
+        return fit(load_config(Path(resume) / CONFIG), resume=resume, quiet=quiet,
+                   on_epoch_end=on_epoch_end)
     if not isinstance(config, TrainConfig):
         config = load_config(config) if config is not None else TrainConfig()
     overrides: dict[str, Any] = {}
@@ -34,12 +36,12 @@ def train(config: TrainConfig | str | Path | None = None, *, resume: str | Path 
             overrides.update({f"{key}.{k}": v for k, v in value.items()})
         else:
             overrides[key] = value
-    return fit(apply_overrides(config, overrides), quiet=quiet)
+    return fit(apply_overrides(config, overrides), quiet=quiet, on_epoch_end=on_epoch_end)
 
 
 def evaluate(run: str | Path, **options: Any) -> dict[str, Any]:
-    """Evaluate a run (see evaluate.evaluate_run for the options); returns the metrics dict."""
-    from .evaluate import evaluate_run
+    """Evaluate a run (see evaluation.evaluate_run for the options); returns the metrics dict."""
+    from .evaluation import evaluate_run
 
     return evaluate_run(run, **options).metrics
 

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import __version__
+from .config import preset_names
 from .errors import CnnlabError, suggest
 
 VERBS = ("train", "evaluate", "predict", "explain", "attack", "summary", "datasets", "models",
@@ -25,6 +26,7 @@ TRAIN_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--momentum", "momentum", float, "SGD momentum"),
     ("--weight-decay", "weight_decay", float, "L2 penalty (decoupled for adamw)"),
     ("--schedule", "schedule", str, "onecycle | cosine | step | none"),
+    ("--warmup", "warmup", float, "onecycle: fraction of training rising to the peak lr (0.25)"),
     ("--label-smoothing", "label_smoothing", float, "cross-entropy label smoothing"),
     ("--patience", "patience", int, "early stopping: epochs without a better val accuracy"),
     ("--seed", "seed", int, "random seed (CPU training is deterministic with it)"),
@@ -57,6 +59,7 @@ TRAIN_SWITCHES: list[tuple[str, str, bool, str]] = [
     ("--stream", "data.stream", True, "stream image files instead of holding them in memory"),
     ("--flip", "augment.flip", True, "random horizontal flips (default: where the data allows)"),
     ("--no-flip", "augment.flip", False, "no horizontal flips"),
+    ("--tta", "tta", True, "predict and evaluate on each image and its mirror image, averaged"),
     ("--class-weights", "class_weights", True, "weigh the loss by inverse class frequency"),
     ("--no-amp", "amp", False, "no mixed precision on CUDA"),
     ("--no-channels-last", "channels_last", False, "keep the NCHW memory format"),
@@ -85,7 +88,8 @@ class Parser(argparse.ArgumentParser):
 def _add_train(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("train", help="train a CNN and write a run folder",
                             argument_default=argparse.SUPPRESS, allow_abbrev=False)
-    parser.add_argument("--config", help="YAML run config; flags override it")
+    parser.add_argument("--config", help=f"YAML run config, or a preset: "
+                                         f"{', '.join(preset_names())}; flags override it")
     parser.add_argument("--resume", metavar="RUN", help="continue RUN from its last.ckpt")
     parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
     for flag, key, kind, text in TRAIN_FLAGS:

@@ -33,8 +33,11 @@ def run_train(args: argparse.Namespace) -> int:
     for key, value in options.items():
         section, _, name = key.rpartition(".")
         (nested.setdefault(section, {}) if section else nested)[name] = value
-    run = train(config, resume=resume, quiet=bool(quiet), **nested)
-    _print_run(run, bool(quiet))
+    from .distributed import ranks_from_environment
+
+    quiet = bool(quiet) or not ranks_from_environment().is_main  # under torchrun, rank 0 speaks
+    run = train(config, resume=resume, quiet=quiet, **nested)
+    _print_run(run, quiet)
     return 1 if run.status == "diverged" else 0
 
 
@@ -54,7 +57,7 @@ def _print_run(run, quiet: bool) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate_run
+    from .evaluation import evaluate_run
 
     result = evaluate_run(args.run, data=args.data, split=args.split, device=args.device,
                           batch_size=args.batch_size, max_shift=args.max_shift)

@@ -45,7 +45,9 @@ def physical_cores() -> int:
     return max(1, available)
 
 
-def set_threads(threads: int | None) -> int:
-    count = threads or physical_cores()
+def set_threads(threads: int | None, processes: int = 1) -> int:
+    """Intra-op threads: as asked, else the physical cores shared among this machine's training
+    processes (more threads than cores makes every conv slower)."""
+    count = threads or max(1, physical_cores() // processes)
     torch.set_num_threads(count)
     return count

@@ -28,17 +28,22 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, split: Split, device: torch.device, batch_size: int = 256,
-                   channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits (N, K) and labels (N,) for a whole split, in eval mode (the mode is restored)."""
+                   channels_last: bool = False,
+                   order: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits (N, K) and labels (N,) for a whole split (or the images `order` picks), in eval mode
+    (the mode is restored). A Classifier with flip_tta gives its log-probabilities, which serve
+    as logits: their softmax is the averaged probabilities."""
     was_training = model.training
     model.eval()
     logits, labels = [], []
     try:
-        for images, targets in split.batches(batch_size):
+        for images, targets in split.batches(batch_size, order):
             inputs = to_float(images.to(device, non_blocking=True))
             if channels_last:
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
-            logits.append(model(inputs).float().cpu())
+            outputs = model.predict_log_proba(inputs) if getattr(model, "flip_tta", False) \
+                else model(inputs)
+            logits.append(outputs.float().cpu())
             labels.append(targets)
     finally:
         model.train(was_training)

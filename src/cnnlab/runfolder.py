@@ -81,6 +81,7 @@ def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple
     if missing or unexpected:
         raise CnnlabError(f"{run_dir / WEIGHTS} does not match the architecture in {META} "
                           f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    model.flip_tta = bool(meta.get("flip_tta", False))
     return model.to(device).eval(), meta
 
 

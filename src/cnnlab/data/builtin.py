@@ -35,16 +35,16 @@ def _idx_folders(name: str, torchvision_name: str) -> list[Path]:
     return [DEBIAN_FASHION, *folders] if name == "fashion-mnist" else folders
 
 
-def _find_idx(folder: Path, stem: str) -> Path | None:
+def find_idx(folder: Path, stem: str) -> Path | None:
     for candidate in (folder / f"{stem}.gz", folder / stem):
         if candidate.is_file():
             return candidate
     return None
 
 
-def _idx_folder(name: str, torchvision_name: str) -> Path | None:
+def idx_folder(name: str, torchvision_name: str) -> Path | None:
     for folder in _idx_folders(name, torchvision_name):
-        if all(_find_idx(folder, stem) for pair in _IDX_FILES.values() for stem in pair):
+        if all(find_idx(folder, stem) for pair in _IDX_FILES.values() for stem in pair):
             return folder
     return None
 
@@ -78,16 +78,16 @@ def download(name: str) -> None:
 
 def _load_idx_splits(name: str, torchvision_cls: str, class_names: list[str],
                      config: DataConfig, flip_ok: bool) -> DatasetSplits:
-    folder = _idx_folder(name, torchvision_cls)
+    folder = idx_folder(name, torchvision_cls)
     if folder is None:
         _download(name, torchvision_cls)
-        folder = _idx_folder(name, torchvision_cls)
+        folder = idx_folder(name, torchvision_cls)
         if folder is None:
             raise CnnlabError(f"{name}: download finished but the IDX files are missing")
     parts = {}
     for split, (images_stem, labels_stem) in _IDX_FILES.items():
-        images = read_idx(_find_idx(folder, images_stem))  # (N, 28, 28)
-        labels = read_idx(_find_idx(folder, labels_stem))  # (N,)
+        images = read_idx(find_idx(folder, images_stem))  # (N, 28, 28)
+        labels = read_idx(find_idx(folder, labels_stem))  # (N,)
         if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
             raise CnnlabError(f"{folder}: {split} images and labels do not match")
         parts[split] = TensorImages(torch.from_numpy(images.copy()).unsqueeze(1),
@@ -97,16 +97,16 @@ def _load_idx_splits(name: str, torchvision_cls: str, class_names: list[str],
 
 
 @register_dataset("fashion-mnist", "Zalando's 28x28 grayscale clothing, 10 classes, 60k/10k",
-                  lambda: _idx_folder("fashion-mnist", "FashionMNIST") is not None,
-                  lambda: str(_idx_folder("fashion-mnist", "FashionMNIST")
+                  lambda: idx_folder("fashion-mnist", "FashionMNIST") is not None,
+                  lambda: str(idx_folder("fashion-mnist", "FashionMNIST")
                               or cache_dir() / "fashion-mnist"))
 def fashion_mnist(config: DataConfig) -> DatasetSplits:
     return _load_idx_splits("fashion-mnist", "FashionMNIST", FASHION_CLASSES, config, True)
 
 
 @register_dataset("mnist", "handwritten digits, 28x28 grayscale, 10 classes, 60k/10k",
-                  lambda: _idx_folder("mnist", "MNIST") is not None,
-                  lambda: str(_idx_folder("mnist", "MNIST") or cache_dir() / "mnist"))
+                  lambda: idx_folder("mnist", "MNIST") is not None,
+                  lambda: str(idx_folder("mnist", "MNIST") or cache_dir() / "mnist"))
 def mnist(config: DataConfig) -> DatasetSplits:
     return _load_idx_splits("mnist", "MNIST", [str(d) for d in range(10)], config, False)
 

@@ -34,7 +34,7 @@ class TensorImages:
         return TensorImages(self.images[indices], self.labels[indices])
 
     def batches(self, batch_size: int, order: torch.Tensor | None = None) -> Iterator[Batch]:
-        for start in range(0, len(self), batch_size):
+        for start in range(0, len(self) if order is None else len(order), batch_size):
             if order is None:
                 yield self.images[start:start + batch_size], self.labels[start:start + batch_size]
             else:

@@ -6,6 +6,7 @@ their preprocessing, and nothing downstream has to remember mean and std.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -16,6 +17,9 @@ class Classifier(nn.Module):
     def __init__(self, network: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
         self.network = network
+        # Test-time augmentation: predictions average the image and its mirror image. Off for
+        # training, attacks and explanations (they call forward); set from model.json on loading.
+        self.flip_tta = False
         channels = len(mean)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, channels, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, channels, 1, 1))
@@ -32,12 +36,21 @@ class Classifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.network(self.normalize(x))  # (B, num_classes) logits
 
+    def predict_log_proba(self, x: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities (B, num_classes); with flip_tta, those of the mean of the softmax
+        over the image and its mirror image."""
+        log_proba = torch.log_softmax(self(x), dim=1)
+        if not self.flip_tta:
+            return log_proba
+        mirrored = torch.log_softmax(self(x.flip(-1)), dim=1)
+        return torch.logaddexp(log_proba, mirrored) - math.log(2)
+
     @torch.no_grad()
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
         """Softmax probabilities, in eval mode (the mode is restored afterwards)."""
         was_training = self.training
         self.eval()
         try:
-            return torch.softmax(self(x), dim=1)
+            return self.predict_log_proba(x).exp()
         finally:
             self.train(was_training)

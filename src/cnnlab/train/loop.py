@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,9 +20,23 @@ from ..config import TrainConfig
 from ..data import DatasetSplits, channel_stats, load_dataset
 from ..data.augment import augment_batch, to_float
 from ..devices import resolve_device, set_threads
+from ..distributed import (
+    Ranks,
+    all_finite,
+    all_reduce_sum,
+    backend,
+    data_parallel,
+    from_main,
+    join,
+    leave,
+    local_batch_size,
+    ranks_from_environment,
+    shard,
+    sync_buffers,
+)
 from ..errors import CnnlabError, unknown
 from ..fileio import atomic_write_text
-from ..inference import loss_and_accuracy, output_layer, predict_logits
+from ..inference import eval_mode, loss_and_accuracy, output_layer, predict_logits
 from ..models import Classifier, create_model
 from ..models.pretrained import pretrained_config
 from ..models.registry import TIMM_PREFIX
@@ -43,6 +58,9 @@ from .transfer import cache_features, can_cache, set_backbone_frozen
 # Robust validation: PGD at the training eps on the first images of the validation split, with the
 # same random start every epoch, so the column is comparable across epochs and runs.
 VAL_ROBUST_IMAGES, VAL_ROBUST_STEPS, VAL_ROBUST_SEED = 500, 10, 0
+
+
+EpochCallback = Callable[[nn.Module, dict], None]
 
 
 class TrainingDiverged(Exception):
@@ -90,6 +108,13 @@ class Trainer:
     adversary: Attack | None = None  # adversarial training: the attack each batch gets
     frozen_epochs: int = 0  # transfer learning: epochs in which the backbone does not train
     cached: bool = False  # the batches are cached backbone features; only the head runs
+    ranks: Ranks = field(default_factory=Ranks)  # this process among those torchrun started
+    network: nn.Module | None = None  # what trains: the model or its head, DDP-wrapped if needed
+
+    def build_network(self) -> None:
+        """Wrap what trains (the head alone on cached features) for data-parallel training."""
+        module = output_layer(self.model) if self.cached else self.model
+        self.network = data_parallel(module, self.ranks, self.device, self.frozen_epochs > 0)
 
     def autocast(self):
         if self.scaler is None:
@@ -113,25 +138,29 @@ class Trainer:
         return inputs
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        return output_layer(self.model)(inputs) if self.cached else self.model(inputs)
+        return self.network(inputs)
 
 
 def train_one_epoch(trainer: Trainer, data: DatasetSplits, reporter: Reporter,
                     epoch: int) -> tuple[float, float]:
-    """One pass over the shuffled training split; returns (mean loss, accuracy)."""
+    """One pass over the shuffled training split (this rank's shard of it); returns (mean loss,
+    accuracy) over every rank."""
     config = trainer.config
     trainer.start_epoch(epoch)
-    order = torch.randperm(len(data.train), generator=trainer.generator)
-    steps = math.ceil(len(data.train) / config.batch_size)
+    # Every rank draws the same order (and the same augmentation parameters, for other images):
+    # their random states stay equal, so rank 0's checkpoint resumes all of them exactly.
+    order = shard(torch.randperm(len(data.train), generator=trainer.generator), trainer.ranks)
+    batch_size = local_batch_size(config.batch_size, trainer.ranks)
+    steps = math.ceil(len(order) / batch_size)
     reporter.start_epoch(epoch, config.epochs, steps)
     loss_sum, correct, seen = torch.zeros(()), torch.zeros((), dtype=torch.long), 0
-    for step, (images, labels) in enumerate(data.train.batches(config.batch_size, order)):
+    for step, (images, labels) in enumerate(data.train.batches(batch_size, order)):
         labels = labels.to(trainer.device)
         inputs = trainer.prepare(images, labels)
         with trainer.autocast():
             logits = trainer.forward(inputs)  # (B, num_classes)
             loss = trainer.loss_fn(logits, labels)
-        if not torch.isfinite(loss):
+        if not all_finite(loss, trainer.ranks):
             raise TrainingDiverged(f"loss became {loss.item()} at epoch {epoch}, step {step + 1}")
         trainer.optimizer.zero_grad(set_to_none=True)
         if trainer.scaler is not None:
@@ -147,7 +176,10 @@ def train_one_epoch(trainer: Trainer, data: DatasetSplits, reporter: Reporter,
         seen += len(labels)
         if reporter.live:  # .item() forces a device sync: only pay for it when someone watches
             reporter.step(loss_sum.item() / seen, correct.item() / seen)
-    return loss_sum.item() / seen, correct.item() / seen
+    totals = all_reduce_sum(torch.stack([loss_sum.double(), correct.double(),
+                                         torch.tensor(seen, dtype=torch.double)]).to(trainer.device),
+                            trainer.ranks).tolist()
+    return totals[0] / totals[2], totals[1] / totals[2]
 
 
 def _model_meta(config: TrainConfig, data: DatasetSplits, spec: str, model_name: str,
@@ -164,6 +196,7 @@ def _model_meta(config: TrainConfig, data: DatasetSplits, spec: str, model_name:
                           "mean": mean, "std": std},
         "dataset": data.name,
         "flip_augmented": _use_flip(config, data),
+        "flip_tta": config.tta and data.flip_ok,
     }
 
 
@@ -271,16 +304,33 @@ def _restore(trainer: Trainer, checkpoint: dict) -> TrainState:
                           f"{str(error).splitlines()[0][:200]}") from None
 
 
+def _val_logits(trainer: Trainer, val, order: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    if not trainer.cached:
+        return predict_logits(trainer.model, val, trainer.device,
+                              channels_last=trainer.config.channels_last, order=order)
+    features, labels = (val.features, val.labels) if order is None else \
+        (val.features[order], val.labels[order])
+    head = output_layer(trainer.model)
+    with torch.no_grad(), eval_mode(head):
+        return head(features.to(trainer.device)).cpu(), labels
+
+
 def _validate(trainer: Trainer, data: DatasetSplits) -> tuple[float, float]:
+    """Validation loss and accuracy; with several ranks each takes every world_size-th image and
+    the sums are all-reduced."""
     if data.val is None:
         return math.nan, math.nan
-    if trainer.cached:
-        head = output_layer(trainer.model).eval()
-        with torch.no_grad():
-            logits = head(data.val.features.to(trainer.device)).cpu()
-        return loss_and_accuracy(logits, data.val.labels)
-    return loss_and_accuracy(*predict_logits(trainer.model, data.val, trainer.device,
-                                             channels_last=trainer.config.channels_last))
+    ranks = trainer.ranks
+    sync_buffers(trainer.model, ranks)
+    order = torch.arange(ranks.rank, len(data.val), ranks.world_size) if ranks.enabled else None
+    logits, labels = _val_logits(trainer, data.val, order)
+    if not ranks.enabled:
+        return loss_and_accuracy(logits, labels)
+    loss = nn.functional.cross_entropy(logits.double(), labels, reduction="sum")
+    correct = (logits.argmax(1) == labels).sum().double()
+    totals = all_reduce_sum(torch.stack([loss, correct, torch.tensor(len(labels), dtype=torch.double)])
+                            .to(trainer.device), ranks).tolist()
+    return totals[0] / totals[2], totals[1] / totals[2]
 
 
 def _validate_robust(trainer: Trainer, data: DatasetSplits) -> float:
@@ -297,23 +347,28 @@ def _validate_robust(trainer: Trainer, data: DatasetSplits) -> float:
 
 def _end_of_epoch(trainer: Trainer, state: TrainState, row: dict, run_dir: Path,
                   meta: dict) -> None:
-    """Record the epoch; keep the best model; write the resumable checkpoint last."""
+    """Record the epoch (on every rank, so they agree on early stopping); keep the best model;
+    write the resumable checkpoint last. Only rank 0 writes files."""
     state.history.append(row)
     state.epoch = int(row["epoch"])
     score = row["val_acc"] if row["val_acc"] == row["val_acc"] else row["train_acc"]
-    if score > state.best_val_acc:
+    improved = score > state.best_val_acc
+    if improved:
         state.best_val_acc, state.best_epoch, state.bad_epochs = score, state.epoch, 0
-        save_model(run_dir, trainer.model, {**meta, "epoch": state.epoch,
-                                            "val_accuracy": round(score, 6)})
     else:
         state.bad_epochs += 1
+    if not trainer.ranks.is_main:
+        return
+    if improved:
+        save_model(run_dir, trainer.model, {**meta, "epoch": state.epoch,
+                                            "val_accuracy": round(score, 6)})
     write_metrics(run_dir, state.history)
     training_curves(state.history, run_dir / "curves.png")
     save_checkpoint(run_dir / CHECKPOINT, _checkpoint(trainer, state))
 
 
 def _run_epochs(trainer: Trainer, data: DatasetSplits, state: TrainState, run_dir: Path,
-                meta: dict, reporter: Reporter) -> str:
+                meta: dict, reporter: Reporter, on_epoch_end: EpochCallback | None) -> str:
     config = trainer.config
     for epoch in range(state.epoch + 1, config.epochs + 1):
         started = time.perf_counter()
@@ -327,6 +382,8 @@ def _run_epochs(trainer: Trainer, data: DatasetSplits, state: TrainState, run_di
         row.update(lr=trainer.optimizer.param_groups[-1]["lr"], seconds=round(seconds, 3))
         _end_of_epoch(trainer, state, row, run_dir, meta)
         reporter.end_epoch(row, config.epochs)
+        if on_epoch_end is not None:
+            on_epoch_end(trainer.model, row)
         if config.patience is not None and state.bad_epochs >= config.patience:
             reporter.message(f"stopping early: no better validation accuracy for "
                              f"{config.patience} epochs")
@@ -362,34 +419,58 @@ def _maybe_cache(trainer: Trainer, data: DatasetSplits, reporter: Reporter) -> D
     return cached
 
 
-def fit(config: TrainConfig, *, resume: str | Path | None = None, quiet: bool = False) -> Run:
-    """Train a model as `config` says (or continue the run folder `resume`) and return the Run."""
-    reporter = Reporter(quiet)
-    started = time.perf_counter()
-    set_threads(config.threads)
-    device = resolve_device(config.device)
-    config = resolve_input(config)
-    data = load_dataset(config.data)
-    trainer, meta = _build_trainer(config, data, device)
-    data = _maybe_cache(trainer, data, reporter)
-    state = TrainState()
+def fit(config: TrainConfig, *, resume: str | Path | None = None, quiet: bool = False,
+        on_epoch_end: EpochCallback | None = None) -> Run:
+    """Train a model as `config` says (or continue the run folder `resume`) and return the Run.
+
+    `on_epoch_end(model, row)` runs after each epoch is recorded (row: that epoch's metrics.csv
+    row); its time is not in the row's training seconds."""
+    ranks = ranks_from_environment()
+    set_threads(config.threads, ranks.local_world_size)
+    device = join(ranks, resolve_device(config.device))
+    try:
+        return _fit(config, resume, Reporter(quiet or not ranks.is_main), on_epoch_end, ranks,
+                    device)
+    finally:
+        leave(ranks)
+
+
+def _open_run_dir(config: TrainConfig, resume: str | Path | None, meta: dict,
+                  ranks: Ranks) -> Path:
     if resume is not None:
-        run_dir = Path(resume)
-        state = _restore(trainer, load_checkpoint(run_dir / CHECKPOINT))
-        reporter.message(f"resuming {run_dir} after epoch {state.epoch}")
-    else:
+        return Path(resume)
+    run_dir = None
+    if ranks.is_main:
         run_dir = new_run_dir(config.out, f"{config.data.name.rstrip('/').split('/')[-1]}-"
                                           f"{meta['name']}")
         atomic_write_text(run_dir / CONFIG, config.to_yaml())
+    return Path(from_main(str(run_dir), ranks))
+
+
+def _fit(config: TrainConfig, resume: str | Path | None, reporter: Reporter,
+         on_epoch_end: EpochCallback | None, ranks: Ranks, device: torch.device) -> Run:
+    started = time.perf_counter()
+    config = resolve_input(config)
+    data = load_dataset(config.data)
+    trainer, meta = _build_trainer(config, data, device)
+    trainer.ranks = ranks
+    data = _maybe_cache(trainer, data, reporter)
+    trainer.build_network()
+    state = TrainState()
+    run_dir = _open_run_dir(config, resume, meta, ranks)
+    if resume is not None:
+        state = _restore(trainer, load_checkpoint(run_dir / CHECKPOINT))
+        reporter.message(f"resuming {run_dir} after epoch {state.epoch}")
+    where = f"{ranks.world_size} processes ({backend()})" if ranks.enabled else str(device)
     reporter.message(f"training {meta['name']} on {data.name} ({len(data.train)} train images, "
-                     f"{data.num_classes} classes) on {device}; run folder {run_dir}")
+                     f"{data.num_classes} classes) on {where}; run folder {run_dir}")
     try:
-        status = _run_epochs(trainer, data, state, run_dir, meta, reporter)
+        status = _run_epochs(trainer, data, state, run_dir, meta, reporter, on_epoch_end)
     except TrainingDiverged as error:
         reporter.message(f"[red]stopped: {error}.[/red] The best model so far (epoch "
                          f"{state.best_epoch}) is kept in {run_dir}; try a lower --lr")
         status = "diverged"
-    test_acc = _test_accuracy(run_dir, data, device)
+    test_acc = _test_accuracy(run_dir, data, device) if ranks.is_main else None
     return Run(run_dir, config, state.history, state.best_epoch,
                state.best_val_acc if state.best_val_acc >= 0 else None, test_acc,
                time.perf_counter() - started, status)

@@ -55,7 +55,7 @@ class FeatureVectors:
 
     def batches(self, batch_size: int,
                 order: torch.Tensor | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for start in range(0, len(self), batch_size):
+        for start in range(0, len(self) if order is None else len(order), batch_size):
             index = slice(start, start + batch_size) if order is None else \
                 order[start:start + batch_size]
             yield self.features[index], self.labels[index]
