@@ -16,6 +16,7 @@ import time
 
 import numpy as np
 import torch
+from isolated import in_own_process
 from torch import nn
 
 from cnnlab.inference import eval_mode
@@ -43,6 +44,13 @@ def _timings(call, repeats: int) -> list[float]:
     return times
 
 
+def measure_case(run: str | None, name: str, threads: int, channels_last: bool,
+                 batch: int) -> tuple[float, float, float]:
+    model = _model(run, name)
+    with eval_mode(model):
+        return measure(model, threads, channels_last, batch)
+
+
 @torch.inference_mode()
 def measure(model: nn.Module, threads: int, channels_last: bool, batch: int) -> tuple[float, float, float]:
     """(images/s at `batch`, batch-1 median ms, batch-1 95th percentile ms)."""
@@ -61,15 +69,11 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", nargs="?")
     parser.add_argument("--model", default="simple")
-    parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--batch-size", type=int, default=256)
     args = parser.parse_args()
-    model = _model(args.run, args.model)
-    rows = []
-    with eval_mode(model):
-        for threads in (1, 2):
-            for channels_last in (False, True):
-                rows.append((threads, channels_last,
-                             *measure(model, threads, channels_last, args.batch_size)))
+    rows = [(threads, channels_last, *in_own_process(measure_case, args.run, args.model, threads,
+                                                     channels_last, args.batch_size))
+            for threads in (1, 2) for channels_last in (False, True)]
     base_throughput, base_latency = rows[0][2], rows[0][3]
     print(f"| threads | memory format | images/s (batch {args.batch_size}) | vs baseline | "
           f"batch-1 median ms | batch-1 p95 ms | vs baseline |")

@@ -18,12 +18,11 @@ import resource
 import shutil
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 
 import torch
+from isolated import in_own_process
 from torch import nn
 
 TARGETS = (0.90, 0.91, 0.92, 0.93, 0.94)
@@ -161,11 +160,6 @@ def run_recipe(preset: str, per_class: int | None, epochs: int | None) -> Result
     return result
 
 
-def _in_own_process(function, *args) -> Result:
-    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
-        return pool.submit(function, *args).result()
-
-
 def _fmt_time(seconds: float | None) -> str:
     return "not reached" if seconds is None else f"{seconds:.0f} s"
 
@@ -204,10 +198,10 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, help="override every recipe's epochs (smoke runs)")
     parser.add_argument("--per-class", type=int, help="train on the first N images of each class")
     args = parser.parse_args()
-    results = [_in_own_process(run_baseline, args.baseline_epochs, args.per_class)]
+    results = [in_own_process(run_baseline, args.baseline_epochs, args.per_class)]
     print(f"{BASELINE}: {results[0].accuracy[-1]:.2%} after {args.baseline_epochs} epochs", flush=True)
     for recipe in args.recipes.split(","):
-        results.append(_in_own_process(run_recipe, recipe, args.per_class, args.epochs))
+        results.append(in_own_process(run_recipe, recipe, args.per_class, args.epochs))
         print(f"{recipe}: {results[-1].final:.2%}", flush=True)
     print()
     print(report(results, args.baseline_epochs))

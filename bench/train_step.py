@@ -9,6 +9,7 @@ import argparse
 import time
 
 import torch
+from isolated import in_own_process
 
 from cnnlab.config import AugmentConfig
 from cnnlab.data.augment import augment_batch
@@ -54,7 +55,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40)
     args = parser.parse_args()
     cores = physical_cores()
-    results = {(t, cl): images_per_second(args.model, t, cl, args.batch_size, args.steps)
+    results = {(t, cl): in_own_process(images_per_second, args.model, t, cl, args.batch_size,
+                                       args.steps)
                for t in sorted({1, cores}) for cl in (False, True)}
     baseline = results[(1, False)]
     print("| threads | memory format | images/s | vs 1 thread NCHW |")
@@ -63,7 +65,8 @@ def main() -> None:
         layout = "channels_last" if channels_last else "NCHW"
         print(f"| {threads} | {layout} | {rate:,.0f} | {rate / baseline:.2f}x |")
     names = args.compare.split(",")
-    rates = {name: images_per_second(name, cores, True, args.batch_size, args.steps) for name in names}
+    rates = {name: in_own_process(images_per_second, name, cores, True, args.batch_size, args.steps)
+             for name in names}
     print(f"\n| network ({cores} threads, channels_last) | images/s | vs {names[0]} |")
     print("|---|---|---|")
     for name, rate in rates.items():

@@ -98,6 +98,12 @@ def all_reduce_sum(values: torch.Tensor, ranks: Ranks) -> torch.Tensor:
     return values
 
 
+def summed(values: list[torch.Tensor | float], ranks: Ranks, device: torch.device) -> list[float]:
+    """Each value summed over every rank (itself, with one process)."""
+    stacked = torch.tensor([float(value) for value in values], dtype=torch.float64, device=device)
+    return all_reduce_sum(stacked, ranks).tolist()
+
+
 def all_finite(loss: torch.Tensor, ranks: Ranks) -> bool:
     """Whether the loss is finite on every rank: all ranks must stop at the same step, or the
     ones still going would wait for the others in the next all-reduce."""

@@ -23,7 +23,6 @@ from ..devices import resolve_device, set_threads
 from ..distributed import (
     Ranks,
     all_finite,
-    all_reduce_sum,
     backend,
     data_parallel,
     from_main,
@@ -32,6 +31,7 @@ from ..distributed import (
     local_batch_size,
     ranks_from_environment,
     shard,
+    summed,
     sync_buffers,
 )
 from ..errors import CnnlabError, unknown
@@ -176,10 +176,9 @@ def train_one_epoch(trainer: Trainer, data: DatasetSplits, reporter: Reporter,
         seen += len(labels)
         if reporter.live:  # .item() forces a device sync: only pay for it when someone watches
             reporter.step(loss_sum.item() / seen, correct.item() / seen)
-    totals = all_reduce_sum(torch.stack([loss_sum.double(), correct.double(),
-                                         torch.tensor(seen, dtype=torch.double)]).to(trainer.device),
-                            trainer.ranks).tolist()
-    return totals[0] / totals[2], totals[1] / totals[2]
+    loss_total, correct_total, count = summed([loss_sum, correct, seen], trainer.ranks,
+                                              trainer.device)
+    return loss_total / count, correct_total / count
 
 
 def _model_meta(config: TrainConfig, data: DatasetSplits, spec: str, model_name: str,
@@ -326,11 +325,10 @@ def _validate(trainer: Trainer, data: DatasetSplits) -> tuple[float, float]:
     logits, labels = _val_logits(trainer, data.val, order)
     if not ranks.enabled:
         return loss_and_accuracy(logits, labels)
-    loss = nn.functional.cross_entropy(logits.double(), labels, reduction="sum")
-    correct = (logits.argmax(1) == labels).sum().double()
-    totals = all_reduce_sum(torch.stack([loss, correct, torch.tensor(len(labels), dtype=torch.double)])
-                            .to(trainer.device), ranks).tolist()
-    return totals[0] / totals[2], totals[1] / totals[2]
+    loss_total, correct_total, count = summed(
+        [nn.functional.cross_entropy(logits.double(), labels, reduction="sum"),
+         (logits.argmax(1) == labels).sum(), len(labels)], ranks, trainer.device)
+    return loss_total / count, correct_total / count
 
 
 def _validate_robust(trainer: Trainer, data: DatasetSplits) -> float:
