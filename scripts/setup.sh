@@ -41,7 +41,7 @@ if [ ! -f "$FASHION/train-images-idx3-ubyte.gz" ]; then
     echo "setup: installing Fashion-MNIST"
     install_fashion_apt || echo "setup: no apt as root here; downloading Fashion-MNIST instead"
 fi
-if ! .venv/bin/python -c "from cnnlab.data.builtin import _idx_folder as f; assert f('fashion-mnist', 'FashionMNIST')" 2>/dev/null; then
+if ! .venv/bin/python -c "from cnnlab.data.builtin import idx_folder as f; assert f('fashion-mnist', 'FashionMNIST')" 2>/dev/null; then
     .venv/bin/cnnlab datasets --download fashion-mnist >/dev/null
 fi
 echo "setup: done ($(.venv/bin/cnnlab --version), torch $(.venv/bin/python -c 'import torch; print(torch.__version__)'))"
