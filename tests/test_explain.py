@@ -12,7 +12,7 @@ from scipy.stats import spearmanr
 import cnnlab
 from cnnlab.errors import CnnlabError
 from cnnlab.explain import METHODS, attribute, explain, list_layers
-from cnnlab.explain.layers import last_conv_activation
+from cnnlab.explain.layers import conv_activations, conv_layers, last_conv_activation
 from cnnlab.models import create_model
 
 from .helpers import SHAPES, draw_shape, make_shape_folder
@@ -160,3 +160,15 @@ def test_cli_explain_all_and_list_layers(digits_run, tmp_path):
             "four-integrated-gradients.png", "embedding-test-pca.png"} <= written
     bad = run(str(image), "--method", "gradcm")
     assert bad.returncode == 2 and "did you mean 'gradcam'" in bad.stderr
+
+
+@pytest.mark.parametrize("name", ["simple", "fast", "fast-deep", "vgg-small"])
+def test_every_conv_maps_to_its_own_rectified_output(name):
+    """Feature maps and Grad-CAM read each conv after its batch norm and ReLU, also where a pool
+    sits between them (`fast`), and never past the next conv."""
+    model, _, _ = create_model(name, input_shape=(1, 28, 28), num_classes=10)
+    layers = list_layers(model, (1, 28, 28))
+    activations = conv_activations(layers)
+    assert len(activations) == len(conv_layers(layers))
+    assert len({a.name for a in activations}) == len(activations)
+    assert all(a.kind == "ReLU" for a in activations)

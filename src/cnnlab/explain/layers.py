@@ -75,12 +75,24 @@ def conv_layers(layers: list[LayerInfo]) -> list[LayerInfo]:
             or layer.kind in ("ResBlock", "BasicBlock", "Bottleneck")]
 
 
+_POOLS = (nn.MaxPool2d, nn.AvgPool2d)
+_NORMS_AND_ACTIVATIONS = (nn.BatchNorm2d, nn.ReLU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.LeakyReLU)
+
+
 def activation_after(layers: list[LayerInfo], conv: LayerInfo) -> LayerInfo:
     """A conv layer's output after its batch norm and activation: the layers right after it with
-    the same output shape."""
+    the same output shape, up to the next conv. Where a pool comes first and the normalization and
+    activation follow it (the `fast` networks), the walk goes on through the pool to them."""
     index = layers.index(conv)
-    while index + 1 < len(layers) and layers[index + 1].output_shape == conv.output_shape:
-        index += 1
+    shape = conv.output_shape
+    while index + 1 < len(layers):
+        following = layers[index + 1]
+        pool_then_activation = (isinstance(following.module, _POOLS) and index + 2 < len(layers)
+                                and isinstance(layers[index + 2].module, _NORMS_AND_ACTIVATIONS))
+        if following in conv_layers([following]) or \
+                (following.output_shape != shape and not pool_then_activation):
+            break  # the next conv starts the next block
+        index, shape = index + 1, following.output_shape
     return layers[index]
 
 
