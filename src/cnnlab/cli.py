@@ -26,7 +26,7 @@ TRAIN_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--momentum", "momentum", float, "SGD momentum"),
     ("--weight-decay", "weight_decay", float, "L2 penalty (decoupled for adamw)"),
     ("--schedule", "schedule", str, "onecycle | cosine | step | none"),
-    ("--warmup", "warmup", float, "onecycle: fraction of training rising to the peak lr (0.25)"),
+    ("--warmup", "warmup", float, "onecycle: fraction of training rising to the peak lr (0.1)"),
     ("--label-smoothing", "label_smoothing", float, "cross-entropy label smoothing"),
     ("--patience", "patience", int, "early stopping: epochs without a better val accuracy"),
     ("--seed", "seed", int, "random seed (CPU training is deterministic with it)"),
