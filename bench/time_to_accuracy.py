@@ -77,16 +77,11 @@ def _torchvision_root(folder: Path) -> Path:
     return folder
 
 
-def _first_per_class(targets: torch.Tensor, per_class: int) -> list[int]:
-    keep = []
-    for label in range(int(targets.max()) + 1):
-        keep += (targets == label).nonzero().flatten()[:per_class].tolist()
-    return sorted(keep)
-
-
 def run_baseline(epochs: int, per_class: int | None) -> Result:
     from torch.utils.data import DataLoader, Subset
     from torchvision import datasets, transforms
+
+    from cnnlab.data.splits import first_per_class_indices
 
     torch.manual_seed(0)
     result = Result(BASELINE)
@@ -96,7 +91,7 @@ def run_baseline(epochs: int, per_class: int | None) -> Result:
         train = datasets.FashionMNIST(root, train=True, transform=transform)
         test = datasets.FashionMNIST(root, train=False, transform=transform)
         if per_class:
-            train = Subset(train, _first_per_class(train.targets, per_class))
+            train = Subset(train, first_per_class_indices(train.targets, per_class).tolist())
         loader = DataLoader(train, batch_size=128, shuffle=True)
         test_loader = DataLoader(test, batch_size=1000)
         model = keras_cnn()

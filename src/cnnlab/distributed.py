@@ -92,23 +92,18 @@ def local_batch_size(batch_size: int, ranks: Ranks) -> int:
     return batch_size // ranks.world_size
 
 
-def all_reduce_sum(values: torch.Tensor, ranks: Ranks) -> torch.Tensor:
-    if ranks.enabled:
-        dist.all_reduce(values)
-    return values
-
-
 def summed(values: list[torch.Tensor | float], ranks: Ranks, device: torch.device) -> list[float]:
     """Each value summed over every rank (itself, with one process)."""
     stacked = torch.tensor([float(value) for value in values], dtype=torch.float64, device=device)
-    return all_reduce_sum(stacked, ranks).tolist()
+    if ranks.enabled:
+        dist.all_reduce(stacked)
+    return stacked.tolist()
 
 
 def all_finite(loss: torch.Tensor, ranks: Ranks) -> bool:
     """Whether the loss is finite on every rank: all ranks must stop at the same step, or the
     ones still going would wait for the others in the next all-reduce."""
-    flag = torch.isfinite(loss.detach()).float().reshape(1)
-    return bool(all_reduce_sum(1 - flag, ranks).item() == 0)
+    return summed([not torch.isfinite(loss.detach()).item()], ranks, loss.device)[0] == 0
 
 
 def from_main(value: object, ranks: Ranks) -> object:

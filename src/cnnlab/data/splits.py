@@ -183,14 +183,18 @@ def convert_splits(splits: DatasetSplits, channels: int | None, size: int | None
     return splits
 
 
-def first_per_class(split: Split, count: int) -> Split:
-    """The first `count` images of each class (for few-shot experiments)."""
+def first_per_class_indices(labels: torch.Tensor, count: int) -> torch.Tensor:
+    """Indices, in order, of the first `count` images of each class among `labels` (N,)."""
     if count < 1:
         raise CnnlabError(f"--per-class must be at least 1, got {count}")
-    labels = split.labels
     onehot = torch.nn.functional.one_hot(labels).cumsum(0)  # (N, K): running count per class
     rank = onehot.gather(1, labels[:, None])[:, 0]  # how many of its class came up to here
-    return split.subset(torch.nonzero(rank <= count).flatten())
+    return torch.nonzero(rank <= count).flatten()
+
+
+def first_per_class(split: Split, count: int) -> Split:
+    """The first `count` images of each class (for few-shot experiments)."""
+    return split.subset(first_per_class_indices(split.labels, count))
 
 
 def split_off(split: Split, fraction: float, seed: int) -> tuple[Split, Split | None]:

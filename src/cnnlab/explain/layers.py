@@ -12,6 +12,9 @@ from torch import nn
 
 from ..errors import CnnlabError, suggest
 
+# Residual blocks, seen as one layer: their inner convs are not a map of their own.
+_BLOCKS = ("ResBlock", "BasicBlock", "Bottleneck")
+
 
 @dataclass(frozen=True)
 class LayerInfo:
@@ -43,9 +46,9 @@ def _leaves(model: nn.Module) -> dict[str, nn.Module]:
     for name, module in model.named_modules():
         if not name:
             continue
-        is_block = type(module).__name__ in ("ResBlock", "BasicBlock", "Bottleneck")
+        is_block = type(module).__name__ in _BLOCKS
         inside_chosen_block = any(name.startswith(f"{b}.") for b, m in chosen.items()
-                                  if type(m).__name__ in ("ResBlock", "BasicBlock", "Bottleneck"))
+                                  if type(m).__name__ in _BLOCKS)
         if inside_chosen_block:
             continue
         if is_block or not list(module.children()):
@@ -70,9 +73,12 @@ def list_layers(model: nn.Module, input_shape: tuple[int, int, int]) -> list[Lay
             for name, out in outputs.items() if isinstance(out, torch.Tensor)]
 
 
+def _is_conv(layer: LayerInfo) -> bool:
+    return isinstance(layer.module, nn.Conv2d) or layer.kind in _BLOCKS
+
+
 def conv_layers(layers: list[LayerInfo]) -> list[LayerInfo]:
-    return [layer for layer in layers if isinstance(layer.module, nn.Conv2d)
-            or layer.kind in ("ResBlock", "BasicBlock", "Bottleneck")]
+    return [layer for layer in layers if _is_conv(layer)]
 
 
 _POOLS = (nn.MaxPool2d, nn.AvgPool2d)
@@ -89,8 +95,7 @@ def activation_after(layers: list[LayerInfo], conv: LayerInfo) -> LayerInfo:
         following = layers[index + 1]
         pool_then_activation = (isinstance(following.module, _POOLS) and index + 2 < len(layers)
                                 and isinstance(layers[index + 2].module, _NORMS_AND_ACTIVATIONS))
-        if following in conv_layers([following]) or \
-                (following.output_shape != shape and not pool_then_activation):
+        if _is_conv(following) or (following.output_shape != shape and not pool_then_activation):
             break  # the next conv starts the next block
         index, shape = index + 1, following.output_shape
     return layers[index]

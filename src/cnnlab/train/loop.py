@@ -323,8 +323,6 @@ def _validate(trainer: Trainer, data: DatasetSplits) -> tuple[float, float]:
     sync_buffers(trainer.model, ranks)
     order = torch.arange(ranks.rank, len(data.val), ranks.world_size) if ranks.enabled else None
     logits, labels = _val_logits(trainer, data.val, order)
-    if not ranks.enabled:
-        return loss_and_accuracy(logits, labels)
     loss_total, correct_total, count = summed(
         [nn.functional.cross_entropy(logits.double(), labels, reduction="sum"),
          (logits.argmax(1) == labels).sum(), len(labels)], ranks, trainer.device)
