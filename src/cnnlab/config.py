@@ -53,7 +53,7 @@ class TrainConfig:
     weight_decay: float = 5e-4
     schedule: str = "onecycle"  # onecycle | cosine | step | none
     # onecycle: the fraction of training spent rising to the peak lr. A short warmup: the default
-    # recipe passes 90% test accuracy after 2 epochs with 0.1, after 4 with 0.25.
+    # recipe passes 90% test accuracy after 2 epochs with 0.1, after 4 with 0.25 (at lr 3e-3).
     warmup: float = 0.1
     label_smoothing: float = 0.1
     # Test-time augmentation: predict and evaluate average the softmax of each image and its mirror

@@ -33,10 +33,8 @@ def predict_logits(model: nn.Module, split: Split, device: torch.device, batch_s
     """Logits (N, K) and labels (N,) for a whole split (or the images `order` picks), in eval mode
     (the mode is restored). A Classifier with flip_tta gives its log-probabilities, which serve
     as logits: their softmax is the averaged probabilities."""
-    was_training = model.training
-    model.eval()
     logits, labels = [], []
-    try:
+    with eval_mode(model):
         for images, targets in split.batches(batch_size, order):
             inputs = to_float(images.to(device, non_blocking=True))
             if channels_last:
@@ -45,8 +43,6 @@ def predict_logits(model: nn.Module, split: Split, device: torch.device, batch_s
                 else model(inputs)
             logits.append(outputs.float().cpu())
             labels.append(targets)
-    finally:
-        model.train(was_training)
     return torch.cat(logits), torch.cat(labels)
 
 
@@ -76,16 +72,14 @@ def penultimate_features(model: nn.Module, split: Split, limit: int, batch_size:
         features.append(inputs[0].detach().float().cpu())
 
     handle = head.register_forward_hook(record)
-    was_training = model.training
     try:
-        model.eval()
-        for images, targets in split.batches(batch_size):
-            model(to_float(images[: limit - seen].to(device)))
-            labels.append(targets[: limit - seen])
-            seen += len(labels[-1])
-            if seen >= limit:
-                break
+        with eval_mode(model):
+            for images, targets in split.batches(batch_size):
+                model(to_float(images[: limit - seen].to(device)))
+                labels.append(targets[: limit - seen])
+                seen += len(labels[-1])
+                if seen >= limit:
+                    break
     finally:
         handle.remove()
-        model.train(was_training)
     return torch.cat(features).numpy(), torch.cat(labels).numpy()
