@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -21,3 +22,14 @@ def digits_run(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("runs") / "digits"
     return cnnlab.train(data="digits", model="simple", epochs=10, batch_size=64, out=str(out), quiet=True)
+
+
+FLOWERS12 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "flowers12"
+
+
+@pytest.fixture(scope="session")
+def flowers12() -> Path:
+    """Real photos, 12 flower species (60 train, 20 test JPEGs each), kept beside the project."""
+    if not (FLOWERS12 / "train").is_dir():
+        pytest.skip(f"the flowers12 photos are not at {FLOWERS12}")
+    return FLOWERS12

@@ -100,3 +100,14 @@ def read_rows(path: Path, missing_ok: bool = False) -> list[dict]:
         return []
     with open(path, newline="") as handle:
         return list(csv.DictReader(handle))
+
+
+def photo_slice(source: Path, target: Path, classes: list[str], train: int, test: int) -> Path:
+    """A small train/test photo folder of links to the first images of some classes."""
+    for split, count in (("train", train), ("test", test)):
+        for name in classes:
+            folder = target / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for photo in sorted((source / split / name).iterdir())[:count]:
+                (folder / photo.name).symlink_to(photo)
+    return target

@@ -11,6 +11,11 @@ from cnnlab.models import create_model, list_models, register_model
 def test_network_trains_a_step(name, input_shape):
     torch.manual_seed(0)
     model, _, _ = create_model(name, input_shape=input_shape, num_classes=10)
+    head = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+    assert not head.weight.any() and not head.bias.any()  # a new head starts at zero
+    # with a zero head nothing below it gets a gradient on the first step: give it weights to
+    # check that every layer is wired into the loss
+    torch.nn.init.normal_(head.weight, std=0.1)
     x = torch.rand(4, *input_shape)
     logits = model(x)
     assert logits.shape == (4, 10)

@@ -195,3 +195,10 @@ def test_folder_training_streams_and_learns(tmp_path):
         model="conv(16, k=3, p=same) bn relu maxpool(2) conv(16) relu gap dense",
         epochs=10, batch_size=8, lr=1e-2, out=str(tmp_path / "r"), quiet=True)
     assert run.best_val_accuracy >= 0.9  # squares against bars: easy for any working CNN
+
+
+def test_one_cycle_with_a_single_warmup_step(tmp_path):
+    # 10 steps in all at the default 10% warmup: a warmup of exactly one step
+    run = cnnlab.train(data="digits", model="conv(4) relu flatten dense", epochs=10,
+                       batch_size=4096, out=str(tmp_path / "ten"), quiet=True)
+    assert run.status == "finished" and len(run.history) == 10

@@ -1,25 +1,64 @@
-"""Transfer learning: a frozen backbone stays as it was, the feature cache changes nothing but the
-time, fine-tuning trains the backbone slower than the head."""
+"""Transfer learning: a new head starts at ln K, a frozen backbone is an exact linear probe,
+fine-tuning starts from that probe and keeps the pretrained batch-norm statistics, and a folder of
+real photos trains well above chance."""
+
+import io
+import math
 
 import pytest
 import torch
+from rich.console import Console
 from safetensors.torch import load_file
 
 import cnnlab
-from cnnlab.config import TrainConfig
+from cnnlab.config import DataConfig, TrainConfig
+from cnnlab.data import load_dataset
 from cnnlab.errors import CnnlabError
 from cnnlab.models import create_model
 from cnnlab.models.pretrained import create_timm_model
+from cnnlab.runfolder import load_model
+from cnnlab.train.loop import _check_first_loss
 from cnnlab.train.optim import make_optimizer
-from cnnlab.train.transfer import backbone_parameters, set_backbone_frozen
+from cnnlab.train.probe import linear_probe
+from cnnlab.train.progress import Reporter
+from cnnlab.train.transfer import backbone_parameters, cache_features, set_backbone_frozen
 
-SETTINGS = dict(data={"name": "digits", "per_class": 20, "image_size": 32}, epochs=2,
-                model="timm:efficientnet_lite0", pretrained=True, batch_size=32, quiet=True)
+from .helpers import photo_slice, read_rows
+
+DIGITS = {"name": "digits", "per_class": 20, "image_size": 32}
+SETTINGS = dict(data=DIGITS, epochs=2, model="timm:efficientnet_lite0", pretrained=True,
+                batch_size=32, quiet=True)
+HEAD = "network.classifier.weight"
 
 
-def _backbone_state(state: dict) -> dict:
-    return {k: v for k, v in state.items() if not k.startswith("network.classifier.")
-            and k not in ("mean", "std")}
+@pytest.fixture(scope="module")
+def two_flowers(flowers12, tmp_path_factory):
+    """Two species of real photos, 20 train and 10 test JPEGs each."""
+    return photo_slice(flowers12, tmp_path_factory.mktemp("two"), ["daisy", "dandelion"], 20, 10)
+
+
+@pytest.mark.parametrize(("model", "classes", "pretrained"), [
+    ("timm:efficientnet_lite0", 2, True), ("timm:efficientnet_lite0", 12, True),
+    ("timm:efficientnet_lite0", 1000, False), ("fast", 10, False), ("lenet5", 2, False)])
+def test_a_new_head_starts_at_ln_k(two_flowers, model, classes, pretrained):
+    data = load_dataset(DataConfig(name=str(two_flowers), image_size=224 if pretrained else 28,
+                                   channels=3 if pretrained else 1))
+    images, _ = next(data.train.batches(16))
+    net, _, _ = create_model(model, input_shape=data.input_shape, num_classes=classes,
+                             pretrained=pretrained)
+    labels = torch.arange(len(images)) % classes
+    with torch.no_grad():
+        loss = torch.nn.functional.cross_entropy(net.eval()(images.float() / 255), labels).item()
+    assert loss == pytest.approx(math.log(classes), rel=0.03)
+
+
+def test_a_first_loss_far_above_ln_k_is_announced():
+    output = io.StringIO()
+    reporter = Reporter(console=Console(file=output, width=200))
+    _check_first_loss(math.log(2) * 1.1, 2, reporter)
+    assert output.getvalue() == ""
+    _check_first_loss(7.4, 2, reporter)
+    assert "first batch's loss is 7.40, far above ln 2 = 0.69" in output.getvalue()
 
 
 def test_frozen_backbone_is_unchanged_and_only_the_head_learns(tmp_path):
@@ -28,28 +67,67 @@ def test_frozen_backbone_is_unchanged_and_only_the_head_learns(tmp_path):
     trained = load_file(run.path / "model.safetensors")
     reference = create_timm_model("efficientnet_lite0", num_classes=10, in_chans=1,
                                   pretrained=True).state_dict()
-    for key, value in _backbone_state(trained).items():
-        assert torch.equal(value, reference[key.removeprefix("network.")]), key
-    assert not torch.equal(trained["network.classifier.weight"], reference["classifier.weight"])
+    for key, value in trained.items():
+        if not key.startswith("network.classifier.") and key not in ("mean", "std"):
+            assert torch.equal(value, reference[key.removeprefix("network.")]), key
+    assert trained[HEAD].abs().sum() > 0
 
 
 def test_gradients_reach_only_the_head():
     model, _, _ = create_model("timm:efficientnet_lite0", input_shape=(3, 32, 32), num_classes=4,
                                pretrained=True)
     set_backbone_frozen(model, True)
-    model(torch.rand(2, 3, 32, 32)).sum().backward()
+    torch.nn.functional.cross_entropy(model(torch.rand(2, 3, 32, 32)),
+                                      torch.tensor([0, 3])).backward()
     assert all(p.grad is None for p in backbone_parameters(model))
-    assert model.network.classifier.weight.grad is not None
+    assert model.network.classifier.weight.grad.abs().sum() > 0
 
 
-def test_feature_cache_gives_the_same_head(tmp_path):
-    cached = cnnlab.train(**SETTINGS, freeze="backbone", out=str(tmp_path / "cached"))
-    direct = cnnlab.train(**SETTINGS, freeze="backbone", feature_cache=False,
-                          out=str(tmp_path / "direct"))
-    assert cached.best_val_accuracy == pytest.approx(direct.best_val_accuracy, abs=0.02)
-    a = load_file(cached.path / "model.safetensors")["network.classifier.weight"]
-    b = load_file(direct.path / "model.safetensors")["network.classifier.weight"]
-    assert torch.allclose(a, b, atol=1e-3)
+def _features(run):
+    """The run's own train and val split through its own (frozen) backbone."""
+    model, _ = load_model(run.path)
+    data = load_dataset(run.config.data)
+    return [cache_features(model, split, torch.device("cpu")) for split in (data.train, data.val)]
+
+
+def test_frozen_backbone_fits_the_exact_probe_whatever_the_rate_and_batch(tmp_path):
+    first = cnnlab.train(**SETTINGS, freeze="backbone", out=str(tmp_path / "a"))
+    other = cnnlab.train(**{**SETTINGS, "batch_size": 7, "epochs": 9}, lr=1.0, freeze="backbone",
+                         out=str(tmp_path / "b"))
+    a, b = (load_file(run.path / "model.safetensors")[HEAD] for run in (first, other))
+    assert torch.allclose(a, b, atol=1e-6)
+    train, val = _features(first)
+    probe = linear_probe((train.features, train.labels), (val.features, val.labels), 10)
+    assert torch.allclose(a, probe.weight.float(), atol=1e-3)
+    assert len(read_rows(first.path / "metrics.csv")) == 1
+    assert len(read_rows(first.path / "probe.csv")) == len(probe.path)
+    assert cnnlab.load(first.path).meta["head"] == f"linear probe, C={probe.c:g}"
+
+
+def test_fine_tuning_starts_from_the_probe_on_the_training_split(tmp_path):
+    # with a learning rate of zero nothing moves after the probe, so the saved head is the probe,
+    # fitted to the smoothed loss that fine-tuning minimizes
+    run = cnnlab.train(**{**SETTINGS, "epochs": 1}, lr=0.0, out=str(tmp_path / "lpft"))
+    train, val = _features(run)
+    probe = linear_probe((train.features, train.labels), (val.features, val.labels), 10,
+                         refit=False, label_smoothing=run.config.label_smoothing)
+    saved = load_file(run.path / "model.safetensors")[HEAD]
+    assert torch.allclose(saved, probe.weight.float(), atol=1e-3)
+
+
+def _batch_norm_means(state: dict) -> dict:
+    return {k: v for k, v in state.items() if k.endswith("running_mean")}
+
+
+@pytest.mark.parametrize("freeze_bn", [True, False])
+def test_fine_tuning_keeps_the_pretrained_batch_norm_statistics(tmp_path, freeze_bn):
+    run = cnnlab.train(**{**SETTINGS, "epochs": 1}, freeze_bn=freeze_bn, out=str(tmp_path / "bn"))
+    trained = _batch_norm_means(load_file(run.path / "model.safetensors"))
+    reference = _batch_norm_means(create_timm_model("efficientnet_lite0", num_classes=10,
+                                                    in_chans=1, pretrained=True).state_dict())
+    same = [torch.equal(value, reference[key.removeprefix("network.")])
+            for key, value in trained.items()]
+    assert all(same) if freeze_bn else not any(same)
 
 
 def test_fine_tuning_gives_the_backbone_a_lower_rate():
@@ -71,3 +149,10 @@ def test_fine_tuning_with_a_frozen_first_epoch_runs(tmp_path):
 def test_freeze_without_pretrained_is_an_error():
     with pytest.raises(CnnlabError, match="--freeze backbone keeps pretrained features"):
         cnnlab.train(data="digits", freeze="backbone", epochs=1, quiet=True)
+
+
+def test_two_photo_classes_train_far_above_chance(two_flowers, tmp_path):
+    # the command that once ended below chance: a frozen backbone on two classes of photos
+    run = cnnlab.train(data=str(two_flowers), model="timm:efficientnet_lite0", pretrained=True,
+                       freeze="backbone", epochs=10, quiet=True, out=str(tmp_path / "two"))
+    assert run.test_accuracy >= 0.9

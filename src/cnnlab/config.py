@@ -35,19 +35,30 @@ class AugmentConfig:
     flip: bool | None = None  # horizontal flip; None = where the dataset allows it
     erasing: float = 0.0  # probability of random erasing per image
     rotation: float = 0.0  # maximum rotation in degrees
+    # Random resized crops (torchvision's RandomResizedCrop): the least share of the image's area a
+    # crop keeps, e.g. 0.35; 0 = off. The crops are scaled to crop_size.
+    resized_crop: float | None = None  # None: the recipe's (0.35 fine-tuning, else off)
+    # Train on crops of this side; evaluation and prediction keep the full input size. Smaller is
+    # faster, and testing at a higher resolution than training is better (FixRes, Touvron 2019).
+    crop_size: int | None = None  # None: 6/7 of the input side fine-tuning, else the input side
 
 
 @dataclass
 class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    model: str = "fast"  # a named network, a layer spec string or a YAML file
-    # 15 epochs: the default recipe reaches 93% test accuracy on Fashion-MNIST in about 3 minutes
-    # of training on 2 CPU cores (BENCHMARKS.md, time to accuracy)
-    epochs: int = 15
-    batch_size: int = 128
+    # Settings left at None are filled in by the recipe that fits the run (train/recipes.py):
+    # training from scratch, fine-tuning a pretrained backbone, or a linear probe on a frozen one.
+    # A named network, a layer spec string or a YAML file; None: `fast`, or the pretrained
+    # EfficientNet-Lite0 for a folder of RGB photos.
+    model: str | None = None
+    # None: 15 from scratch (93% test accuracy on Fashion-MNIST in about 3 minutes of training on 2
+    # CPU cores, BENCHMARKS.md), 6 fine-tuning
+    epochs: int | None = None
+    batch_size: int | None = None  # None: 128, or 32 fine-tuning
     optimizer: str = "adamw"  # sgd | adam | adamw
-    lr: float | None = None  # None: 0.1 for sgd, 5e-3 for adam/adamw (peak lr with onecycle)
+    # None: 0.1 for sgd, 5e-3 for adam/adamw (peak lr with onecycle); fine-tuning 0.01 and 5e-4
+    lr: float | None = None
     momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float = 5e-4
@@ -77,8 +88,14 @@ class TrainConfig:
     pretrained: bool = False
     freeze: str | None = None  # "backbone": only the head trains (feature extraction)
     freeze_epochs: int = 0  # fine-tuning: train the head alone for this many epochs first
-    backbone_lr: float = 0.1  # fine-tuning: the backbone's learning rate as a fraction of --lr
+    # fine-tuning: the backbone's learning rate as a fraction of --lr; None: the recipe's (0.2)
+    backbone_lr: float | None = None
     feature_cache: bool = True  # frozen backbone and no augmentation: compute features once
+    # Fine-tuning: fit the new head as an exact linear probe on the pretrained features before any
+    # layer trains (LP-FT, Kumar et al. 2022).
+    probe_first: bool = True
+    # Fine-tuning: batch norm keeps the pretrained statistics (its scale and shift still train).
+    freeze_bn: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -61,8 +61,9 @@ def output_layer(model: nn.Module) -> nn.Linear:
 
 
 @torch.no_grad()
-def penultimate_features(model: nn.Module, split: Split, limit: int, batch_size: int = 256,
-                         device: torch.device | None = None) -> tuple[np.ndarray, np.ndarray]:
+def penultimate_features(model: nn.Module, split: Split, limit: int, batch_size: int = 64,
+                         device: torch.device | None = None,
+                         channels_last: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """What the output layer sees: its input vectors (N, F), with the labels (N,), in eval mode."""
     head = output_layer(model)
     features, labels, seen = [], [], 0
@@ -75,7 +76,10 @@ def penultimate_features(model: nn.Module, split: Split, limit: int, batch_size:
     try:
         with eval_mode(model):
             for images, targets in split.batches(batch_size):
-                model(to_float(images[: limit - seen].to(device)))
+                inputs = to_float(images[: limit - seen].to(device))
+                if channels_last:
+                    inputs = inputs.contiguous(memory_format=torch.channels_last)
+                model(inputs)
                 labels.append(targets[: limit - seen])
                 seen += len(labels[-1])
                 if seen >= limit:

@@ -47,6 +47,35 @@ def random_rotation(images: torch.Tensor, degrees: float, generator: torch.Gener
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
+def resized_crop_boxes(batch: int, min_area: float,
+                       generator: torch.Generator) -> torch.Tensor:
+    """Random boxes as torchvision's RandomResizedCrop draws them (area share in [min_area, 1],
+    aspect ratio in [3/4, 4/3], clipped to the image): (B, 4) rows of centre x, centre y, half
+    width, half height, in grid units (the image spans [-1, 1], so a half width of 1 is the
+    whole width)."""
+    area = torch.empty(batch).uniform_(min_area, 1.0, generator=generator)
+    aspect = torch.exp(torch.empty(batch).uniform_(math.log(3 / 4), math.log(4 / 3),
+                                                    generator=generator))
+    half_width = (area * aspect).sqrt().clamp(max=1.0)
+    half_height = (area / aspect).sqrt().clamp(max=1.0)
+    centre_x = (torch.rand(batch, generator=generator) * 2 - 1) * (1 - half_width)
+    centre_y = (torch.rand(batch, generator=generator) * 2 - 1) * (1 - half_height)
+    return torch.stack([centre_x, centre_y, half_width, half_height], 1)
+
+
+def crop_resize(images: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
+    """Cut each float image's box (from resized_crop_boxes) and scale it to (size, size) in one
+    grid_sample for the whole batch (bilinear; no antialiasing when shrinking)."""
+    centre_x, centre_y, half_width, half_height = boxes.unbind(1)
+    zeros = torch.zeros_like(centre_x)
+    theta = torch.stack([torch.stack([half_width, zeros, centre_x], 1),
+                         torch.stack([zeros, half_height, centre_y], 1)], 1)  # (B, 2, 3)
+    grid = F.affine_grid(theta.to(images), [images.shape[0], images.shape[1], size, size],
+                         align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border",
+                         align_corners=False)
+
+
 def random_erasing(images: torch.Tensor, probability: float,
                    generator: torch.Generator) -> torch.Tensor:
     """Zero a random rectangle (2-33% of the area, aspect 0.3-3.3) in a fraction of the images."""
@@ -75,6 +104,9 @@ def augment_batch(images: torch.Tensor, config: AugmentConfig, flip: bool,
     if flip:
         images = random_flip(images, generator)
     images = to_float(images)
+    if config.resized_crop > 0:
+        boxes = resized_crop_boxes(images.shape[0], config.resized_crop, generator)
+        images = crop_resize(images, boxes, config.crop_size or images.shape[-1])
     if config.rotation > 0:
         images = random_rotation(images, config.rotation, generator)
     if config.erasing > 0:

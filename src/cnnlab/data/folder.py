@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import logging
+from itertools import islice
 from pathlib import Path
 
 from PIL import Image
@@ -64,6 +65,32 @@ def _input_shape(paths: list[Path], config: DataConfig) -> tuple[int, int, int]:
     for image in seen:
         image.close()
     return channels, size, size
+
+
+def _sample_training_files(path: Path) -> list[Path]:
+    """A few training image paths of a folder (some from every class) or of a CSV manifest."""
+    if path.suffix.lower() == ".csv":
+        base = path.resolve().parent
+        return [(base / row[0].strip()).resolve() for row in _read_manifest(path)[:_SAMPLE]
+                if len(row) > 1 and (len(row) < 3 or row[2].strip().lower() in ("", "train"))]
+    root = path / "train" if (path / "train").is_dir() else path
+    per_class = max(1, _SAMPLE // max(1, len(_class_folders(root))))
+    return [file for folder in _class_folders(root)
+            for file in islice((p for p in sorted(folder.rglob("*"))
+                                if p.is_file() and is_image_file(p)), per_class)]
+
+
+def sampled_shape(path: Path) -> tuple[int, int, int] | None:
+    """(channels, smallest height, smallest width) over a sample of the training images, read from
+    the file headers only; None when none of them opens."""
+    seen = _peek(_sample_training_files(path))
+    if not seen:
+        return None
+    shape = (1 if all(is_grayscale(im) for im in seen) else 3,
+             min(im.height for im in seen), min(im.width for im in seen))
+    for image in seen:
+        image.close()
+    return shape
 
 
 def _make_split(samples: Samples, classes: list[str], shape: tuple[int, int, int],

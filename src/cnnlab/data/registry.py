@@ -53,6 +53,22 @@ def _check_shape_settings(config: DataConfig) -> None:
         raise CnnlabError(f"--image-size must be a positive number, got {config.image_size}")
 
 
+def photo_shape(config: DataConfig) -> tuple[int, int, int] | None:
+    """(channels, height, width) of the smallest sampled training image of a folder or CSV, or
+    None for a named dataset (and a path that is not there: loading it says what is wrong)."""
+    from . import builtin  # noqa: F401
+    from .folder import sampled_shape
+
+    path = Path(config.name).expanduser()
+    if config.name in _DATASETS or not (path.is_dir() or path.suffix.lower() == ".csv"
+                                        and path.is_file()):
+        return None
+    try:
+        return sampled_shape(path)
+    except CnnlabError:
+        return None  # a malformed folder or manifest: loading it reports the problem
+
+
 def load_dataset(config: DataConfig) -> DatasetSplits:
     """Load a named dataset, a folder of class subfolders, or a CSV manifest of path,label."""
     from . import builtin  # noqa: F401

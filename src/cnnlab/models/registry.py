@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from torch import nn
 
 from ..errors import CnnlabError, unknown
 from .build import BuiltLayer, build_network
-from .classifier import Classifier
+from .classifier import Classifier, zero_head
 from .spec import Layer, parse_spec, parse_yaml_layers, spec_to_text
 
 
@@ -99,5 +100,6 @@ def create_model(model: str, *, input_shape: Sequence[int], num_classes: int,
                           f"{model!r} is trained from scratch")
     _, layers = resolve_layers(model)
     network, built = build_network(layers, tuple(input_shape), num_classes)
+    zero_head([m for m in network.modules() if isinstance(m, nn.Linear)][-1])
     classifier = Classifier(network, mean or [0.5] * channels, std or [0.5] * channels)
     return classifier, spec_to_text(layers), built

@@ -52,8 +52,16 @@ from ..runfolder import (
     write_metrics,
 )
 from .optim import make_optimizer, make_scheduler
+from .probe import probe_summary, write_probe_path
 from .progress import Reporter
-from .transfer import cache_features, can_cache, set_backbone_frozen
+from .recipes import resolve
+from .transfer import (
+    cache_features,
+    can_cache,
+    fit_probe_head,
+    keep_batch_norm_statistics,
+    set_backbone_frozen,
+)
 
 # Robust validation: PGD at the training eps on the first images of the validation split, with the
 # same random start every epoch, so the column is comparable across epochs and runs.
@@ -124,6 +132,8 @@ class Trainer:
     def start_epoch(self, epoch: int) -> None:
         self.model.train()
         set_backbone_frozen(self.model, epoch <= self.frozen_epochs)
+        if self.config.pretrained and self.config.freeze_bn:
+            keep_batch_norm_statistics(self.model)
 
     def prepare(self, batch: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """A training batch as the model takes it: augmented (and attacked) images in [0, 1]."""
@@ -162,6 +172,8 @@ def train_one_epoch(trainer: Trainer, data: DatasetSplits, reporter: Reporter,
             loss = trainer.loss_fn(logits, labels)
         if not all_finite(loss, trainer.ranks):
             raise TrainingDiverged(f"loss became {loss.item()} at epoch {epoch}, step {step + 1}")
+        if epoch == 1 and step == 0:
+            _check_first_loss(loss.item(), logits.shape[1], reporter)
         trainer.optimizer.zero_grad(set_to_none=True)
         if trainer.scaler is not None:
             trainer.scaler.scale(loss).backward()
@@ -179,6 +191,16 @@ def train_one_epoch(trainer: Trainer, data: DatasetSplits, reporter: Reporter,
     loss_total, correct_total, count = summed([loss_sum, correct, seen], trainer.ranks,
                                               trainer.device)
     return loss_total / count, correct_total / count
+
+
+def _check_first_loss(loss: float, num_classes: int, reporter: Reporter) -> None:
+    """A new head predicts every class alike, so training starts near ln K; far above it, the
+    first step will throw the weights far, and the run rarely recovers."""
+    expected = math.log(num_classes)
+    if loss > 2 * expected + 1:
+        reporter.message(f"[yellow]warning:[/yellow] the first batch's loss is {loss:.2f}, far above "
+                         f"ln {num_classes} = {expected:.2f} for a fresh head: check the labels, "
+                         f"lower --lr, or see whether the model's head was initialized as it should")
 
 
 def _model_meta(config: TrainConfig, data: DatasetSplits, spec: str, model_name: str,
@@ -215,19 +237,6 @@ def _normalization(config: TrainConfig, data: DatasetSplits) -> tuple[list[float
         # the first conv's kernels were summed over RGB: give the gray channel their mean
         return [sum(cfg.mean) / 3], [sum(cfg.std) / 3]
     return list(cfg.mean), list(cfg.std)
-
-
-def resolve_input(config: TrainConfig) -> TrainConfig:
-    """Pretrained timm models get their input size and resizing filter unless the user set one."""
-    if not (config.pretrained and config.model.startswith(TIMM_PREFIX)):
-        return config
-    cfg = pretrained_config(config.model[len(TIMM_PREFIX):])
-    resolved = copy.deepcopy(config)
-    if resolved.data.image_size is None:
-        resolved.data.image_size = cfg.input_size[1]
-    if resolved.data.interpolation == "bilinear":
-        resolved.data.interpolation = cfg.interpolation
-    return resolved
 
 
 def _class_weights(data: DatasetSplits) -> torch.Tensor:
@@ -348,14 +357,17 @@ def _end_of_epoch(trainer: Trainer, state: TrainState, row: dict, run_dir: Path,
     state.history.append(row)
     state.epoch = int(row["epoch"])
     score = row["val_acc"] if row["val_acc"] == row["val_acc"] else row["train_acc"]
-    improved = score > state.best_val_acc
-    if improved:
-        state.best_val_acc, state.best_epoch, state.bad_epochs = score, state.epoch, 0
-    else:
-        state.bad_epochs += 1
+    # A tie goes to the later epoch: on a small validation split that every epoch gets right,
+    # the first such epoch would win, while the annealed weights of the last generalize best
+    # (flowers12 fine-tuning: 96.67% test from epoch 1, 97.50% from epoch 6, all at 100% val).
+    # Early stopping waits for a strictly better score.
+    state.bad_epochs = 0 if score > state.best_val_acc else state.bad_epochs + 1
+    best = score >= state.best_val_acc
+    if best:
+        state.best_val_acc, state.best_epoch = score, state.epoch
     if not trainer.ranks.is_main:
         return
-    if improved:
+    if best:
         save_model(run_dir, trainer.model, {**meta, "epoch": state.epoch,
                                             "val_accuracy": round(score, 6)})
     write_metrics(run_dir, state.history)
@@ -394,6 +406,14 @@ def _test_accuracy(run_dir: Path, data: DatasetSplits, device: torch.device) -> 
     return loss_and_accuracy(*predict_logits(model, data.test, device))[1]
 
 
+def _cached_features(trainer: Trainer, data: DatasetSplits) -> DatasetSplits:
+    """The train and val splits as the backbone sees them (no augmentation)."""
+    cached = copy.copy(data)
+    cached.train = cache_features(trainer.model, data.train, trainer.device)
+    cached.val = cache_features(trainer.model, data.val, trainer.device) if data.val else None
+    return cached
+
+
 def _maybe_cache(trainer: Trainer, data: DatasetSplits, reporter: Reporter) -> DatasetSplits:
     """With a frozen backbone, replace the train and val images by the backbone's features."""
     config = trainer.config
@@ -405,14 +425,50 @@ def _maybe_cache(trainer: Trainer, data: DatasetSplits, reporter: Reporter) -> D
                          "frozen backbone (slower)")
         return data
     started = time.perf_counter()
-    cached = copy.copy(data)
-    cached.train = cache_features(trainer.model, data.train, trainer.device)
-    cached.val = cache_features(trainer.model, data.val, trainer.device) if data.val else None
+    cached = _cached_features(trainer, data)
     trainer.cached = True
     reporter.message(f"backbone frozen: its features for {len(data.train) + len(data.val or [])} "
-                     f"images computed once in {time.perf_counter() - started:.1f}s; the head "
-                     f"trains on them")
+                     f"images computed once in {time.perf_counter() - started:.1f}s")
     return cached
+
+
+def _loss_weights(trainer: Trainer) -> torch.Tensor | None:
+    weight = trainer.loss_fn.weight
+    return weight.cpu() if weight is not None else None
+
+
+def _fit_probe(trainer: Trainer, data: DatasetSplits, state: TrainState, run_dir: Path,
+               meta: dict, reporter: Reporter) -> str:
+    """A frozen backbone on cached features: fit the head to convergence, once."""
+    if state.epoch >= 1:
+        return "finished"  # resumed after the fit
+    started = time.perf_counter()
+    probe = fit_probe_head(trainer.model, data.train, data.val, _loss_weights(trainer), refit=True)
+    chosen = probe.chosen
+    row = {"epoch": 1, "train_loss": round(chosen.train_loss, 6),
+           "train_acc": round(chosen.train_acc, 6), "val_loss": round(chosen.val_loss, 6),
+           "val_acc": round(chosen.val_acc, 6), "lr": math.nan,
+           "seconds": round(time.perf_counter() - started, 3)}
+    if trainer.ranks.is_main:
+        write_probe_path(run_dir, probe.path)
+    _end_of_epoch(trainer, state, row, run_dir, {**meta, "head": f"linear probe, C={probe.c:g}"})
+    reporter.message(probe_summary(probe, row["seconds"]))
+    return "finished"
+
+
+def _start_from_probe(trainer: Trainer, data: DatasetSplits, reporter: Reporter) -> None:
+    """Fine-tuning: give the new head the exact linear probe's weights before any layer trains
+    (LP-FT, Kumar et al. 2022), so the first steps do not tear the pretrained features apart to
+    fit a head that knows nothing. The probe minimizes the loss fine-tuning minimizes (label
+    smoothing included): a head fitted without it is far too confident for the smoothed loss, and
+    the first epoch spent undoing that cost 14 points of validation accuracy on flowers12."""
+    started = time.perf_counter()
+    features = _cached_features(trainer, data)
+    probe = fit_probe_head(trainer.model, features.train, features.val, _loss_weights(trainer),
+                           refit=False, label_smoothing=trainer.config.label_smoothing)
+    reporter.message(f"head fitted first as a linear probe on the pretrained features "
+                     f"({probe_summary(probe, time.perf_counter() - started)}); now every layer "
+                     f"trains")
 
 
 def fit(config: TrainConfig, *, resume: str | Path | None = None, quiet: bool = False,
@@ -446,10 +502,13 @@ def _open_run_dir(config: TrainConfig, resume: str | Path | None, meta: dict,
 def _fit(config: TrainConfig, resume: str | Path | None, reporter: Reporter,
          on_epoch_end: EpochCallback | None, ranks: Ranks, device: torch.device) -> Run:
     started = time.perf_counter()
-    config = resolve_input(config)
+    config, choice = resolve(config)
+    if choice is not None and resume is None:
+        reporter.message(choice)
     data = load_dataset(config.data)
     trainer, meta = _build_trainer(config, data, device)
     trainer.ranks = ranks
+    images = data
     data = _maybe_cache(trainer, data, reporter)
     trainer.build_network()
     state = TrainState()
@@ -461,7 +520,12 @@ def _fit(config: TrainConfig, resume: str | Path | None, reporter: Reporter,
     reporter.message(f"training {meta['name']} on {data.name} ({len(data.train)} train images, "
                      f"{data.num_classes} classes) on {where}; run folder {run_dir}")
     try:
-        status = _run_epochs(trainer, data, state, run_dir, meta, reporter, on_epoch_end)
+        if trainer.cached and config.freeze == "backbone":
+            status = _fit_probe(trainer, data, state, run_dir, meta, reporter)
+        else:
+            if config.pretrained and config.probe_first and state.epoch == 0:
+                _start_from_probe(trainer, images, reporter)
+            status = _run_epochs(trainer, data, state, run_dir, meta, reporter, on_epoch_end)
     except TrainingDiverged as error:
         reporter.message(f"[red]stopped: {error}.[/red] The best model so far (epoch "
                          f"{state.best_epoch}) is kept in {run_dir}; try a lower --lr")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -42,6 +44,12 @@ def _param_groups(model: nn.Module, config: TrainConfig) -> list[dict]:
     return groups
 
 
+def _warmup_share(warmup: float, total: int) -> float:
+    """OneCycleLR divides by its warmup's length in steps, warmup * total - 1: a warmup of exactly
+    one step (10 steps at the default 0.1) is a division by zero. Take one and a half instead."""
+    return 1.5 / total if math.isclose(warmup * total, 1.0) and total > 1 else warmup
+
+
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     if config.optimizer not in OPTIMIZERS:
         raise unknown("optimizer", config.optimizer, OPTIMIZERS)
@@ -62,7 +70,7 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig,
     if config.schedule == "onecycle":
         peaks = [group["lr"] for group in optimizer.param_groups]  # one per group
         return sched.OneCycleLR(optimizer, max_lr=peaks, total_steps=total,
-                               pct_start=config.warmup)
+                               pct_start=_warmup_share(config.warmup, total))
     if config.schedule == "cosine":
         return sched.CosineAnnealingLR(optimizer, T_max=total)
     if config.schedule == "step":

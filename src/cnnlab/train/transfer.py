@@ -15,6 +15,7 @@ from torch import nn
 from ..config import TrainConfig
 from ..data.splits import Split
 from ..inference import output_layer, penultimate_features
+from .probe import Probe, linear_probe
 
 
 def backbone_parameters(model: nn.Module) -> list[nn.Parameter]:
@@ -32,9 +33,18 @@ def set_backbone_frozen(model: nn.Module, frozen: bool) -> None:
         model.eval()
 
 
+def keep_batch_norm_statistics(model: nn.Module) -> None:
+    """Batch norm in eval mode: the pretrained running statistics stay (its scale and shift still
+    train). Small batches of augmented crops would otherwise replace statistics gathered on
+    ImageNet by noisy ones from another resolution, and accuracy on full test images drops."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
+
+
 def augments(config: TrainConfig, flip: bool) -> bool:
     a = config.augment
-    return bool(flip or a.crop_padding or a.erasing or a.rotation)
+    return bool(flip or a.crop_padding or a.erasing or a.rotation or a.resized_crop)
 
 
 def can_cache(config: TrainConfig, flip: bool) -> bool:
@@ -62,5 +72,19 @@ class FeatureVectors:
 
 
 def cache_features(model: nn.Module, split: Split, device: torch.device) -> FeatureVectors:
-    features, labels = penultimate_features(model, split, limit=len(split), device=device)
+    features, labels = penultimate_features(model, split, limit=len(split), device=device,
+                                            channels_last=True)
     return FeatureVectors(torch.from_numpy(features), torch.from_numpy(labels))
+
+
+def fit_probe_head(model: nn.Module, train: FeatureVectors, val: FeatureVectors | None,
+                   class_weights: torch.Tensor | None, refit: bool,
+                   label_smoothing: float = 0.0) -> Probe:
+    """Fit the model's output layer as an exact linear probe on cached features (in place)."""
+    head = output_layer(model)
+    probe = linear_probe((train.features, train.labels),
+                         (val.features, val.labels) if val is not None else None,
+                         head.out_features, class_weights=class_weights,
+                         label_smoothing=label_smoothing, refit=refit)
+    probe.load_into(head)
+    return probe
