@@ -3,6 +3,9 @@ ImageNet-pretrained backbone, and that backbone fine-tuned, each with cnnlab's o
 
     .venv/bin/python bench/transfer.py [--datasets flowers12,fashion-mnist-100] [--methods ...]
 
+--per-class, --epochs and --image-size shrink every method for a quick look; the table in
+BENCHMARKS.md is without them.
+
 - flowers12: real photos of 12 flower species, 720 training JPEGs (10% held out for validation)
   and 240 test JPEGs, 224x224 RGB (../shared/data/flowers12).
 - fashion-mnist-100: Fashion-MNIST's first 100 training images of each class (1,000, 10% held out)
@@ -35,7 +38,7 @@ METHODS = {
                           augment={"resized_crop": 0.35}),
         "fashion-mnist-100": dict(model="fast"),
     },
-    "frozen EfficientNet-Lite0, linear probe": {
+    "frozen EfficientNet-Lite0: linear probe": {
         "flowers12": dict(**PRETRAINED, freeze="backbone"),
         "fashion-mnist-100": dict(**PRETRAINED, freeze="backbone", data={"image_size": 96}),
     },
@@ -46,7 +49,7 @@ METHODS = {
 }
 
 
-def _settings(dataset: str, method: str) -> dict:
+def _settings(dataset: str, method: str, args: argparse.Namespace) -> dict:
     settings = {key: dict(value) if isinstance(value, dict) else value
                 for key, value in DATASETS[dataset].items()}
     for key, value in METHODS[method][dataset].items():
@@ -54,6 +57,12 @@ def _settings(dataset: str, method: str) -> dict:
             settings.setdefault(key, {}).update(value)
         else:
             settings[key] = value
+    if args.per_class:  # a quick look (and the test that keeps this script working)
+        settings["data"]["per_class"] = args.per_class
+    if args.epochs:
+        settings["epochs"] = args.epochs
+    if args.image_size:
+        settings["data"]["image_size"] = args.image_size
     return settings
 
 
@@ -71,6 +80,10 @@ def main() -> None:
     parser.add_argument("--datasets", default=",".join(DATASETS))
     parser.add_argument("--methods", default=",".join(METHODS),
                         help=f"comma-separated among: {', '.join(METHODS)}")
+    parser.add_argument("--per-class", type=int, default=None,
+                        help="quick look: only the first N training images of each class")
+    parser.add_argument("--epochs", type=int, default=None, help="quick look: epochs of each")
+    parser.add_argument("--image-size", type=int, default=None, help="quick look: input side")
     args = parser.parse_args()
     if not FLOWERS.is_dir():
         raise SystemExit(f"flowers12 is not at {FLOWERS}")
@@ -79,7 +92,7 @@ def main() -> None:
         for dataset in args.datasets.split(","):
             rows = []
             for index, method in enumerate(args.methods.split(",")):
-                result = in_own_process(train_one, _settings(dataset, method),
+                result = in_own_process(train_one, _settings(dataset, method, args),
                                         f"{root}/{dataset}-{index}")
                 config = result["config"]
                 rows.append(f"| {method} | {config.model} {config.data.image_size or ''}px | "

@@ -4,6 +4,9 @@ real photos trains well above chance."""
 
 import io
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -156,3 +159,16 @@ def test_two_photo_classes_train_far_above_chance(two_flowers, tmp_path):
     run = cnnlab.train(data=str(two_flowers), model="timm:efficientnet_lite0", pretrained=True,
                        freeze="backbone", epochs=10, quiet=True, out=str(tmp_path / "two"))
     assert run.test_accuracy >= 0.9
+
+
+def test_transfer_benchmark_runs(flowers12):
+    """The benchmark is not a test; this runs it on a few photos so it cannot rot."""
+    bench = Path(__file__).parent.parent / "bench" / "transfer.py"
+    methods = ["scratch CNN", "fine-tuned EfficientNet-Lite0"]
+    result = subprocess.run([sys.executable, str(bench), "--datasets", "flowers12",
+                             "--methods", ",".join(methods),
+                             "--per-class", "4", "--epochs", "1", "--image-size", "64"],
+                            capture_output=True, text=True, timeout=600, check=True)
+    table = [line for line in result.stdout.splitlines() if line.startswith("| ")][1:]
+    assert [row.split("|")[1].strip() for row in table] == methods
+    assert all(0 < float(row.split("|")[-2].strip().rstrip("%")) <= 100 for row in table)

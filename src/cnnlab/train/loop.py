@@ -508,7 +508,7 @@ def _fit(config: TrainConfig, resume: str | Path | None, reporter: Reporter,
     data = load_dataset(config.data)
     trainer, meta = _build_trainer(config, data, device)
     trainer.ranks = ranks
-    images = data
+    uncached = data
     data = _maybe_cache(trainer, data, reporter)
     trainer.build_network()
     state = TrainState()
@@ -520,11 +520,11 @@ def _fit(config: TrainConfig, resume: str | Path | None, reporter: Reporter,
     reporter.message(f"training {meta['name']} on {data.name} ({len(data.train)} train images, "
                      f"{data.num_classes} classes) on {where}; run folder {run_dir}")
     try:
-        if trainer.cached and config.freeze == "backbone":
+        if trainer.cached:  # a frozen backbone: the head is a linear probe on cached features
             status = _fit_probe(trainer, data, state, run_dir, meta, reporter)
         else:
             if config.pretrained and config.probe_first and state.epoch == 0:
-                _start_from_probe(trainer, images, reporter)
+                _start_from_probe(trainer, uncached, reporter)
             status = _run_epochs(trainer, data, state, run_dir, meta, reporter, on_epoch_end)
     except TrainingDiverged as error:
         reporter.message(f"[red]stopped: {error}.[/red] The best model so far (epoch "
