@@ -95,7 +95,8 @@ def main() -> None:
                 result = in_own_process(train_one, _settings(dataset, method, args),
                                         f"{root}/{dataset}-{index}")
                 config = result["config"]
-                rows.append(f"| {method} | {config.model} {config.data.image_size or ''}px | "
+                size = f"{config.data.image_size}px" if config.data.image_size else "as stored"
+                rows.append(f"| {method} | {config.model}, {size} | "
                             f"{result['epochs']} | {result['trained']:.0f} | "
                             f"{result['command']:.0f} | {result['test']:.2%} |")
                 print(f"{dataset}: {method}: {rows[-1]}", flush=True)
