@@ -104,7 +104,7 @@ def test_frozen_backbone_fits_the_exact_probe_whatever_the_rate_and_batch(tmp_pa
     assert torch.allclose(a, probe.weight.float(), atol=1e-3)
     assert len(read_rows(first.path / "metrics.csv")) == 1
     assert len(read_rows(first.path / "probe.csv")) == len(probe.path)
-    assert cnnlab.load(first.path).meta["head"] == f"linear probe, C={probe.c:g}"
+    assert cnnlab.load(first.path).card.head == f"linear probe, C={probe.c:g}"
 
 
 def test_fine_tuning_starts_from_the_probe_on_the_training_split(tmp_path):
@@ -144,9 +144,9 @@ def test_fine_tuning_gives_the_backbone_a_lower_rate():
 def test_fine_tuning_with_a_frozen_first_epoch_runs(tmp_path):
     run = cnnlab.train(**SETTINGS, freeze_epochs=1, out=str(tmp_path / "fine"))
     assert run.status == "finished" and run.test_accuracy is not None
-    meta = cnnlab.load(run.path).meta
-    assert meta["pretrained"] and meta["preprocessing"]["interpolation"] == "bicubic"
-    assert meta["preprocessing"]["mean"] == [pytest.approx(0.5)]
+    card = cnnlab.load(run.path).card
+    assert card.pretrained and card.preprocessing.interpolation == "bicubic"
+    assert card.preprocessing.mean == (pytest.approx(0.5),)
 
 
 def test_freeze_without_pretrained_is_an_error():

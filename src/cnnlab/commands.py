@@ -215,14 +215,12 @@ def _parse_input(text: str) -> tuple[int, int, int]:
 
 def run_summary(args: argparse.Namespace) -> int:
     from .models.summary import SUMMARY_COLUMNS, human, summarize, summary_rows
-    from .runfolder import read_meta
+    from .runfolder import read_card
 
     model, shape, classes = args.model, (1, 28, 28), 10
     if Path(model).is_dir():
-        meta = read_meta(Path(model))
-        model = meta["architecture"]["spec"]
-        shape = tuple(meta["input"][k] for k in ("channels", "height", "width"))
-        classes = len(meta["class_names"])
+        card = read_card(model)
+        model, shape, classes = card.architecture, card.input.shape, card.num_classes
     shape = _parse_input(args.input) if args.input else shape
     summary = summarize(model, shape, args.classes or classes)
     table = Table(title=f"{summary.name} on {'x'.join(map(str, shape))} input, "

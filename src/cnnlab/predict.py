@@ -13,11 +13,13 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from .contract import PRETRAINED_PREFIX, InputSpec, ModelCard, Preprocessing
 from .data.images import image_to_tensor, is_image_file, open_image
 from .data.splits import DecodeFiles, collate_decoded
 from .devices import resolve_device
 from .errors import CnnlabError
 from .models import Classifier
+from .models.registry import TIMM_PREFIX
 from .runfolder import load_model
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"})
@@ -61,16 +63,13 @@ ImageInput = str | Path | Image.Image | np.ndarray | torch.Tensor
 class Predictor:
     """A trained model with the preprocessing it was trained with (from model.json)."""
 
-    def __init__(self, model: Classifier, meta: dict[str, Any], device: torch.device) -> None:
+    def __init__(self, model: Classifier, card: ModelCard, device: torch.device) -> None:
         # channels_last: about 20% faster convolutions on CPU (bench/train_step.py)
         self.model = model.eval().to(memory_format=torch.channels_last)
-        self.meta, self.device = meta, device
-        self.class_names: list[str] = meta["class_names"]
-        spec = meta["input"]
-        self.input_shape: tuple[int, int, int] = (spec["channels"], spec["height"], spec["width"])
-        preprocessing = meta.get("preprocessing", {})
-        self.resize = (preprocessing.get("interpolation", "bilinear"),
-                       float(preprocessing.get("crop_pct", 1.0)))
+        self.card, self.device = card, device
+        self.class_names: list[str] = list(card.class_names)
+        self.input_shape: tuple[int, int, int] = card.input.shape
+        self.resize = (card.preprocessing.interpolation, card.preprocessing.crop_pct)
 
     def preprocess(self, item: ImageInput) -> torch.Tensor:
         """Any supported input -> float (C, H, W) in [0, 1] of the model's channels and size."""
@@ -117,8 +116,6 @@ class Predictor:
         return results
 
 
-PRETRAINED_PREFIX = "pretrained:"
-
 
 def _pretrained(name: str, device: torch.device) -> Predictor:
     """An ImageNet classifier straight from pretrained weights, with timm's preprocessing."""
@@ -126,12 +123,13 @@ def _pretrained(name: str, device: torch.device) -> Predictor:
 
     cfg = pretrained_config(name)
     network = create_timm_model(name, num_classes=1000, in_chans=3, pretrained=True)
-    channels, height, width = cfg.input_size
-    meta = {"name": f"{PRETRAINED_PREFIX}{name}", "class_names": imagenet_class_names(),
-            "input": {"channels": channels, "height": height, "width": width},
-            "preprocessing": {"interpolation": cfg.interpolation, "crop_pct": cfg.crop_pct,
-                              "mean": list(cfg.mean), "std": list(cfg.std)}}
-    return Predictor(Classifier(network, cfg.mean, cfg.std).to(device), meta, device)
+    card = ModelCard(name=f"{PRETRAINED_PREFIX}{name}", architecture=f"{TIMM_PREFIX}{name}",
+                     class_names=tuple(imagenet_class_names()), input=InputSpec(*cfg.input_size),
+                     preprocessing=Preprocessing(interpolation=cfg.interpolation,
+                                                 crop_pct=cfg.crop_pct, mean=cfg.mean,
+                                                 std=cfg.std),
+                     pretrained=True, dataset="imagenet")
+    return Predictor(Classifier(network, cfg.mean, cfg.std).to(device), card, device)
 
 
 def load_predictor(run: str | Path, device: str = "auto") -> Predictor:
@@ -139,8 +137,8 @@ def load_predictor(run: str | Path, device: str = "auto") -> Predictor:
     torch_device = resolve_device(device)
     if str(run).startswith(PRETRAINED_PREFIX):
         return _pretrained(str(run)[len(PRETRAINED_PREFIX):], torch_device)
-    model, meta = load_model(run, torch_device)
-    return Predictor(model, meta, torch_device)
+    model, card = load_model(run, torch_device)
+    return Predictor(model, card, torch_device)
 
 
 @dataclass
