@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data.augment import to_float
+from .data.images import to_float
 from .data.splits import Split
 from .errors import CnnlabError
 

@@ -14,7 +14,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from .contract import PRETRAINED_PREFIX, InputSpec, ModelCard, Preprocessing
-from .data.images import image_to_tensor, is_image_file, open_image
+from .data.images import image_to_tensor, is_image_file, open_image, to_float
 from .data.splits import DecodeFiles, collate_decoded
 from .devices import resolve_device
 from .errors import CnnlabError
@@ -83,11 +83,11 @@ class Predictor:
         if not isinstance(item, Image.Image):
             raise CnnlabError(f"cannot predict on a {type(item).__name__}; give a path, PIL "
                               f"image, NumPy array or tensor")
-        return image_to_tensor(item, *self.input_shape, *self.resize).float().div_(255)
+        return to_float(image_to_tensor(item, *self.input_shape, *self.resize))
 
     def _tensor_input(self, tensor: torch.Tensor) -> torch.Tensor:
         if tensor.dtype == torch.uint8:
-            tensor = tensor.float() / 255
+            tensor = to_float(tensor)
         if tuple(tensor.shape) != self.input_shape:
             raise CnnlabError(f"tensor input must be (C, H, W) = {self.input_shape} in [0, 1], got "
                               f"{tuple(tensor.shape)}; pass a PIL image to have it resized")
@@ -188,7 +188,7 @@ def predict_files(predictor: Predictor, paths: list[Path], topk: int = 5, batch_
         for index, reason in bad:
             yield Failure(str(paths[index]), reason.split(": ", 1)[-1])
         if indices:
-            tops = predictor.top(predictor.probabilities(images.float().div_(255)), topk)
+            tops = predictor.top(predictor.probabilities(to_float(images)), topk)
             for index, top in zip(indices, tops, strict=True):
                 yield Prediction(str(paths[index]), top)
 

@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 
 from .. import plots
-from ..data.augment import to_float
+from ..data.images import to_float
 from ..data.splits import Split
 from ..devices import resolve_device
 from ..errors import CnnlabError

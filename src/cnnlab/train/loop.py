@@ -19,7 +19,8 @@ from ..attack.attacks import Attack, PGDAttack, robust_correct, seeded, training
 from ..config import TrainConfig
 from ..contract import InputSpec, ModelCard, Preprocessing
 from ..data import DatasetSplits, channel_stats, load_dataset
-from ..data.augment import augment_batch, to_float
+from ..data.augment import augment_batch
+from ..data.images import to_float
 from ..devices import resolve_device, set_threads
 from ..distributed import (
     Ranks,
