@@ -202,3 +202,12 @@ def test_one_cycle_with_a_single_warmup_step(tmp_path):
     run = cnnlab.train(data="digits", model="conv(4) relu flatten dense", epochs=10,
                        batch_size=4096, out=str(tmp_path / "ten"), quiet=True)
     assert run.status == "finished" and len(run.history) == 10
+
+
+def test_without_a_validation_split_nothing_val_holds_training_accuracy(tmp_path):
+    run = cnnlab.train(data={"name": "digits", "val_fraction": 0}, epochs=2,
+                       model="conv(4) relu flatten dense", out=str(tmp_path / "noval"), quiet=True)
+    assert run.best_val_accuracy is None and run.best_epoch == 2
+    card = cnnlab.load(run.path).card
+    assert card.val_accuracy is None and card.epoch == 2
+    assert all(row["val_acc"] == "nan" for row in read_rows(run.path / "metrics.csv"))

@@ -45,7 +45,8 @@ def _print_run(run, quiet: bool) -> None:
     minutes, seconds = divmod(run.seconds, 60)
     took = f"{int(minutes)}m{seconds:04.1f}s" if minutes else f"{seconds:.1f}s"
     rows = [("status", run.status), ("best epoch", str(run.best_epoch)),
-            ("val accuracy", f"{run.best_val_accuracy:.2%}" if run.best_val_accuracy else "-"),
+            ("val accuracy", f"{run.best_val_accuracy:.2%}" if run.best_val_accuracy is not None
+             else "no validation split"),
             ("test accuracy", f"{run.test_accuracy:.2%}" if run.test_accuracy is not None else "-"),
             ("time", took), ("run folder", str(run.path))]
     if quiet:

@@ -82,7 +82,9 @@ class TrainState:
     """Everything besides the tensors that resume needs to continue exactly."""
 
     epoch: int = 0
-    best_val_acc: float = -1.0
+    # what picks the best epoch: its validation accuracy, or without a validation split its
+    # training accuracy (so not named val_*)
+    best_score: float = -1.0
     best_epoch: int = 0
     bad_epochs: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
@@ -301,7 +303,10 @@ def _restore(trainer: Trainer, checkpoint: dict) -> TrainState:
         torch.set_rng_state(checkpoint["torch_rng"])
         if checkpoint["cuda_rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(checkpoint["cuda_rng"])
-        return TrainState(**checkpoint["state"])
+        state = dict(checkpoint["state"])
+        if "best_val_acc" in state:  # checkpoints written before the field was renamed
+            state["best_score"] = state.pop("best_val_acc")
+        return TrainState(**state)
     except (KeyError, RuntimeError, ValueError, TypeError) as error:
         raise CnnlabError(f"the checkpoint does not fit this run's model or settings: "
                           f"{str(error).splitlines()[0][:200]}") from None
@@ -351,20 +356,21 @@ def _end_of_epoch(trainer: Trainer, state: TrainState, row: dict, run_dir: Path,
     write the resumable checkpoint last. Only rank 0 writes files."""
     state.history.append(row)
     state.epoch = int(row["epoch"])
-    score = row["val_acc"] if row["val_acc"] == row["val_acc"] else row["train_acc"]
+    has_val = row["val_acc"] == row["val_acc"]  # NaN without a validation split
+    score = row["val_acc"] if has_val else row["train_acc"]
     # A tie goes to the later epoch: on a small validation split that every epoch gets right,
     # the first such epoch would win, while the annealed weights of the last generalize best
     # (flowers12 fine-tuning: 96.67% test from epoch 1, 97.50% from epoch 6, all at 100% val).
     # Early stopping waits for a strictly better score.
-    state.bad_epochs = 0 if score > state.best_val_acc else state.bad_epochs + 1
-    best = score >= state.best_val_acc
+    state.bad_epochs = 0 if score > state.best_score else state.bad_epochs + 1
+    best = score >= state.best_score
     if best:
-        state.best_val_acc, state.best_epoch = score, state.epoch
+        state.best_score, state.best_epoch = score, state.epoch
     if not trainer.ranks.is_main:
         return
     if best:
-        save_model(run_dir, trainer.model, card.replace(epoch=state.epoch,
-                                                        val_accuracy=round(score, 6)))
+        save_model(run_dir, trainer.model, card.replace(
+            epoch=state.epoch, val_accuracy=round(score, 6) if has_val else None))
     write_metrics(run_dir, state.history)
     training_curves(state.history, run_dir / "curves.png")
     save_checkpoint(run_dir / CHECKPOINT, _checkpoint(trainer, state))
@@ -527,6 +533,7 @@ def _fit(config: TrainConfig, resume: str | Path | None, reporter: Reporter,
                          f"{state.best_epoch}) is kept in {run_dir}; try a lower --lr")
         status = "diverged"
     test_acc = _test_accuracy(run_dir, data, device) if ranks.is_main else None
+    has_val = data.val is not None and state.best_score >= 0
     return Run(run_dir, config, state.history, state.best_epoch,
-               state.best_val_acc if state.best_val_acc >= 0 else None, test_acc,
+               state.best_score if has_val else None, test_acc,
                time.perf_counter() - started, status)
