@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from ..errors import CnnlabError
-from ..inference import eval_mode
+from ..models.modes import eval_mode
 from .layers import LayerInfo, conv_activations, find_layer, forward_hooks, list_layers
 
 

@@ -38,8 +38,9 @@ from ..distributed import (
 )
 from ..errors import CnnlabError, unknown
 from ..fileio import atomic_write_text
-from ..inference import eval_mode, loss_and_accuracy, output_layer, predict_logits
+from ..inference import loss_and_accuracy, output_layer, predict_logits
 from ..models import Classifier, create_model
+from ..models.modes import eval_mode
 from ..models.pretrained import pretrained_config
 from ..models.registry import TIMM_PREFIX
 from ..plots import training_curves
