@@ -41,8 +41,7 @@ from ..fileio import atomic_write_text
 from ..inference import loss_and_accuracy, output_layer, predict_logits
 from ..models import Classifier, create_model
 from ..models.modes import eval_mode
-from ..models.pretrained import pretrained_config
-from ..models.registry import TIMM_PREFIX
+from ..models.pretrained import pretrained_normalization
 from ..plots import training_curves
 from ..runfolder import (
     CHECKPOINT,
@@ -54,6 +53,7 @@ from ..runfolder import (
     save_model,
     write_metrics,
 )
+from .checkpoint import TrainState, checkpoint_of, restore
 from .optim import make_optimizer, make_scheduler
 from .probe import probe_summary, write_probe_path
 from .progress import Reporter
@@ -76,19 +76,6 @@ EpochCallback = Callable[[nn.Module, dict], None]
 
 class TrainingDiverged(Exception):
     """The loss became NaN or infinite."""
-
-
-@dataclass
-class TrainState:
-    """Everything besides the tensors that resume needs to continue exactly."""
-
-    epoch: int = 0
-    # what picks the best epoch: its validation accuracy, or without a validation split its
-    # training accuracy (so not named val_*)
-    best_score: float = -1.0
-    best_epoch: int = 0
-    bad_epochs: int = 0
-    history: list[dict[str, float]] = field(default_factory=list)
 
 
 @dataclass
@@ -230,11 +217,7 @@ def _normalization(config: TrainConfig, data: DatasetSplits) -> tuple[list[float
     """Pretrained weights expect their own mean and std; a model from scratch gets the data's."""
     if not config.pretrained:
         return channel_stats(data.train)
-    cfg = pretrained_config(config.model[len(TIMM_PREFIX):])
-    if data.input_shape[0] == 1:
-        # the first conv's kernels were summed over RGB: give the gray channel their mean
-        return [sum(cfg.mean) / 3], [sum(cfg.std) / 3]
-    return list(cfg.mean), list(cfg.std)
+    return pretrained_normalization(config.model, data.input_shape[0])
 
 
 def _class_weights(data: DatasetSplits) -> torch.Tensor:
@@ -278,39 +261,6 @@ def _adversary(config: TrainConfig, model: Classifier, generator: torch.Generato
         return None
     return training_attack(model, config.adversarial, config.adv_eps, steps=config.adv_steps,
                            step_size=config.adv_step_size, generator=generator)
-
-
-def _checkpoint(trainer: Trainer, state: TrainState) -> dict:
-    return {
-        "model": trainer.model.state_dict(),
-        "optimizer": trainer.optimizer.state_dict(),
-        "scheduler": trainer.scheduler.state_dict(),
-        "scaler": trainer.scaler.state_dict() if trainer.scaler else {},
-        "generator": trainer.generator.get_state(),
-        "torch_rng": torch.get_rng_state(),
-        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "state": vars(state),
-    }
-
-
-def _restore(trainer: Trainer, checkpoint: dict) -> TrainState:
-    try:
-        trainer.model.load_state_dict(checkpoint["model"])
-        trainer.optimizer.load_state_dict(checkpoint["optimizer"])
-        trainer.scheduler.load_state_dict(checkpoint["scheduler"])
-        if trainer.scaler and checkpoint["scaler"]:
-            trainer.scaler.load_state_dict(checkpoint["scaler"])
-        trainer.generator.set_state(checkpoint["generator"])
-        torch.set_rng_state(checkpoint["torch_rng"])
-        if checkpoint["cuda_rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(checkpoint["cuda_rng"])
-        state = dict(checkpoint["state"])
-        if "best_val_acc" in state:  # checkpoints written before the field was renamed
-            state["best_score"] = state.pop("best_val_acc")
-        return TrainState(**state)
-    except (KeyError, RuntimeError, ValueError, TypeError) as error:
-        raise CnnlabError(f"the checkpoint does not fit this run's model or settings: "
-                          f"{str(error).splitlines()[0][:200]}") from None
 
 
 def _val_logits(trainer: Trainer, val, order: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -374,7 +324,7 @@ def _end_of_epoch(trainer: Trainer, state: TrainState, row: dict, run_dir: Path,
             epoch=state.epoch, val_accuracy=round(score, 6) if has_val else None))
     write_metrics(run_dir, state.history)
     training_curves(state.history, run_dir / "curves.png")
-    save_checkpoint(run_dir / CHECKPOINT, _checkpoint(trainer, state))
+    save_checkpoint(run_dir / CHECKPOINT, checkpoint_of(trainer, state))
 
 
 def _run_epochs(trainer: Trainer, data: DatasetSplits, state: TrainState, run_dir: Path,
@@ -517,7 +467,7 @@ def _fit(config: TrainConfig, resume: str | Path | None, reporter: Reporter,
     state = TrainState()
     run_dir = _open_run_dir(config, resume, card, ranks)
     if resume is not None:
-        state = _restore(trainer, load_checkpoint(run_dir / CHECKPOINT))
+        state = restore(trainer, load_checkpoint(run_dir / CHECKPOINT))
         reporter.message(f"resuming {run_dir} after epoch {state.epoch}")
     where = f"{ranks.world_size} processes ({backend()})" if ranks.enabled else str(device)
     reporter.message(f"training {card.name} on {data.name} ({len(data.train)} train images, "
