@@ -74,3 +74,15 @@ def test_quiet_prints_nothing(tmp_path):
     result = cnnlab("train", "--data", "digits", "--epochs", "1", "--quiet", "--out",
                     str(tmp_path / "q"))
     assert result.returncode == 0 and result.stdout == "" and result.stderr == ""
+
+
+def test_import_and_version_load_no_heavy_library():
+    code = ("import sys, contextlib, io\n"
+            "import cnnlab\n"
+            "from cnnlab.cli import main\n"
+            "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
+            "    main(['--version'])\n"
+            "print(sorted(m for m in ('torch', 'timm', 'captum', 'matplotlib', 'sklearn')"
+            " if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

@@ -203,8 +203,8 @@ def test_builtin_data_resized_and_given_three_channels():
 
 
 def test_rgb_to_gray_uses_luma():
-    from cnnlab.data.splits import _convert_tensor_images
+    from cnnlab.data.images import convert_tensor_images
 
     red = torch.zeros(1, 3, 2, 2, dtype=torch.uint8)
     red[:, 0] = 255
-    assert _convert_tensor_images(red, 1, None).unique().tolist() == [76]  # 0.299 * 255
+    assert convert_tensor_images(red, 1, None).unique().tolist() == [76]  # 0.299 * 255

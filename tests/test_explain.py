@@ -172,3 +172,18 @@ def test_every_conv_maps_to_its_own_rectified_output(name):
     assert len(activations) == len(conv_layers(layers))
     assert len({a.name for a in activations}) == len(activations)
     assert all(a.kind == "ReLU" for a in activations)
+
+
+def test_filters_of_a_network_without_conv_is_a_clear_error(tmp_path):
+    import subprocess
+    import sys
+
+    run = cnnlab.train(data="digits", model="flatten dense(16) relu dense", epochs=1,
+                       out=str(tmp_path / "dense"), quiet=True)
+    result = subprocess.run([sys.executable, "-m", "cnnlab", "explain", str(run.path), "--method",
+                             "filters", "--out", str(tmp_path / "out")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: the model has no conv layer, so it has no filters to show; saliency and "
+        "integrated-gradients explain any model"]

@@ -25,7 +25,7 @@ def test_default_recipe_reaches_93_percent(tmp_path):
     run = cnnlab.train(out=str(tmp_path / "default"), quiet=True)
     assert run.status == "finished"
     assert run.test_accuracy >= 0.93
-    assert cnnlab.load(run.path).meta["dataset"] == "fashion-mnist"
+    assert cnnlab.load(run.path).card.dataset == "fashion-mnist"
 
 
 def test_time_to_accuracy_benchmark_runs(tmp_path):

@@ -156,7 +156,7 @@ def test_flip_tta_averages_an_image_and_its_mirror_image(tmp_path):
     run = cnnlab.train(data=str(tmp_path / "shapes"), epochs=1, tta=True, quiet=True,
                        out=str(tmp_path / "tta"))
     predictor = cnnlab.load(run.path)
-    assert predictor.meta["flip_tta"] and predictor.model.flip_tta
+    assert predictor.card.flip_tta and predictor.model.flip_tta
     images = torch.rand(4, *predictor.input_shape)
     with_tta = predictor.probabilities(images)
     assert torch.allclose(with_tta, predictor.probabilities(images.flip(-1)), atol=1e-5)
@@ -165,4 +165,4 @@ def test_flip_tta_averages_an_image_and_its_mirror_image(tmp_path):
     assert torch.allclose(with_tta, plain, atol=1e-5)
     # digits forbid flips: the setting is dropped there rather than mirroring a 2 into a 5-like shape
     digits = cnnlab.train(data="digits", epochs=1, tta=True, quiet=True, out=str(tmp_path / "d"))
-    assert cnnlab.load(digits.path).meta["flip_tta"] is False
+    assert cnnlab.load(digits.path).card.flip_tta is False

@@ -33,3 +33,31 @@ def test_receptive_field_and_sharing():
     # the first conv as a dense layer: (12*12 + 1) inputs for every one of 4*10*10 outputs
     assert summary.layers[0].dense_params == (144 + 1) * 400
     assert dense > 100 * conv
+
+
+def test_timm_models_summarized_by_block():
+    summary = summarize("timm:efficientnet_lite0", (3, 64, 64), num_classes=7)
+    model, _, _ = create_model("timm:efficientnet_lite0", input_shape=(3, 64, 64), num_classes=7)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model.eval()(torch.rand(1, 3, 64, 64))
+    assert summary.flops == counter.get_total_flops()
+    assert summary.params == sum(p.numel() for p in model.parameters())
+    assert summary.layers[0].out_shape == (32, 32, 32) and summary.layers[-1].out_shape == (7,)
+
+
+def test_summary_of_a_run_folder_with_a_timm_model(tmp_path):
+    import subprocess
+    import sys
+
+    from cnnlab.contract import InputSpec, ModelCard, Preprocessing
+    from cnnlab.runfolder import build_model, save_model
+
+    card = ModelCard(name="timm:efficientnet_lite0", architecture="timm:efficientnet_lite0",
+                     class_names=("a", "b", "c"), input=InputSpec(3, 96, 96),
+                     preprocessing=Preprocessing(mean=(0.5,) * 3, std=(0.5,) * 3))
+    save_model(tmp_path, build_model(card), card)
+    result = subprocess.run([sys.executable, "-m", "cnnlab", "summary", str(tmp_path)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "on 3x96x96 input, 3 classes" in result.stdout and "classifier (Linear)" in result.stdout

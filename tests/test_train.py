@@ -35,11 +35,11 @@ def test_run_folder_has_every_file(digits_run):
     assert set(rows[0]) == {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr",
                             "seconds"}
     assert digits_run.test_accuracy > 0.8  # digits is easy: a broken loop would sit near 10%
-    meta = cnnlab.load(digits_run.path).meta
-    assert meta["class_names"] == [str(d) for d in range(10)]
-    assert meta["input"] == {"channels": 1, "height": 8, "width": 8}
-    assert len(meta["preprocessing"]["mean"]) == 1
-    assert meta["epoch"] == digits_run.best_epoch
+    card = cnnlab.load(digits_run.path).card
+    assert card.class_names == tuple(str(d) for d in range(10))
+    assert card.input.shape == (1, 8, 8)
+    assert len(card.preprocessing.mean) == 1
+    assert card.epoch == digits_run.best_epoch
 
 
 def test_loaded_model_predicts_like_the_trained_one(digits_run):
@@ -202,3 +202,12 @@ def test_one_cycle_with_a_single_warmup_step(tmp_path):
     run = cnnlab.train(data="digits", model="conv(4) relu flatten dense", epochs=10,
                        batch_size=4096, out=str(tmp_path / "ten"), quiet=True)
     assert run.status == "finished" and len(run.history) == 10
+
+
+def test_without_a_validation_split_nothing_val_holds_training_accuracy(tmp_path):
+    run = cnnlab.train(data={"name": "digits", "val_fraction": 0}, epochs=2,
+                       model="conv(4) relu flatten dense", out=str(tmp_path / "noval"), quiet=True)
+    assert run.best_val_accuracy is None and run.best_epoch == 2
+    card = cnnlab.load(run.path).card
+    assert card.val_accuracy is None and card.epoch == 2
+    assert all(row["val_acc"] == "nan" for row in read_rows(run.path / "metrics.csv"))

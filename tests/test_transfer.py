@@ -93,6 +93,16 @@ def _features(run):
     return [cache_features(model, split, torch.device("cpu")) for split in (data.train, data.val)]
 
 
+def _assert_same_head(run, probe, vectors):
+    """The run's saved head and `probe` give the same probabilities on the same vectors (weakly
+    penalized fits on separable vectors may differ in directions that change no prediction)."""
+    state = load_file(run.path / "model.safetensors")
+    features = vectors.features.double()
+    saved = torch.softmax(features @ state[HEAD].double().T + state["network.classifier.bias"], 1)
+    ours = torch.softmax(features @ probe.weight.T + probe.bias, 1)
+    assert (saved - ours).abs().max() < 0.02
+
+
 def test_frozen_backbone_fits_the_exact_probe_whatever_the_rate_and_batch(tmp_path):
     first = cnnlab.train(**SETTINGS, freeze="backbone", out=str(tmp_path / "a"))
     other = cnnlab.train(**{**SETTINGS, "batch_size": 7, "epochs": 9}, lr=1.0, freeze="backbone",
@@ -101,10 +111,10 @@ def test_frozen_backbone_fits_the_exact_probe_whatever_the_rate_and_batch(tmp_pa
     assert torch.allclose(a, b, atol=1e-6)
     train, val = _features(first)
     probe = linear_probe((train.features, train.labels), (val.features, val.labels), 10)
-    assert torch.allclose(a, probe.weight.float(), atol=1e-3)
+    _assert_same_head(first, probe, train)
     assert len(read_rows(first.path / "metrics.csv")) == 1
     assert len(read_rows(first.path / "probe.csv")) == len(probe.path)
-    assert cnnlab.load(first.path).meta["head"] == f"linear probe, C={probe.c:g}"
+    assert cnnlab.load(first.path).card.head == f"linear probe, C={probe.c:g}"
 
 
 def test_fine_tuning_starts_from_the_probe_on_the_training_split(tmp_path):
@@ -114,8 +124,7 @@ def test_fine_tuning_starts_from_the_probe_on_the_training_split(tmp_path):
     train, val = _features(run)
     probe = linear_probe((train.features, train.labels), (val.features, val.labels), 10,
                          refit=False, label_smoothing=run.config.label_smoothing)
-    saved = load_file(run.path / "model.safetensors")[HEAD]
-    assert torch.allclose(saved, probe.weight.float(), atol=1e-3)
+    _assert_same_head(run, probe, train)
 
 
 def _batch_norm_means(state: dict) -> dict:
@@ -144,9 +153,9 @@ def test_fine_tuning_gives_the_backbone_a_lower_rate():
 def test_fine_tuning_with_a_frozen_first_epoch_runs(tmp_path):
     run = cnnlab.train(**SETTINGS, freeze_epochs=1, out=str(tmp_path / "fine"))
     assert run.status == "finished" and run.test_accuracy is not None
-    meta = cnnlab.load(run.path).meta
-    assert meta["pretrained"] and meta["preprocessing"]["interpolation"] == "bicubic"
-    assert meta["preprocessing"]["mean"] == [pytest.approx(0.5)]
+    card = cnnlab.load(run.path).card
+    assert card.pretrained and card.preprocessing.interpolation == "bicubic"
+    assert card.preprocessing.mean == (pytest.approx(0.5),)
 
 
 def test_freeze_without_pretrained_is_an_error():

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import CONFIG_SECTIONS, TrainConfig, apply_overrides, load_config
-from .predict import Predictor, load_predictor
-from .runfolder import CONFIG
-from .train import EpochCallback, Run, fit
+
+if TYPE_CHECKING:  # the heavy modules (torch and up) load when a function runs, not on import
+    from .predict import Predictor
+    from .train import EpochCallback, Run
 
 
 def train(config: TrainConfig | str | Path | None = None, *, resume: str | Path | None = None,
@@ -23,6 +24,9 @@ def train(config: TrainConfig | str | Path | None = None, *, resume: str | Path 
         **settings: overrides, e.g. data="digits", epochs=3, model="lenet5", lr=1e-3;
             nested ones by section: data={"val_fraction": 0.2}, augment={"flip": False}.
     """
+    from .runfolder import CONFIG
+    from .train.loop import fit
+
     if resume is not None:
         return fit(load_config(Path(resume) / CONFIG), resume=resume, quiet=quiet,
                    on_epoch_end=on_epoch_end)
@@ -57,4 +61,6 @@ def attack(run: str | Path, **options: Any) -> dict[str, Any]:
 
 def load(run: str | Path, device: str = "auto") -> Predictor:
     """Load a run folder's best model (model.safetensors + model.json) for prediction."""
+    from .predict import load_predictor
+
     return load_predictor(run, device)

@@ -45,7 +45,8 @@ def _print_run(run, quiet: bool) -> None:
     minutes, seconds = divmod(run.seconds, 60)
     took = f"{int(minutes)}m{seconds:04.1f}s" if minutes else f"{seconds:.1f}s"
     rows = [("status", run.status), ("best epoch", str(run.best_epoch)),
-            ("val accuracy", f"{run.best_val_accuracy:.2%}" if run.best_val_accuracy else "-"),
+            ("val accuracy", f"{run.best_val_accuracy:.2%}" if run.best_val_accuracy is not None
+             else "no validation split"),
             ("test accuracy", f"{run.test_accuracy:.2%}" if run.test_accuracy is not None else "-"),
             ("time", took), ("run folder", str(run.path))]
     if quiet:
@@ -215,14 +216,12 @@ def _parse_input(text: str) -> tuple[int, int, int]:
 
 def run_summary(args: argparse.Namespace) -> int:
     from .models.summary import SUMMARY_COLUMNS, human, summarize, summary_rows
-    from .runfolder import read_meta
+    from .runfolder import read_card
 
     model, shape, classes = args.model, (1, 28, 28), 10
     if Path(model).is_dir():
-        meta = read_meta(Path(model))
-        model = meta["architecture"]["spec"]
-        shape = tuple(meta["input"][k] for k in ("channels", "height", "width"))
-        classes = len(meta["class_names"])
+        card = read_card(model)
+        model, shape, classes = card.architecture, card.input.shape, card.num_classes
     shape = _parse_input(args.input) if args.input else shape
     summary = summarize(model, shape, args.classes or classes)
     table = Table(title=f"{summary.name} on {'x'.join(map(str, shape))} input, "

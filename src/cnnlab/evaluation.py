@@ -132,11 +132,11 @@ def evaluate_run(run: str | Path, *, data: str | None = None, split: str = "test
     """Evaluate a run's best model on a split and write RUN/evaluate/."""
     run = Path(run)
     torch_device = resolve_device(device)
-    model, meta = load_model(run, torch_device)
+    model, card = load_model(run, torch_device)
     model.to(memory_format=torch.channels_last)  # about 20% faster convolutions on CPU
-    chosen, data_name = pick_split(run, meta, data, split)
+    chosen, data_name = pick_split(run, card, data, split)
     logits, labels = predict_logits(model, chosen, torch_device, batch_size, channels_last=True)
-    names = meta["class_names"]
+    names = list(card.class_names)
     predictions, probabilities = logits.argmax(1), logits.softmax(1)
     metrics = {"run": str(run), "data": data_name, "split": split,
                **_summary_metrics(logits, labels, len(names))}

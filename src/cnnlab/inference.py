@@ -2,28 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import numpy as np
 import torch
 from torch import nn
 
-from .data.augment import to_float
+from .data.images import to_float
 from .data.splits import Split
 from .errors import CnnlabError
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode inside the block (dropout off, batch norm on its running statistics, which it
-    does not update), the previous mode after it."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
+from .models.modes import eval_mode
 
 
 @torch.no_grad()

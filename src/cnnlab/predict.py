@@ -13,11 +13,13 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from .data.images import image_to_tensor, is_image_file, open_image
+from .contract import PRETRAINED_PREFIX, InputSpec, ModelCard, Preprocessing
+from .data.images import image_to_tensor, is_image_file, open_image, to_float
 from .data.splits import DecodeFiles, collate_decoded
 from .devices import resolve_device
 from .errors import CnnlabError
 from .models import Classifier
+from .models.registry import TIMM_PREFIX
 from .runfolder import load_model
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"})
@@ -61,16 +63,13 @@ ImageInput = str | Path | Image.Image | np.ndarray | torch.Tensor
 class Predictor:
     """A trained model with the preprocessing it was trained with (from model.json)."""
 
-    def __init__(self, model: Classifier, meta: dict[str, Any], device: torch.device) -> None:
+    def __init__(self, model: Classifier, card: ModelCard, device: torch.device) -> None:
         # channels_last: about 20% faster convolutions on CPU (bench/train_step.py)
         self.model = model.eval().to(memory_format=torch.channels_last)
-        self.meta, self.device = meta, device
-        self.class_names: list[str] = meta["class_names"]
-        spec = meta["input"]
-        self.input_shape: tuple[int, int, int] = (spec["channels"], spec["height"], spec["width"])
-        preprocessing = meta.get("preprocessing", {})
-        self.resize = (preprocessing.get("interpolation", "bilinear"),
-                       float(preprocessing.get("crop_pct", 1.0)))
+        self.card, self.device = card, device
+        self.class_names: list[str] = list(card.class_names)
+        self.input_shape: tuple[int, int, int] = card.input.shape
+        self.resize = (card.preprocessing.interpolation, card.preprocessing.crop_pct)
 
     def preprocess(self, item: ImageInput) -> torch.Tensor:
         """Any supported input -> float (C, H, W) in [0, 1] of the model's channels and size."""
@@ -84,11 +83,11 @@ class Predictor:
         if not isinstance(item, Image.Image):
             raise CnnlabError(f"cannot predict on a {type(item).__name__}; give a path, PIL "
                               f"image, NumPy array or tensor")
-        return image_to_tensor(item, *self.input_shape, *self.resize).float().div_(255)
+        return to_float(image_to_tensor(item, *self.input_shape, *self.resize))
 
     def _tensor_input(self, tensor: torch.Tensor) -> torch.Tensor:
         if tensor.dtype == torch.uint8:
-            tensor = tensor.float() / 255
+            tensor = to_float(tensor)
         if tuple(tensor.shape) != self.input_shape:
             raise CnnlabError(f"tensor input must be (C, H, W) = {self.input_shape} in [0, 1], got "
                               f"{tuple(tensor.shape)}; pass a PIL image to have it resized")
@@ -117,8 +116,6 @@ class Predictor:
         return results
 
 
-PRETRAINED_PREFIX = "pretrained:"
-
 
 def _pretrained(name: str, device: torch.device) -> Predictor:
     """An ImageNet classifier straight from pretrained weights, with timm's preprocessing."""
@@ -126,12 +123,13 @@ def _pretrained(name: str, device: torch.device) -> Predictor:
 
     cfg = pretrained_config(name)
     network = create_timm_model(name, num_classes=1000, in_chans=3, pretrained=True)
-    channels, height, width = cfg.input_size
-    meta = {"name": f"{PRETRAINED_PREFIX}{name}", "class_names": imagenet_class_names(),
-            "input": {"channels": channels, "height": height, "width": width},
-            "preprocessing": {"interpolation": cfg.interpolation, "crop_pct": cfg.crop_pct,
-                              "mean": list(cfg.mean), "std": list(cfg.std)}}
-    return Predictor(Classifier(network, cfg.mean, cfg.std).to(device), meta, device)
+    card = ModelCard(name=f"{PRETRAINED_PREFIX}{name}", architecture=f"{TIMM_PREFIX}{name}",
+                     class_names=tuple(imagenet_class_names()), input=InputSpec(*cfg.input_size),
+                     preprocessing=Preprocessing(interpolation=cfg.interpolation,
+                                                 crop_pct=cfg.crop_pct, mean=cfg.mean,
+                                                 std=cfg.std),
+                     pretrained=True, dataset="imagenet")
+    return Predictor(Classifier(network, cfg.mean, cfg.std).to(device), card, device)
 
 
 def load_predictor(run: str | Path, device: str = "auto") -> Predictor:
@@ -139,8 +137,8 @@ def load_predictor(run: str | Path, device: str = "auto") -> Predictor:
     torch_device = resolve_device(device)
     if str(run).startswith(PRETRAINED_PREFIX):
         return _pretrained(str(run)[len(PRETRAINED_PREFIX):], torch_device)
-    model, meta = load_model(run, torch_device)
-    return Predictor(model, meta, torch_device)
+    model, card = load_model(run, torch_device)
+    return Predictor(model, card, torch_device)
 
 
 @dataclass
@@ -190,7 +188,7 @@ def predict_files(predictor: Predictor, paths: list[Path], topk: int = 5, batch_
         for index, reason in bad:
             yield Failure(str(paths[index]), reason.split(": ", 1)[-1])
         if indices:
-            tops = predictor.top(predictor.probabilities(images.float().div_(255)), topk)
+            tops = predictor.top(predictor.probabilities(to_float(images)), topk)
             for index, top in zip(indices, tops, strict=True):
                 yield Prediction(str(paths[index]), top)
 

@@ -6,28 +6,29 @@ from __future__ import annotations
 from pathlib import Path
 
 from .config import DataConfig, load_config
+from .contract import ModelCard
 from .data import load_dataset
 from .data.splits import Split
 from .errors import CnnlabError
 from .runfolder import CONFIG
 
 
-def run_data_config(run: Path, meta: dict, data: str | None) -> DataConfig:
+def run_data_config(run: Path, card: ModelCard, data: str | None) -> DataConfig:
     """The run's own data settings, with the model's input channels and size enforced."""
     config = load_config(run / CONFIG).data if (run / CONFIG).is_file() else DataConfig()
     if data is not None:
         config.name = data
-    config.channels = meta["input"]["channels"]
-    config.image_size = meta["input"]["height"]
+    config.channels = card.input.channels
+    config.image_size = card.input.height
     return config
 
 
-def pick_split(run: Path, meta: dict, data: str | None, split: str) -> tuple[Split, str]:
+def pick_split(run: Path, card: ModelCard, data: str | None, split: str) -> tuple[Split, str]:
     """The `split` ("test" or "val") of the run's data; returns it and the dataset's name."""
-    dataset = load_dataset(run_data_config(run, meta, data))
-    if dataset.class_names != meta["class_names"]:
+    dataset = load_dataset(run_data_config(run, card, data))
+    if tuple(dataset.class_names) != card.class_names:
         raise CnnlabError(f"the data's classes {dataset.class_names[:5]}... are not the model's "
-                          f"{meta['class_names'][:5]}...")
+                          f"{list(card.class_names[:5])}...")
     if split not in ("test", "val"):
         raise CnnlabError(f"--split must be test or val, got {split!r}")
     chosen = getattr(dataset, split)

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import pickle
-import platform
 import re
 from pathlib import Path
 from typing import Any
@@ -16,12 +14,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from . import __version__
+from .contract import ModelCard, versions
 from .errors import CnnlabError
-from .fileio import atomic_write, atomic_write_json, atomic_write_text
+from .fileio import atomic_write, atomic_write_text
 from .models import Classifier, create_model
 
-MODEL_FORMAT = "cnnlab-model/1"
 WEIGHTS, META, CHECKPOINT, METRICS, CONFIG = ("model.safetensors", "model.json", "last.ckpt",
                                               "metrics.csv", "config.yaml")
 
@@ -37,42 +34,32 @@ def new_run_dir(out: str | None, default_name: str, root: str = "runs") -> Path:
     return candidate
 
 
-def versions() -> dict[str, str]:
-    import torchvision
-
-    return {"cnnlab": __version__, "torch": torch.__version__,
-            "torchvision": torchvision.__version__, "python": platform.python_version()}
-
-
-def save_model(run_dir: Path, model: Classifier, meta: dict[str, Any]) -> None:
-    """Weights as safetensors, then the metadata that says how to rebuild and feed them."""
+def save_model(run_dir: Path, model: Classifier, card: ModelCard) -> None:
+    """Weights as safetensors, then model.json, which says how to rebuild and feed them."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     atomic_write(run_dir / WEIGHTS, lambda tmp: save_file(state, str(tmp)))
-    atomic_write_json(run_dir / META, {"format": MODEL_FORMAT, **meta, "versions": versions()})
+    atomic_write_text(run_dir / META, card.replace(versions=versions()).to_json())
 
 
-def read_meta(run_dir: Path) -> dict[str, Any]:
-    path = Path(run_dir) / META
-    if not path.is_file():
-        raise CnnlabError(f"{run_dir} is not a run folder with a trained model ({META} missing); "
-                          f"train one with `cnnlab train`")
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise CnnlabError(f"{path} is not valid JSON: {error}") from None
-    if meta.get("format") != MODEL_FORMAT:
-        raise CnnlabError(f"{path}: unsupported model format {meta.get('format')!r}")
-    return meta
+def read_card(run_dir: str | Path) -> ModelCard:
+    """The run's model.json, checked field by field."""
+    return ModelCard.read(Path(run_dir) / META)
 
 
-def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[Classifier, dict]:
+def build_model(card: ModelCard) -> Classifier:
+    """The untrained network model.json describes, with its normalization."""
+    model, _, _ = create_model(card.architecture, input_shape=card.input.shape,
+                               num_classes=card.num_classes, mean=card.preprocessing.mean,
+                               std=card.preprocessing.std)
+    model.flip_tta = card.flip_tta
+    return model
+
+
+def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[Classifier, ModelCard]:
     """Rebuild the model from model.json and load model.safetensors into it."""
     run_dir = Path(run_dir)
-    meta = read_meta(run_dir)
-    shape = (meta["input"]["channels"], meta["input"]["height"], meta["input"]["width"])
-    model, _, _ = create_model(meta["architecture"]["spec"], input_shape=shape,
-                               num_classes=len(meta["class_names"]),
-                               mean=meta["preprocessing"]["mean"], std=meta["preprocessing"]["std"])
+    card = read_card(run_dir)
+    model = build_model(card)
     try:
         state = load_file(str(run_dir / WEIGHTS))
     except (SafetensorError, OSError, FileNotFoundError) as error:
@@ -81,8 +68,7 @@ def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple
     if missing or unexpected:
         raise CnnlabError(f"{run_dir / WEIGHTS} does not match the architecture in {META} "
                           f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
-    model.flip_tta = bool(meta.get("flip_tta", False))
-    return model.to(device).eval(), meta
+    return model.to(device).eval(), card
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:

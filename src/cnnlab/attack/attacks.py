@@ -25,7 +25,7 @@ from captum.robust import FGSM, PGD
 from torch import nn
 
 from ..errors import CnnlabError, unknown
-from ..inference import eval_mode
+from ..models.modes import eval_mode
 
 METHODS = ("fgsm", "pgd")
 NORMS = {"linf": "Linf", "l2": "L2"}  # our names -> Captum's

@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 
 from .. import plots
-from ..data.augment import to_float
+from ..data.images import to_float
 from ..data.splits import Split
 from ..devices import resolve_device
 from ..errors import CnnlabError
@@ -183,9 +183,9 @@ def attack_run(run: str | Path, *, method: str = "pgd", eps: str | Sequence[floa
         raise CnnlabError(f"--limit must be at least 1, got {limit}")
     run = Path(run)
     torch_device = resolve_device(device)
-    model, meta = load_model(run, torch_device)
+    model, card = load_model(run, torch_device)
     make_attack(model, method, 0.0, norm=norm, steps=steps, step_size=step_size)  # checks settings
-    chosen, data_name = pick_split(run, meta, data, split)
+    chosen, data_name = pick_split(run, card, data, split)
     tally = measure(model, chosen, eps_list, method=method, norm=norm, steps=steps,
                     step_size=step_size, limit=limit, batch_size=batch_size, device=torch_device,
                     seed=seed)
@@ -200,7 +200,7 @@ def attack_run(run: str | Path, *, method: str = "pgd", eps: str | Sequence[floa
     out.mkdir(exist_ok=True)
     plots.robust_accuracy_curve(rows, metrics["clean_accuracy"], out / "robust_accuracy.png",
                                 f"{described}, {data_name} {split} ({tally.images} images)")
-    _examples(model, tally, meta["class_names"], eps_list[-1], out / "examples.png",
+    _examples(model, tally, list(card.class_names), eps_list[-1], out / "examples.png",
               f"{described} at eps {eps_list[-1]:g}")
     atomic_write_json(out / "metrics.json", metrics)
     return AttackResult(metrics, out)

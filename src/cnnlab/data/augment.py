@@ -13,11 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import AugmentConfig
-
-
-def to_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (B, C, H, W) -> float32 in [0, 1]."""
-    return images.float().div_(255)
+from .images import to_float
 
 
 def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:

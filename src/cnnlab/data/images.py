@@ -1,4 +1,7 @@
-"""Opening user images safely and converting any mode to the model's channels and size."""
+"""The one preprocessing: any image (a user's file, a frame, a built-in dataset's array) to the
+model's input. Decoding safely, mode conversion, resizing and centre cropping, and scaling to [0, 1]
+live here and nowhere else, so training, evaluation, prediction, export checks and serving feed a
+model the same pixels."""
 
 from __future__ import annotations
 
@@ -115,6 +118,33 @@ def image_to_tensor(image: Image.Image, channels: int, height: int, width: int,
     if array.ndim == 2:
         array = array[:, :, None]
     return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()  # (C, H, W)
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (..., C, H, W) -> float32 in [0, 1]: the model's input scale."""
+    return images.float().div_(255)
+
+
+def tensor_to_image(image: torch.Tensor) -> Image.Image:
+    """A uint8 (C, H, W) tensor with 1 or 3 channels as a PIL image."""
+    array = image.permute(1, 2, 0).numpy()
+    return Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)
+
+
+def convert_tensor_images(images: torch.Tensor, channels: int | None, size: int | None,
+                          interpolation: str = "bilinear") -> torch.Tensor:
+    """uint8 (N, C, H, W) images given other channels and a square size through image_to_tensor,
+    image by image, exactly as a file of the same pixels would be (Pillow: ITU-R 601 luma for
+    RGB -> gray, antialiased resizing)."""
+    channels = channels or images.shape[1]
+    height, width = (size, size) if size else tuple(images.shape[2:])
+    if (channels, height, width) == tuple(images.shape[1:]):
+        return images
+    converted = torch.empty((len(images), channels, height, width), dtype=torch.uint8)
+    for index, image in enumerate(images):
+        converted[index] = image_to_tensor(tensor_to_image(image), channels, height, width,
+                                           interpolation)
+    return converted
 
 
 def load_image_tensor(path: str | Path, channels: int, height: int, width: int,

@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import CnnlabError
-from .images import ImageReadError, load_image_tensor
+from .images import ImageReadError, convert_tensor_images, load_image_tensor
 
 log = logging.getLogger("cnnlab")
 
@@ -153,25 +153,6 @@ class DatasetSplits:
         return len(self.class_names)
 
 
-def _convert_tensor_images(images: torch.Tensor, channels: int | None, size: int | None,
-                           interpolation: str = "bilinear") -> torch.Tensor:
-    """uint8 (N, C, H, W) to the asked channels (ITU-R 601 luma for RGB -> gray) and square size."""
-    converted = []
-    for chunk in images.split(4096):
-        x = chunk.float()
-        if channels == 1 and x.shape[1] == 3:
-            x = (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
-        elif channels == 3 and x.shape[1] == 1:
-            x = x.expand(-1, 3, -1, -1)
-        if size is not None and tuple(x.shape[2:]) != (size, size):
-            x = torch.nn.functional.interpolate(x, size=(size, size), mode=interpolation,
-                                                antialias=interpolation != "nearest",
-                                                align_corners=None if interpolation == "nearest"
-                                                else False)
-        converted.append(x.round().clamp(0, 255).to(torch.uint8))
-    return torch.cat(converted)
-
-
 def convert_splits(splits: DatasetSplits, channels: int | None, size: int | None,
                    interpolation: str = "bilinear") -> DatasetSplits:
     """Give in-memory splits the channels and size asked for (--channels, --image-size)."""
@@ -179,7 +160,7 @@ def convert_splits(splits: DatasetSplits, channels: int | None, size: int | None
         split = getattr(splits, name)
         if isinstance(split, TensorImages):
             setattr(splits, name, TensorImages(
-                _convert_tensor_images(split.images, channels, size, interpolation), split.labels))
+                convert_tensor_images(split.images, channels, size, interpolation), split.labels))
     return splits
 
 

@@ -97,7 +97,7 @@ def _filters(predictor: Predictor, out: Path) -> Explanation:
 
 def _embedding(predictor: Predictor, run: Path, split: str, limit: int, projection: str,
                out: Path) -> Explanation:
-    chosen, data_name = pick_split(run, predictor.meta, None, split)
+    chosen, data_name = pick_split(run, predictor.card, None, split)
     features, labels = penultimate_features(predictor.model, chosen, limit)
     points = project(features, projection)
     path = out / f"embedding-{split}-{projection}.png"

@@ -13,7 +13,7 @@ from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, Occ
 from torch import nn
 
 from ..errors import unknown
-from ..inference import eval_mode
+from ..models.modes import eval_mode
 from .layers import find_layer, last_conv_activation, list_layers
 
 

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from ..errors import CnnlabError, suggest
+from ..models.modes import eval_mode
 
 # Residual blocks, seen as one layer: their inner convs are not a map of their own.
 _BLOCKS = ("ResBlock", "BasicBlock", "Bottleneck")
@@ -61,14 +62,9 @@ def list_layers(model: nn.Module, input_shape: tuple[int, int, int]) -> list[Lay
     """Every leaf layer (and residual block) in forward order, with its output shape."""
     leaves = _leaves(model)
     outputs: dict[str, torch.Tensor] = {}
-    was_training = model.training
-    model.eval()
-    try:
-        device = next(model.parameters()).device
-        with forward_hooks(leaves, outputs):
-            model(torch.zeros(1, *input_shape, device=device))
-    finally:
-        model.train(was_training)
+    device = next(model.parameters()).device
+    with eval_mode(model), forward_hooks(leaves, outputs):
+        model(torch.zeros(1, *input_shape, device=device))
     return [LayerInfo(name, leaves[name], type(leaves[name]).__name__, tuple(out.shape[1:]))
             for name, out in outputs.items() if isinstance(out, torch.Tensor)]
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..inference import eval_mode
+from ..errors import CnnlabError
+from ..models.modes import eval_mode
 from .layers import LayerInfo, conv_activations, find_layer, forward_hooks, list_layers
 
 
@@ -27,4 +28,5 @@ def first_conv_filters(model: nn.Module) -> torch.Tensor:
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
             return module.weight.detach().cpu()
-    raise ValueError("the model has no conv layer")
+    raise CnnlabError("the model has no conv layer, so it has no filters to show; saliency and "
+                      "integrated-gradients explain any model")

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .modes import eval_mode
+
 
 def zero_head(head: nn.Module) -> None:
     """A new output layer starts at zero: every class equally likely, a first loss of exactly
@@ -60,9 +62,5 @@ class Classifier(nn.Module):
     @torch.no_grad()
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
         """Softmax probabilities, in eval mode (the mode is restored afterwards)."""
-        was_training = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             return self.predict_log_proba(x).exp()
-        finally:
-            self.train(was_training)

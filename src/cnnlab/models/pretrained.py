@@ -8,14 +8,17 @@ dict maps in order, tensor by tensor, onto timm's `tf_efficientnet_lite0` (every
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from ..config import TrainConfig
 from ..errors import CnnlabError
 from .classifier import zero_head
+from .registry import TIMM_PREFIX
 
 # name a user writes -> (timm architecture, how to find the weights without a hub)
 OFFLINE = {"efficientnet_lite0": "tf_efficientnet_lite0",
@@ -51,6 +54,33 @@ def pretrained_config(name: str) -> PretrainedConfig:
     cfg = model.pretrained_cfg
     return PretrainedConfig(tuple(cfg["input_size"]), cfg.get("interpolation", "bilinear"),
                             tuple(cfg["mean"]), tuple(cfg["std"]), float(cfg.get("crop_pct", 1.0)))
+
+
+def _timm_name(model: str) -> str:
+    return model.removeprefix(TIMM_PREFIX)
+
+
+def pretrained_input(config: TrainConfig) -> TrainConfig:
+    """A config whose pretrained timm model gets the weights' input size and resizing filter,
+    where the user set none."""
+    if not (config.pretrained and config.model.startswith(TIMM_PREFIX)):
+        return config
+    cfg = pretrained_config(_timm_name(config.model))
+    resolved = copy.deepcopy(config)
+    if resolved.data.image_size is None:
+        resolved.data.image_size = cfg.input_size[1]
+    if resolved.data.interpolation == "bilinear":
+        resolved.data.interpolation = cfg.interpolation
+    return resolved
+
+
+def pretrained_normalization(model: str, channels: int) -> tuple[list[float], list[float]]:
+    """The mean and std the weights of timm:NAME expect, for 1 or 3 input channels."""
+    cfg = pretrained_config(_timm_name(model))
+    if channels == 1:
+        # the first conv's kernels were summed over RGB: give the gray channel their mean
+        return [sum(cfg.mean) / 3], [sum(cfg.std) / 3]
+    return list(cfg.mean), list(cfg.std)
 
 
 def _offline_state_dict() -> dict[str, torch.Tensor] | None:

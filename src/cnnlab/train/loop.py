@@ -17,8 +17,10 @@ from torch import nn
 # import adds no arrow up into run folders, data or plots; attack.robustness is never imported here.
 from ..attack.attacks import Attack, PGDAttack, robust_correct, seeded, training_attack
 from ..config import TrainConfig
+from ..contract import InputSpec, ModelCard, Preprocessing
 from ..data import DatasetSplits, channel_stats, load_dataset
-from ..data.augment import augment_batch, to_float
+from ..data.augment import augment_batch
+from ..data.images import to_float
 from ..devices import resolve_device, set_threads
 from ..distributed import (
     Ranks,
@@ -36,10 +38,10 @@ from ..distributed import (
 )
 from ..errors import CnnlabError, unknown
 from ..fileio import atomic_write_text
-from ..inference import eval_mode, loss_and_accuracy, output_layer, predict_logits
+from ..inference import loss_and_accuracy, output_layer, predict_logits
 from ..models import Classifier, create_model
-from ..models.pretrained import pretrained_config
-from ..models.registry import TIMM_PREFIX
+from ..models.modes import eval_mode
+from ..models.pretrained import pretrained_normalization
 from ..plots import training_curves
 from ..runfolder import (
     CHECKPOINT,
@@ -51,6 +53,7 @@ from ..runfolder import (
     save_model,
     write_metrics,
 )
+from .checkpoint import TrainState, checkpoint_of, restore
 from .optim import make_optimizer, make_scheduler
 from .probe import probe_summary, write_probe_path
 from .progress import Reporter
@@ -73,17 +76,6 @@ EpochCallback = Callable[[nn.Module, dict], None]
 
 class TrainingDiverged(Exception):
     """The loss became NaN or infinite."""
-
-
-@dataclass
-class TrainState:
-    """Everything besides the tensors that resume needs to continue exactly."""
-
-    epoch: int = 0
-    best_val_acc: float = -1.0
-    best_epoch: int = 0
-    bad_epochs: int = 0
-    history: list[dict[str, float]] = field(default_factory=list)
 
 
 @dataclass
@@ -203,22 +195,15 @@ def _check_first_loss(loss: float, num_classes: int, reporter: Reporter) -> None
                          f"lower --lr, or see whether the model's head was initialized as it should")
 
 
-def _model_meta(config: TrainConfig, data: DatasetSplits, spec: str, model_name: str,
-                mean: list[float], std: list[float]) -> dict:
-    channels, height, width = data.input_shape
-    return {
-        "name": model_name,
-        "architecture": {"spec": spec},
-        "class_names": data.class_names,
-        "input": {"channels": channels, "height": height, "width": width},
-        "pretrained": config.pretrained,
-        "preprocessing": {"scale": "pixels / 255", "resize": "cover then center crop",
-                          "interpolation": config.data.interpolation,
-                          "mean": mean, "std": std},
-        "dataset": data.name,
-        "flip_augmented": _use_flip(config, data),
-        "flip_tta": config.tta and data.flip_ok,
-    }
+def _model_card(config: TrainConfig, data: DatasetSplits, spec: str, model_name: str,
+                mean: list[float], std: list[float]) -> ModelCard:
+    return ModelCard(
+        name=model_name, architecture=spec, class_names=tuple(data.class_names),
+        input=InputSpec(*data.input_shape), pretrained=config.pretrained,
+        preprocessing=Preprocessing(interpolation=config.data.interpolation, mean=tuple(mean),
+                                    std=tuple(std)),
+        dataset=data.name, flip_augmented=_use_flip(config, data),
+        flip_tta=config.tta and data.flip_ok)
 
 
 def _use_flip(config: TrainConfig, data: DatasetSplits) -> bool:
@@ -232,11 +217,7 @@ def _normalization(config: TrainConfig, data: DatasetSplits) -> tuple[list[float
     """Pretrained weights expect their own mean and std; a model from scratch gets the data's."""
     if not config.pretrained:
         return channel_stats(data.train)
-    cfg = pretrained_config(config.model[len(TIMM_PREFIX):])
-    if data.input_shape[0] == 1:
-        # the first conv's kernels were summed over RGB: give the gray channel their mean
-        return [sum(cfg.mean) / 3], [sum(cfg.std) / 3]
-    return list(cfg.mean), list(cfg.std)
+    return pretrained_normalization(config.model, data.input_shape[0])
 
 
 def _class_weights(data: DatasetSplits) -> torch.Tensor:
@@ -245,7 +226,7 @@ def _class_weights(data: DatasetSplits) -> torch.Tensor:
 
 
 def _build_trainer(config: TrainConfig, data: DatasetSplits,
-                   device: torch.device) -> tuple[Trainer, dict]:
+                   device: torch.device) -> tuple[Trainer, ModelCard]:
     if config.freeze not in (None, "backbone"):
         raise unknown("--freeze value", config.freeze, ["backbone"])
     if config.freeze and not config.pretrained:
@@ -270,7 +251,7 @@ def _build_trainer(config: TrainConfig, data: DatasetSplits,
                       _adversary(config, model, generator),
                       config.epochs if config.freeze == "backbone" else config.freeze_epochs)
     name = config.model if " " not in config.model and "(" not in config.model else "custom"
-    return trainer, _model_meta(config, data, spec, name, mean, std)
+    return trainer, _model_card(config, data, spec, name, mean, std)
 
 
 def _adversary(config: TrainConfig, model: Classifier, generator: torch.Generator) -> Attack | None:
@@ -280,36 +261,6 @@ def _adversary(config: TrainConfig, model: Classifier, generator: torch.Generato
         return None
     return training_attack(model, config.adversarial, config.adv_eps, steps=config.adv_steps,
                            step_size=config.adv_step_size, generator=generator)
-
-
-def _checkpoint(trainer: Trainer, state: TrainState) -> dict:
-    return {
-        "model": trainer.model.state_dict(),
-        "optimizer": trainer.optimizer.state_dict(),
-        "scheduler": trainer.scheduler.state_dict(),
-        "scaler": trainer.scaler.state_dict() if trainer.scaler else {},
-        "generator": trainer.generator.get_state(),
-        "torch_rng": torch.get_rng_state(),
-        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "state": vars(state),
-    }
-
-
-def _restore(trainer: Trainer, checkpoint: dict) -> TrainState:
-    try:
-        trainer.model.load_state_dict(checkpoint["model"])
-        trainer.optimizer.load_state_dict(checkpoint["optimizer"])
-        trainer.scheduler.load_state_dict(checkpoint["scheduler"])
-        if trainer.scaler and checkpoint["scaler"]:
-            trainer.scaler.load_state_dict(checkpoint["scaler"])
-        trainer.generator.set_state(checkpoint["generator"])
-        torch.set_rng_state(checkpoint["torch_rng"])
-        if checkpoint["cuda_rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(checkpoint["cuda_rng"])
-        return TrainState(**checkpoint["state"])
-    except (KeyError, RuntimeError, ValueError, TypeError) as error:
-        raise CnnlabError(f"the checkpoint does not fit this run's model or settings: "
-                          f"{str(error).splitlines()[0][:200]}") from None
 
 
 def _val_logits(trainer: Trainer, val, order: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -351,32 +302,34 @@ def _validate_robust(trainer: Trainer, data: DatasetSplits) -> float:
 
 
 def _end_of_epoch(trainer: Trainer, state: TrainState, row: dict, run_dir: Path,
-                  meta: dict) -> None:
+                  card: ModelCard) -> None:
     """Record the epoch (on every rank, so they agree on early stopping); keep the best model;
     write the resumable checkpoint last. Only rank 0 writes files."""
     state.history.append(row)
     state.epoch = int(row["epoch"])
-    score = row["val_acc"] if row["val_acc"] == row["val_acc"] else row["train_acc"]
+    has_val = row["val_acc"] == row["val_acc"]  # NaN without a validation split
+    score = row["val_acc"] if has_val else row["train_acc"]
     # A tie goes to the later epoch: on a small validation split that every epoch gets right,
     # the first such epoch would win, while the annealed weights of the last generalize best
     # (flowers12 fine-tuning: 96.67% test from epoch 1, 97.50% from epoch 6, all at 100% val).
     # Early stopping waits for a strictly better score.
-    state.bad_epochs = 0 if score > state.best_val_acc else state.bad_epochs + 1
-    best = score >= state.best_val_acc
+    state.bad_epochs = 0 if score > state.best_score else state.bad_epochs + 1
+    best = score >= state.best_score
     if best:
-        state.best_val_acc, state.best_epoch = score, state.epoch
+        state.best_score, state.best_epoch = score, state.epoch
     if not trainer.ranks.is_main:
         return
     if best:
-        save_model(run_dir, trainer.model, {**meta, "epoch": state.epoch,
-                                            "val_accuracy": round(score, 6)})
+        save_model(run_dir, trainer.model, card.replace(
+            epoch=state.epoch, val_accuracy=round(score, 6) if has_val else None))
     write_metrics(run_dir, state.history)
     training_curves(state.history, run_dir / "curves.png")
-    save_checkpoint(run_dir / CHECKPOINT, _checkpoint(trainer, state))
+    save_checkpoint(run_dir / CHECKPOINT, checkpoint_of(trainer, state))
 
 
 def _run_epochs(trainer: Trainer, data: DatasetSplits, state: TrainState, run_dir: Path,
-                meta: dict, reporter: Reporter, on_epoch_end: EpochCallback | None) -> str:
+                card: ModelCard, reporter: Reporter,
+                on_epoch_end: EpochCallback | None) -> str:
     config = trainer.config
     for epoch in range(state.epoch + 1, config.epochs + 1):
         started = time.perf_counter()
@@ -388,7 +341,7 @@ def _run_epochs(trainer: Trainer, data: DatasetSplits, state: TrainState, run_di
         if trainer.adversary is not None:
             row["val_robust_acc"] = round(_validate_robust(trainer, data), 6)
         row.update(lr=trainer.optimizer.param_groups[-1]["lr"], seconds=round(seconds, 3))
-        _end_of_epoch(trainer, state, row, run_dir, meta)
+        _end_of_epoch(trainer, state, row, run_dir, card)
         reporter.end_epoch(row, config.epochs)
         if on_epoch_end is not None:
             on_epoch_end(trainer.model, row)
@@ -438,7 +391,7 @@ def _loss_weights(trainer: Trainer) -> torch.Tensor | None:
 
 
 def _fit_probe(trainer: Trainer, data: DatasetSplits, state: TrainState, run_dir: Path,
-               meta: dict, reporter: Reporter) -> str:
+               card: ModelCard, reporter: Reporter) -> str:
     """A frozen backbone on cached features: fit the head to convergence, once."""
     if state.epoch >= 1:
         return "finished"  # resumed after the fit
@@ -451,7 +404,7 @@ def _fit_probe(trainer: Trainer, data: DatasetSplits, state: TrainState, run_dir
            "seconds": round(time.perf_counter() - started, 3)}
     if trainer.ranks.is_main:
         write_probe_path(run_dir, probe.path)
-    _end_of_epoch(trainer, state, row, run_dir, {**meta, "head": f"linear probe, C={probe.c:g}"})
+    _end_of_epoch(trainer, state, row, run_dir, card.replace(head=f"linear probe, C={probe.c:g}"))
     reporter.message(probe_summary(probe, row["seconds"]))
     return "finished"
 
@@ -487,14 +440,14 @@ def fit(config: TrainConfig, *, resume: str | Path | None = None, quiet: bool = 
         leave(ranks)
 
 
-def _open_run_dir(config: TrainConfig, resume: str | Path | None, meta: dict,
+def _open_run_dir(config: TrainConfig, resume: str | Path | None, card: ModelCard,
                   ranks: Ranks) -> Path:
     if resume is not None:
         return Path(resume)
     run_dir = None
     if ranks.is_main:
         run_dir = new_run_dir(config.out, f"{config.data.name.rstrip('/').split('/')[-1]}-"
-                                          f"{meta['name']}")
+                                          f"{card.name}")
         atomic_write_text(run_dir / CONFIG, config.to_yaml())
     return Path(from_main(str(run_dir), ranks))
 
@@ -506,31 +459,32 @@ def _fit(config: TrainConfig, resume: str | Path | None, reporter: Reporter,
     if choice is not None and resume is None:
         reporter.message(choice)
     data = load_dataset(config.data)
-    trainer, meta = _build_trainer(config, data, device)
+    trainer, card = _build_trainer(config, data, device)
     trainer.ranks = ranks
     uncached = data
     data = _maybe_cache(trainer, data, reporter)
     trainer.build_network()
     state = TrainState()
-    run_dir = _open_run_dir(config, resume, meta, ranks)
+    run_dir = _open_run_dir(config, resume, card, ranks)
     if resume is not None:
-        state = _restore(trainer, load_checkpoint(run_dir / CHECKPOINT))
+        state = restore(trainer, load_checkpoint(run_dir / CHECKPOINT))
         reporter.message(f"resuming {run_dir} after epoch {state.epoch}")
     where = f"{ranks.world_size} processes ({backend()})" if ranks.enabled else str(device)
-    reporter.message(f"training {meta['name']} on {data.name} ({len(data.train)} train images, "
+    reporter.message(f"training {card.name} on {data.name} ({len(data.train)} train images, "
                      f"{data.num_classes} classes) on {where}; run folder {run_dir}")
     try:
         if trainer.cached:  # a frozen backbone: the head is a linear probe on cached features
-            status = _fit_probe(trainer, data, state, run_dir, meta, reporter)
+            status = _fit_probe(trainer, data, state, run_dir, card, reporter)
         else:
             if config.pretrained and config.probe_first and state.epoch == 0:
                 _start_from_probe(trainer, uncached, reporter)
-            status = _run_epochs(trainer, data, state, run_dir, meta, reporter, on_epoch_end)
+            status = _run_epochs(trainer, data, state, run_dir, card, reporter, on_epoch_end)
     except TrainingDiverged as error:
         reporter.message(f"[red]stopped: {error}.[/red] The best model so far (epoch "
                          f"{state.best_epoch}) is kept in {run_dir}; try a lower --lr")
         status = "diverged"
     test_acc = _test_accuracy(run_dir, data, device) if ranks.is_main else None
+    has_val = data.val is not None and state.best_score >= 0
     return Run(run_dir, config, state.history, state.best_epoch,
-               state.best_val_acc if state.best_val_acc >= 0 else None, test_acc,
+               state.best_score if has_val else None, test_acc,
                time.perf_counter() - started, status)

@@ -16,8 +16,7 @@ from typing import Any
 
 from ..config import TrainConfig
 from ..data.registry import photo_shape
-from ..models.pretrained import pretrained_config
-from ..models.registry import TIMM_PREFIX
+from ..models.pretrained import pretrained_input
 
 SCRATCH_MODEL = "fast"
 PHOTO_MODEL = "timm:efficientnet_lite0"
@@ -62,19 +61,6 @@ def choose_model(config: TrainConfig) -> tuple[TrainConfig, str | None]:
                     f"--freeze backbone (a linear probe on the pretrained features, faster)")
 
 
-def resolve_input(config: TrainConfig) -> TrainConfig:
-    """Pretrained timm models get their input size and resizing filter unless the user set one."""
-    if not (config.pretrained and config.model.startswith(TIMM_PREFIX)):
-        return config
-    cfg = pretrained_config(config.model[len(TIMM_PREFIX):])
-    resolved = copy.deepcopy(config)
-    if resolved.data.image_size is None:
-        resolved.data.image_size = cfg.input_size[1]
-    if resolved.data.interpolation == "bilinear":
-        resolved.data.interpolation = cfg.interpolation
-    return resolved
-
-
 def recipe_name(config: TrainConfig) -> str:
     if not config.pretrained:
         return "scratch"
@@ -101,4 +87,4 @@ def apply_recipe(config: TrainConfig) -> TrainConfig:
 def resolve(config: TrainConfig) -> tuple[TrainConfig, str | None]:
     """The model, its input and the recipe's settings, in that order (each needs the one before)."""
     config, message = choose_model(config)
-    return apply_recipe(resolve_input(config)), message
+    return apply_recipe(pretrained_input(config)), message

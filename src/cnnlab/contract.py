@@ -1,0 +1,192 @@
+"""model.json as a type: what a trained model needs to be rebuilt and fed, in one frozen dataclass.
+
+As timm's PretrainedCfg, it travels with the weights (model.safetensors) and is the contract between
+training and every later stage (predict, evaluate, explain, attack, export, serve, report). It has one
+writer (`ModelCard.to_json`) and one reader (`ModelCard.from_json`), which names a missing or
+malformed field in one line. Nothing else reads model.json by string keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import CnnlabError
+
+FORMAT = "cnnlab-model/1"  # the JSON layout; bump it (and read the old one) when fields change
+PRETRAINED_PREFIX = "pretrained:"
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What the model takes: (channels, height, width) pixels in [0, 1]."""
+
+    channels: int
+    height: int
+    width: int
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return self.channels, self.height, self.width
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How any image becomes the model's input (data.images does it, the same way everywhere).
+
+    The image is converted to `channels`, scaled so it covers (height, width) / crop_pct with the
+    `interpolation` filter, its centre (height, width) cut out, and its pixels divided by 255.
+    `mean` and `std` are applied inside the model (Classifier), so exports and attacks take pixels.
+    """
+
+    interpolation: str = "bilinear"
+    crop_pct: float = 1.0
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+    scale: str = "pixels / 255"
+    resize: str = "cover then center crop"
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """Everything model.json says about a trained model."""
+
+    name: str  # the network's name (a registry name, "custom", or timm:NAME)
+    architecture: str  # what create_model builds: a layer spec or timm:NAME
+    class_names: tuple[str, ...]
+    input: InputSpec
+    preprocessing: Preprocessing
+    pretrained: bool = False  # started from ImageNet weights
+    dataset: str | None = None
+    flip_augmented: bool = False  # trained on mirror images too
+    flip_tta: bool = False  # predictions average the image and its mirror image
+    epoch: int | None = None  # the epoch whose weights these are
+    val_accuracy: float | None = None
+    head: str | None = None  # how the output layer was fitted, where not by gradient steps
+    versions: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def replace(self, **changes: Any) -> ModelCard:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        values = dataclasses.asdict(self)
+        values["architecture"] = {"spec": self.architecture}
+        values["class_names"] = list(self.class_names)
+        for key in ("mean", "std"):
+            values["preprocessing"][key] = list(values["preprocessing"][key])
+        return {"format": FORMAT, **values}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, values: Any, where: str = "model.json") -> ModelCard:
+        """Check and convert a parsed model.json; a bad field is one clear CnnlabError."""
+        reader = _Reader(values, where)
+        if reader.get("format", str) != FORMAT:
+            raise CnnlabError(f"{where}: unsupported model format {values.get('format')!r} "
+                              f"(this cnnlab reads {FORMAT})")
+        card = cls(
+            name=reader.get("name", str),
+            architecture=_Reader(reader.get("architecture", dict), f"{where} architecture")
+            .get("spec", str),
+            class_names=tuple(reader.get("class_names", list, item=str)),
+            input=_input(reader.section("input")),
+            preprocessing=_preprocessing(reader.section("preprocessing")),
+            pretrained=reader.get("pretrained", bool, default=False),
+            dataset=reader.get("dataset", str, default=None),
+            flip_augmented=reader.get("flip_augmented", bool, default=False),
+            flip_tta=reader.get("flip_tta", bool, default=False),
+            epoch=reader.get("epoch", int, default=None),
+            val_accuracy=reader.get("val_accuracy", float, default=None),
+            head=reader.get("head", str, default=None),
+            versions=reader.get("versions", dict, default={}),
+        )
+        if len(card.class_names) < 2:
+            raise CnnlabError(f"{where}: class_names must name two or more classes")
+        if len(card.preprocessing.mean) != card.input.channels or \
+                len(card.preprocessing.std) != card.input.channels:
+            raise CnnlabError(f"{where}: preprocessing mean and std need one value per input "
+                              f"channel ({card.input.channels})")
+        return card
+
+    @classmethod
+    def read(cls, path: Path) -> ModelCard:
+        if not path.is_file():
+            raise CnnlabError(f"{path.parent} is not a run folder with a trained model "
+                              f"({path.name} missing); train one with `cnnlab train`")
+        try:
+            values = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise CnnlabError(f"{path} is not valid JSON: {error}") from None
+        return cls.from_dict(values, str(path))
+
+
+def _input(reader: _Reader) -> InputSpec:
+    spec = InputSpec(*(reader.get(key, int) for key in ("channels", "height", "width")))
+    if spec.channels not in (1, 3) or spec.height < 1 or spec.width < 1:
+        raise CnnlabError(f"{reader.where}: expected 1 or 3 channels and a positive size, got "
+                          f"{spec.shape}")
+    return spec
+
+
+def _preprocessing(reader: _Reader) -> Preprocessing:
+    return Preprocessing(
+        interpolation=reader.get("interpolation", str, default="bilinear"),
+        crop_pct=reader.get("crop_pct", float, default=1.0),
+        mean=tuple(reader.get("mean", list, item=float)),
+        std=tuple(reader.get("std", list, item=float)),
+    )
+
+
+_MISSING = object()
+
+
+class _Reader:
+    """Typed access to one JSON object, naming the file and field in every error."""
+
+    def __init__(self, values: Any, where: str) -> None:
+        if not isinstance(values, dict):
+            raise CnnlabError(f"{where}: expected a JSON object, got {type(values).__name__}")
+        self.values, self.where = values, where
+
+    def section(self, key: str) -> _Reader:
+        return _Reader(self.get(key, dict), f"{self.where} {key}")
+
+    def get(self, key: str, kind: type, *, default: Any = _MISSING, item: type | None = None) -> Any:
+        if key not in self.values or self.values[key] is None:
+            if default is _MISSING:
+                raise CnnlabError(f"{self.where}: the field {key!r} is missing")
+            return default
+        value = self.values[key]
+        if not _is(value, kind) or (item is not None and not all(_is(v, item) for v in value)):
+            wanted = f"a list of {item.__name__}" if item else kind.__name__
+            raise CnnlabError(f"{self.where}: the field {key!r} must be {wanted}, got {value!r}"[:300])
+        return float(value) if kind is float else value
+
+
+def _is(value: Any, kind: type) -> bool:
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def versions() -> dict[str, str]:
+    """The library versions a model was saved with."""
+    import torch
+    import torchvision
+
+    from . import __version__
+
+    return {"cnnlab": __version__, "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "python": platform.python_version()}
