@@ -100,7 +100,7 @@ def test_eps_zero_gives_exactly_the_clean_images_and_accuracy(model, digits_test
 @pytest.fixture(scope="module")
 def tallies(model, digits_test):
     eps = [0.0, 0.02, 0.05, 0.1, 0.2]
-    return {method: measure(model, digits_test, eps, method=method, limit=None)
+    return {method: measure(model, digits_test, eps=eps, method=method, limit=None)
             for method in ("fgsm", "pgd")}
 
 
@@ -186,7 +186,7 @@ def test_bad_adversarial_settings_are_errors(tmp_path):
 
 def _robust_accuracy(run_path, split, eps):
     model, _ = load_model(run_path)
-    tally = measure(model, split, [eps], method="pgd", limit=None)
+    tally = measure(model, split, eps=[eps], method="pgd", limit=None)
     return tally.robust[0] / tally.images, tally.clean / tally.images
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import CONFIG_SECTIONS, TrainConfig, apply_overrides, load_config
+from .config import CONFIG_SECTIONS, SECTION_SHORTHAND, TrainConfig, apply_overrides, flat_key, load_config
 
 if TYPE_CHECKING:  # the heavy modules (torch and up) load when a function runs, not on import
     from .predict import Predictor
@@ -21,8 +21,9 @@ def train(config: TrainConfig | str | Path | None = None, *, resume: str | Path 
         resume: a run folder to continue from its last.ckpt (its own config.yaml is used).
         quiet: no progress output.
         on_epoch_end: called as on_epoch_end(model, row) after each epoch (row: its metrics).
-        **settings: overrides, e.g. data="digits", epochs=3, model="lenet5", lr=1e-3;
-            nested ones by section: data={"val_fraction": 0.2}, augment={"flip": False}.
+        **settings: overrides by the names of the CLI flags, e.g. data="digits", epochs=3,
+            model="lenet5", lr=1e-3, image_size=16, flip=False; or by section:
+            data={"val_fraction": 0.2}, augment={"flip": False}.
     """
     from .runfolder import CONFIG
     from .train.loop import fit
@@ -34,12 +35,12 @@ def train(config: TrainConfig | str | Path | None = None, *, resume: str | Path 
         config = load_config(config) if config is not None else TrainConfig()
     overrides: dict[str, Any] = {}
     for key, value in settings.items():
-        if key == "data" and isinstance(value, str):
-            overrides["data.name"] = value
+        if key in SECTION_SHORTHAND and isinstance(value, str):
+            overrides[f"{key}.{SECTION_SHORTHAND[key]}"] = value
         elif key in CONFIG_SECTIONS and isinstance(value, dict):
             overrides.update({f"{key}.{k}": v for k, v in value.items()})
         else:
-            overrides[key] = value
+            overrides[flat_key(key)] = value
     return fit(apply_overrides(config, overrides), quiet=quiet, on_epoch_end=on_epoch_end)
 
 

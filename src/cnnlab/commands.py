@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .errors import CnnlabError
+from .settings import build, values_from
 
 # Tables in a log file or pipe get a wide page instead of rich's 80-column default.
 console = Console(soft_wrap=True)
@@ -18,13 +19,18 @@ if not console.is_terminal:
     console = Console(soft_wrap=True, width=160)
 
 _TRAIN_OPTIONS = ("config", "resume", "quiet")
+_PARSER_KEYS = ("verb", "command", "settings")
+
+
+def _settings(args: argparse.Namespace):
+    """The verb's settings instance from its parsed flags."""
+    return build(args.settings, values_from(args, args.settings))
 
 
 def run_train(args: argparse.Namespace) -> int:
     from .api import train
 
-    options = vars(args).copy()
-    options.pop("verb")
+    options = {k: v for k, v in vars(args).items() if k not in _PARSER_KEYS}
     config, resume, quiet = (options.pop(key, None) for key in _TRAIN_OPTIONS)
     if resume is not None and options:
         raise CnnlabError(f"--resume continues a run with its own config.yaml; drop "
@@ -60,8 +66,7 @@ def _print_run(run, quiet: bool) -> None:
 def run_evaluate(args: argparse.Namespace) -> int:
     from .evaluation import evaluate_run
 
-    result = evaluate_run(args.run, data=args.data, split=args.split, device=args.device,
-                          batch_size=args.batch_size, max_shift=args.max_shift)
+    result = evaluate_run(args.run, _settings(args))
     m = result.metrics
     rows = [["images", f"{m['images']:,}"], ["loss", f"{m['loss']:.4f}"],
             ["accuracy (top-1)", f"{m['accuracy']:.2%}"]]
@@ -87,28 +92,30 @@ def run_evaluate(args: argparse.Namespace) -> int:
 def run_predict(args: argparse.Namespace) -> int:
     from .predict import expand_inputs, load_predictor
 
-    if args.topk < 1:
-        raise CnnlabError(f"--topk must be at least 1, got {args.topk}")
-    predictor = load_predictor(args.run, args.device)
+    settings = _settings(args)
+    if settings.topk < 1:
+        raise CnnlabError(f"--topk must be at least 1, got {settings.topk}")
+    predictor = load_predictor(args.run, settings.device)
     found = expand_inputs(args.inputs)
     if not found.images and not found.videos:
         raise CnnlabError(f"no images or videos found in {' '.join(args.inputs)}")
-    results, failures = _collect_predictions(predictor, found, args)
+    results, failures = _collect_predictions(predictor, found, settings)
     for failure in failures:
         print(f"error: {failure.input}: {failure.reason}", file=sys.stderr)
-    _emit_predictions(results, args)
+    _emit_predictions(results, settings)
     return 1 if failures else 0
 
 
-def _collect_predictions(predictor, found, args) -> tuple[list, list]:
+def _collect_predictions(predictor, found, settings) -> tuple[list, list]:
     from .predict import Failure, predict_files, predict_video
 
     results, failures = [], list(found.missing)
-    for item in predict_files(predictor, found.images, args.topk, args.batch_size, args.workers):
+    for item in predict_files(predictor, found.images, settings.topk, settings.batch_size,
+                              settings.workers):
         (failures if isinstance(item, Failure) else results).append(item)
     for video in found.videos:
         try:
-            frames, clip = predict_video(predictor, video, args.fps, args.topk)
+            frames, clip = predict_video(predictor, video, settings.fps, settings.topk)
         except CnnlabError as error:
             failures.append(Failure(str(video), str(error).split(": ", 1)[-1]))
             continue
@@ -116,16 +123,16 @@ def _collect_predictions(predictor, found, args) -> tuple[list, list]:
     return results, failures
 
 
-def _emit_predictions(results: list, args: argparse.Namespace) -> None:
+def _emit_predictions(results: list, settings) -> None:
     from .fileio import atomic_write_text
 
-    if args.format == "table":
+    if settings.format == "table":
         _print_prediction_table(results)
         return
-    text = _predictions_json(results) if args.format == "json" else _predictions_csv(results)
-    if args.output:
-        atomic_write_text(args.output, text)
-        console.print(f"{len(results)} predictions written to {args.output}")
+    text = _predictions_json(results) if settings.format == "json" else _predictions_csv(results)
+    if settings.output:
+        atomic_write_text(settings.output, text)
+        console.print(f"{len(results)} predictions written to {settings.output}")
     else:
         sys.stdout.write(text)
 
@@ -173,13 +180,12 @@ def run_explain(args: argparse.Namespace) -> int:
                      [[layer.name, layer.kind, "x".join(map(str, layer.output_shape))]
                       for layer in describe_layers(args.run)])
         return 0
-    methods = list(METHODS) if args.method == "all" else [args.method]
-    for method in methods:
-        if args.method == "all" and not args.images and method not in ("filters", "embedding"):
+    settings = _settings(args)
+    every = settings.method == "all"
+    for method in METHODS if every else [settings.method]:
+        if every and not args.images and method not in ("filters", "embedding"):
             continue
-        result = explain(args.run, args.images, method=method, layer=args.layer,
-                         target=args.target, out=args.out, split=args.split, limit=args.limit,
-                         projection=args.projection, device=args.device)
+        result = explain(args.run, args.images, settings, method=method)
         for path in result.figures:
             console.print(f"{method}: {path}")
     return 0
@@ -188,10 +194,7 @@ def run_explain(args: argparse.Namespace) -> int:
 def run_attack(args: argparse.Namespace) -> int:
     from .attack.robustness import attack_run
 
-    result = attack_run(args.run, method=args.method, eps=args.eps, norm=args.norm,
-                        steps=args.steps, step_size=args.step_size, data=args.data,
-                        split=args.split, limit=args.limit, batch_size=args.batch_size,
-                        device=args.device, seed=args.seed)
+    result = attack_run(args.run, _settings(args))
     m = result.metrics
     attack = (f"PGD, {m['norm']}, {m['steps']} steps" if m["method"] == "pgd"
               else f"FGSM, {m['norm']}")

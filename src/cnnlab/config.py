@@ -3,99 +3,106 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from .errors import CnnlabError, suggest
+from .settings import build, option
 
 
 @dataclass
 class DataConfig:
-    name: str = "fashion-mnist"  # a registered dataset, a folder of images or a CSV manifest
-    val_fraction: float = 0.1  # held out of train when the data has no val split
-    split_seed: int = 0  # the held-out images are the same for every run
-    image_size: int | None = None  # folders and CSVs: side of the square input; None = auto
-    channels: int | None = None  # 1 or 3; None = grayscale when every sampled image is
-    strict: bool = False  # an unreadable image file is an error instead of being skipped
-    stream: bool | None = None  # None: hold in memory when it fits, stream otherwise
-    workers: int = 2  # DataLoader workers for decoding files
-    per_class: int | None = None  # keep only the first N training images of each class
-    interpolation: str = "bilinear"  # resizing filter: nearest | bilinear | bicubic
+    name: str = option("fashion-mnist", "dataset name, folder of class folders, or CSV manifest",
+                       flag="--data")
+    val_fraction: float = option(0.1, "share of train held out for validation (when the data has "
+                                      "no val split)")
+    split_seed: int = option(0, "seed of the held-out split (the same images for every run)")
+    image_size: int | None = option(None, "resize images to this square side (default: as stored)")
+    channels: int | None = option(None, "1 (grayscale) or 3 (RGB); default: as the images are")
+    strict: bool = option(False, "stop on an unreadable image instead of skipping it")
+    stream: bool | None = option(None, "stream image files instead of holding them in memory "
+                                       "(default: hold them when they fit)")
+    workers: int = option(2, "DataLoader workers that decode image files")
+    per_class: int | None = option(None, "keep only the first N training images of each class")
+    interpolation: str = option("bilinear", "resizing filter: nearest | bilinear | bicubic")
 
 
 @dataclass
 class AugmentConfig:
-    # Random crop after zero padding by this many pixels; 0 = off. Off by default: in a 6-epoch
-    # Fashion-MNIST run of `simple` it cost a point of test accuracy (91.4% against 92.4%); it pays
-    # off in longer training (the fashion-long preset).
-    crop_padding: int = 0
-    flip: bool | None = None  # horizontal flip; None = where the dataset allows it
-    erasing: float = 0.0  # probability of random erasing per image
-    rotation: float = 0.0  # maximum rotation in degrees
-    # Random resized crops (torchvision's RandomResizedCrop): the least share of the image's area a
-    # crop keeps, e.g. 0.35; 0 = off. The crops are scaled to crop_size.
-    resized_crop: float | None = None  # None: the recipe's (0.35 fine-tuning, else off)
-    # Train on crops of this side; evaluation and prediction keep the full input size. Smaller is
-    # faster, and testing at a higher resolution than training is better (FixRes, Touvron 2019).
-    crop_size: int | None = None  # None: 6/7 of the input side fine-tuning, else the input side
+    # Off by default: in a 6-epoch Fashion-MNIST run of `simple` it cost a point of test accuracy
+    # (91.4% against 92.4%); it pays off in longer training (the fashion-long preset).
+    crop_padding: int = option(0, "random crop after padding by this many pixels; 0 turns it off")
+    flip: bool | None = option(None, "random horizontal flips (default: where the data allows)")
+    erasing: float = option(0.0, "random erasing probability")
+    rotation: float = option(0.0, "random rotation, max degrees")
+    # torchvision's RandomResizedCrop, scaled to crop_size. None: the recipe's.
+    resized_crop: float | None = option(
+        None, "random resized crops keeping at least this share of the area (default: 0.35 "
+              "fine-tuning, else 0 = off)")
+    # Smaller is faster, and testing at a higher resolution than training is better (FixRes,
+    # Touvron 2019). None: 6/7 of the input side fine-tuning, else the input side.
+    crop_size: int | None = option(
+        None, "with --resized-crop: train on crops of this side (default: 6/7 of the input "
+              "fine-tuning); evaluation keeps the input size")
 
 
 @dataclass
 class TrainConfig:
-    data: DataConfig = field(default_factory=DataConfig)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    data: DataConfig = option(factory=DataConfig)
+    augment: AugmentConfig = option(factory=AugmentConfig)
     # Settings left at None are filled in by the recipe that fits the run (train/recipes.py):
     # training from scratch, fine-tuning a pretrained backbone, or a linear probe on a frozen one.
-    # A named network, a layer spec string or a YAML file; None: `fast`, or the pretrained
-    # EfficientNet-Lite0 for a folder of RGB photos.
-    model: str | None = None
-    # None: 15 from scratch (93% test accuracy on Fashion-MNIST in about 3 minutes of training on 2
-    # CPU cores, BENCHMARKS.md), 6 fine-tuning
-    epochs: int | None = None
-    batch_size: int | None = None  # None: 128, or 32 fine-tuning
-    optimizer: str = "adamw"  # sgd | adam | adamw
-    # None: 0.1 for sgd, 5e-3 for adam/adamw (peak lr with onecycle); fine-tuning 0.01 and 5e-4
-    lr: float | None = None
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 5e-4
-    schedule: str = "onecycle"  # onecycle | cosine | step | none
-    # onecycle: the fraction of training spent rising to the peak lr. A short warmup: the default
-    # recipe passes 90% test accuracy after 2 epochs with 0.1, after 4 with 0.25 (at lr 3e-3).
-    warmup: float = 0.1
-    label_smoothing: float = 0.1
-    # Test-time augmentation: predict and evaluate average the softmax of each image and its mirror
-    # image (where the data allows flips); validation during training does not.
-    tta: bool = False
-    class_weights: bool = False  # weigh the loss by inverse class frequency (imbalanced data)
-    patience: int | None = None  # stop after this many epochs without a better val accuracy
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | mps
-    threads: int | None = None  # CPU threads for torch; None = one per physical core
-    amp: bool = True  # mixed precision, used on CUDA only
-    channels_last: bool = True  # memory format for conv layers
-    out: str | None = None  # run folder; None = runs/<data>-<model>, numbered if it exists
-    # Adversarial training: train on attacked batches. "fgsm" = FGSM with a random start (Wong et
-    # al., 2020), "pgd" = PGD (Madry et al., 2018); None = standard training. eps in pixel units.
-    adversarial: str | None = None
-    adv_eps: float = 0.1
-    adv_steps: int = 7  # PGD steps (FGSM takes one)
-    adv_step_size: float | None = None  # None: 1.25 eps for fgsm, 2.5 eps / steps for pgd
-    # Transfer learning with timm models (--model timm:NAME): ImageNet weights, and what trains.
-    pretrained: bool = False
-    freeze: str | None = None  # "backbone": only the head trains (feature extraction)
-    freeze_epochs: int = 0  # fine-tuning: train the head alone for this many epochs first
-    # fine-tuning: the backbone's learning rate as a fraction of --lr; None: the recipe's (0.2)
-    backbone_lr: float | None = None
-    feature_cache: bool = True  # frozen backbone and no augmentation: compute features once
-    # Fine-tuning: fit the new head as an exact linear probe on the pretrained features before any
-    # layer trains (LP-FT, Kumar et al. 2022).
-    probe_first: bool = True
-    # Fine-tuning: batch norm keeps the pretrained statistics (its scale and shift still train).
-    freeze_bn: bool = True
+    model: str | None = option(
+        None, "named network, layer spec string, YAML file, or timm:NAME (default: fast; for a "
+              "folder of RGB photos, the pretrained timm:efficientnet_lite0)")
+    # 15 from scratch: 93% test accuracy on Fashion-MNIST in about 3 minutes of training on 2 CPU
+    # cores (BENCHMARKS.md).
+    epochs: int | None = option(None, "passes over the training data (default 15; fine-tuning 6)")
+    batch_size: int | None = option(None, "images per gradient step (default 128; fine-tuning 32)")
+    optimizer: str = option("adamw", "sgd | adam | adamw")
+    lr: float | None = option(None, "peak learning rate (default 5e-3 adam/adamw, 0.1 sgd; "
+                                    "fine-tuning 5e-4 and 0.01)")
+    momentum: float = option(0.9, "SGD momentum")
+    nesterov: bool = option(False, "Nesterov momentum for SGD")
+    weight_decay: float = option(5e-4, "L2 penalty (decoupled for adamw)")
+    schedule: str = option("onecycle", "onecycle | cosine | step | none")
+    # A short warmup: the default recipe passes 90% test accuracy after 2 epochs with 0.1, after 4
+    # with 0.25 (at lr 3e-3).
+    warmup: float = option(0.1, "onecycle: fraction of training rising to the peak lr")
+    label_smoothing: float = option(0.1, "cross-entropy label smoothing")
+    # Validation during training does not average flips.
+    tta: bool = option(False, "predict and evaluate on each image and its mirror image, averaged")
+    class_weights: bool = option(False, "weigh the loss by inverse class frequency")
+    patience: int | None = option(None, "early stopping: epochs without a better val accuracy")
+    seed: int = option(0, "random seed (CPU training is deterministic with it)")
+    device: str = option("auto", "auto | cpu | cuda | mps")
+    threads: int | None = option(None, "CPU threads (default: one per physical core)")
+    amp: bool = option(True, "mixed precision (CUDA only)")
+    channels_last: bool = option(True, "channels-last memory format for conv layers")
+    out: str | None = option(None, "run folder (default runs/<data>-<model>, numbered)")
+    # "fgsm" = FGSM with a random start (Wong et al., 2020), "pgd" = PGD (Madry et al., 2018).
+    adversarial: str | None = option(None, "adversarial training: fgsm (with a random start) | pgd")
+    adv_eps: float = option(0.1, "adversarial training epsilon, pixel units in [0, 1]")
+    adv_steps: int = option(7, "PGD steps per batch in adversarial training")
+    adv_step_size: float | None = option(
+        None, "adversarial step size (default: 1.25 eps for fgsm, 2.5 eps / steps for pgd)")
+    pretrained: bool = option(False, "ImageNet weights for a timm model (--model timm:NAME)")
+    freeze: str | None = option(None, "backbone: keep the pretrained features and fit only the "
+                                      "head, to convergence (an exact linear probe)")
+    freeze_epochs: int = option(0, "fine-tuning: train the head alone this many epochs first")
+    backbone_lr: float | None = option(
+        None, "fine-tuning: backbone learning rate as a fraction of --lr (default 0.2)")
+    feature_cache: bool = option(True, "with --freeze backbone and no augmentation: compute the "
+                                       "features once")
+    # LP-FT, Kumar et al. 2022.
+    probe_first: bool = option(True, "fine-tuning: start from the head fitted as a linear probe "
+                                     "(off: from a zero head)")
+    # Batch norm's scale and shift still train.
+    freeze_bn: bool = option(True, "fine-tuning: batch norm keeps the pretrained statistics",
+                             flag="--train-bn")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -104,31 +111,108 @@ class TrainConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
+# The settings of the verbs that read a run: each verb's parser, command and library function take
+# their defaults from these fields alone.
+DEVICE_HELP = "auto | cpu | cuda | mps"
+DATA_HELP = "other data with the same classes (default: the run's own)"
+EVAL_BATCH = 256
+
+
+@dataclass(frozen=True)
+class EvaluateSettings:
+    data: str | None = option(None, DATA_HELP)
+    split: str = option("test", "the split evaluated: test | val")
+    max_shift: int = option(3, "translation test: shift images by 0..N pixels (0 turns it off)")
+    batch_size: int = option(EVAL_BATCH, "images per forward pass")
+    device: str = option("auto", DEVICE_HELP)
+
+
+@dataclass(frozen=True)
+class PredictSettings:
+    topk: int = option(5, "how many classes to list per input")
+    format: str = option("table", "table on the terminal, or json / csv",
+                         choices=("table", "json", "csv"), kind="format")
+    output: str | None = option(None, "write the json/csv here, not to stdout")
+    batch_size: int = option(EVAL_BATCH, "images per forward pass")
+    workers: int = option(2, "DataLoader workers that decode image files")
+    fps: float = option(1.0, "video frames sampled per second")
+    device: str = option("auto", DEVICE_HELP)
+
+
+EXPLAIN_METHODS = ("feature-maps", "filters", "saliency", "integrated-gradients", "gradcam",
+                   "occlusion", "embedding")
+
+
+@dataclass(frozen=True)
+class ExplainSettings:
+    method: str = option("gradcam", " | ".join((*EXPLAIN_METHODS, "all")),
+                         choices=(*EXPLAIN_METHODS, "all"), kind="explain method")
+    layer: str | None = option(None, "layer name (see --list-layers); default: every conv layer / "
+                                     "the last one for gradcam")
+    target: str | int | None = option(None, "class name or index to explain (default: the predicted "
+                                      "class)")
+    out: str | None = option(None, "output folder (default RUN/explain)")
+    split: str = option("test", "embedding: the split mapped, test | val")
+    limit: int = option(2000, "embedding: images to map")
+    projection: str = option("tsne", "embedding: tsne | pca", choices=("tsne", "pca"),
+                             kind="projection")
+    device: str = option("auto", DEVICE_HELP)
+
+
+EPS_UNITS = ("Epsilon is in pixel units of the original image, [0, 1], before normalization; "
+             "adversarial images are clipped to [0, 1].")
+
+
+@dataclass(frozen=True)
+class AttackSettings:
+    method: str = option("pgd", "fgsm | pgd (with a random start)", choices=("fgsm", "pgd"),
+                         kind="attack method")
+    eps: str | tuple[float, ...] = option("0,0.01,0.03,0.1", "epsilons, comma-separated. " + EPS_UNITS)
+    steps: int = option(10, "PGD steps")
+    step_size: float | None = option(None, "PGD step length in the chosen norm (default 2.5 eps / "
+                                           "steps)")
+    norm: str = option("linf", "linf | l2 (l2: PGD only)", choices=("linf", "l2"), kind="norm")
+    data: str | None = option(None, DATA_HELP)
+    split: str = option("test", "the split attacked: test | val")
+    limit: int | None = option(1000, "attack the first N images of the split")
+    seed: int = option(0, "seed of PGD's random start")
+    batch_size: int = option(EVAL_BATCH, "images per batch")
+    device: str = option("auto", DEVICE_HELP)
+
+
 CONFIG_SECTIONS = {"data": DataConfig, "augment": AugmentConfig}
+SECTION_SHORTHAND = {"data": "name"}  # `data: digits` means `data: {name: digits}`
 
 
-def _fill(cls: type, values: dict[str, Any], where: str) -> Any:
-    names = [f.name for f in dataclasses.fields(cls)]
-    for key in values:
-        if key not in names:
-            raise CnnlabError(f"unknown setting {where}{key!r}{suggest(key, names)}")
-    return cls(**values)
+def _section(name: str, values: Any) -> Any:
+    if name in SECTION_SHORTHAND and isinstance(values, str):
+        values = {SECTION_SHORTHAND[name]: values}
+    if not isinstance(values, dict):
+        raise CnnlabError(f"setting {name!r} must be a mapping")
+    return build(CONFIG_SECTIONS[name], values, f"{name}.")
 
 
 def config_from_dict(values: dict[str, Any]) -> TrainConfig:
-    """Build a TrainConfig from nested dicts, refusing unknown keys with a suggestion."""
+    """Build a TrainConfig from nested dicts, refusing unknown keys with a suggestion and values of
+    the wrong type with the type expected."""
     if not isinstance(values, dict):
         raise CnnlabError("a run config must be a mapping of settings")
     values = dict(values)
-    sections = {}
-    for name, cls in CONFIG_SECTIONS.items():
-        section = values.pop(name, None) or {}
-        if not isinstance(section, dict):
-            raise CnnlabError(f"setting {name!r} must be a mapping")
-        sections[name] = _fill(cls, section, f"{name}.")
-    config = _fill(TrainConfig, values, "")
+    sections = {name: _section(name, values.pop(name, None) or {}) for name in CONFIG_SECTIONS}
+    config = build(TrainConfig, values)
     config.data, config.augment = sections["data"], sections["augment"]
     return config
+
+
+def flat_key(name: str) -> str:
+    """The dotted key of a setting given by its flat name, as the CLI flags name them:
+    'image_size' -> 'data.image_size', 'epochs' -> 'epochs'."""
+    if name in {f.name for f in dataclasses.fields(TrainConfig)}:
+        return name
+    for section, cls in CONFIG_SECTIONS.items():
+        if name in {f.name for f in dataclasses.fields(cls)}:
+            return f"{section}.{name}"
+    return name  # an unknown name: config_from_dict refuses it with a suggestion
 
 
 PRESETS = Path(__file__).parent / "presets"

@@ -20,6 +20,7 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 from torchmetrics.functional.classification import multiclass_accuracy, multiclass_calibration_error
 
 from . import plots
+from .config import EvaluateSettings
 from .data import TensorImages
 from .data.splits import Split
 from .devices import resolve_device
@@ -27,6 +28,7 @@ from .fileio import atomic_write_json, atomic_write_text
 from .inference import predict_logits
 from .rundata import pick_split
 from .runfolder import load_model
+from .settings import resolve
 
 ECE_BINS = 15
 MISTAKES_SHOWN = 16
@@ -127,15 +129,23 @@ def _write_figures(out: Path, labels, predictions, probabilities, matrix, names,
         plots.shift_curve(shifts, out / "shift.png")
 
 
-def evaluate_run(run: str | Path, *, data: str | None = None, split: str = "test",
-                 device: str = "auto", batch_size: int = 256, max_shift: int = 3) -> Evaluation:
-    """Evaluate a run's best model on a split and write RUN/evaluate/."""
-    run = Path(run)
-    torch_device = resolve_device(device)
+def evaluate_run(run: str | Path, settings: EvaluateSettings | None = None,
+                 **options: Any) -> Evaluation:
+    """Evaluate a run's best model on a split and write RUN/evaluate/.
+
+    Args:
+        run: the run folder.
+        settings: EvaluateSettings (default: its defaults); `options` override its fields by name,
+            e.g. split="val", max_shift=0.
+    """
+    run, settings = Path(run), resolve(EvaluateSettings, settings, options)
+    split, max_shift = settings.split, settings.max_shift
+    torch_device = resolve_device(settings.device)
     model, card = load_model(run, torch_device)
     model.to(memory_format=torch.channels_last)  # about 20% faster convolutions on CPU
-    chosen, data_name = pick_split(run, card, data, split)
-    logits, labels = predict_logits(model, chosen, torch_device, batch_size, channels_last=True)
+    chosen, data_name = pick_split(run, card, settings.data, split)
+    logits, labels = predict_logits(model, chosen, torch_device, settings.batch_size,
+                                    channels_last=True)
     names = list(card.class_names)
     predictions, probabilities = logits.argmax(1), logits.softmax(1)
     metrics = {"run": str(run), "data": data_name, "split": split,

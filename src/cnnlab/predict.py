@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from .config import PredictSettings
 from .contract import PRETRAINED_PREFIX, InputSpec, ModelCard, Preprocessing
 from .data.images import image_to_tensor, is_image_file, open_image, to_float
 from .data.splits import DecodeFiles, collate_decoded
@@ -105,8 +106,8 @@ class Predictor:
                  for p, i in zip(row_values.tolist(), row_indices.tolist(), strict=True)]
                 for row_values, row_indices in zip(values, indices, strict=True)]
 
-    def predict(self, inputs: ImageInput | list[ImageInput], topk: int = 5,
-                batch_size: int = 256) -> list[list[ClassScore]]:
+    def predict(self, inputs: ImageInput | list[ImageInput], topk: int = PredictSettings.topk,
+                batch_size: int = PredictSettings.batch_size) -> list[list[ClassScore]]:
         """Top-k classes with softmax probabilities for each input, best first."""
         items = inputs if isinstance(inputs, list) else [inputs]
         results = []
@@ -132,7 +133,7 @@ def _pretrained(name: str, device: torch.device) -> Predictor:
     return Predictor(Classifier(network, cfg.mean, cfg.std).to(device), card, device)
 
 
-def load_predictor(run: str | Path, device: str = "auto") -> Predictor:
+def load_predictor(run: str | Path, device: str = PredictSettings.device) -> Predictor:
     """A run folder's best model, or `pretrained:<name>` for an ImageNet model as it comes."""
     torch_device = resolve_device(device)
     if str(run).startswith(PRETRAINED_PREFIX):
@@ -178,8 +179,9 @@ def expand_inputs(inputs: list[str]) -> Inputs:
     return found
 
 
-def predict_files(predictor: Predictor, paths: list[Path], topk: int = 5, batch_size: int = 256,
-                  workers: int = 2) -> Iterator[Prediction | Failure]:
+def predict_files(predictor: Predictor, paths: list[Path], topk: int = PredictSettings.topk,
+                  batch_size: int = PredictSettings.batch_size,
+                  workers: int = PredictSettings.workers) -> Iterator[Prediction | Failure]:
     """Predict image files in batches, decoded by DataLoader workers; bad files become Failures."""
     dataset = DecodeFiles(paths, [0] * len(paths), predictor.input_shape, False, *predictor.resize)
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate_decoded,
@@ -210,7 +212,8 @@ def _video_frames(path: Path, fps: float) -> Iterator[tuple[int, float, Image.Im
         raise CnnlabError(f"{path}: cannot read the video ({error})") from None
 
 
-def predict_video(predictor: Predictor, path: Path, fps: float = 1.0, topk: int = 5,
+def predict_video(predictor: Predictor, path: Path, fps: float = PredictSettings.fps,
+                  topk: int = PredictSettings.topk,
                   batch_size: int = 64) -> tuple[list[Prediction], Prediction]:
     """Per-frame predictions at `fps`, and the clip's label: the mean of the frame probabilities."""
     if fps <= 0:

@@ -5,7 +5,7 @@ perturbs the image a person would see: epsilon is in pixel units, before normali
 adversarial image is clipped to [0, 1]. The base class owns the fiddly parts (eval mode and back,
 the zero-epsilon shortcut, the final clamp); each method is a short subclass.
 
-This module needs nothing from cnnlab but errors and inference (eval mode), so the training loop can
+This module needs nothing from cnnlab but settings, errors and eval mode, so the training loop can
 import it without an import arrow running upward into run folders, data or plots (those live in
 robustness.py). Attacks run in eval mode: dropout is off and batch norm uses, without updating, its
 running statistics, so attacking during adversarial training leaves those statistics to the
@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from captum.robust import FGSM, PGD
 from torch import nn
 
+from ..config import AttackSettings, TrainConfig
 from ..errors import CnnlabError, unknown
 from ..models.modes import eval_mode
 
@@ -109,15 +110,20 @@ class FGSMAttack(Attack):
         return images + (stepped - images).clamp(-self.eps, self.eps)
 
 
+def pgd_step_size(eps: float, steps: int, step_size: float | None) -> float:
+    """The length of one PGD step: the one given, or 2.5 eps / steps, so the search can cross the
+    ball and back (the rule of Madry et al.'s robustness library)."""
+    return 2.5 * eps / steps if step_size is None else step_size
+
+
 class PGDAttack(Attack):
     """Projected gradient descent (Madry et al., 2018): `steps` sign-gradient steps, each projected
     back into the eps-ball around the image and into [0, 1].
 
-    `step_size` is each step's length in the chosen norm; default 2.5 eps / steps, so the search can
-    cross the ball and back (the rule of Madry et al.'s robustness library).
+    `step_size` is each step's length in the chosen norm (default: `pgd_step_size`).
     """
 
-    def __init__(self, model: nn.Module, eps: float, *, steps: int = 10,
+    def __init__(self, model: nn.Module, eps: float, *, steps: int = AttackSettings.steps,
                  step_size: float | None = None, norm: str = "linf", random_start: bool = True) -> None:
         super().__init__(model, eps, norm)
         if steps < 1:
@@ -125,7 +131,7 @@ class PGDAttack(Attack):
         if step_size is not None and not step_size > 0:
             raise CnnlabError(f"--step-size must be a number > 0, got {step_size}")
         self.steps, self.random_start = steps, random_start
-        self.step_size = 2.5 * self.eps / steps if step_size is None else step_size
+        self.step_size = pgd_step_size(self.eps, steps, step_size)
 
     def perturb(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         pgd = PGD(self.model, _loss, lower_bound=0.0, upper_bound=1.0)
@@ -141,8 +147,8 @@ class PGDAttack(Attack):
                            norm=NORMS[self.norm])
 
 
-def make_attack(model: nn.Module, method: str, eps: float, *, norm: str = "linf", steps: int = 10,
-                step_size: float | None = None) -> Attack:
+def make_attack(model: nn.Module, method: str, eps: float, *, norm: str = AttackSettings.norm,
+                steps: int = AttackSettings.steps, step_size: float | None = None) -> Attack:
     """An evaluation attack by name: "fgsm" or "pgd" (with a random start)."""
     if method not in METHODS:
         raise unknown("attack method", method, METHODS)
@@ -156,8 +162,8 @@ def make_attack(model: nn.Module, method: str, eps: float, *, norm: str = "linf"
     return PGDAttack(model, eps, steps=steps, step_size=step_size, norm=norm)
 
 
-def training_attack(model: nn.Module, method: str, eps: float, *, steps: int = 7,
-                    step_size: float | None = None,
+def training_attack(model: nn.Module, method: str, eps: float, *,
+                    steps: int = TrainConfig.adv_steps, step_size: float | None = None,
                     generator: torch.Generator | None = None) -> Attack:
     """The attack adversarial training trains against (L-infinity).
 

@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 
 from .. import plots
+from ..config import AttackSettings
 from ..data.images import to_float
 from ..data.splits import Split
 from ..devices import resolve_device
@@ -25,9 +26,9 @@ from ..errors import CnnlabError
 from ..fileio import atomic_write_json
 from ..rundata import pick_split
 from ..runfolder import load_model
-from .attacks import Attack, check_eps, correct, make_attack, seeded
+from ..settings import resolve
+from .attacks import Attack, check_eps, correct, make_attack, pgd_step_size, seeded
 
-DEFAULT_EPS = (0.0, 0.01, 0.03, 0.1)
 EXAMPLES_SHOWN = 6
 EXAMPLE_POOL = 64  # the examples are chosen among the first images
 
@@ -105,32 +106,32 @@ def _progress(total: int) -> Progress:
                     console=console, transient=True, disable=not sys.stderr.isatty())
 
 
-def measure(model: nn.Module, split: Split, eps: Sequence[float], *, method: str = "pgd",
-            norm: str = "linf", steps: int = 10, step_size: float | None = None,
-            limit: int | None = 1000, batch_size: int = 256, device: torch.device | None = None,
-            seed: int = 0) -> _Tally:
-    """Attack the first `limit` images of `split` at every epsilon (sorted ascending)."""
+def measure(model: nn.Module, split: Split, settings: AttackSettings | None = None, *,
+            device: torch.device | None = None, **options: Any) -> _Tally:
+    """Attack the first `settings.limit` images of `split` at every epsilon (sorted ascending)."""
+    settings = resolve(AttackSettings, settings, options)
     device = device or torch.device("cpu")
-    eps = sorted(eps)
-    attacks = [make_attack(model, method, e, norm=norm, steps=steps, step_size=step_size)
-               for e in eps]
+    eps = parse_eps(settings.eps)
+    attacks = [make_attack(model, settings.method, e, norm=settings.norm, steps=settings.steps,
+                           step_size=settings.step_size) for e in eps]
     tally = _Tally(eps)
+    limit = settings.limit
     total = len(split) if limit is None else min(limit, len(split))
-    with seeded(seed, device), _progress(total) as progress:
+    with seeded(settings.seed, device), _progress(total) as progress:
         task = progress.add_task("attack", total=total)
-        for images, labels in first_batches(split, limit, batch_size):
+        for images, labels in first_batches(split, limit, settings.batch_size):
             _attack_batch(model, to_float(images.to(device)), labels.to(device), tally, attacks)
             progress.advance(task, len(labels))
     return tally
 
 
-def _table(tally: _Tally, method: str, steps: int, step_size: float | None) -> list[dict]:
+def _table(tally: _Tally, settings: AttackSettings) -> list[dict]:
     rows = []
     for index, eps in enumerate(tally.eps):
         row = {"eps": eps, "robust_accuracy": tally.robust[index] / tally.images,
                "adversarial_accuracy": tally.adversarial[index] / tally.images}
-        if method == "pgd":
-            row["step_size"] = 2.5 * eps / steps if step_size is None else step_size
+        if settings.method == "pgd":
+            row["step_size"] = pgd_step_size(eps, settings.steps, settings.step_size)
         rows.append(row)
     return rows
 
@@ -156,46 +157,44 @@ def _examples(model: nn.Module, tally: _Tally, class_names: list[str], eps: floa
     plots.adversarial_examples(clean[chosen], adversarial[chosen], captions, path, title)
 
 
-def _describe(method: str, norm: str, steps: int) -> str:
-    name = {"linf": "L-inf", "l2": "L2"}[norm]
-    return f"PGD ({name}, {steps} steps)" if method == "pgd" else "FGSM (L-inf)"
+def _describe(settings: AttackSettings) -> str:
+    name = {"linf": "L-inf", "l2": "L2"}[settings.norm]
+    return f"PGD ({name}, {settings.steps} steps)" if settings.method == "pgd" else "FGSM (L-inf)"
 
 
-def attack_run(run: str | Path, *, method: str = "pgd", eps: str | Sequence[float] = DEFAULT_EPS,
-               norm: str = "linf", steps: int = 10, step_size: float | None = None,
-               data: str | None = None, split: str = "test", limit: int | None = 1000,
-               batch_size: int = 256, device: str = "auto", seed: int = 0) -> AttackResult:
+def attack_run(run: str | Path, settings: AttackSettings | None = None,
+               **options: Any) -> AttackResult:
     """Robust accuracy of a run's best model for each epsilon; writes RUN/attack/.
 
     Args:
         run: the run folder.
-        method: "fgsm" or "pgd" (with a random start).
-        eps: epsilons in pixel units of the original image, [0, 1], before normalization
-            ("0,0.01,0.03" or numbers); adversarial images are clipped to [0, 1].
-        norm: "linf" or "l2" (PGD only).
-        steps, step_size: PGD steps and the length of each in the norm (default 2.5 eps / steps).
-        data, split: the images attacked (default: the run's own test split).
-        limit: attack the first `limit` images of the split (None: all).
-        seed: seeds PGD's random start, so a run gives the same numbers every time.
+        settings: AttackSettings (default: its defaults); `options` override its fields by name:
+            method ("fgsm" or "pgd" with a random start), eps (in pixel units of the original
+            image, [0, 1], before normalization: "0,0.01,0.03" or numbers; adversarial images are
+            clipped to [0, 1]), norm ("linf" or "l2", PGD only), steps and step_size (PGD), data and
+            split (the images attacked), limit (the first N images, None: all), seed (PGD's random
+            start, so a run gives the same numbers every time), batch_size, device.
     """
-    eps_list = parse_eps(eps)
-    if limit is not None and limit < 1:
-        raise CnnlabError(f"--limit must be at least 1, got {limit}")
+    settings = resolve(AttackSettings, settings, options)
+    eps_list = parse_eps(settings.eps)
+    if settings.limit is not None and settings.limit < 1:
+        raise CnnlabError(f"--limit must be at least 1, got {settings.limit}")
     run = Path(run)
-    torch_device = resolve_device(device)
+    torch_device = resolve_device(settings.device)
     model, card = load_model(run, torch_device)
-    make_attack(model, method, 0.0, norm=norm, steps=steps, step_size=step_size)  # checks settings
-    chosen, data_name = pick_split(run, card, data, split)
-    tally = measure(model, chosen, eps_list, method=method, norm=norm, steps=steps,
-                    step_size=step_size, limit=limit, batch_size=batch_size, device=torch_device,
-                    seed=seed)
-    rows = _table(tally, method, steps, step_size)
-    described = _describe(method, norm, steps)
+    make_attack(model, settings.method, 0.0, norm=settings.norm, steps=settings.steps,
+                step_size=settings.step_size)  # checks the settings before the work starts
+    split, method = settings.split, settings.method
+    chosen, data_name = pick_split(run, card, settings.data, split)
+    tally = measure(model, chosen, settings, device=torch_device)
+    rows = _table(tally, settings)
+    described = _describe(settings)
     metrics = {"run": str(run), "data": data_name, "split": split, "images": tally.images,
-               "method": method, "norm": norm, "clean_accuracy": tally.clean / tally.images,
-               "results": rows, "seed": seed, "eps_units": "pixels in [0, 1], before normalization"}
+               "method": method, "norm": settings.norm,
+               "clean_accuracy": tally.clean / tally.images, "results": rows,
+               "seed": settings.seed, "eps_units": "pixels in [0, 1], before normalization"}
     if method == "pgd":
-        metrics.update(steps=steps, random_start=norm == "linf")
+        metrics.update(steps=settings.steps, random_start=settings.norm == "linf")
     out = run / "attack"
     out.mkdir(exist_ok=True)
     plots.robust_accuracy_curve(rows, metrics["clean_accuracy"], out / "robust_accuracy.png",

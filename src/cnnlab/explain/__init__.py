@@ -6,20 +6,23 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from .. import plots
+from ..config import EXPLAIN_METHODS, ExplainSettings
 from ..errors import CnnlabError, unknown
 from ..predict import ImageInput, Predictor, load_predictor
 from ..rundata import pick_split
-from .attributions import ATTRIBUTIONS, attribute
+from ..settings import resolve
+from .attributions import attribute
 from .embedding import penultimate_features, project
 from .layers import LayerInfo, list_layers
 from .maps import feature_maps, first_conv_filters
 
-METHODS = ("feature-maps", "filters", *ATTRIBUTIONS, "embedding")
+METHODS = EXPLAIN_METHODS  # declared with the settings, so `cnnlab --help` needs no torch
 
 __all__ = ["METHODS", "Explanation", "LayerInfo", "attribute", "describe_layers", "explain", "list_layers"]
 
@@ -107,33 +110,35 @@ def _embedding(predictor: Predictor, run: Path, split: str, limit: int, projecti
     return Explanation("embedding", {"points": points, "labels": labels}, [path])
 
 
-def explain(run: str | Path, inputs: ImageInput | list[ImageInput] | None = None, *,
-            method: str = "gradcam", layer: str | None = None, target: str | int | None = None,
-            out: str | Path | None = None, split: str = "test", limit: int = 2000,
-            projection: str = "tsne", device: str = "auto") -> Explanation:
+def explain(run: str | Path, inputs: ImageInput | list[ImageInput] | None = None,
+            settings: ExplainSettings | None = None, **options: Any) -> Explanation:
     """Explain a run's model on images (or, for `embedding`, on a dataset split).
 
     Returns the arrays (heatmaps (H, W), feature maps (C, H, W), filters, 2-D points) and writes
-    a figure for each into `out` (default RUN/explain/).
+    a figure for each into `out` (default RUN/explain/). `settings` (ExplainSettings, default its
+    defaults) and the `options` that override its fields by name: method, layer, target, out, and
+    for the embedding split, limit and projection.
     """
+    settings = resolve(ExplainSettings, settings, options)
+    method, layer, out = settings.method, settings.layer, settings.out
     if method not in METHODS:
         raise unknown("explain method", method, METHODS)
     run = Path(run)
-    predictor = load_predictor(run, device)
+    predictor = load_predictor(run, settings.device)
     out = Path(out) if out else run / "explain"
     out.mkdir(parents=True, exist_ok=True)
     if method == "filters":
         return _filters(predictor, out)
     if method == "embedding":
-        return _embedding(predictor, run, split, limit, projection, out)
+        return _embedding(predictor, run, settings.split, settings.limit, settings.projection, out)
     items = inputs if isinstance(inputs, list) else ([] if inputs is None else [inputs])
     if not items:
         raise CnnlabError(f"--method {method} needs at least one image")
     names = [_name(item, i) for i, item in enumerate(items)]
     if method == "feature-maps":
         return _feature_maps(predictor, items, names, layer, out)
-    return _attribution(predictor, method, items, names, _target_index(predictor, target), layer,
-                        out)
+    return _attribution(predictor, method, items, names, _target_index(predictor, settings.target),
+                        layer, out)
 
 
 def describe_layers(run: str | Path) -> list[LayerInfo]:

@@ -1,0 +1,149 @@
+"""Settings declared once: a dataclass field carries its default and help, and the CLI flags, the
+Python keyword arguments and the YAML keys all come from it.
+
+`option(...)` declares a field; `add_flags(parser, cls)` turns a settings class into argparse
+flags; `build(cls, values)` checks names and types and makes the instance. A new flag is one field.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .errors import CnnlabError, suggest, unknown
+
+
+def option(default: Any = None, help: str = "", *, flag: str | None = None,
+           choices: Sequence[str] | None = None, kind: str | None = None, factory: Any = None,
+           cli: bool = True) -> Any:
+    """A settings field.
+
+    Args:
+        default: the value when nothing sets it.
+        help: the CLI help, also the documentation of the Python keyword.
+        flag: the CLI flag when it is not the field's name with dashes; for a boolean that is on by
+            default, the flag that turns it off (default --no-NAME).
+        choices: the accepted values of a string setting; `kind` names them in the error for
+            another value ("unknown attack method 'pgdd' (did you mean 'pgd'?)").
+        factory: for a nested settings section, its class.
+        cli: False for settings with no flag of their own.
+    """
+    metadata = {"help": help, "flag": flag, "choices": tuple(choices) if choices else None,
+                "kind": kind, "cli": cli}
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _base_type(hint: Any) -> tuple[Any, bool]:
+    """(the type without None, whether None is allowed): int | None -> (int, True)."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        base = args[0] if len(args) == 1 else object
+        return base, True
+    return hint, False
+
+
+def _flag_name(field: dataclasses.Field) -> str:
+    return field.metadata.get("flag") or "--" + field.name.replace("_", "-")
+
+
+def _add_switches(parser: argparse.ArgumentParser, field: dataclasses.Field, dest: str,
+                  nullable: bool) -> None:
+    """Booleans: --NAME turns on one that is off; --no-NAME (or its own flag) turns off one that
+    is on; an unset (None) one gets both."""
+    on, off = "--" + field.name.replace("_", "-"), field.metadata.get("flag")
+    text = field.metadata["help"]
+    if nullable or field.default is False:
+        parser.add_argument(on, dest=dest, action="store_const", const=True, help=text)
+    if nullable or field.default is True:
+        off = off or "--no-" + field.name.replace("_", "-")
+        parser.add_argument(off, dest=dest, action="store_const", const=False,
+                            help=f"the opposite of {on}" if nullable else f"turn off: {text}")
+
+
+def _help(field: dataclasses.Field) -> str:
+    text = field.metadata["help"]
+    if field.default not in (None, dataclasses.MISSING) and "default" not in text:
+        text += f" (default {field.default})"
+    return text
+
+
+def add_flags(parser: argparse.ArgumentParser, cls: type, *, prefix: str = "") -> None:
+    """One flag per field of `cls`; a nested section's flags go in a group of their own, with dest
+    'section.name'."""
+    hints = _hints(cls)
+    for field in dataclasses.fields(cls):
+        if not field.metadata.get("cli", True):
+            continue
+        dest = prefix + field.name
+        if dataclasses.is_dataclass(hints[field.name]):
+            group = parser.add_argument_group(f"{field.name} settings")
+            add_flags(group, hints[field.name], prefix=dest + ".")  # type: ignore[arg-type]
+            continue
+        base, nullable = _base_type(hints[field.name])
+        if base is bool:
+            _add_switches(parser, field, dest, nullable)
+            continue
+        # Choices are checked by `build`, whose error says "did you mean".
+        parser.add_argument(_flag_name(field), dest=dest, type=base if base in (int, float) else str,
+                            metavar=field.name.upper(), help=_help(field))
+
+
+def values_from(args: argparse.Namespace, cls: type) -> dict[str, Any]:
+    """The flags given on the command line that belong to fields of `cls` (top level only); a flag
+    not given is None here, and its field keeps its default."""
+    names = {field.name for field in dataclasses.fields(cls)}
+    return {key: value for key, value in vars(args).items() if key in names and value is not None}
+
+
+def _check_type(name: str, value: Any, hint: Any, where: str) -> Any:
+    base, nullable = _base_type(hint)
+    if value is None and nullable:
+        return value
+    if base is float and isinstance(value, str):
+        try:  # YAML 1.1 reads 5e-3 (no dot) as a string
+            return float(value)
+        except ValueError:
+            pass
+    if base is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if base is str and isinstance(value, os.PathLike):
+        return os.fspath(value)
+    expected = {int: "a whole number", float: "a number", str: "a string",
+                bool: "true or false"}.get(base)
+    if expected is None or (isinstance(value, base) and not (base is int and isinstance(value, bool))):
+        return value
+    raise CnnlabError(f"setting {where}{name} must be {expected}, got {value!r}")
+
+
+def build(cls: type, values: Mapping[str, Any], where: str = "") -> Any:
+    """An instance of the settings class `cls` from a mapping: an unknown name is refused with a
+    did-you-mean, a value of the wrong type with its expected type."""
+    hints = _hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    checked = {}
+    for key, value in values.items():
+        if key not in fields:
+            raise CnnlabError(f"unknown setting {where}{key!r}{suggest(key, fields)}")
+        checked[key] = _check_type(key, value, hints[key], where)
+        choices = fields[key].metadata.get("choices")
+        if choices and checked[key] is not None and checked[key] not in choices:
+            raise unknown(fields[key].metadata.get("kind") or f"{where}{key}", checked[key], choices)
+    return cls(**checked)
+
+
+def resolve(cls: type, settings: Any, options: Mapping[str, Any]) -> Any:
+    """Library functions take `settings` (an instance, or None for the defaults) and keyword
+    overrides: one call that merges and checks them."""
+    base = dataclasses.asdict(settings) if settings is not None else {}
+    return build(cls, {**base, **options})

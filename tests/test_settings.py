@@ -1,0 +1,126 @@
+"""Settings declared once: flags, defaults and checks come from the dataclass fields."""
+
+import argparse
+import dataclasses
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from cnnlab.cli import build_parser
+from cnnlab.config import (AttackSettings, EvaluateSettings, ExplainSettings, PredictSettings,
+                           TrainConfig, config_from_dict, flat_key)
+from cnnlab.errors import CnnlabError
+from cnnlab.settings import add_flags, build, option, resolve, values_from
+
+VERB_SETTINGS = {"evaluate": (EvaluateSettings, ["RUN"]), "predict": (PredictSettings, ["RUN", "x.png"]),
+                 "explain": (ExplainSettings, ["RUN"]), "attack": (AttackSettings, ["RUN"])}
+
+
+def _parse(*argv: str) -> argparse.Namespace:
+    return build_parser().parse_args(list(argv))
+
+
+@pytest.mark.parametrize("verb", sorted(VERB_SETTINGS))
+def test_a_verb_without_flags_gets_the_settings_defaults(verb):
+    cls, positional = VERB_SETTINGS[verb]
+    args = _parse(verb, *positional)
+    assert args.settings is cls
+    assert build(cls, values_from(args, cls)) == cls()
+
+
+def test_every_verb_setting_has_a_flag_that_sets_it():
+    for verb, (cls, positional) in VERB_SETTINGS.items():
+        hints = typing.get_type_hints(cls)
+        for field in dataclasses.fields(cls):
+            kinds = set(typing.get_args(hints[field.name])) or {hints[field.name]}
+            value = "7" if int in kinds else "0.5" if float in kinds else "x"
+            if field.metadata["choices"]:
+                value = field.metadata["choices"][-1]
+            flag = "--" + field.name.replace("_", "-")
+            args = _parse(verb, *positional, flag, value)
+            assert str(getattr(args, field.name)) == value, (verb, flag)
+
+
+def _train_flags() -> dict[str, argparse.Action]:
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return {flag: action for action in sub.choices["train"]._actions
+            for flag in action.option_strings}
+
+
+def test_every_training_setting_is_a_flag():
+    dests = {action.dest for action in _train_flags().values()}
+    for field in dataclasses.fields(TrainConfig):
+        if dataclasses.is_dataclass(field.default_factory):
+            section = field.default_factory
+            assert {f"{field.name}.{f.name}" for f in dataclasses.fields(section)} <= dests
+        else:
+            assert field.name in dests
+
+
+def test_switches_follow_the_default():
+    flags = _train_flags()
+    assert flags["--nesterov"].const is True  # off by default: the flag turns it on
+    assert flags["--no-amp"].const is False and "--amp" not in flags  # on: the flag turns it off
+    assert flags["--train-bn"].dest == "freeze_bn" and flags["--train-bn"].const is False
+    assert flags["--flip"].const is True and flags["--no-flip"].const is False  # None: both
+
+
+def test_unset_training_flags_leave_the_config_alone():
+    args = _parse("train", "--epochs", "2", "--image-size", "16")
+    given = {k: v for k, v in vars(args).items() if k not in ("verb", "command", "settings")}
+    assert given == {"epochs": 2, "data.image_size": 16}
+
+
+@dataclass(frozen=True)
+class _Toy:
+    size: int = option(3, "a size")
+    rate: float = option(0.5, "a rate")
+    name: str | None = option(None, "a name")
+    mode: str = option("a", "a mode", choices=("a", "b"), kind="mode")
+    fast: bool = option(False, "go fast")
+
+
+def test_a_new_field_is_a_new_flag_with_its_default_in_the_help():
+    parser = argparse.ArgumentParser()
+    add_flags(parser, _Toy)
+    assert "(default 3)" in parser.format_help()
+    args = parser.parse_args(["--size", "4", "--fast"])
+    assert build(_Toy, values_from(args, _Toy)) == _Toy(size=4, fast=True)
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"size": "3"}, "setting size must be a whole number, got '3'"),
+    ({"size": True}, "setting size must be a whole number"),
+    ({"rate": "fast"}, "setting rate must be a number"),
+    ({"fast": 1}, "setting fast must be true or false"),
+    ({"mode": "c"}, "unknown mode 'c'; choose from: a, b"),
+    ({"sise": 3}, "unknown setting 'sise' (did you mean 'size'?)"),
+])
+def test_bad_values_are_one_clear_error(values, message):
+    with pytest.raises(CnnlabError) as error:
+        build(_Toy, values)
+    assert message in str(error.value)
+
+
+def test_values_are_converted_where_the_meaning_is_plain():
+    toy = build(_Toy, {"rate": "5e-3", "name": Path("a/b")})  # YAML 1.1 reads 5e-3 as a string
+    assert toy.rate == 0.005 and toy.name == "a/b"
+    assert build(_Toy, {"rate": 2}).rate == 2.0
+
+
+def test_library_options_override_settings_by_name():
+    base = AttackSettings(steps=3)
+    assert resolve(AttackSettings, base, {"limit": 5}) == AttackSettings(steps=3, limit=5)
+    with pytest.raises(CnnlabError, match="did you mean 'steps'"):
+        resolve(AttackSettings, None, {"stpes": 5})
+
+
+def test_training_takes_flat_names_and_the_data_shorthand():
+    assert flat_key("image_size") == "data.image_size" and flat_key("flip") == "augment.flip"
+    assert flat_key("epochs") == "epochs"
+    config = config_from_dict({"data": "digits", "epochs": 3})
+    assert config.data.name == "digits" and config.epochs == 3
+    with pytest.raises(CnnlabError, match="setting epochs must be a whole number, got '3'"):
+        config_from_dict({"epochs": "3"})
