@@ -9,8 +9,15 @@ from pathlib import Path
 import pytest
 
 from cnnlab.cli import build_parser
-from cnnlab.config import (AttackSettings, EvaluateSettings, ExplainSettings, PredictSettings,
-                           TrainConfig, config_from_dict, flat_key)
+from cnnlab.config import (
+    AttackSettings,
+    EvaluateSettings,
+    ExplainSettings,
+    PredictSettings,
+    TrainConfig,
+    config_from_dict,
+    flat_key,
+)
 from cnnlab.errors import CnnlabError
 from cnnlab.settings import add_flags, build, option, resolve, values_from
 

@@ -137,3 +137,20 @@ def test_bad_syntax_messages(spec, message):
 def test_unknown_model_name_suggests():
     with pytest.raises(CnnlabError, match=r"unknown model 'lenet' \(did you mean 'lenet5'\?\)"):
         resolve_layers("lenet")
+
+
+def test_a_new_layer_is_one_table_entry(monkeypatch):
+    """Parsing, building, the summary and explain's conv finder all read the one entry."""
+    from cnnlab.explain.layers import conv_layers, list_layers
+    from cnnlab.models import layers
+    from cnnlab.models.summary import summarize
+
+    mish = layers.LayerDef(lambda layer, shape, tracker, units: (torch.nn.Mish(), shape, 0),
+                           help="mish")
+    monkeypatch.setitem(layers.LAYERS, "mish", mish)
+    monkeypatch.setitem(layers.ALIASES, "mish_activation", "mish")
+    network, built = build_network(parse_spec("conv(4) mish_activation flatten dense"), (1, 6, 6), 3)
+    assert isinstance(built[1].module, torch.nn.Mish) and built[1].out_shape == (4, 4, 4)
+    summary = summarize("conv(4) mish flatten dense", (1, 6, 6), 3)
+    assert summary.layers[0].dense_params is not None and summary.layers[1].dense_params is None
+    assert [layer.kind for layer in conv_layers(list_layers(network, (1, 6, 6)))] == ["Conv2d"]

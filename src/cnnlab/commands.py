@@ -269,7 +269,7 @@ def run_models(args: argparse.Namespace) -> int:
 
 
 def run_layers(args: argparse.Namespace) -> int:
-    from .models.spec import ALIASES, LAYERS
+    from .models.layers import ALIASES, LAYERS
 
     rows = [[name, layer.help, ", ".join(a for a, target in ALIASES.items() if target == name)]
             for name, layer in LAYERS.items()]

@@ -11,10 +11,12 @@ import torch
 from torch import nn
 
 from ..errors import CnnlabError, suggest
+from ..models.layers import CONV_BLOCKS
 from ..models.modes import eval_mode
 
-# Residual blocks, seen as one layer: their inner convs are not a map of their own.
-_BLOCKS = ("ResBlock", "BasicBlock", "Bottleneck")
+# Residual blocks, seen as one layer: their inner convs are not a map of their own. Those of the
+# layer language, and torchvision's.
+_BLOCKS = (*(block.__name__ for block in CONV_BLOCKS), "BasicBlock", "Bottleneck")
 
 
 @dataclass(frozen=True)

@@ -19,64 +19,11 @@ The same network in YAML is a list whose items are either token strings or one-k
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import CnnlabError, suggest
-
-
-@dataclass(frozen=True)
-class LayerDef:
-    """What one layer accepts: positional order, defaults, and short names for its arguments."""
-
-    positional: tuple[str, ...] = ()
-    defaults: dict[str, Any] = field(default_factory=dict)
-    required: tuple[str, ...] = ()
-    short: dict[str, str] = field(default_factory=dict)
-    help: str = ""
-
-
-_CONV_SHORT = {"f": "filters", "k": "kernel", "kernel_size": "kernel", "s": "stride",
-               "p": "padding", "pad": "padding", "d": "dilation", "g": "groups"}
-_POOL_SHORT = {"k": "size", "kernel": "size", "pool_size": "size", "s": "stride", "p": "padding"}
-
-LAYERS: dict[str, LayerDef] = {
-    "conv": LayerDef(("filters", "kernel"), {"kernel": 3, "stride": 1, "padding": "valid",
-                                              "dilation": 1, "groups": 1, "bias": True},
-                     ("filters",), _CONV_SHORT,
-                     "conv(filters, k=3, s=1, p=valid|same|N, d=1, g=1): 2-D convolution"),
-    "batchnorm": LayerDef(help="batchnorm: batch normalization over channels (or features)"),
-    "relu": LayerDef(help="relu: max(0, x)"),
-    "leaky_relu": LayerDef(("slope",), {"slope": 0.01}, help="leaky_relu(slope=0.01)"),
-    "elu": LayerDef(("alpha",), {"alpha": 1.0}, help="elu(alpha=1.0)"),
-    "gelu": LayerDef(help="gelu"),
-    "silu": LayerDef(help="silu (swish)"),
-    "tanh": LayerDef(help="tanh"),
-    "sigmoid": LayerDef(help="sigmoid"),
-    "maxpool": LayerDef(("size", "stride"), {"stride": None, "padding": 0}, ("size",), _POOL_SHORT,
-                        "maxpool(size, s=size, p=0): max pooling"),
-    "avgpool": LayerDef(("size", "stride"), {"stride": None, "padding": 0}, ("size",), _POOL_SHORT,
-                        "avgpool(size, s=size, p=0): average pooling"),
-    "gap": LayerDef(help="gap: global average pooling, (C, H, W) -> (C,)"),
-    "flatten": LayerDef(help="flatten: (C, H, W) -> (C*H*W,)"),
-    "dense": LayerDef(("units",), {"units": None, "bias": True}, (),
-                      {"n": "units", "neurons": "units", "out": "units"},
-                      "dense(units): fully connected; the last one gets one neuron per class"),
-    "dropout": LayerDef(("p",), {"p": 0.5}, (), {"rate": "p"}, "dropout(p=0.5)"),
-    "resblock": LayerDef(("filters",), {"stride": 1}, ("filters",), {"f": "filters", "s": "stride"},
-                         "resblock(filters, s=1): two 3x3 conv+batchnorm with a skip connection"),
-    "softmax": LayerDef(help="softmax: only as the last token; applied at inference"),
-}
-
-ALIASES = {
-    "conv2d": "conv", "convolution": "conv", "bn": "batchnorm", "batch_norm": "batchnorm",
-    "leakyrelu": "leaky_relu", "lrelu": "leaky_relu", "swish": "silu",
-    "max_pool": "maxpool", "maxpool2d": "maxpool", "pool": "maxpool",
-    "avg_pool": "avgpool", "avgpool2d": "avgpool", "averagepool": "avgpool",
-    "global_avg_pool": "gap", "globalavgpool": "gap", "global_average_pooling": "gap",
-    "fc": "dense", "linear": "dense", "fully_connected": "dense",
-    "residual": "resblock", "res": "resblock",
-}
+from .layers import ALIASES, LAYERS
 
 
 @dataclass(frozen=True)

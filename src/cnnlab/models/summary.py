@@ -49,9 +49,8 @@ class Summary:
 
 
 def _row(built: BuiltLayer) -> SummaryRow:
-    is_conv = built.layer.name in ("conv", "resblock")
     return SummaryRow(built.layer.position, built.layer.text, built.out_shape, built.params,
-                      built.flops, built.receptive_field, built.dense_params if is_conv else None)
+                      built.flops, built.receptive_field, built.dense_params)
 
 
 def _blocks(network: nn.Module) -> list[tuple[str, nn.Module]]:
