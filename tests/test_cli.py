@@ -86,3 +86,16 @@ def test_import_and_version_load_no_heavy_library():
             " if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(("verb", "extra", "written"), [
+    ("evaluate", ["--max-shift", "1"], "evaluate/metrics.json"),
+    ("attack", ["--eps", "0,0.1", "--limit", "32"], "attack/metrics.json"),
+    ("explain", ["--method", "filters"], "explain/filters.png"),
+])
+def test_quiet_run_verbs_print_nothing_and_still_write(digits_run, verb, extra, written):
+    target = digits_run.path / written
+    target.unlink(missing_ok=True)
+    result = cnnlab(verb, str(digits_run.path), *extra, "--quiet")
+    assert result.returncode == 0 and result.stdout == "" and result.stderr == ""
+    assert target.is_file()

@@ -66,7 +66,10 @@ def _print_run(run, quiet: bool) -> None:
 def run_evaluate(args: argparse.Namespace) -> int:
     from .evaluation import evaluate_run
 
-    result = evaluate_run(args.run, _settings(args))
+    settings = _settings(args)
+    result = evaluate_run(args.run, settings)
+    if settings.quiet:
+        return 0
     m = result.metrics
     rows = [["images", f"{m['images']:,}"], ["loss", f"{m['loss']:.4f}"],
             ["accuracy (top-1)", f"{m['accuracy']:.2%}"]]
@@ -186,7 +189,7 @@ def run_explain(args: argparse.Namespace) -> int:
         if every and not args.images and method not in ("filters", "embedding"):
             continue
         result = explain(args.run, args.images, settings, method=method)
-        for path in result.figures:
+        for path in [] if settings.quiet else result.figures:
             console.print(f"{method}: {path}")
     return 0
 
@@ -194,7 +197,10 @@ def run_explain(args: argparse.Namespace) -> int:
 def run_attack(args: argparse.Namespace) -> int:
     from .attack.robustness import attack_run
 
-    result = attack_run(args.run, _settings(args))
+    settings = _settings(args)
+    result = attack_run(args.run, settings)
+    if settings.quiet:
+        return 0
     m = result.metrics
     attack = (f"PGD, {m['norm']}, {m['steps']} steps" if m["method"] == "pgd"
               else f"FGSM, {m['norm']}")

@@ -116,6 +116,7 @@ class TrainConfig:
 DEVICE_HELP = "auto | cpu | cuda | mps"
 DATA_HELP = "other data with the same classes (default: the run's own)"
 EVAL_BATCH = 256
+QUIET_HELP = "print nothing but errors (the results are still written)"
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,7 @@ class EvaluateSettings:
     max_shift: int = option(3, "translation test: shift images by 0..N pixels (0 turns it off)")
     batch_size: int = option(EVAL_BATCH, "images per forward pass")
     device: str = option("auto", DEVICE_HELP)
+    quiet: bool = option(False, QUIET_HELP)
 
 
 @dataclass(frozen=True)
@@ -157,6 +159,7 @@ class ExplainSettings:
     projection: str = option("tsne", "embedding: tsne | pca", choices=("tsne", "pca"),
                              kind="projection")
     device: str = option("auto", DEVICE_HELP)
+    quiet: bool = option(False, QUIET_HELP)
 
 
 EPS_UNITS = ("Epsilon is in pixel units of the original image, [0, 1], before normalization; "
@@ -178,6 +181,7 @@ class AttackSettings:
     seed: int = option(0, "seed of PGD's random start")
     batch_size: int = option(EVAL_BATCH, "images per batch")
     device: str = option("auto", DEVICE_HELP)
+    quiet: bool = option(False, QUIET_HELP)
 
 
 CONFIG_SECTIONS = {"data": DataConfig, "augment": AugmentConfig}

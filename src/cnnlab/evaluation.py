@@ -26,6 +26,7 @@ from .data.splits import Split
 from .devices import resolve_device
 from .fileio import atomic_write_json, atomic_write_text
 from .inference import predict_logits
+from .progress import tracked
 from .rundata import pick_split
 from .runfolder import load_model
 from .settings import resolve
@@ -66,19 +67,22 @@ def shift_images(images: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
     return shifted
 
 
-def shift_accuracy(model, split: Split, device: torch.device, max_shift: int) -> list[dict]:
+def shift_accuracy(model, split: Split, device: torch.device, max_shift: int,
+                   quiet: bool = True) -> list[dict]:
     """Accuracy when every image is moved by s pixels, averaged over right, left, down and up."""
     if not isinstance(split, TensorImages):
         return []
     rows = []
-    for shift in range(0, max_shift + 1):
-        moves = [(0, 0)] if shift == 0 else [(0, shift), (0, -shift), (shift, 0), (-shift, 0)]
-        accuracies = []
-        for dy, dx in moves:
-            moved = TensorImages(shift_images(split.images, dy, dx), split.labels)
-            logits, labels = predict_logits(model, moved, device, channels_last=True)
-            accuracies.append((logits.argmax(1) == labels).float().mean().item())
-        rows.append({"shift": shift, "accuracy": sum(accuracies) / len(accuracies)})
+    with tracked("translation test", len(split) * (1 + 4 * max_shift), quiet=quiet) as advance:
+        for shift in range(0, max_shift + 1):
+            moves = [(0, 0)] if shift == 0 else [(0, shift), (0, -shift), (shift, 0), (-shift, 0)]
+            accuracies = []
+            for dy, dx in moves:
+                moved = TensorImages(shift_images(split.images, dy, dx), split.labels)
+                logits, labels = predict_logits(model, moved, device, channels_last=True,
+                                                advance=advance)
+                accuracies.append((logits.argmax(1) == labels).float().mean().item())
+            rows.append({"shift": shift, "accuracy": sum(accuracies) / len(accuracies)})
     return rows
 
 
@@ -144,8 +148,9 @@ def evaluate_run(run: str | Path, settings: EvaluateSettings | None = None,
     model, card = load_model(run, torch_device)
     model.to(memory_format=torch.channels_last)  # about 20% faster convolutions on CPU
     chosen, data_name = pick_split(run, card, settings.data, split)
-    logits, labels = predict_logits(model, chosen, torch_device, settings.batch_size,
-                                    channels_last=True)
+    with tracked("evaluating", len(chosen), quiet=settings.quiet) as advance:
+        logits, labels = predict_logits(model, chosen, torch_device, settings.batch_size,
+                                        channels_last=True, advance=advance)
     names = list(card.class_names)
     predictions, probabilities = logits.argmax(1), logits.softmax(1)
     metrics = {"run": str(run), "data": data_name, "split": split,
@@ -153,7 +158,8 @@ def evaluate_run(run: str | Path, settings: EvaluateSettings | None = None,
     metrics["per_class"], averages = per_class_table(labels, predictions, names)
     metrics.update({f"{name}_avg": values for name, values in averages.items()})
     matrix = confusion_matrix(labels, predictions, labels=list(range(len(names))))
-    metrics["translation"] = shift_accuracy(model, chosen, torch_device, max_shift)
+    metrics["translation"] = shift_accuracy(model, chosen, torch_device, max_shift,
+                                            settings.quiet)
     out = run / "evaluate"
     out.mkdir(exist_ok=True)
     _write_csv(out / "confusion_matrix.csv", [["true \\ predicted", *names]] +

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from torch import nn
@@ -14,11 +16,11 @@ from .models.modes import eval_mode
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, split: Split, device: torch.device, batch_size: int = 256,
-                   channels_last: bool = False,
-                   order: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                   channels_last: bool = False, order: torch.Tensor | None = None,
+                   advance: Callable[[int], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits (N, K) and labels (N,) for a whole split (or the images `order` picks), in eval mode
     (the mode is restored). A Classifier with flip_tta gives its log-probabilities, which serve
-    as logits: their softmax is the averaged probabilities."""
+    as logits: their softmax is the averaged probabilities. `advance(n)` is told of each batch."""
     logits, labels = [], []
     with eval_mode(model):
         for images, targets in split.batches(batch_size, order):
@@ -29,6 +31,8 @@ def predict_logits(model: nn.Module, split: Split, device: torch.device, batch_s
                 else model(inputs)
             logits.append(outputs.float().cpu())
             labels.append(targets)
+            if advance is not None:
+                advance(len(targets))
     return torch.cat(logits), torch.cat(labels)
 
 
@@ -48,8 +52,9 @@ def output_layer(model: nn.Module) -> nn.Linear:
 
 @torch.no_grad()
 def penultimate_features(model: nn.Module, split: Split, limit: int, batch_size: int = 64,
-                         device: torch.device | None = None,
-                         channels_last: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                         device: torch.device | None = None, channels_last: bool = False,
+                         advance: Callable[[int], None] | None = None
+                         ) -> tuple[np.ndarray, np.ndarray]:
     """What the output layer sees: its input vectors (N, F), with the labels (N,), in eval mode."""
     head = output_layer(model)
     features, labels, seen = [], [], 0
@@ -68,6 +73,8 @@ def penultimate_features(model: nn.Module, split: Split, limit: int, batch_size:
                 model(inputs)
                 labels.append(targets[: limit - seen])
                 seen += len(labels[-1])
+                if advance is not None:
+                    advance(len(labels[-1]))
                 if seen >= limit:
                     break
     finally:

@@ -8,16 +8,20 @@ import io
 import pickle
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .contract import ModelCard, versions
+from .config import TrainConfig
+from .contract import InputSpec, ModelCard, Preprocessing, versions
 from .errors import CnnlabError
 from .fileio import atomic_write, atomic_write_text
 from .models import Classifier, create_model
+
+if TYPE_CHECKING:
+    from .data import DatasetSplits
 
 WEIGHTS, META, CHECKPOINT, METRICS, CONFIG = ("model.safetensors", "model.json", "last.ckpt",
                                               "metrics.csv", "config.yaml")
@@ -32,6 +36,26 @@ def new_run_dir(out: str | None, default_name: str, root: str = "runs") -> Path:
         candidate = base.with_name(f"{base.name}-{number}")
     candidate.mkdir(parents=True, exist_ok=True)
     return candidate
+
+
+def uses_flip(config: TrainConfig, data: DatasetSplits) -> bool:
+    """Whether training flips images: as asked, else where the data allows it."""
+    if config.augment.flip is not None:
+        return config.augment.flip
+    # A frozen backbone trains fastest on cached features, which augmentation would invalidate.
+    return data.flip_ok and config.freeze != "backbone"
+
+
+def training_card(config: TrainConfig, data: DatasetSplits, architecture: str, model_name: str,
+                  mean: list[float], std: list[float]) -> ModelCard:
+    """The model card a training run writes: what the model is and how it was fed."""
+    return ModelCard(
+        name=model_name, architecture=architecture, class_names=tuple(data.class_names),
+        input=InputSpec(*data.input_shape), pretrained=config.pretrained,
+        preprocessing=Preprocessing(interpolation=config.data.interpolation, mean=tuple(mean),
+                                    std=tuple(std)),
+        dataset=data.name, flip_augmented=uses_flip(config, data),
+        flip_tta=config.tta and data.flip_ok)
 
 
 def save_model(run_dir: Path, model: Classifier, card: ModelCard) -> None:

@@ -6,15 +6,12 @@ Writes RUN/attack/: metrics.json (the table), robust_accuracy.png (the curve) an
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 
 from .. import plots
@@ -24,6 +21,7 @@ from ..data.splits import Split
 from ..devices import resolve_device
 from ..errors import CnnlabError
 from ..fileio import atomic_write_json
+from ..progress import tracked
 from ..rundata import pick_split
 from ..runfolder import load_model
 from ..settings import resolve
@@ -99,13 +97,6 @@ def _attack_batch(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, 
         tally.pool.append((images.cpu(), adversarial.cpu(), labels.cpu()))
 
 
-def _progress(total: int) -> Progress:
-    """A bar on a terminal; nothing in logs and pipes."""
-    console = Console(stderr=True)
-    return Progress(TextColumn("attacking"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=console, transient=True, disable=not sys.stderr.isatty())
-
-
 def measure(model: nn.Module, split: Split, settings: AttackSettings | None = None, *,
             device: torch.device | None = None, **options: Any) -> _Tally:
     """Attack the first `settings.limit` images of `split` at every epsilon (sorted ascending)."""
@@ -117,11 +108,10 @@ def measure(model: nn.Module, split: Split, settings: AttackSettings | None = No
     tally = _Tally(eps)
     limit = settings.limit
     total = len(split) if limit is None else min(limit, len(split))
-    with seeded(settings.seed, device), _progress(total) as progress:
-        task = progress.add_task("attack", total=total)
+    with seeded(settings.seed, device), tracked("attacking", total, quiet=settings.quiet) as advance:
         for images, labels in first_batches(split, limit, settings.batch_size):
             _attack_batch(model, to_float(images.to(device)), labels.to(device), tally, attacks)
-            progress.advance(task, len(labels))
+            advance(len(labels))
     return tally
 
 

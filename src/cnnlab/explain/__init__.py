@@ -15,6 +15,7 @@ from .. import plots
 from ..config import EXPLAIN_METHODS, ExplainSettings
 from ..errors import CnnlabError, unknown
 from ..predict import ImageInput, Predictor, load_predictor
+from ..progress import tracked
 from ..rundata import pick_split
 from ..settings import resolve
 from .attributions import attribute
@@ -98,10 +99,12 @@ def _filters(predictor: Predictor, out: Path) -> Explanation:
     return Explanation("filters", {"filters": weights.numpy()}, [path])
 
 
-def _embedding(predictor: Predictor, run: Path, split: str, limit: int, projection: str,
+def _embedding(predictor: Predictor, run: Path, settings: ExplainSettings,
                out: Path) -> Explanation:
+    split, limit, projection = settings.split, settings.limit, settings.projection
     chosen, data_name = pick_split(run, predictor.card, None, split)
-    features, labels = penultimate_features(predictor.model, chosen, limit)
+    with tracked("embedding", min(limit, len(chosen)), quiet=settings.quiet) as advance:
+        features, labels = penultimate_features(predictor.model, chosen, limit, advance=advance)
     points = project(features, projection)
     path = out / f"embedding-{split}-{projection}.png"
     shown = "t-SNE" if projection == "tsne" else "PCA"
@@ -130,7 +133,7 @@ def explain(run: str | Path, inputs: ImageInput | list[ImageInput] | None = None
     if method == "filters":
         return _filters(predictor, out)
     if method == "embedding":
-        return _embedding(predictor, run, settings.split, settings.limit, settings.projection, out)
+        return _embedding(predictor, run, settings, out)
     items = inputs if isinstance(inputs, list) else ([] if inputs is None else [inputs])
     if not items:
         raise CnnlabError(f"--method {method} needs at least one image")

@@ -17,7 +17,7 @@ from torch import nn
 # import adds no arrow up into run folders, data or plots; attack.robustness is never imported here.
 from ..attack.attacks import Attack, PGDAttack, robust_correct, seeded, training_attack
 from ..config import TrainConfig
-from ..contract import InputSpec, ModelCard, Preprocessing
+from ..contract import ModelCard
 from ..data import DatasetSplits, channel_stats, load_dataset
 from ..data.augment import augment_batch
 from ..data.images import to_float
@@ -51,6 +51,8 @@ from ..runfolder import (
     new_run_dir,
     save_checkpoint,
     save_model,
+    training_card,
+    uses_flip,
     write_metrics,
 )
 from .checkpoint import TrainState, checkpoint_of, restore
@@ -195,24 +197,6 @@ def _check_first_loss(loss: float, num_classes: int, reporter: Reporter) -> None
                          f"lower --lr, or see whether the model's head was initialized as it should")
 
 
-def _model_card(config: TrainConfig, data: DatasetSplits, spec: str, model_name: str,
-                mean: list[float], std: list[float]) -> ModelCard:
-    return ModelCard(
-        name=model_name, architecture=spec, class_names=tuple(data.class_names),
-        input=InputSpec(*data.input_shape), pretrained=config.pretrained,
-        preprocessing=Preprocessing(interpolation=config.data.interpolation, mean=tuple(mean),
-                                    std=tuple(std)),
-        dataset=data.name, flip_augmented=_use_flip(config, data),
-        flip_tta=config.tta and data.flip_ok)
-
-
-def _use_flip(config: TrainConfig, data: DatasetSplits) -> bool:
-    if config.augment.flip is not None:
-        return config.augment.flip
-    # A frozen backbone trains fastest on cached features, which augmentation would invalidate.
-    return data.flip_ok and config.freeze != "backbone"
-
-
 def _normalization(config: TrainConfig, data: DatasetSplits) -> tuple[list[float], list[float]]:
     """Pretrained weights expect their own mean and std; a model from scratch gets the data's."""
     if not config.pretrained:
@@ -246,12 +230,12 @@ def _build_trainer(config: TrainConfig, data: DatasetSplits,
     generator = torch.Generator().manual_seed(config.seed)
     trainer = Trainer(model, optimizer, make_scheduler(optimizer, config, steps),
                       nn.CrossEntropyLoss(weight=weights, label_smoothing=config.label_smoothing),
-                      device, config, _use_flip(config, data), generator,
+                      device, config, uses_flip(config, data), generator,
                       torch.amp.GradScaler("cuda") if config.amp and device.type == "cuda" else None,
                       _adversary(config, model, generator),
                       config.epochs if config.freeze == "backbone" else config.freeze_epochs)
     name = config.model if " " not in config.model and "(" not in config.model else "custom"
-    return trainer, _model_card(config, data, spec, name, mean, std)
+    return trainer, training_card(config, data, spec, name, mean, std)
 
 
 def _adversary(config: TrainConfig, model: Classifier, generator: torch.Generator) -> Attack | None:

@@ -5,14 +5,9 @@ from __future__ import annotations
 import sys
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import Progress, TextColumn
+
+from ..progress import progress_bar, stderr_console
 
 
 def format_row(row: dict[str, float], total_epochs: int) -> str:
@@ -30,7 +25,7 @@ class Reporter:
 
     def __init__(self, quiet: bool = False, console: Console | None = None) -> None:
         self.quiet = quiet
-        self.console = console or Console(stderr=True, soft_wrap=True)
+        self.console = console or stderr_console()
         self.live = not quiet and sys.stderr.isatty()
         self._progress: Progress | None = None
         self._task = None
@@ -42,10 +37,8 @@ class Reporter:
     def start_epoch(self, epoch: int, total_epochs: int, steps: int) -> None:
         if not self.live:
             return
-        self._progress = Progress(TextColumn(f"epoch {epoch}/{total_epochs}"), BarColumn(),
-                                  MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
-                                  TimeElapsedColumn(), TimeRemainingColumn(),
-                                  console=self.console, transient=True)
+        self._progress = progress_bar(f"epoch {epoch}/{total_epochs}",
+                                      TextColumn("{task.fields[stats]}"), console=self.console)
         self._progress.start()
         self._task = self._progress.add_task("train", total=steps, stats="")
 
