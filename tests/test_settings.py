@@ -13,6 +13,7 @@ from cnnlab.config import (
     AttackSettings,
     EvaluateSettings,
     ExplainSettings,
+    ExportSettings,
     PredictSettings,
     TrainConfig,
     config_from_dict,
@@ -22,7 +23,8 @@ from cnnlab.errors import CnnlabError
 from cnnlab.settings import add_flags, build, option, resolve, values_from
 
 VERB_SETTINGS = {"evaluate": (EvaluateSettings, ["RUN"]), "predict": (PredictSettings, ["RUN", "x.png"]),
-                 "explain": (ExplainSettings, ["RUN"]), "attack": (AttackSettings, ["RUN"])}
+                 "explain": (ExplainSettings, ["RUN"]), "attack": (AttackSettings, ["RUN"]),
+                 "export": (ExportSettings, ["RUN"])}
 
 
 def _parse(*argv: str) -> argparse.Namespace:
@@ -42,10 +44,16 @@ def test_every_verb_setting_has_a_flag_that_sets_it():
         hints = typing.get_type_hints(cls)
         for field in dataclasses.fields(cls):
             kinds = set(typing.get_args(hints[field.name])) or {hints[field.name]}
+            flag = "--" + field.name.replace("_", "-")
+            if bool in kinds:  # a switch: the flag alone turns it on, or off where it is on
+                if field.default is True:
+                    flag = "--no-" + flag[2:]
+                value = getattr(_parse(verb, *positional, flag), field.name)
+                assert value is not field.default and isinstance(value, bool), (verb, flag)
+                continue
             value = "7" if int in kinds else "0.5" if float in kinds else "x"
             if field.metadata["choices"]:
                 value = field.metadata["choices"][-1]
-            flag = "--" + field.name.replace("_", "-")
             args = _parse(verb, *positional, flag, value)
             assert str(getattr(args, field.name)) == value, (verb, flag)
 

@@ -5,19 +5,21 @@ __version__ = "0.1.0"
 from importlib import import_module  # noqa: E402
 
 # Nothing here loads torch, timm, Captum or matplotlib: they load with the first function that
-# needs them, so `import cnnlab` and `cnnlab --version` are quick. The subpackages cnnlab.train and
-# cnnlab.attack (light: their names load on use) are imported first, so that the functions below
-# replace them as attributes for good: a later `import cnnlab.train.loop` does not set them again.
+# needs them, so `import cnnlab` and `cnnlab --version` are quick. The subpackages cnnlab.train,
+# cnnlab.attack and cnnlab.export (light: their names load on use) are imported first, so that the
+# functions below replace them as attributes for good: a later `import cnnlab.train.loop` does not
+# set them again.
 # The module behind cnnlab.evaluate(...) is cnnlab.evaluation, for the same reason.
 import_module(".train", __name__)
 import_module(".attack", __name__)
-from .api import attack, evaluate, load, train  # noqa: E402
+import_module(".export", __name__)
+from .api import attack, evaluate, export, load, train  # noqa: E402
 from .config import TrainConfig  # noqa: E402
 
 _FROM_PREDICT = ("ClassScore", "Prediction", "Predictor")
 
 __all__ = ["ClassScore", "Prediction", "Predictor", "TrainConfig", "__version__", "attack", "evaluate",
-           "load", "train"]
+           "export", "load", "train"]
 
 
 def __getattr__(name: str):

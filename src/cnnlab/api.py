@@ -60,8 +60,17 @@ def attack(run: str | Path, **options: Any) -> dict[str, Any]:
     return attack_run(run, **options).metrics
 
 
+def export(run: str | Path, **options: Any) -> Any:
+    """Export a run to ONNX in RUN/export/ (with int8=True also int8) and measure parity; see
+    export.run.export_run for the options. Returns the ExportResult (folder, manifest, passed)."""
+    from .export.run import export_run
+
+    return export_run(run, **options)
+
+
 def load(run: str | Path, device: str = "auto") -> Predictor:
-    """Load a run folder's best model (model.safetensors + model.json) for prediction."""
+    """Load a run folder's best model (model.safetensors + model.json) for prediction; an export
+    folder (or the .onnx file in one) runs on ONNX Runtime with the same preprocessing."""
     from .predict import load_predictor
 
     return load_predictor(run, device)

@@ -14,6 +14,7 @@ from .config import (
     AttackSettings,
     EvaluateSettings,
     ExplainSettings,
+    ExportSettings,
     PredictSettings,
     TrainConfig,
     preset_names,
@@ -77,6 +78,10 @@ def _add_run_verbs(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("images", nargs="*", metavar="IMAGE",
                         help="images to explain (not needed for filters and embedding)")
     parser.add_argument("--list-layers", action="store_true", help="print the layer names and exit")
+    parser = _verb(sub, "export", commands.run_export,
+                   "ONNX fp32 (and int8) in RUN/export/, parity measured against PyTorch",
+                   ExportSettings)
+    parser.add_argument("run", help="run folder")
     parser = _verb(sub, "attack", commands.run_attack,
                    "FGSM/PGD robust accuracy against epsilon, adversarial examples",
                    AttackSettings, description=EPS_UNITS)

@@ -216,6 +216,42 @@ def run_attack(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_export(args: argparse.Namespace) -> int:
+    from .export import export_run
+
+    settings = _settings(args)
+    result = export_run(args.run, settings)
+    if not settings.quiet:
+        _print_parity(result)
+    if not result.passed and settings.check:
+        print("error: parity misses its targets (see above); --no-check exports anyway",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def _print_parity(result) -> None:
+    parity = result.manifest.parity
+    fp32 = parity["fp32"]
+    rows = [["images", f"{fp32['images']:,}", ""],
+            ["fp32 ONNX vs PyTorch: max |logit difference|",
+             f"{fp32['max_abs_logit_difference']:.2e}", "<= 1e-4"],
+            ["fp32 ONNX vs PyTorch: top-1 agreement", f"{fp32['top1_agreement']:.2%}", "100%"],
+            ["accuracy: PyTorch / fp32 ONNX",
+             f"{fp32['eager_accuracy']:.2%} / {fp32['onnx_accuracy']:.2%}", ""]]
+    if "int8" in parity:
+        int8 = parity["int8"]
+        rows += [["accuracy: int8 ONNX", f"{int8['int8_accuracy']:.2%} "
+                  f"({int8['accuracy_difference'] * 100:+.2f} points)", ">= -1 point"],
+                 ["int8 vs fp32: top-1 agreement", f"{int8['top1_agreement']:.2%}", ""],
+                 ["int8 reduce_range", str(int8["reduce_range"]), ""]]
+    _print_table(f"parity ({result.manifest.exporter} exporter, opset {result.manifest.opset})",
+                 ["check", "measured", "target"], rows)
+    sizes = ", ".join(f"{name} ({(result.folder / name).stat().st_size / 1e6:.2f} MB)"
+                      for name in result.manifest.files.values())
+    console.print(f"written to {result.folder}/: {sizes}, export.json")
+
+
 def _parse_input(text: str) -> tuple[int, int, int]:
     match = re.fullmatch(r"(\d+)x(\d+)x(\d+)", text.strip().lower())
     if not match:

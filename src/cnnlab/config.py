@@ -184,6 +184,19 @@ class AttackSettings:
     quiet: bool = option(False, QUIET_HELP)
 
 
+@dataclass(frozen=True)
+class ExportSettings:
+    int8: bool = option(False, "also write model.int8.onnx, statically quantized by ONNX Runtime "
+                               "on training images")
+    calibration: int = option(256, "int8: training images that calibrate the activation ranges")
+    limit: int | None = option(None, "parity: measure on the first N test images (default: all)")
+    check: bool = option(True, "fail (exit code 1) when parity misses its targets")
+    opset: int | None = option(None, "ONNX opset (default: the exporter's)")
+    out: str | None = option(None, "export folder (default RUN/export)")
+    batch_size: int = option(EVAL_BATCH, "images per forward pass when measuring parity")
+    quiet: bool = option(False, QUIET_HELP)
+
+
 CONFIG_SECTIONS = {"data": DataConfig, "augment": AugmentConfig}
 SECTION_SHORTHAND = {"data": "name"}  # `data: digits` means `data: {name: digits}`
 

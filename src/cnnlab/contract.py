@@ -130,6 +130,64 @@ class ModelCard:
         return cls.from_dict(values, str(path))
 
 
+EXPORT_FORMAT = "cnnlab-export/1"
+EXPORT_MANIFEST = "export.json"
+
+
+@dataclass(frozen=True)
+class ExportManifest:
+    """export.json: an exported model's card (class names, input, preprocessing) and what the
+    export wrote and measured. The graph takes `input_name`, float (batch, C, H, W) pixels in
+    [0, 1], and gives `output_name`: logits, or log-probabilities with flip test-time augmentation."""
+
+    card: ModelCard
+    files: dict[str, str]  # precision ("fp32", "int8") -> file name in the export folder
+    input_name: str = "pixels"
+    output_name: str = "logits"
+    output: str = "logits"  # or "log_probabilities"
+    opset: int | None = None
+    exporter: str = "dynamo"  # torch.onnx's exporter that wrote the graph
+    data: dict[str, Any] = field(default_factory=dict)  # the run's data settings (for evaluate)
+    parity: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        card = self.card.to_dict()
+        values = {"format": EXPORT_FORMAT,
+                  "input": {"name": self.input_name, "shape": ["batch", *self.card.input.shape],
+                            "dtype": "float32", "range": [0.0, 1.0]},
+                  "output": {"name": self.output_name, "kind": self.output},
+                  "class_names": card["class_names"], "preprocessing": card["preprocessing"],
+                  "files": self.files, "opset": self.opset, "exporter": self.exporter,
+                  "parity": self.parity, "data": self.data, "versions": self.versions,
+                  "model": card}
+        return json.dumps(values, indent=2)
+
+    @classmethod
+    def read(cls, path: Path) -> ExportManifest:
+        where = str(path)
+        try:
+            values = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise CnnlabError(f"cannot read {path}: {error}") from None
+        reader = _Reader(values, where)
+        if reader.get("format", str) != EXPORT_FORMAT:
+            raise CnnlabError(f"{where}: unsupported export format {values.get('format')!r} "
+                              f"(this cnnlab reads {EXPORT_FORMAT})")
+        files = reader.get("files", dict)
+        if not files or not all(isinstance(v, str) and Path(v).name == v for v in files.values()):
+            raise CnnlabError(f"{where}: 'files' must name model files inside the export folder")
+        output = reader.section("output")
+        return cls(card=ModelCard.from_dict(reader.get("model", dict), f"{where} model"),
+                   files=files, input_name=reader.section("input").get("name", str),
+                   output_name=output.get("name", str), output=output.get("kind", str),
+                   opset=reader.get("opset", int, default=None),
+                   exporter=reader.get("exporter", str, default="dynamo"),
+                   data=reader.get("data", dict, default={}),
+                   parity=reader.get("parity", dict, default={}),
+                   versions=reader.get("versions", dict, default={}))
+
+
 def _input(reader: _Reader) -> InputSpec:
     spec = InputSpec(*(reader.get(key, int) for key in ("channels", "height", "width")))
     if spec.channels not in (1, 3) or spec.height < 1 or spec.width < 1:

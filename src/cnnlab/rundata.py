@@ -8,14 +8,21 @@ from pathlib import Path
 from .config import DataConfig, load_config
 from .contract import ModelCard
 from .data import load_dataset
-from .data.splits import Split
+from .data.splits import DatasetSplits, Split
 from .errors import CnnlabError
-from .runfolder import CONFIG
+from .runfolder import CONFIG, export_of
+from .settings import build
 
 
 def run_data_config(run: Path, card: ModelCard, data: str | None) -> DataConfig:
     """The run's own data settings, with the model's input channels and size enforced."""
-    config = load_config(run / CONFIG).data if (run / CONFIG).is_file() else DataConfig()
+    exported = export_of(run)
+    if (run / CONFIG).is_file():
+        config = load_config(run / CONFIG).data
+    elif exported is not None:
+        config = build(DataConfig, exported[0].data, "data.")
+    else:
+        config = DataConfig()
     if data is not None:
         config.name = data
     config.channels = card.input.channels
@@ -23,12 +30,18 @@ def run_data_config(run: Path, card: ModelCard, data: str | None) -> DataConfig:
     return config
 
 
-def pick_split(run: Path, card: ModelCard, data: str | None, split: str) -> tuple[Split, str]:
-    """The `split` ("test" or "val") of the run's data; returns it and the dataset's name."""
+def run_dataset(run: Path, card: ModelCard, data: str | None = None) -> DatasetSplits:
+    """The run's data (or `data`, which must have the model's classes), as the model takes it."""
     dataset = load_dataset(run_data_config(run, card, data))
     if tuple(dataset.class_names) != card.class_names:
         raise CnnlabError(f"the data's classes {dataset.class_names[:5]}... are not the model's "
                           f"{list(card.class_names[:5])}...")
+    return dataset
+
+
+def pick_split(run: Path, card: ModelCard, data: str | None, split: str) -> tuple[Split, str]:
+    """The `split` ("test" or "val") of the run's data; returns it and the dataset's name."""
+    dataset = run_dataset(run, card, data)
     if split not in ("test", "val"):
         raise CnnlabError(f"--split must be test or val, got {split!r}")
     chosen = getattr(dataset, split)

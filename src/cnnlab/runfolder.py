@@ -15,7 +15,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .config import TrainConfig
-from .contract import InputSpec, ModelCard, Preprocessing, versions
+from .contract import EXPORT_MANIFEST, ExportManifest, InputSpec, ModelCard, Preprocessing, versions
 from .errors import CnnlabError
 from .fileio import atomic_write, atomic_write_text
 from .models import Classifier, create_model
@@ -79,8 +79,32 @@ def build_model(card: ModelCard) -> Classifier:
     return model
 
 
+def export_of(path: str | Path) -> tuple[ExportManifest, Path] | None:
+    """An export folder (or an .onnx file in one): its export.json and the model file; None for
+    anything else."""
+    path = Path(path)
+    folder = path.parent if path.suffix == ".onnx" else path
+    if not (folder / EXPORT_MANIFEST).is_file():
+        if path.suffix == ".onnx":
+            raise CnnlabError(f"{path}: no {EXPORT_MANIFEST} beside it, so its classes and "
+                              f"preprocessing are unknown; export with `cnnlab export RUN`")
+        return None
+    manifest = ExportManifest.read(folder / EXPORT_MANIFEST)
+    model_file = path if path.suffix == ".onnx" else folder / manifest.files.get("fp32", "")
+    if not model_file.is_file():
+        raise CnnlabError(f"{model_file} does not exist")
+    return manifest, model_file
+
+
 def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[Classifier, ModelCard]:
-    """Rebuild the model from model.json and load model.safetensors into it."""
+    """Rebuild the model from model.json and load model.safetensors into it; an export folder or
+    .onnx file gives its ONNX Runtime model (on the CPU) instead."""
+    exported = export_of(run_dir)
+    if exported is not None:
+        from .models.onnx import OnnxClassifier
+
+        manifest, model_file = exported
+        return OnnxClassifier(model_file), manifest.card  # type: ignore[return-value]
     run_dir = Path(run_dir)
     card = read_card(run_dir)
     model = build_model(card)
