@@ -13,28 +13,17 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from isolated import in_own_process
+from timing import timings
 
 import cnnlab
 
 CASES = ("eager PyTorch", "ONNX Runtime fp32", "ONNX Runtime int8")
 FLOWERS = Path(__file__).resolve().parents[2] / "shared" / "data" / "flowers12"
-
-
-def _timings(call, repeats: int) -> list[float]:
-    for _ in range(max(3, repeats // 10)):
-        call()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - started)
-    return times
 
 
 def _model(case: str, run: str, export: str):
@@ -56,8 +45,8 @@ def measure(case: str, run: str, export: str, shape: tuple[int, ...], threads: i
     model = _model(case, run, export)
     big = torch.rand(batch, *shape).contiguous(memory_format=torch.channels_last)
     one = torch.rand(1, *shape).contiguous(memory_format=torch.channels_last)
-    throughput = batch / statistics.median(_timings(lambda: model(big), 5))
-    single = _timings(lambda: model(one), repeats)
+    throughput = batch / statistics.median(timings(lambda: model(big), 5))
+    single = timings(lambda: model(one), repeats)
     return throughput, statistics.median(single) * 1e3, float(np.percentile(single, 95)) * 1e3
 
 

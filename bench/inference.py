@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import numpy as np
 import torch
 from isolated import in_own_process
+from timing import timings
 from torch import nn
 
 from cnnlab.inference import eval_mode
@@ -31,17 +31,6 @@ def _model(run: str | None, name: str) -> nn.Module:
 
     torch.manual_seed(0)
     return create_model(name, input_shape=(1, 28, 28), num_classes=10)[0]
-
-
-def _timings(call, repeats: int) -> list[float]:
-    for _ in range(max(3, repeats // 10)):
-        call()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - started)
-    return times
 
 
 def measure_case(run: str | None, name: str, threads: int, channels_last: bool,
@@ -59,8 +48,8 @@ def measure(model: nn.Module, threads: int, channels_last: bool, batch: int) -> 
     model = model.to(memory_format=fmt)
     big = torch.rand(batch, 1, 28, 28).contiguous(memory_format=fmt)
     one = torch.rand(1, 1, 28, 28).contiguous(memory_format=fmt)
-    throughput = batch / statistics.median(_timings(lambda: model(big), 20))
-    single = _timings(lambda: model(one), 500)
+    throughput = batch / statistics.median(timings(lambda: model(big), 20))
+    single = timings(lambda: model(one), 500)
     return throughput, statistics.median(single) * 1e3, np.percentile(single, 95) * 1e3
 
 
@@ -87,7 +76,7 @@ def main() -> None:
 
         predictor = cnnlab.load(args.run, device="cpu")
         image = np.random.default_rng(0).integers(0, 256, (28, 28), dtype=np.uint8)
-        single = _timings(lambda: predictor.predict(image, topk=1), 300)
+        single = timings(lambda: predictor.predict(image, topk=1), 300)
         print(f"\ncnnlab.load(RUN).predict(one 28x28 array): median "
               f"{statistics.median(single) * 1e3:.3f} ms, p95 {np.percentile(single, 95) * 1e3:.3f} ms "
               f"({torch.get_num_threads()} threads)")
