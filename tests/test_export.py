@@ -5,6 +5,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -157,3 +158,22 @@ def test_cli_export_prints_parity_and_exports_are_not_exported_again(digits_run,
     again = subprocess.run([sys.executable, "-m", "cnnlab", "export", str(out)],
                            capture_output=True, text=True, timeout=300)
     assert again.returncode == 2 and "already an export" in again.stderr
+
+
+def _readme_snippet() -> str:
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Export", 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readme_snippet_predicts_what_cnnlab_predicts(exported, digits_run, tmp_path, capsys):
+    """The ten lines for users without cnnlab: onnxruntime, NumPy and Pillow only."""
+    snippet = _readme_snippet()
+    assert "import cnnlab" not in snippet and "torch" not in snippet
+    for path in _image_files(tmp_path)[-3:]:  # a digit, a 3000x2000 RGBA PNG, a gray JPEG
+        lines = [f"export, image = {str(exported.folder)!r}, Image.open({str(path)!r})"
+                 if line.startswith("export, image = ") else line for line in snippet.splitlines()]
+        exec("\n".join(lines), {})
+        name, probability = capsys.readouterr().out.split()
+        top = cnnlab.load(digits_run.path).predict(path)[0][0]
+        assert name == top.name and float(probability) == pytest.approx(top.probability, abs=1e-4)
