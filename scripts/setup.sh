@@ -37,6 +37,24 @@ install_fashion_apt() {
           $sudo apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1; }
 }
 
+# Chromium and its driver, for the browser tests of the web page (Debian's packages: a browser
+# downloaded at install time is not what a user's machine runs).
+install_chromium_apt() {
+    local sudo=""
+    if [ "$(id -u)" != 0 ]; then
+        command -v sudo >/dev/null && sudo -n true 2>/dev/null || return 1
+        sudo="sudo -n"
+    fi
+    command -v apt-get >/dev/null || return 1
+    $sudo apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 ||
+        { $sudo apt-get update -qq >/dev/null 2>&1 &&
+          $sudo apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1; }
+}
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+    echo "setup: installing chromium and chromium-driver"
+    install_chromium_apt || echo "setup: no apt as root here; the browser tests need chromium and chromium-driver"
+fi
+
 if [ ! -f "$FASHION/train-images-idx3-ubyte.gz" ]; then
     echo "setup: installing Fashion-MNIST"
     install_fashion_apt || echo "setup: no apt as root here; downloading Fashion-MNIST instead"

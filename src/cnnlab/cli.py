@@ -16,6 +16,7 @@ from .config import (
     ExplainSettings,
     ExportSettings,
     PredictSettings,
+    ServeSettings,
     TrainConfig,
     preset_names,
 )
@@ -82,6 +83,9 @@ def _add_run_verbs(sub: argparse._SubParsersAction) -> None:
                    "ONNX fp32 (and int8) in RUN/export/, parity measured against PyTorch",
                    ExportSettings)
     parser.add_argument("run", help="run folder")
+    parser = _verb(sub, "serve", commands.run_serve,
+                   "HTTP API and web page: predictions with Grad-CAM overlays", ServeSettings)
+    parser.add_argument("run", help="run folder, export folder, or .onnx file in one")
     parser = _verb(sub, "attack", commands.run_attack,
                    "FGSM/PGD robust accuracy against epsilon, adversarial examples",
                    AttackSettings, description=EPS_UNITS)

@@ -252,6 +252,13 @@ def _print_parity(result) -> None:
     console.print(f"written to {result.folder}/: {sizes}, export.json")
 
 
+def run_serve(args: argparse.Namespace) -> int:
+    from .serve.app import run_server
+
+    run_server(args.run, _settings(args))
+    return 0
+
+
 def _parse_input(text: str) -> tuple[int, int, int]:
     match = re.fullmatch(r"(\d+)x(\d+)x(\d+)", text.strip().lower())
     if not match:

@@ -197,6 +197,23 @@ class ExportSettings:
     quiet: bool = option(False, QUIET_HELP)
 
 
+@dataclass(frozen=True)
+class ServeSettings:
+    host: str = option("127.0.0.1", "address to listen on; 0.0.0.0 opens the server to the network")
+    port: int = option(8000, "TCP port")
+    max_batch: int = option(32, "dynamic batching: at most this many images per forward pass "
+                                "(1 turns batching off)")
+    max_wait_ms: float = option(5.0, "dynamic batching: how long the first image of a batch waits "
+                                     "for others")
+    max_queue: int = option(256, "images waiting at most; beyond it requests get 503 with "
+                                 "Retry-After")
+    max_upload_mb: float = option(10.0, "largest request body, in MB")
+    max_pixels: int = option(40_000_000, "largest image, in pixels (decompression bombs are refused "
+                                         "before decoding)")
+    topk: int = option(5, "classes per prediction unless ?topk= says otherwise")
+    threads: int | None = option(None, "CPU threads for the model (default: one per physical core)")
+
+
 CONFIG_SECTIONS = {"data": DataConfig, "augment": AugmentConfig}
 SECTION_SHORTHAND = {"data": "name"}  # `data: digits` means `data: {name: digits}`
 

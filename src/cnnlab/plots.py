@@ -121,6 +121,21 @@ def heatmap_overlay(image, heatmap, title: str, path: Path) -> None:
     save_figure(figure, path)
 
 
+def overlay_image(image, heatmap, size: int = 320):
+    """The heatmap (H, W) laid over the image (C, H, W) in [0, 1], jet, half transparent, as one
+    RGB picture `size` pixels wide (nearest neighbour: a 28-pixel input stays sharp)."""
+    from PIL import Image
+
+    pixels = image.permute(1, 2, 0).numpy()
+    pixels = pixels.repeat(3, axis=2) if pixels.shape[2] == 1 else pixels
+    peak = float(heatmap.max()) or 1.0
+    colours = plt.get_cmap("jet")((heatmap / peak).clamp(0, 1).numpy())[..., :3]
+    blended = (0.5 * pixels + 0.5 * colours).clip(0, 1)
+    picture = Image.fromarray((blended * 255).round().astype("uint8"))
+    height = round(size * picture.height / picture.width)
+    return picture.resize((size, height), Image.Resampling.NEAREST)
+
+
 def _small_grid(count: int, cell: float) -> tuple[plt.Figure, list]:
     """A figure of `count` square cells, 8 to a row, axes hidden; returns the first `count` axes."""
     columns = min(8, count)

@@ -6,6 +6,7 @@ model the same pixels."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -27,31 +28,62 @@ class ImageReadError(CnnlabError):
     """A file that cannot be used as an image (corrupt, truncated, too large, not an image)."""
 
 
+class UnsupportedImage(ImageReadError):
+    """Not an image, or in a format outside ALLOWED_FORMATS."""
+
+
+class ImageTooLarge(ImageReadError):
+    """More bytes or pixels than allowed: a decompression bomb, or simply too big."""
+
+
 def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
 
 
+def decode_image(source: BinaryIO, name: str, max_pixels: int | None = None) -> Image.Image:
+    """Fully decode an image from an open binary stream, applying its EXIF orientation.
+
+    Only ALLOWED_FORMATS decode; more than `max_pixels` (default: Pillow's bomb limit) is refused
+    before any pixel is decoded; truncated data is never accepted. Raises UnsupportedImage,
+    ImageTooLarge or ImageReadError, each naming `name`.
+    """
+    try:
+        image = Image.open(source, formats=ALLOWED_FORMATS)
+    except UnidentifiedImageError:
+        raise UnsupportedImage(f"{name}: not an image in an accepted format "
+                               f"({', '.join(ALLOWED_FORMATS)})") from None
+    except Image.DecompressionBombError as error:
+        raise ImageTooLarge(f"{name}: {error}") from None
+    except (OSError, ValueError, SyntaxError) as error:
+        raise ImageReadError(f"{name}: {error}") from None
+    if max_pixels is not None and image.width * image.height > max_pixels:
+        raise ImageTooLarge(f"{name}: {image.width}x{image.height} pixels, more than the "
+                            f"{max_pixels:,} allowed")
+    try:
+        image.load()
+        if image.getexif().get(_ORIENTATION, 1) != 1:
+            image = ImageOps.exif_transpose(image)
+    except Image.DecompressionBombError as error:
+        raise ImageTooLarge(f"{name}: {error}") from None
+    except (OSError, ValueError, SyntaxError) as error:
+        raise ImageReadError(f"{name}: {error}") from None
+    return image
+
+
 def open_image(path: str | Path) -> Image.Image:
-    """Open and fully decode an image, applying its EXIF orientation.
+    """Open and fully decode an image file (see decode_image).
 
     Raises ImageReadError for anything unreadable; truncated files are never accepted.
     """
     path = Path(path)
     try:
         if path.stat().st_size > MAX_FILE_BYTES:
-            raise ImageReadError(f"{path}: larger than {MAX_FILE_BYTES // 2**20} MiB")
+            raise ImageTooLarge(f"{path}: larger than {MAX_FILE_BYTES // 2**20} MiB")
         # Our own file handle: after load() the pixels are in memory and the image outlives it,
         # without the copy a `with Image.open(...)` block would need.
         with open(path, "rb") as handle:
-            image = Image.open(handle, formats=ALLOWED_FORMATS)
-            image.load()
-        if image.getexif().get(_ORIENTATION, 1) != 1:
-            image = ImageOps.exif_transpose(image)
-        return image
-    except ImageReadError:
-        raise
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError,
-            Image.DecompressionBombError) as error:
+            return decode_image(handle, str(path))
+    except OSError as error:
         raise ImageReadError(f"{path}: {error}") from None
 
 

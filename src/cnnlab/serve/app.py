@@ -1,0 +1,243 @@
+"""The HTTP API and web page of `cnnlab serve`.
+
+    POST /predict   one or more images (multipart `file` fields, or a raw image body) -> top-k JSON
+    POST /explain   one image -> its Grad-CAM overlay as PNG (?format=json: the heatmap as numbers)
+    GET  /model     the model card; GET /healthz; GET /metrics (Prometheus text); GET / the page
+
+Every error is JSON `{"error": "..."}` with the status that names it: 413 too large, 415 not an
+accepted image, 422 unreadable or missing, 400 malformed, 503 busy (with Retry-After).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..config import ServeSettings
+from ..data.images import ImageReadError, ImageTooLarge, UnsupportedImage, decode_image
+from ..devices import set_threads
+from ..errors import CnnlabError
+from ..predict import Predictor, load_predictor
+from ..settings import resolve
+from .batcher import Batcher, QueueFull
+from .limits import BodyTooLarge, LimitUpload
+from .metrics import Metrics
+
+STATIC = Path(__file__).parent / "static"
+MAX_FORM_FILES, MAX_FORM_FIELDS, MAX_FIELD_BYTES = 64, 64, 64 * 1024
+RETRY_AFTER_SECONDS = "1"
+FORMS = ("multipart/form-data", "application/x-www-form-urlencoded")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.headers = status, headers
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+class Service:
+    """The model, its one worker thread and the batcher: what the endpoints share."""
+
+    def __init__(self, predictor: Predictor, settings: ServeSettings, metrics: Metrics) -> None:
+        self.predictor, self.settings, self.metrics = predictor, settings, metrics
+        self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cnnlab-model")
+        self.batcher = Batcher(predictor.probabilities, max_batch=settings.max_batch,
+                               max_wait_ms=settings.max_wait_ms, max_queue=settings.max_queue,
+                               worker=self.worker, on_batch=metrics.batch_size.observe)
+
+    def decode(self, name: str, data: bytes) -> torch.Tensor:
+        """Bytes of an upload -> the model's input (C, H, W); the name is only ever a label."""
+        try:
+            image = decode_image(io.BytesIO(data), name, self.settings.max_pixels)
+        except UnsupportedImage as error:
+            raise ApiError(415, str(error)) from None
+        except ImageTooLarge as error:
+            raise ApiError(413, str(error)) from None
+        except ImageReadError as error:
+            raise ApiError(422, str(error)) from None
+        return self.predictor.preprocess(image)
+
+    async def inputs(self, request: Request) -> list[tuple[str, torch.Tensor]]:
+        uploads = await _uploads(request)
+        return [(name, await asyncio.to_thread(self.decode, name, data)) for name, data in uploads]
+
+    async def predict(self, images: list[torch.Tensor]) -> list[torch.Tensor]:
+        try:
+            return await self.batcher.predict(images)
+        except QueueFull:
+            raise ApiError(503, "the server is busy; retry shortly",
+                           {"Retry-After": RETRY_AFTER_SECONDS}) from None
+
+    def gradcam(self, image: torch.Tensor, target: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(heatmap (H, W), probabilities (K,)), on the model's thread (hooks must not see the
+        batcher's forward passes)."""
+        from ..explain.attributions import attribute
+
+        batch = image[None].to(self.predictor.device)
+        probabilities = self.predictor.probabilities(batch)[0]
+        chosen = int(probabilities.argmax()) if target is None else target
+        heatmap = attribute("gradcam", self.predictor.model, batch,
+                            torch.tensor([chosen], device=self.predictor.device))[0]
+        return heatmap, probabilities
+
+
+async def _uploads(request: Request) -> list[tuple[str, bytes]]:
+    """The images of a request: multipart `file` fields, or the whole body."""
+    if request.headers.get("content-type", "").startswith(FORMS):
+        form = await request.form(max_files=MAX_FORM_FILES, max_fields=MAX_FORM_FIELDS,
+                                  max_part_size=MAX_FIELD_BYTES)
+        files = form.getlist("file")
+        if not files:
+            raise ApiError(422, "the form has no 'file' field; send the image as file=@photo.jpg")
+        if any(isinstance(item, str) for item in files):
+            raise ApiError(422, "the 'file' field must be a file upload, not text")
+        return [(item.filename or "upload", await item.read()) for item in files]  # type: ignore[union-attr]
+    body = await request.body()
+    if not body:
+        raise ApiError(422, "no image: send it as a multipart 'file' field or as the request body")
+    return [("body", body)]
+
+
+def _topk(request: Request, default: int, classes: int) -> int:
+    text = request.query_params.get("topk", str(default))
+    if not text.isdigit() or int(text) < 1:
+        raise ApiError(400, f"topk must be a whole number >= 1, got {text!r}")
+    return min(int(text), classes)
+
+
+def _target(request: Request, class_names: list[str]) -> int | None:
+    text = request.query_params.get("target")
+    if text is None:
+        return None
+    if text in class_names:
+        return class_names.index(text)
+    if text.isdigit() and int(text) < len(class_names):
+        return int(text)
+    raise ApiError(422, f"unknown target class {text!r}")
+
+
+def _install_errors(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, error: ApiError) -> JSONResponse:
+        return _error(error.status, str(error), error.headers)
+
+    @app.exception_handler(BodyTooLarge)
+    async def too_large(request: Request, error: BodyTooLarge) -> JSONResponse:
+        return _error(413, str(error))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        return _error(error.status_code, str(error.detail), getattr(error, "headers", None))
+
+
+def _routes(app: FastAPI, service: Service) -> None:
+    predictor = service.predictor
+
+    @app.post("/predict")
+    async def predict(request: Request) -> dict[str, Any]:
+        topk = _topk(request, service.settings.topk, len(predictor.class_names))
+        inputs = await service.inputs(request)
+        rows = await service.predict([image for _, image in inputs])
+        tops = predictor.top(torch.stack(rows), topk)
+        return {"predictions": [{"input": name, "top": [vars(score) for score in top]}
+                                for (name, _), top in zip(inputs, tops, strict=True)]}
+
+    @app.post("/explain")
+    async def explain(request: Request) -> Response:
+        if getattr(predictor.model, "session", None) is not None:
+            raise ApiError(501, "Grad-CAM needs the PyTorch model's gradients: serve the run "
+                                "folder, not its ONNX export")
+        target = _target(request, predictor.class_names)
+        inputs = await service.inputs(request)
+        if len(inputs) != 1:
+            raise ApiError(422, "explain takes one image at a time")
+        name, image = inputs[0]
+        loop = asyncio.get_running_loop()
+        heatmap, probabilities = await loop.run_in_executor(service.worker, service.gradcam,
+                                                            image, target)
+        top = predictor.top(probabilities[None], len(predictor.class_names))[0]
+        if request.query_params.get("format") == "json":
+            return JSONResponse({"input": name, "top": [vars(s) for s in top],
+                                 "heatmap": heatmap.tolist()})
+        return Response(_png(image, heatmap), media_type="image/png",
+                        headers={"X-Predicted-Class": top[0].name})
+
+    @app.get("/model")
+    async def model() -> dict[str, Any]:
+        runtime = "onnxruntime" if getattr(predictor.model, "session", None) else "pytorch"
+        return {**predictor.card.to_dict(), "runtime": runtime}
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(service.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @app.get("/")
+    async def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+
+def _png(image: torch.Tensor, heatmap: torch.Tensor) -> bytes:
+    from ..plots import overlay_image
+
+    buffer = io.BytesIO()
+    overlay_image(image, heatmap).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def create_app(model: str | Path, settings: ServeSettings | None = None, **options: Any) -> FastAPI:
+    """The app serving a run folder, an export folder or an .onnx file in one (never a URL)."""
+    settings = resolve(ServeSettings, settings, options)
+    if "://" in str(model):
+        raise CnnlabError(f"{model}: cnnlab serves a model from this machine, not from a URL")
+    if settings.max_batch < 1 or settings.max_queue < 1:
+        raise CnnlabError("--max-batch and --max-queue must be at least 1")
+    set_threads(settings.threads)
+    metrics = Metrics()
+    service = Service(load_predictor(model, "cpu"), settings, metrics)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        service.batcher.start()
+        yield
+        await service.batcher.stop()
+        service.worker.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(title="cnnlab", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.service = service
+    _install_errors(app)
+    _routes(app, service)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.add_middleware(LimitUpload, max_bytes=int(settings.max_upload_mb * 1e6))
+    app.middleware("http")(metrics.middleware)
+    return app
+
+
+def run_server(model: str | Path, settings: ServeSettings | None = None, **options: Any) -> None:
+    """Serve on uvicorn until interrupted."""
+    import uvicorn
+
+    settings = resolve(ServeSettings, settings, options)
+    app = create_app(model, settings)
+    print(f"serving {model} at http://{settings.host}:{settings.port}/ (Ctrl+C stops)", flush=True)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning",
+                timeout_graceful_shutdown=5)
+

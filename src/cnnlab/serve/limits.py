@@ -1,0 +1,51 @@
+"""The request body limit, enforced while the body arrives: a declared Content-Length over the limit
+is refused before any of the body is read, and a chunked body without one is cut off at the limit."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+class BodyTooLarge(Exception):
+    """Raised from the body stream; the app answers 413."""
+
+
+class LimitUpload:
+    """Pure ASGI middleware (no buffering of its own)."""
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    def _message(self) -> str:
+        return f"the request body is larger than the {self.max_bytes / 1e6:g} MB allowed"
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            await self._refuse(send)
+            return
+        received = 0
+
+        async def limited() -> dict:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise BodyTooLarge(self._message())
+            return message
+
+        await self.app(scope, limited, send)
+
+    async def _refuse(self, send: Any) -> None:
+        body = json.dumps({"error": self._message()}).encode()
+        # Connection: close, since the client may still be sending the body we will not read.
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})

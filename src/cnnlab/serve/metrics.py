@@ -1,0 +1,39 @@
+"""Prometheus metrics of the server (prometheus_client, on a registry of its own): requests by path
+and status, latency, and the sizes of the batches the model ran."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from starlette.requests import Request
+from starlette.responses import Response
+
+KNOWN_PATHS = ("/predict", "/explain", "/model", "/healthz", "/metrics", "/")
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("cnnlab_requests", "HTTP requests by path and status",
+                                ["path", "status"], registry=self.registry)
+        self.latency = Histogram("cnnlab_request_seconds", "Request latency", ["path"],
+                                 registry=self.registry,
+                                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+        self.batch_size = Histogram("cnnlab_batch_size", "Images per forward pass",
+                                    registry=self.registry,
+                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    async def middleware(self, request: Request,
+                         call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        # Unknown paths are counted as one label, so a scan cannot grow the label set without end.
+        path = request.url.path if request.url.path in KNOWN_PATHS else "other"
+        started = time.perf_counter()
+        response = await call_next(request)
+        self.latency.labels(path).observe(time.perf_counter() - started)
+        self.requests.labels(path, str(response.status_code)).inc()
+        return response
