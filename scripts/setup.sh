@@ -25,39 +25,30 @@ fi
 echo "setup: installing cnnlab"
 .venv/bin/pip install --quiet --disable-pip-version-check -e ".[dev]"
 
-install_fashion_apt() {
+# Debian packages, where apt and root (or password-less sudo) are available.
+apt_install() {
     local sudo=""
     if [ "$(id -u)" != 0 ]; then
         command -v sudo >/dev/null && sudo -n true 2>/dev/null || return 1
         sudo="sudo -n"
     fi
     command -v apt-get >/dev/null || return 1
-    $sudo apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 ||
+    $sudo apt-get install -y -qq "$@" >/dev/null 2>&1 ||
         { $sudo apt-get update -qq >/dev/null 2>&1 &&
-          $sudo apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1; }
+          $sudo apt-get install -y -qq "$@" >/dev/null 2>&1; }
 }
 
 # Chromium and its driver, for the browser tests of the web page (Debian's packages: a browser
 # downloaded at install time is not what a user's machine runs).
-install_chromium_apt() {
-    local sudo=""
-    if [ "$(id -u)" != 0 ]; then
-        command -v sudo >/dev/null && sudo -n true 2>/dev/null || return 1
-        sudo="sudo -n"
-    fi
-    command -v apt-get >/dev/null || return 1
-    $sudo apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 ||
-        { $sudo apt-get update -qq >/dev/null 2>&1 &&
-          $sudo apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1; }
-}
 if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
     echo "setup: installing chromium and chromium-driver"
-    install_chromium_apt || echo "setup: no apt as root here; the browser tests need chromium and chromium-driver"
+    apt_install chromium chromium-driver ||
+        echo "setup: no apt as root here; the browser tests need chromium and chromium-driver"
 fi
 
 if [ ! -f "$FASHION/train-images-idx3-ubyte.gz" ]; then
     echo "setup: installing Fashion-MNIST"
-    install_fashion_apt || echo "setup: no apt as root here; downloading Fashion-MNIST instead"
+    apt_install dataset-fashion-mnist || echo "setup: no apt as root here; downloading Fashion-MNIST instead"
 fi
 if ! .venv/bin/python -c "from cnnlab.data.builtin import idx_folder as f; assert f('fashion-mnist', 'FashionMNIST')" 2>/dev/null; then
     .venv/bin/cnnlab datasets --download fashion-mnist >/dev/null
