@@ -187,3 +187,10 @@ def test_filters_of_a_network_without_conv_is_a_clear_error(tmp_path):
     assert result.stderr.strip().splitlines() == [
         "error: the model has no conv layer, so it has no filters to show; saliency and "
         "integrated-gradients explain any model"]
+
+
+def test_cnnlab_explain_is_a_function_like_evaluate_and_attack(digits_run, tmp_path):
+    import cnnlab
+
+    result = cnnlab.explain(digits_run.path, method="filters", out=tmp_path)
+    assert callable(cnnlab.explain) and result.figures and result.figures[0].is_file()

@@ -6,20 +6,21 @@ from importlib import import_module  # noqa: E402
 
 # Nothing here loads torch, timm, Captum or matplotlib: they load with the first function that
 # needs them, so `import cnnlab` and `cnnlab --version` are quick. The subpackages cnnlab.train,
-# cnnlab.attack and cnnlab.export (light: their names load on use) are imported first, so that the
-# functions below replace them as attributes for good: a later `import cnnlab.train.loop` does not
-# set them again.
+# cnnlab.attack, cnnlab.export and cnnlab.explain (light: their names load on use) are imported
+# first, so that the functions below replace them as attributes for good: a later
+# `import cnnlab.train.loop` does not set them again.
 # The module behind cnnlab.evaluate(...) is cnnlab.evaluation, for the same reason.
 import_module(".train", __name__)
 import_module(".attack", __name__)
 import_module(".export", __name__)
-from .api import attack, evaluate, export, load, train  # noqa: E402
+import_module(".explain", __name__)
+from .api import attack, evaluate, explain, export, load, train  # noqa: E402
 from .config import TrainConfig  # noqa: E402
 
 _FROM_PREDICT = ("ClassScore", "Prediction", "Predictor")
 
 __all__ = ["ClassScore", "Prediction", "Predictor", "TrainConfig", "__version__", "attack", "evaluate",
-           "export", "load", "train"]
+           "explain", "export", "load", "train"]
 
 
 def __getattr__(name: str):

@@ -60,6 +60,16 @@ def attack(run: str | Path, **options: Any) -> dict[str, Any]:
     return attack_run(run, **options).metrics
 
 
+def explain(run: str | Path, images: Any = None, **options: Any) -> Any:
+    """Explain a run's model on images (paths, PIL images, arrays or tensors; none for `filters`
+    and `embedding`): method="gradcam" | "saliency" | ... (see explain.run.explain for the
+    options). Returns the Explanation: arrays (heatmaps, feature maps, filters, points) and the
+    figures written into RUN/explain/."""
+    from .explain.run import explain as run_explain
+
+    return run_explain(run, images, **options)
+
+
 def export(run: str | Path, **options: Any) -> Any:
     """Export a run to ONNX in RUN/export/ (with int8=True also int8) and measure parity; see
     export.run.export_run for the options. Returns the ExportResult (folder, manifest, passed)."""

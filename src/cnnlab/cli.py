@@ -148,6 +148,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CnnlabError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # a full disk, a folder turned read-only mid-run
+        where = f" {error.filename}" if error.filename else ""
+        print(f"error: cannot write or read{where}: {error.strerror or error}; every file "
+              f"written before is whole (writes are atomic)", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
 from .errors import CnnlabError
+from .fileio import is_dir
 from .settings import build, values_from
 
 # Tables in a log file or pipe get a wide page instead of rich's 80-column default.
@@ -96,8 +96,9 @@ def run_predict(args: argparse.Namespace) -> int:
     from .predict import expand_inputs, load_predictor
 
     settings = _settings(args)
-    if settings.topk < 1:
-        raise CnnlabError(f"--topk must be at least 1, got {settings.topk}")
+    if settings.output and is_dir(settings.output):
+        raise CnnlabError(f"--output {settings.output} is a folder; give a file name, e.g. "
+                          f"{settings.output.rstrip('/')}/predictions.{settings.format}")
     predictor = load_predictor(args.run, settings.device)
     found = expand_inputs(args.inputs)
     if not found.images and not found.videos:
@@ -157,7 +158,8 @@ def _print_prediction_table(results: list) -> None:
 def _predictions_json(results: list) -> str:
     import json
 
-    return json.dumps([r.to_dict() for r in results], indent=2) + "\n"
+    # allow_nan=False: a NaN would make the file invalid JSON (loading refuses such weights anyway)
+    return json.dumps([r.to_dict() for r in results], indent=2, allow_nan=False) + "\n"
 
 
 def _predictions_csv(results: list) -> str:
@@ -271,10 +273,12 @@ def run_summary(args: argparse.Namespace) -> int:
     from .runfolder import read_card
 
     model, shape, classes = args.model, (1, 28, 28), 10
-    if Path(model).is_dir():
+    if is_dir(model):
         card = read_card(model)
         model, shape, classes = card.architecture, card.input.shape, card.num_classes
     shape = _parse_input(args.input) if args.input else shape
+    if args.classes is not None and args.classes < 2:
+        raise CnnlabError(f"--classes must be at least 2, got {args.classes}")
     summary = summarize(model, shape, args.classes or classes)
     table = Table(title=f"{summary.name} on {'x'.join(map(str, shape))} input, "
                         f"{args.classes or classes} classes")

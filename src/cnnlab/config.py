@@ -18,35 +18,39 @@ class DataConfig:
     name: str = option("fashion-mnist", "dataset name, folder of class folders, or CSV manifest",
                        flag="--data")
     val_fraction: float = option(0.1, "share of train held out for validation (when the data has "
-                                      "no val split)")
-    split_seed: int = option(0, "seed of the held-out split (the same images for every run)")
-    image_size: int | None = option(None, "resize images to this square side (default: as stored)")
-    channels: int | None = option(None, "1 (grayscale) or 3 (RGB); default: as the images are")
+                                      "no val split)", minimum=0, below=1)
+    split_seed: int = option(0, "seed of the held-out split (the same images for every run)", minimum=0)
+    image_size: int | None = option(None, "resize images to this square side (default: as stored)",
+                                    minimum=1, maximum=4096)
+    channels: int | None = option(None, "1 (grayscale) or 3 (RGB); default: as the images are",
+                                  minimum=1, maximum=3)
     strict: bool = option(False, "stop on an unreadable image instead of skipping it")
     stream: bool | None = option(None, "stream image files instead of holding them in memory "
                                        "(default: hold them when they fit)")
-    workers: int = option(2, "DataLoader workers that decode image files")
-    per_class: int | None = option(None, "keep only the first N training images of each class")
-    interpolation: str = option("bilinear", "resizing filter: nearest | bilinear | bicubic")
+    workers: int = option(2, "DataLoader workers that decode image files", minimum=0)
+    per_class: int | None = option(None, "keep only the first N training images of each class", minimum=1)
+    interpolation: str = option("bilinear", "resizing filter: nearest | bilinear | bicubic | lanczos",
+                                choices=("nearest", "bilinear", "bicubic", "lanczos"),
+                                kind="interpolation")
 
 
 @dataclass
 class AugmentConfig:
     # Off by default: in a 6-epoch Fashion-MNIST run of `simple` it cost a point of test accuracy
     # (91.4% against 92.4%); it pays off in longer training (the fashion-long preset).
-    crop_padding: int = option(0, "random crop after padding by this many pixels; 0 turns it off")
+    crop_padding: int = option(0, "random crop after padding by this many pixels; 0 turns it off", minimum=0)
     flip: bool | None = option(None, "random horizontal flips (default: where the data allows)")
-    erasing: float = option(0.0, "random erasing probability")
-    rotation: float = option(0.0, "random rotation, max degrees")
+    erasing: float = option(0.0, "random erasing probability", minimum=0, maximum=1)
+    rotation: float = option(0.0, "random rotation, max degrees", minimum=0, maximum=180)
     # torchvision's RandomResizedCrop, scaled to crop_size. None: the recipe's.
     resized_crop: float | None = option(
         None, "random resized crops keeping at least this share of the area (default: 0.35 "
-              "fine-tuning, else 0 = off)")
+              "fine-tuning, else 0 = off)", minimum=0, maximum=1)
     # Smaller is faster, and testing at a higher resolution than training is better (FixRes,
     # Touvron 2019). None: 6/7 of the input side fine-tuning, else the input side.
     crop_size: int | None = option(
         None, "with --resized-crop: train on crops of this side (default: 6/7 of the input "
-              "fine-tuning); evaluation keeps the input size")
+              "fine-tuning); evaluation keeps the input size", minimum=1, maximum=4096)
 
 
 @dataclass
@@ -60,41 +64,41 @@ class TrainConfig:
               "folder of RGB photos, the pretrained timm:efficientnet_lite0)")
     # 15 from scratch: 93% test accuracy on Fashion-MNIST in about 3 minutes of training on 2 CPU
     # cores (BENCHMARKS.md).
-    epochs: int | None = option(None, "passes over the training data (default 15; fine-tuning 6)")
-    batch_size: int | None = option(None, "images per gradient step (default 128; fine-tuning 32)")
+    epochs: int | None = option(None, "passes over the training data (default 15; fine-tuning 6)", minimum=1)
+    batch_size: int | None = option(None, "images per gradient step (default 128; fine-tuning 32)", minimum=1)
     optimizer: str = option("adamw", "sgd | adam | adamw")
     lr: float | None = option(None, "peak learning rate (default 5e-3 adam/adamw, 0.1 sgd; "
-                                    "fine-tuning 5e-4 and 0.01)")
-    momentum: float = option(0.9, "SGD momentum")
+                                    "fine-tuning 5e-4 and 0.01)", above=0)
+    momentum: float = option(0.9, "SGD momentum", minimum=0, below=1)
     nesterov: bool = option(False, "Nesterov momentum for SGD")
-    weight_decay: float = option(5e-4, "L2 penalty (decoupled for adamw)")
+    weight_decay: float = option(5e-4, "L2 penalty (decoupled for adamw)", minimum=0)
     schedule: str = option("onecycle", "onecycle | cosine | step | none")
     # A short warmup: the default recipe passes 90% test accuracy after 2 epochs with 0.1, after 4
     # with 0.25 (at lr 3e-3).
-    warmup: float = option(0.1, "onecycle: fraction of training rising to the peak lr")
-    label_smoothing: float = option(0.1, "cross-entropy label smoothing")
+    warmup: float = option(0.1, "onecycle: fraction of training rising to the peak lr", minimum=0, maximum=1)
+    label_smoothing: float = option(0.1, "cross-entropy label smoothing", minimum=0, below=1)
     # Validation during training does not average flips.
     tta: bool = option(False, "predict and evaluate on each image and its mirror image, averaged")
     class_weights: bool = option(False, "weigh the loss by inverse class frequency")
-    patience: int | None = option(None, "early stopping: epochs without a better val accuracy")
-    seed: int = option(0, "random seed (CPU training is deterministic with it)")
+    patience: int | None = option(None, "early stopping: epochs without a better val accuracy", minimum=1)
+    seed: int = option(0, "random seed (CPU training is deterministic with it)", minimum=0)
     device: str = option("auto", "auto | cpu | cuda | mps")
-    threads: int | None = option(None, "CPU threads (default: one per physical core)")
+    threads: int | None = option(None, "CPU threads (default: one per physical core)", minimum=1)
     amp: bool = option(True, "mixed precision (CUDA only)")
     channels_last: bool = option(True, "channels-last memory format for conv layers")
     out: str | None = option(None, "run folder (default runs/<data>-<model>, numbered)")
     # "fgsm" = FGSM with a random start (Wong et al., 2020), "pgd" = PGD (Madry et al., 2018).
     adversarial: str | None = option(None, "adversarial training: fgsm (with a random start) | pgd")
-    adv_eps: float = option(0.1, "adversarial training epsilon, pixel units in [0, 1]")
-    adv_steps: int = option(7, "PGD steps per batch in adversarial training")
+    adv_eps: float = option(0.1, "adversarial training epsilon, pixel units in [0, 1]", minimum=0, maximum=1)
+    adv_steps: int = option(7, "PGD steps per batch in adversarial training", minimum=1)
     adv_step_size: float | None = option(
-        None, "adversarial step size (default: 1.25 eps for fgsm, 2.5 eps / steps for pgd)")
+        None, "adversarial step size (default: 1.25 eps for fgsm, 2.5 eps / steps for pgd)", above=0)
     pretrained: bool = option(False, "ImageNet weights for a timm model (--model timm:NAME)")
     freeze: str | None = option(None, "backbone: keep the pretrained features and fit only the "
                                       "head, to convergence (an exact linear probe)")
-    freeze_epochs: int = option(0, "fine-tuning: train the head alone this many epochs first")
+    freeze_epochs: int = option(0, "fine-tuning: train the head alone this many epochs first", minimum=0)
     backbone_lr: float | None = option(
-        None, "fine-tuning: backbone learning rate as a fraction of --lr (default 0.2)")
+        None, "fine-tuning: backbone learning rate as a fraction of --lr (default 0.2)", minimum=0)
     feature_cache: bool = option(True, "with --freeze backbone and no augmentation: compute the "
                                        "features once")
     # LP-FT, Kumar et al. 2022.
@@ -123,21 +127,22 @@ QUIET_HELP = "print nothing but errors (the results are still written)"
 class EvaluateSettings:
     data: str | None = option(None, DATA_HELP)
     split: str = option("test", "the split evaluated: test | val")
-    max_shift: int = option(3, "translation test: shift images by 0..N pixels (0 turns it off)")
-    batch_size: int = option(EVAL_BATCH, "images per forward pass")
+    max_shift: int = option(3, "translation test: shift images by 0..N pixels (0 turns it off)",
+                            minimum=0, maximum=16)
+    batch_size: int = option(EVAL_BATCH, "images per forward pass", minimum=1)
     device: str = option("auto", DEVICE_HELP)
     quiet: bool = option(False, QUIET_HELP)
 
 
 @dataclass(frozen=True)
 class PredictSettings:
-    topk: int = option(5, "how many classes to list per input")
+    topk: int = option(5, "how many classes to list per input", minimum=1)
     format: str = option("table", "table on the terminal, or json / csv",
                          choices=("table", "json", "csv"), kind="format")
     output: str | None = option(None, "write the json/csv here, not to stdout")
-    batch_size: int = option(EVAL_BATCH, "images per forward pass")
-    workers: int = option(2, "DataLoader workers that decode image files")
-    fps: float = option(1.0, "video frames sampled per second")
+    batch_size: int = option(EVAL_BATCH, "images per forward pass", minimum=1)
+    workers: int = option(2, "DataLoader workers that decode image files", minimum=0)
+    fps: float = option(1.0, "video frames sampled per second", above=0)
     device: str = option("auto", DEVICE_HELP)
 
 
@@ -155,7 +160,7 @@ class ExplainSettings:
                                       "class)")
     out: str | None = option(None, "output folder (default RUN/explain)")
     split: str = option("test", "embedding: the split mapped, test | val")
-    limit: int = option(2000, "embedding: images to map")
+    limit: int = option(2000, "embedding: images to map", minimum=1)
     projection: str = option("tsne", "embedding: tsne | pca", choices=("tsne", "pca"),
                              kind="projection")
     device: str = option("auto", DEVICE_HELP)
@@ -171,15 +176,15 @@ class AttackSettings:
     method: str = option("pgd", "fgsm | pgd (with a random start)", choices=("fgsm", "pgd"),
                          kind="attack method")
     eps: str | tuple[float, ...] = option("0,0.01,0.03,0.1", "epsilons, comma-separated. " + EPS_UNITS)
-    steps: int = option(10, "PGD steps")
+    steps: int = option(10, "PGD steps", minimum=1)
     step_size: float | None = option(None, "PGD step length in the chosen norm (default 2.5 eps / "
-                                           "steps)")
+                                           "steps)", above=0)
     norm: str = option("linf", "linf | l2 (l2: PGD only)", choices=("linf", "l2"), kind="norm")
     data: str | None = option(None, DATA_HELP)
     split: str = option("test", "the split attacked: test | val")
-    limit: int | None = option(1000, "attack the first N images of the split")
-    seed: int = option(0, "seed of PGD's random start")
-    batch_size: int = option(EVAL_BATCH, "images per batch")
+    limit: int | None = option(1000, "attack the first N images of the split", minimum=1)
+    seed: int = option(0, "seed of PGD's random start", minimum=0)
+    batch_size: int = option(EVAL_BATCH, "images per batch", minimum=1)
     device: str = option("auto", DEVICE_HELP)
     quiet: bool = option(False, QUIET_HELP)
 
@@ -188,30 +193,31 @@ class AttackSettings:
 class ExportSettings:
     int8: bool = option(False, "also write model.int8.onnx, statically quantized by ONNX Runtime "
                                "on training images")
-    calibration: int = option(256, "int8: training images that calibrate the activation ranges")
-    limit: int | None = option(None, "parity: measure on the first N test images (default: all)")
+    calibration: int = option(256, "int8: training images that calibrate the activation ranges", minimum=1)
+    limit: int | None = option(None, "parity: measure on the first N test images (default: all)", minimum=1)
     check: bool = option(True, "fail (exit code 1) when parity misses its targets")
-    opset: int | None = option(None, "ONNX opset (default: the exporter's)")
+    opset: int | None = option(None, "ONNX opset (default: the exporter's)", minimum=7)
     out: str | None = option(None, "export folder (default RUN/export)")
-    batch_size: int = option(EVAL_BATCH, "images per forward pass when measuring parity")
+    batch_size: int = option(EVAL_BATCH, "images per forward pass when measuring parity", minimum=1)
     quiet: bool = option(False, QUIET_HELP)
 
 
 @dataclass(frozen=True)
 class ServeSettings:
     host: str = option("127.0.0.1", "address to listen on; 0.0.0.0 opens the server to the network")
-    port: int = option(8000, "TCP port")
+    port: int = option(8000, "TCP port", minimum=1, maximum=65535)
     max_batch: int = option(32, "dynamic batching: at most this many images per forward pass "
-                                "(1 turns batching off)")
+                                "(1 turns batching off)", minimum=1)
     max_wait_ms: float = option(5.0, "dynamic batching: how long the first image of a batch waits "
-                                     "for others")
+                                     "for others", minimum=0)
     max_queue: int = option(256, "images waiting at most; beyond it requests get 503 with "
-                                 "Retry-After")
-    max_upload_mb: float = option(10.0, "largest request body, in MB")
+                                 "Retry-After", minimum=1)
+    max_upload_mb: float = option(10.0, "largest request body, in MB", minimum=0)
     max_pixels: int = option(40_000_000, "largest image, in pixels (decompression bombs are refused "
-                                         "before decoding)")
-    topk: int = option(5, "classes per prediction unless ?topk= says otherwise")
-    threads: int | None = option(None, "CPU threads for the model (default: one per physical core)")
+                                         "before decoding)", minimum=1)
+    topk: int = option(5, "classes per prediction unless ?topk= says otherwise", minimum=1)
+    threads: int | None = option(None, "CPU threads for the model (default: one per physical core)",
+                                 minimum=1)
 
 
 CONFIG_SECTIONS = {"data": DataConfig, "augment": AugmentConfig}

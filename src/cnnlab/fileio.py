@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from .errors import CnnlabError
 
 
 def _current_umask() -> int:
@@ -47,3 +50,64 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 def atomic_write_json(path: str | Path, data: Any) -> Path:
     return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def remove_stale_temp_files(folder: Path) -> list[Path]:
+    """Delete the temporary files atomic_write leaves when its process is killed mid-write (the
+    finished file was never replaced by them). Call only while no writer runs in `folder`."""
+    stale = [path for path in Path(folder).glob(".*.tmp") if path.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
+@contextmanager
+def folder_lock(folder: Path, what: str) -> Iterator[None]:
+    """Hold FOLDER/.lock (with this process id) while the block runs; a second holder is refused
+    with one line, and a lock left by a dead process is taken over."""
+    lock = Path(folder) / ".lock"
+    for _ in range(2):
+        try:
+            descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            break
+        except FileExistsError:
+            text = lock.read_text(encoding="utf-8", errors="replace").strip()
+            if text.isdigit() and _alive(int(text)) and int(text) != os.getpid():
+                raise CnnlabError(f"{folder} is in use: {what} by process {text} (remove "
+                                  f"{lock} if that process is gone)") from None
+            lock.unlink(missing_ok=True)  # stale: its process is gone
+    else:
+        raise CnnlabError(f"cannot take the lock {lock}")
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(str(os.getpid()))
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def is_dir(path: str | Path) -> bool:
+    """Path.is_dir that says False for a name the OS cannot take (ENAMETOOLONG and the like): a long
+    layer spec or input name is not a folder, and must not crash the lookup."""
+    try:
+        return Path(path).is_dir()
+    except OSError:
+        return False
+
+
+def is_file(path: str | Path) -> bool:
+    """Path.is_file, False for a name the OS cannot take (see is_dir)."""
+    try:
+        return Path(path).is_file()
+    except OSError:
+        return False

@@ -19,6 +19,7 @@ from .data.images import image_to_tensor, is_image_file, open_image, to_float
 from .data.splits import DecodeFiles, collate_decoded
 from .devices import resolve_device
 from .errors import CnnlabError
+from .fileio import is_dir, is_file
 from .models import Classifier
 from .models.registry import TIMM_PREFIX
 from .runfolder import load_model
@@ -77,8 +78,7 @@ class Predictor:
         if isinstance(item, (str, Path)):
             item = open_image(item)
         if isinstance(item, np.ndarray):
-            item = Image.fromarray(item if item.dtype == np.uint8 else
-                                   (np.clip(item, 0, 1) * 255).round().astype(np.uint8))
+            item = Image.fromarray(_as_uint8(item))
         if isinstance(item, torch.Tensor):
             return self._tensor_input(item)
         if not isinstance(item, Image.Image):
@@ -109,6 +109,10 @@ class Predictor:
     def predict(self, inputs: ImageInput | list[ImageInput], topk: int = PredictSettings.topk,
                 batch_size: int = PredictSettings.batch_size) -> list[list[ClassScore]]:
         """Top-k classes with softmax probabilities for each input, best first."""
+        if topk < 1:
+            raise CnnlabError(f"topk must be at least 1, got {topk}")
+        if isinstance(inputs, (np.ndarray, torch.Tensor)) and inputs.ndim == 4:
+            inputs = list(inputs)  # a batch (N, H, W, C) / (N, C, H, W): one image per row
         items = inputs if isinstance(inputs, list) else [inputs]
         results = []
         for start in range(0, len(items), batch_size):
@@ -116,6 +120,29 @@ class Predictor:
             results.extend(self.top(self.probabilities(batch), topk))
         return results
 
+
+
+def _as_uint8(array: np.ndarray) -> np.ndarray:
+    """An image array as uint8 pixels: uint8 as it is, floats in [0, 1] scaled by 255, whole
+    numbers or floats in 0..255 (anything above 1) taken as pixel values. Anything else (NaN,
+    negative, above 255, empty) is refused rather than clipped to black or white."""
+    if array.size == 0 or array.ndim not in (2, 3):
+        raise CnnlabError(f"an image array must be (H, W) or (H, W, C) and not empty, got shape "
+                          f"{array.shape}")
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]  # Pillow takes one channel as (H, W)
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype.kind not in "uif":
+        raise CnnlabError(f"an image array must hold numbers, got {array.dtype}")
+    values = array.astype(np.float64)
+    if not np.isfinite(values).all():
+        raise CnnlabError("the image array holds NaN or infinite values")
+    low, high = values.min(), values.max()
+    if low < 0 or high > 255:
+        raise CnnlabError(f"image values must be in [0, 1] or 0..255, got {low:g}..{high:g}")
+    scale = 255.0 if high <= 1 and array.dtype.kind == "f" else 1.0
+    return (values * scale).round().astype(np.uint8)
 
 
 def _pretrained(name: str, device: torch.device) -> Predictor:
@@ -162,11 +189,11 @@ def expand_inputs(inputs: list[str]) -> Inputs:
     found = Inputs()
     for text in inputs:
         path = Path(text).expanduser()
-        if path.is_dir():
+        if is_dir(path):
             for child in sorted(p for p in path.rglob("*") if p.is_file()):
                 if is_image_file(child) or _is_video(child):
                     _add_file(found, child)
-        elif path.is_file():
+        elif is_file(path):
             _add_file(found, path)
         elif glob.has_magic(text):
             matches = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())

@@ -4,9 +4,12 @@ metrics.csv, config.yaml. Every write is atomic; every load is safe (no code run
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import os
 import pickle
 import re
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +28,17 @@ if TYPE_CHECKING:
 
 WEIGHTS, META, CHECKPOINT, METRICS, CONFIG = ("model.safetensors", "model.json", "last.ckpt",
                                               "metrics.csv", "config.yaml")
+
+
+def check_writable(out: str | None, root: str = "runs") -> None:
+    """Fail before any data loads when the run folder cannot be made or written."""
+    target = Path(out) if out else Path(root)
+    if target.exists() and not target.is_dir():
+        raise CnnlabError(f"--out {target} is a file, not a folder; give a folder name")
+    existing = next(p for p in (target, *target.parents) if p.exists())
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise CnnlabError(f"cannot write the run folder {target}: {existing.resolve()} is not "
+                          f"writable")
 
 
 def new_run_dir(out: str | None, default_name: str, root: str = "runs") -> Path:
@@ -58,10 +72,40 @@ def training_card(config: TrainConfig, data: DatasetSplits, architecture: str, m
         flip_tta=config.tta and data.flip_ok)
 
 
+CHECKSUM_SUFFIX = ".sha256"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_checksum(path: Path) -> None:
+    """PATH.sha256 beside PATH (sha256sum's format), so damage to PATH is found on loading."""
+    atomic_write_text(path.with_name(path.name + CHECKSUM_SUFFIX), f"{_sha256(path)}  {path.name}\n")
+
+
+def verify_checksum(path: Path) -> None:
+    """A file whose bytes differ from its recorded SHA-256 is one clear error. Files written before
+    checksums were kept have none and are read as they are."""
+    record = path.with_name(path.name + CHECKSUM_SUFFIX)
+    if not record.is_file():
+        return
+    expected = record.read_text(encoding="utf-8").split()[:1]
+    if expected != [_sha256(path)]:
+        raise CnnlabError(f"{path} is damaged: its SHA-256 does not match {record.name}; "
+                          f"nothing was loaded or overwritten")
+
+
 def save_model(run_dir: Path, model: Classifier, card: ModelCard) -> None:
-    """Weights as safetensors, then model.json, which says how to rebuild and feed them."""
+    """Weights as safetensors (with their checksum), then model.json, which says how to rebuild
+    and feed them."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     atomic_write(run_dir / WEIGHTS, lambda tmp: save_file(state, str(tmp)))
+    write_checksum(run_dir / WEIGHTS)
     atomic_write_text(run_dir / META, card.replace(versions=versions()).to_json())
 
 
@@ -108,10 +152,16 @@ def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple
     run_dir = Path(run_dir)
     card = read_card(run_dir)
     model = build_model(card)
+    if (run_dir / WEIGHTS).is_file():
+        verify_checksum(run_dir / WEIGHTS)
     try:
         state = load_file(str(run_dir / WEIGHTS))
     except (SafetensorError, OSError, FileNotFoundError) as error:
         raise CnnlabError(f"cannot load {run_dir / WEIGHTS}: {error}") from None
+    if not all(torch.isfinite(tensor).all() for tensor in state.values()
+               if tensor.is_floating_point()):
+        raise CnnlabError(f"{run_dir / WEIGHTS} holds weights that are not finite (NaN or "
+                          f"infinite): the training that wrote them diverged")
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise CnnlabError(f"{run_dir / WEIGHTS} does not match the architecture in {META} "
@@ -124,6 +174,7 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
         torch.save(state, tmp)
 
     atomic_write(path, write)
+    write_checksum(path)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -131,13 +182,20 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CnnlabError(f"checkpoint {path} does not exist")
+    if path.stat().st_size == 0:
+        raise CnnlabError(f"{path} is empty (0 bytes): not a readable checkpoint")
+    verify_checksum(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        # torch warns when it refuses a pickle, in words that read like advice to turn
+        # weights_only off; the error below says what happened instead.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         reason = str(error).splitlines()[0][:200]
         raise CnnlabError(f"refusing to load {path}: it holds objects other than tensors and "
                           f"plain data, which could run code ({reason})") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as error:
+    except (RuntimeError, EOFError, OSError, ValueError, IndexError) as error:
         raise CnnlabError(f"{path} is not a readable checkpoint: "
                           f"{str(error).splitlines()[0][:200]}") from None
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -19,8 +20,9 @@ from .errors import CnnlabError, suggest, unknown
 
 
 def option(default: Any = None, help: str = "", *, flag: str | None = None,
-           choices: Sequence[str] | None = None, kind: str | None = None, factory: Any = None,
-           cli: bool = True) -> Any:
+           choices: Sequence[str] | None = None, kind: str | None = None,
+           minimum: float | None = None, maximum: float | None = None, below: float | None = None,
+           above: float | None = None, factory: Any = None, cli: bool = True) -> Any:
     """A settings field.
 
     Args:
@@ -30,11 +32,15 @@ def option(default: Any = None, help: str = "", *, flag: str | None = None,
             default, the flag that turns it off (default --no-NAME).
         choices: the accepted values of a string setting; `kind` names them in the error for
             another value ("unknown attack method 'pgdd' (did you mean 'pgd'?)").
+        minimum, maximum: the smallest and largest value a number may take; `above` and `below`:
+            bounds it must stay strictly beyond (lr > 0, label smoothing < 1). Numbers must also be
+            finite.
         factory: for a nested settings section, its class.
         cli: False for settings with no flag of their own.
     """
     metadata = {"help": help, "flag": flag, "choices": tuple(choices) if choices else None,
-                "kind": kind, "cli": cli}
+                "kind": kind, "cli": cli, "minimum": minimum, "maximum": maximum, "below": below,
+                "above": above}
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -126,6 +132,29 @@ def _check_type(name: str, value: Any, hint: Any, where: str) -> Any:
     raise CnnlabError(f"setting {where}{name} must be {expected}, got {value!r}")
 
 
+def _check_range(name: str, value: Any, field: dataclasses.Field) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return
+    low, high, below, above = (field.metadata.get(k)
+                               for k in ("minimum", "maximum", "below", "above"))
+    wanted = []
+    if above is not None:
+        wanted.append(f"> {above:g}")
+    if low is not None:
+        wanted.append(f">= {low:g}")
+    if high is not None:
+        wanted.append(f"<= {high:g}")
+    if below is not None:
+        wanted.append(f"< {below:g}")
+    bad = (not math.isfinite(value) or (low is not None and value < low) or
+           (high is not None and value > high) or (below is not None and value >= below) or
+           (above is not None and value <= above))
+    if bad:
+        flag = field.metadata.get("flag") or "--" + name.replace("_", "-")
+        rule = " and ".join(wanted) if wanted else "finite"
+        raise CnnlabError(f"{flag} must be a number {rule}, got {value!r}")
+
+
 def build(cls: type, values: Mapping[str, Any], where: str = "") -> Any:
     """An instance of the settings class `cls` from a mapping: an unknown name is refused with a
     did-you-mean, a value of the wrong type with its expected type."""
@@ -136,6 +165,7 @@ def build(cls: type, values: Mapping[str, Any], where: str = "") -> Any:
         if key not in fields:
             raise CnnlabError(f"unknown setting {where}{key!r}{suggest(key, fields)}")
         checked[key] = _check_type(key, value, hints[key], where)
+        _check_range(key, checked[key], fields[key])
         choices = fields[key].metadata.get("choices")
         if choices and checked[key] is not None and checked[key] not in choices:
             raise unknown(fields[key].metadata.get("kind") or f"{where}{key}", checked[key], choices)

@@ -17,25 +17,41 @@ from ..errors import CnnlabError
 _UBYTE = 0x08
 
 
+MAX_IDX_BYTES = 1 << 30  # 1 GiB: MNIST-like sets are tens of MB; a header claiming more is refused
+
+
+def _header(path: Path, head: bytes) -> tuple[int, tuple[int, ...]]:
+    """(header size, shape) from the first bytes of an IDX file, every field checked."""
+    if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] != _UBYTE or not 1 <= head[3] <= 4:
+        magic = head[:4].hex() if len(head) >= 4 else "missing"
+        raise CnnlabError(f"{path} is not an unsigned-byte IDX file (magic number {magic}, "
+                          f"expected 00000801..00000804); re-download it")
+    ndim = head[3]
+    header_size = 4 + 4 * ndim
+    if len(head) < header_size:
+        raise CnnlabError(f"{path}: IDX header is cut short; re-download it")
+    shape = tuple(int.from_bytes(head[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    if math.prod(shape) > MAX_IDX_BYTES:
+        raise CnnlabError(f"{path}: the IDX header claims {'x'.join(map(str, shape))} "
+                          f"({math.prod(shape) / 2**30:.1f} GiB), more than the "
+                          f"{MAX_IDX_BYTES / 2**30:g} GiB allowed; not inflating it")
+    return header_size, shape
+
+
 def read_idx(path: str | Path) -> np.ndarray:
-    """Read an unsigned-byte IDX file into an array of the shape its header gives."""
+    """Read an unsigned-byte IDX file into an array of the shape its header gives. The header is
+    checked before the rest is read (or inflated), so a small gzip claiming gigabytes costs
+    nothing."""
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as handle:
-            data = handle.read()
+            head = handle.read(20)
+            header_size, shape = _header(path, head)
+            expected = math.prod(shape)
+            data = head + handle.read(header_size + expected + 1 - len(head))
     except (OSError, EOFError) as error:
         raise CnnlabError(f"cannot read IDX file {path}: {error}") from None
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != _UBYTE or not 1 <= data[3] <= 4:
-        magic = data[:4].hex() if len(data) >= 4 else "missing"
-        raise CnnlabError(f"{path} is not an unsigned-byte IDX file (magic number {magic}, "
-                          f"expected 00000801..00000804); re-download it")
-    ndim = data[3]
-    header_size = 4 + 4 * ndim
-    if len(data) < header_size:
-        raise CnnlabError(f"{path}: IDX header is cut short; re-download it")
-    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    expected = math.prod(shape)
     payload = len(data) - header_size
     if payload != expected:
         raise CnnlabError(f"{path}: IDX payload has {payload} bytes, the header promises "

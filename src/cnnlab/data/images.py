@@ -5,6 +5,7 @@ model the same pixels."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import BinaryIO
 
@@ -19,6 +20,9 @@ from ..errors import CnnlabError
 ALLOWED_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF")
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 MAX_FILE_BYTES = 64 * 1024 * 1024
+# Larger images are skipped and named like other bad files, before a pixel is decoded (a 169 MP PNG
+# would take 1.2 GB); CNNLAB_MAX_PIXELS changes the bound.
+MAX_PIXELS = int(os.environ.get("CNNLAB_MAX_PIXELS", 50_000_000))
 
 _ORIENTATION = 0x0112  # the EXIF tag
 _GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
@@ -70,8 +74,8 @@ def decode_image(source: BinaryIO, name: str, max_pixels: int | None = None) -> 
     return image
 
 
-def open_image(path: str | Path) -> Image.Image:
-    """Open and fully decode an image file (see decode_image).
+def open_image(path: str | Path, max_pixels: int | None = None) -> Image.Image:
+    """Open and fully decode an image file of at most `max_pixels` (see decode_image).
 
     Raises ImageReadError for anything unreadable; truncated files are never accepted.
     """
@@ -82,7 +86,7 @@ def open_image(path: str | Path) -> Image.Image:
         # Our own file handle: after load() the pixels are in memory and the image outlives it,
         # without the copy a `with Image.open(...)` block would need.
         with open(path, "rb") as handle:
-            return decode_image(handle, str(path))
+            return decode_image(handle, str(path), max_pixels or MAX_PIXELS)
     except OSError as error:
         raise ImageReadError(f"{path}: {error}") from None
 

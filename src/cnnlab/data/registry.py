@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..config import DataConfig
 from ..errors import CnnlabError, unknown
+from ..fileio import is_dir, is_file
 from .splits import DatasetSplits, convert_splits, first_per_class
 
 log = logging.getLogger("cnnlab")
@@ -60,8 +61,8 @@ def photo_shape(config: DataConfig) -> tuple[int, int, int] | None:
     from .folder import sampled_shape
 
     path = Path(config.name).expanduser()
-    if config.name in _DATASETS or not (path.is_dir() or path.suffix.lower() == ".csv"
-                                        and path.is_file()):
+    if config.name in _DATASETS or not (is_dir(path) or path.suffix.lower() == ".csv"
+                                        and is_file(path)):
         return None
     try:
         return sampled_shape(path)

@@ -43,8 +43,9 @@ class TensorImages:
 
 
 class DecodeFiles(Dataset):
-    """Decodes one file per item to uint8 (C, H, W); a bad file yields None and the reason
-    (or raises with strict)."""
+    """Decodes one file per item to uint8 (C, H, W); a bad file yields None and the reason, which
+    the main process reports (or, with strict, raises: an error raised in a DataLoader worker would
+    reach the user wrapped in the worker's traceback)."""
 
     def __init__(self, paths: list[Path], labels: list[int], shape: tuple[int, int, int],
                  strict: bool, interpolation: str = "bilinear", crop_pct: float = 1.0) -> None:
@@ -59,9 +60,6 @@ class DecodeFiles(Dataset):
             image = load_image_tensor(self.paths[index], *self.shape, *self.resize)
             return image, self.labels[index], index, ""
         except ImageReadError as error:
-            if self.strict:
-                raise CnnlabError(
-                    f"unreadable image {error} (drop --strict to skip such files)") from None
             return None, self.labels[index], index, str(error)  # reported by the main process
 
 
@@ -108,6 +106,8 @@ class FileImages:
                 yield images, labels
 
     def _report(self, bad: list[tuple[int, str]]) -> None:
+        if bad and self.strict:
+            raise CnnlabError(f"unreadable image {bad[0][1]} (drop --strict to skip such files)")
         for index, reason in bad:
             if self.paths[index] not in self._reported:  # once per file, not once per epoch
                 self._reported.add(self.paths[index])

@@ -71,6 +71,17 @@ def need_map(layer: Layer, shape: Shape) -> tuple[int, int, int]:
     return shape  # type: ignore[return-value]
 
 
+MAX_LAYER_BYTES = 4 * 2**30  # float32 weights of one layer; a typo like dense(10000000) stops here
+
+
+def check_weights(layer: Layer, params: int) -> None:
+    """Refuse, before allocating, a layer whose weights would not fit a sane memory budget."""
+    if params * 4 > MAX_LAYER_BYTES:
+        raise CnnlabError(f"{layer.describe()}: would need {params:,} weights "
+                          f"({params * 4 / 2**30:.1f} GiB); use fewer units or filters, or pool "
+                          f"before it")
+
+
 def _fmt(shape: Shape) -> str:
     return "x".join(str(s) for s in shape)
 
@@ -98,6 +109,7 @@ def _build_conv(layer: Layer, shape: Shape, tracker: Tracker, units: int | None)
         raise CnnlabError(f"{layer.describe()}: {channels} input channels are not divisible by "
                           f"groups={a['groups']}")
     padding = _conv_padding(layer)
+    check_weights(layer, a["filters"] * (channels // a["groups"]) * a["kernel"] ** 2)
     module = nn.Conv2d(channels, a["filters"], a["kernel"], a["stride"], padding, a["dilation"],
                        a["groups"], bias=a["bias"])
     if padding == "same":
@@ -152,6 +164,7 @@ def _build_dense(layer: Layer, shape: Shape, tracker: Tracker, units: int | None
     if len(shape) != 1:
         raise CnnlabError(f"{layer.describe()}: dense needs a flat input but gets a "
                           f"{_fmt(shape)} feature map; put flatten or gap before it")
+    check_weights(layer, shape[0] * units)
     return nn.Linear(shape[0], units, bias=layer.args["bias"]), (units,), 2 * shape[0] * units
 
 

@@ -11,6 +11,7 @@ import yaml
 from torch import nn
 
 from ..errors import CnnlabError, unknown
+from ..fileio import is_file
 from .build import BuiltLayer, build_network
 from .classifier import Classifier, zero_head
 from .spec import Layer, parse_spec, parse_yaml_layers, spec_to_text
@@ -64,7 +65,7 @@ def resolve_layers(model: str) -> tuple[str, list[Layer]]:
 
 
 def _layers_from_yaml(path: Path) -> tuple[str, list[Layer]]:
-    if not path.is_file():
+    if not is_file(path):
         raise CnnlabError(f"model file {path} does not exist")
     try:
         document = yaml.safe_load(path.read_text(encoding="utf-8"))

@@ -37,7 +37,7 @@ from ..distributed import (
     sync_buffers,
 )
 from ..errors import CnnlabError, unknown
-from ..fileio import atomic_write_text
+from ..fileio import atomic_write_text, folder_lock, remove_stale_temp_files
 from ..inference import loss_and_accuracy, output_layer, predict_logits
 from ..models import Classifier, create_model
 from ..models.modes import eval_mode
@@ -46,6 +46,7 @@ from ..plots import training_curves
 from ..runfolder import (
     CHECKPOINT,
     CONFIG,
+    check_writable,
     load_checkpoint,
     load_model,
     new_run_dir,
@@ -311,6 +312,15 @@ def _end_of_epoch(trainer: Trainer, state: TrainState, row: dict, run_dir: Path,
     save_checkpoint(run_dir / CHECKPOINT, checkpoint_of(trainer, state))
 
 
+def _check_finite(trainer: Trainer, val_loss: float, has_val: bool, epoch: int) -> None:
+    """Nothing that is not finite is saved: a NaN validation loss or weight ends training before
+    this epoch's model or checkpoint is written (every rank sees the same loss and weights)."""
+    if has_val and not math.isfinite(val_loss):
+        raise TrainingDiverged(f"the validation loss became {val_loss} at epoch {epoch}")
+    if not all(torch.isfinite(p).all() for p in trainer.model.parameters()):
+        raise TrainingDiverged(f"the weights stopped being finite at epoch {epoch}")
+
+
 def _run_epochs(trainer: Trainer, data: DatasetSplits, state: TrainState, run_dir: Path,
                 card: ModelCard, reporter: Reporter,
                 on_epoch_end: EpochCallback | None) -> str:
@@ -320,6 +330,7 @@ def _run_epochs(trainer: Trainer, data: DatasetSplits, state: TrainState, run_di
         train_loss, train_acc = train_one_epoch(trainer, data, reporter, epoch)
         seconds = time.perf_counter() - started  # training only, validation excluded
         val_loss, val_acc = _validate(trainer, data)
+        _check_finite(trainer, val_loss, data.val is not None, epoch)
         row = {"epoch": epoch, "train_loss": round(train_loss, 6), "train_acc": round(train_acc, 6),
                "val_loss": round(val_loss, 6), "val_acc": round(val_acc, 6)}
         if trainer.adversary is not None:
@@ -440,6 +451,8 @@ def _fit(config: TrainConfig, resume: str | Path | None, reporter: Reporter,
          on_epoch_end: EpochCallback | None, ranks: Ranks, device: torch.device) -> Run:
     started = time.perf_counter()
     config, choice = resolve(config)
+    if resume is None and ranks.is_main:
+        check_writable(config.out)
     if choice is not None and resume is None:
         reporter.message(choice)
     data = load_dataset(config.data)
@@ -448,14 +461,42 @@ def _fit(config: TrainConfig, resume: str | Path | None, reporter: Reporter,
     uncached = data
     data = _maybe_cache(trainer, data, reporter)
     trainer.build_network()
-    state = TrainState()
     run_dir = _open_run_dir(config, resume, card, ranks)
-    if resume is not None:
-        state = restore(trainer, load_checkpoint(run_dir / CHECKPOINT))
-        reporter.message(f"resuming {run_dir} after epoch {state.epoch}")
-    where = f"{ranks.world_size} processes ({backend()})" if ranks.enabled else str(device)
-    reporter.message(f"training {card.name} on {data.name} ({len(data.train)} train images, "
-                     f"{data.num_classes} classes) on {where}; run folder {run_dir}")
+    with folder_lock(run_dir, "training") if ranks.is_main else nullcontext():
+        state = _resume_state(trainer, run_dir, resume, reporter)
+        where = f"{ranks.world_size} processes ({backend()})" if ranks.enabled else str(device)
+        reporter.message(f"training {card.name} on {data.name} ({len(data.train)} train images, "
+                         f"{data.num_classes} classes) on {where}; run folder {run_dir}")
+        status = _train(trainer, data, uncached, state, run_dir, card, reporter, on_epoch_end)
+    test_acc = _test_accuracy(run_dir, data, device) if ranks.is_main else None
+    has_val = data.val is not None and state.best_score >= 0
+    return Run(run_dir, config, state.history, state.best_epoch,
+               state.best_score if has_val else None, test_acc,
+               time.perf_counter() - started, status)
+
+
+def _resume_state(trainer: Trainer, run_dir: Path, resume: str | Path | None,
+                  reporter: Reporter) -> TrainState:
+    """A new run's state, or the checkpoint's; a run stopped before its first checkpoint starts
+    over in its own folder. Temporary files a killed run left behind are removed first."""
+    if resume is None:
+        return TrainState()
+    if trainer.ranks.is_main:
+        remove_stale_temp_files(run_dir)
+    if not (run_dir / CHECKPOINT).is_file():
+        reporter.message(f"{run_dir} has no checkpoint yet (it stopped before its first epoch "
+                         f"ended): starting it over in the same folder")
+        return TrainState()
+    state = restore(trainer, load_checkpoint(run_dir / CHECKPOINT))
+    reporter.message(f"resuming {run_dir} after epoch {state.epoch}")
+    return state
+
+
+def _train(trainer: Trainer, data: DatasetSplits, uncached: DatasetSplits, state: TrainState,
+           run_dir: Path, card: ModelCard, reporter: Reporter,
+           on_epoch_end: EpochCallback | None) -> str:
+    """Train (or fit the probe) to the end; returns the status."""
+    config = trainer.config
     try:
         if trainer.cached:  # a frozen backbone: the head is a linear probe on cached features
             status = _fit_probe(trainer, data, state, run_dir, card, reporter)
@@ -464,11 +505,8 @@ def _fit(config: TrainConfig, resume: str | Path | None, reporter: Reporter,
                 _start_from_probe(trainer, uncached, reporter)
             status = _run_epochs(trainer, data, state, run_dir, card, reporter, on_epoch_end)
     except TrainingDiverged as error:
-        reporter.message(f"[red]stopped: {error}.[/red] The best model so far (epoch "
-                         f"{state.best_epoch}) is kept in {run_dir}; try a lower --lr")
+        kept = (f"The best model so far (epoch {state.best_epoch}) is kept in {run_dir}"
+                if state.best_epoch else "No model was saved")
+        reporter.message(f"[red]stopped: {error}.[/red] {kept}; try a lower --lr")
         status = "diverged"
-    test_acc = _test_accuracy(run_dir, data, device) if ranks.is_main else None
-    has_val = data.val is not None and state.best_score >= 0
-    return Run(run_dir, config, state.history, state.best_epoch,
-               state.best_score if has_val else None, test_acc,
-               time.perf_counter() - started, status)
+    return status

@@ -1,0 +1,150 @@
+"""`cnnlab explain`: run a method on a run's model and write its figures into RUN/explain/."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import plots
+from ..config import EXPLAIN_METHODS, ExplainSettings
+from ..errors import CnnlabError, unknown
+from ..predict import ImageInput, Predictor, load_predictor
+from ..progress import tracked
+from ..rundata import pick_split
+from ..settings import resolve
+from .attributions import attribute
+from .embedding import penultimate_features, project
+from .layers import LayerInfo, list_layers
+from .maps import feature_maps, first_conv_filters
+
+METHODS = EXPLAIN_METHODS  # declared with the settings, so `cnnlab --help` needs no torch
+
+
+
+@dataclass
+class Explanation:
+    """What a method found: arrays keyed by input (or layer), and the figures written."""
+
+    method: str
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    figures: list[Path] = field(default_factory=list)
+
+
+def _name(item: ImageInput, index: int) -> str:
+    if isinstance(item, (str, Path)):
+        return re.sub(r"[^A-Za-z0-9._-]+", "_", Path(item).stem)
+    return f"image{index}"
+
+
+def _target_index(predictor: Predictor, target: str | int | None) -> int | None:
+    if target is None:
+        return None
+    names = predictor.class_names
+    if isinstance(target, int) or (isinstance(target, str) and target.isdigit()
+                                   and target not in names):
+        index = int(target)
+        if not 0 <= index < len(names):
+            raise CnnlabError(f"--target {index} is not a class index (0..{len(names) - 1})")
+        return index
+    if target not in names:
+        raise unknown("class", str(target), names)
+    return names.index(target)
+
+
+def _attribution(predictor: Predictor, method: str, inputs: list[ImageInput], names: list[str],
+                 target: int | None, layer: str | None, out: Path) -> Explanation:
+    images = torch.stack([predictor.preprocess(item) for item in inputs]).to(predictor.device)
+    probabilities = predictor.probabilities(images)
+    predicted = probabilities.argmax(1)
+    targets = predicted if target is None else torch.full_like(predicted, target)
+    heatmaps = attribute(method, predictor.model, images, targets.to(predictor.device), layer)
+    result = Explanation(method)
+    for i, name in enumerate(names):
+        result.arrays[name] = heatmaps[i].numpy()
+        top = predictor.class_names[predicted[i]]
+        title = f"{method}: predicted {top} ({probabilities[i, predicted[i]]:.0%})"
+        if target is not None:
+            title += f", explaining {predictor.class_names[target]}"
+        path = out / f"{name}-{method}.png"
+        plots.heatmap_overlay(images[i].cpu(), heatmaps[i], title, path)
+        result.figures.append(path)
+    return result
+
+
+def _feature_maps(predictor: Predictor, inputs: list[ImageInput], names: list[str],
+                  layer: str | None, out: Path) -> Explanation:
+    result = Explanation("feature-maps")
+    for item, name in zip(inputs, names, strict=True):
+        maps = feature_maps(predictor.model, predictor.preprocess(item).to(predictor.device), layer)
+        for layer_name, activation in maps.items():
+            result.arrays[f"{name}/{layer_name}"] = activation.numpy()
+            path = out / f"{name}-feature-maps-{layer_name}.png"
+            shape = "x".join(map(str, activation.shape))
+            plots.feature_map_grid(activation, f"{layer_name} ({shape})", path)
+            result.figures.append(path)
+    return result
+
+
+def _filters(predictor: Predictor, out: Path) -> Explanation:
+    weights = first_conv_filters(predictor.model)
+    path = out / "filters.png"
+    plots.filter_grid(weights, path)
+    return Explanation("filters", {"filters": weights.numpy()}, [path])
+
+
+def _embedding(predictor: Predictor, run: Path, settings: ExplainSettings,
+               out: Path) -> Explanation:
+    split, limit, projection = settings.split, settings.limit, settings.projection
+    chosen, data_name = pick_split(run, predictor.card, None, split)
+    with tracked("embedding", min(limit, len(chosen)), quiet=settings.quiet) as advance:
+        features, labels = penultimate_features(predictor.model, chosen, limit, advance=advance)
+    points = project(features, projection)
+    path = out / f"embedding-{split}-{projection}.png"
+    shown = "t-SNE" if projection == "tsne" else "PCA"
+    plots.embedding_scatter(points, labels, predictor.class_names,
+                            f"{data_name} {split}: penultimate layer, {shown}", path)
+    return Explanation("embedding", {"points": points, "labels": labels}, [path])
+
+
+def explain(run: str | Path, inputs: ImageInput | list[ImageInput] | None = None,
+            settings: ExplainSettings | None = None, **options: Any) -> Explanation:
+    """Explain a run's model on images (or, for `embedding`, on a dataset split).
+
+    Returns the arrays (heatmaps (H, W), feature maps (C, H, W), filters, 2-D points) and writes
+    a figure for each into `out` (default RUN/explain/). `settings` (ExplainSettings, default its
+    defaults) and the `options` that override its fields by name: method, layer, target, out, and
+    for the embedding split, limit and projection.
+    """
+    settings = resolve(ExplainSettings, settings, options)
+    method, layer, out = settings.method, settings.layer, settings.out
+    if method not in METHODS:
+        raise unknown("explain method", method, METHODS)
+    run = Path(run)
+    predictor = load_predictor(run, settings.device)
+    out = Path(out) if out else run / "explain"
+    out.mkdir(parents=True, exist_ok=True)
+    if method == "filters":
+        return _filters(predictor, out)
+    if method == "embedding":
+        return _embedding(predictor, run, settings, out)
+    items = inputs if isinstance(inputs, list) else ([] if inputs is None else [inputs])
+    if not items:
+        raise CnnlabError(f"--method {method} needs at least one image")
+    names = [_name(item, i) for i, item in enumerate(items)]
+    if method == "feature-maps":
+        return _feature_maps(predictor, items, names, layer, out)
+    return _attribution(predictor, method, items, names, _target_index(predictor, settings.target),
+                        layer, out)
+
+
+def describe_layers(run: str | Path) -> list[LayerInfo]:
+    """The model's layers with output shapes: the names `--layer` accepts."""
+    predictor = load_predictor(run, "cpu")
+    return list_layers(predictor.model, predictor.input_shape)
+
+
