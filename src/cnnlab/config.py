@@ -68,7 +68,8 @@ class TrainConfig:
     batch_size: int | None = option(None, "images per gradient step (default 128; fine-tuning 32)", minimum=1)
     optimizer: str = option("adamw", "sgd | adam | adamw")
     lr: float | None = option(None, "peak learning rate (default 5e-3 adam/adamw, 0.1 sgd; "
-                                    "fine-tuning 5e-4 and 0.01)", above=0)
+                                    "fine-tuning 5e-4 and 0.01; 0 freezes every weight)",
+                                 minimum=0)
     momentum: float = option(0.9, "SGD momentum", minimum=0, below=1)
     nesterov: bool = option(False, "Nesterov momentum for SGD")
     weight_decay: float = option(5e-4, "L2 penalty (decoupled for adamw)", minimum=0)

@@ -151,6 +151,8 @@ def _check_range(name: str, value: Any, field: dataclasses.Field) -> None:
            (above is not None and value <= above))
     if bad:
         flag = field.metadata.get("flag") or "--" + name.replace("_", "-")
+        if wanted == [f">= {low:g}"]:
+            raise CnnlabError(f"{flag} must be at least {low:g}, got {value!r}")
         rule = " and ".join(wanted) if wanted else "finite"
         raise CnnlabError(f"{flag} must be a number {rule}, got {value!r}")
 
