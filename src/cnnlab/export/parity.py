@@ -39,18 +39,19 @@ def compare_fp32(eager: torch.Tensor, onnx: torch.Tensor, labels: torch.Tensor) 
     unexplained = _unexplained_disagreements(eager, onnx)
     return {"images": len(labels), "max_abs_logit_difference": difference,
             "top1_agreement": agreement, "disagreements_beyond_near_ties": unexplained,
-            "eager_accuracy": _accuracy(eager, labels), "onnx_accuracy": _accuracy(onnx, labels),
+            "eager_accuracy": accuracy(eager, labels), "onnx_accuracy": accuracy(onnx, labels),
             "passed": difference <= MAX_LOGIT_DIFFERENCE and (agreement >= MIN_AGREEMENT or
                                                               unexplained == 0)}
 
 
 def compare_int8(fp32: torch.Tensor, int8: torch.Tensor, labels: torch.Tensor) -> dict:
-    fp32_accuracy, int8_accuracy = _accuracy(fp32, labels), _accuracy(int8, labels)
+    fp32_accuracy, int8_accuracy = accuracy(fp32, labels), accuracy(int8, labels)
     return {"images": len(labels), "fp32_accuracy": fp32_accuracy, "int8_accuracy": int8_accuracy,
             "accuracy_difference": int8_accuracy - fp32_accuracy,
             "top1_agreement": (fp32.argmax(1) == int8.argmax(1)).float().mean().item(),
             "passed": fp32_accuracy - int8_accuracy <= MAX_INT8_ACCURACY_DROP}
 
 
-def _accuracy(outputs: torch.Tensor, labels: torch.Tensor) -> float:
+def accuracy(outputs: torch.Tensor, labels: torch.Tensor) -> float:
+    """Top-1 accuracy of outputs (N, K) against labels (N,)."""
     return (outputs.argmax(1) == labels).float().mean().item()

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..models.onnx import OnnxClassifier
+from .parity import accuracy
 
 CALIBRATION_BATCH = 32
 
@@ -47,8 +48,8 @@ def _reader(images: np.ndarray, input_name: str):
 
 def _accuracy(path: Path, images: torch.Tensor, labels: torch.Tensor) -> float:
     model = OnnxClassifier(path)
-    predictions = torch.cat([model(images[i:i + 256]).argmax(1) for i in range(0, len(images), 256)])
-    return (predictions == labels).float().mean().item()
+    return accuracy(torch.cat([model(images[i:i + 256]) for i in range(0, len(images), 256)]),
+                    labels)
 
 
 def quantize_int8(fp32: Path, int8: Path, calibration: np.ndarray, held_out: torch.Tensor,

@@ -28,6 +28,7 @@ from ..config import ServeSettings
 from ..data.images import ImageReadError, ImageTooLarge, UnsupportedImage, decode_image
 from ..devices import set_threads
 from ..errors import CnnlabError
+from ..models.onnx import OnnxClassifier
 from ..predict import Predictor, load_predictor
 from ..settings import resolve
 from .batcher import Batcher, QueueFull
@@ -147,6 +148,7 @@ def _install_errors(app: FastAPI) -> None:
 
 def _routes(app: FastAPI, service: Service) -> None:
     predictor = service.predictor
+    on_onnx_runtime = isinstance(predictor.model, OnnxClassifier)
 
     @app.post("/predict")
     async def predict(request: Request) -> dict[str, Any]:
@@ -159,7 +161,7 @@ def _routes(app: FastAPI, service: Service) -> None:
 
     @app.post("/explain")
     async def explain(request: Request) -> Response:
-        if getattr(predictor.model, "session", None) is not None:
+        if on_onnx_runtime:
             raise ApiError(501, "Grad-CAM needs the PyTorch model's gradients: serve the run "
                                 "folder, not its ONNX export")
         target = _target(request, predictor.class_names)
@@ -179,7 +181,7 @@ def _routes(app: FastAPI, service: Service) -> None:
 
     @app.get("/model")
     async def model() -> dict[str, Any]:
-        runtime = "onnxruntime" if getattr(predictor.model, "session", None) else "pytorch"
+        runtime = "onnxruntime" if on_onnx_runtime else "pytorch"
         return {**predictor.card.to_dict(), "runtime": runtime}
 
     @app.get("/healthz")
