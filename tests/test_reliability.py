@@ -16,6 +16,8 @@ from cnnlab.cli import main
 from cnnlab.config import TrainConfig
 from cnnlab.errors import CnnlabError
 
+from .helpers import read_rows
+
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "cnnlab", *args], capture_output=True, text=True,
@@ -271,3 +273,44 @@ def test_a_numpy_batch_is_predicted_like_a_list(digits_run):
     predictor = cnnlab.load(digits_run.path)
     assert [top[0].index for top in predictor.predict(batch)] == \
         [top[0].index for top in predictor.predict(list(batch))]
+
+
+@pytest.fixture
+def own_disk(tmp_path):
+    """A real filesystem of its own (tmpfs) that a test may fill; skipped where mounting is not
+    allowed (it needs root)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(disk)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def _fill(disk) -> None:
+    with open(disk / "filler", "wb") as handle:
+        try:
+            while True:
+                handle.write(b"\0" * (1 << 16))
+                handle.flush()
+        except OSError:
+            pass
+
+
+def test_a_disk_filling_up_mid_run_ends_in_one_line_that_says_what_was_kept(own_disk):
+    fill_after_first_epoch = lambda model, row: row["epoch"] == 1 and _fill(own_disk)  # noqa: E731
+    with pytest.raises(CnnlabError) as error:
+        cnnlab.train(data="digits", model="simple", epochs=3, out=str(own_disk / "runs"),
+                     quiet=True, on_epoch_end=fill_after_first_epoch)
+    message = str(error.value)
+    run = own_disk / "runs"
+    assert "No space left on device" in message and "\n" not in message
+    assert "the best model (epoch 1) and the checkpoint of epoch 1" in message
+    assert f"cnnlab train --resume {run}" in message
+    assert not list(run.glob(".*.tmp"))
+    (own_disk / "filler").unlink()
+    assert cnnlab.load(run) is not None  # the kept model loads: its checksum matches
+    assert _cli("train", "--resume", str(run), "--quiet").returncode == 0
+    assert len(read_rows(run / "metrics.csv")) == 3

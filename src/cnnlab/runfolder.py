@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from .config import TrainConfig
 from .contract import EXPORT_MANIFEST, ExportManifest, InputSpec, ModelCard, Preprocessing, versions
@@ -104,7 +104,9 @@ def save_model(run_dir: Path, model: Classifier, card: ModelCard) -> None:
     """Weights as safetensors (with their checksum), then model.json, which says how to rebuild
     and feed them."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    atomic_write(run_dir / WEIGHTS, lambda tmp: save_file(state, str(tmp)))
+    # Serialized in memory and written by Python: a full disk is then an OSError naming the file,
+    # where safetensors' own writer raises an error of its own type without one.
+    atomic_write(run_dir / WEIGHTS, lambda tmp: tmp.write_bytes(save(state)))
     write_checksum(run_dir / WEIGHTS)
     atomic_write_text(run_dir / META, card.replace(versions=versions()).to_json())
 

@@ -113,6 +113,8 @@ class Trainer:
     cached: bool = False  # the batches are cached backbone features; only the head runs
     ranks: Ranks = field(default_factory=Ranks)  # this process among those torchrun started
     network: nn.Module | None = None  # what trains: the model or its head, DDP-wrapped if needed
+    saved_model_epoch: int = 0  # the epochs whose model and checkpoint are on disk, whole
+    saved_checkpoint_epoch: int = 0
 
     def build_network(self) -> None:
         """Wrap what trains (the head alone on cached features) for data-parallel training."""
@@ -307,9 +309,11 @@ def _end_of_epoch(trainer: Trainer, state: TrainState, row: dict, run_dir: Path,
     if best:
         save_model(run_dir, trainer.model, card.replace(
             epoch=state.epoch, val_accuracy=round(score, 6) if has_val else None))
+        trainer.saved_model_epoch = state.epoch
     write_metrics(run_dir, state.history)
     training_curves(state.history, run_dir / "curves.png")
     save_checkpoint(run_dir / CHECKPOINT, checkpoint_of(trainer, state))
+    trainer.saved_checkpoint_epoch = state.epoch
 
 
 def _check_finite(trainer: Trainer, val_loss: float, has_val: bool, epoch: int) -> None:
@@ -488,8 +492,16 @@ def _resume_state(trainer: Trainer, run_dir: Path, resume: str | Path | None,
                          f"ended): starting it over in the same folder")
         return TrainState()
     state = restore(trainer, load_checkpoint(run_dir / CHECKPOINT))
+    trainer.saved_model_epoch, trainer.saved_checkpoint_epoch = state.best_epoch, state.epoch
     reporter.message(f"resuming {run_dir} after epoch {state.epoch}")
     return state
+
+
+def _what_is_kept(trainer: Trainer, run_dir: Path) -> str:
+    if not trainer.saved_checkpoint_epoch:
+        return f"nothing was saved in {run_dir}"
+    return (f"kept in {run_dir}: the best model (epoch {trainer.saved_model_epoch}) and the "
+            f"checkpoint of epoch {trainer.saved_checkpoint_epoch}")
 
 
 def _train(trainer: Trainer, data: DatasetSplits, uncached: DatasetSplits, state: TrainState,
@@ -509,4 +521,8 @@ def _train(trainer: Trainer, data: DatasetSplits, uncached: DatasetSplits, state
                 if state.best_epoch else "No model was saved")
         reporter.message(f"[red]stopped: {error}.[/red] {kept}; try a lower --lr")
         status = "diverged"
+    except OSError as error:  # a full disk or a folder gone read-only: every write is atomic
+        raise CnnlabError(f"cannot write {error.filename or run_dir}: {error.strerror or error}; "
+                          f"{_what_is_kept(trainer, run_dir)}; make room, then continue with: "
+                          f"cnnlab train --resume {run_dir}") from None
     return status
