@@ -197,11 +197,55 @@ def test_folder_training_streams_and_learns(tmp_path):
     assert run.best_val_accuracy >= 0.9  # squares against bars: easy for any working CNN
 
 
-def test_one_cycle_with_a_single_warmup_step(tmp_path):
-    # 10 steps in all at the default 10% warmup: a warmup of exactly one step
-    run = cnnlab.train(data="digits", model="conv(4) relu flatten dense", epochs=10,
-                       batch_size=4096, out=str(tmp_path / "ten"), quiet=True)
-    assert run.status == "finished" and len(run.history) == 10
+@pytest.mark.parametrize("total_steps", [1, 2, 3, 5, 10, 37])
+def test_one_cycle_rises_once_and_falls_for_any_number_of_steps(total_steps):
+    from cnnlab.config import TrainConfig
+    from cnnlab.train.optim import make_optimizer, make_scheduler
+
+    config = TrainConfig(epochs=total_steps, optimizer="adam", lr=1.0)
+    optimizer = make_optimizer(torch.nn.Linear(2, 2), config)
+    scheduler = make_scheduler(optimizer, config, steps_per_epoch=1)  # 10: one warmup step
+    rates = []
+    for _ in range(total_steps):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    peak = rates.index(max(rates))
+    assert all(a >= b for a, b in zip(rates[peak:], rates[peak + 1:]))  # no restart
+    if total_steps >= 3:
+        assert rates[0] < max(rates) / 2  # it warms up instead of starting at its peak
+
+
+def test_a_small_folder_gets_a_batch_it_can_learn_from(tmp_path, caplog):
+    from .helpers import make_shape_folder
+
+    make_shape_folder(tmp_path / "shapes", per_class=40)
+    run = cnnlab.train(data=str(tmp_path / "shapes"), model="simple", epochs=10,
+                       out=str(tmp_path / "r"), quiet=True)
+    assert "using 16 instead" in caplog.text and "optimizer step(s) per epoch" in caplog.text
+    assert load_config(run.path / "config.yaml").batch_size == 16  # what --resume will use
+    # at the old batch of 128 (one step per epoch) this run ended at 58% on validation
+    assert run.best_val_accuracy >= 0.8
+
+
+def test_validation_is_held_out_per_class_and_class_sizes_are_said(tmp_path, caplog, capsys):
+    from cnnlab.data.splits import TensorImages, split_off
+
+    from .helpers import make_shape_folder
+
+    labels = torch.tensor([0] * 60 + [1] * 60 + [2] * 12)
+    images = torch.zeros((len(labels), 1, 2, 2), dtype=torch.uint8)
+    train, val = split_off(TensorImages(images, labels), 0.1, seed=0)
+    assert torch.bincount(val.labels).tolist() == [6, 6, 1]
+    assert torch.bincount(train.labels).tolist() == [54, 54, 11]
+    make_shape_folder(tmp_path / "uneven", per_class=40)
+    for extra in sorted((tmp_path / "uneven" / "disc").iterdir())[8:]:
+        extra.unlink()
+    cnnlab.train(data=str(tmp_path / "uneven"), model="conv(4) relu flatten dense", epochs=1,
+                 out=str(tmp_path / "r"))
+    assert "training images per class: cross 36, disc 7, square 36" in capsys.readouterr().err
+    assert "the classes are imbalanced: disc has 7" in caplog.text
+    assert "--class-weights" in caplog.text
 
 
 def test_without_a_validation_split_nothing_val_holds_training_accuracy(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -57,6 +58,7 @@ from ..runfolder import (
     write_metrics,
 )
 from .checkpoint import TrainState, checkpoint_of, restore
+from .data_checks import class_counts, describe_counts, fit_batch_to_data, warn_on_imbalance
 from .optim import make_optimizer, make_scheduler
 from .probe import probe_summary, write_probe_path
 from .progress import Reporter
@@ -113,6 +115,7 @@ class Trainer:
     cached: bool = False  # the batches are cached backbone features; only the head runs
     ranks: Ranks = field(default_factory=Ranks)  # this process among those torchrun started
     network: nn.Module | None = None  # what trains: the model or its head, DDP-wrapped if needed
+    last_lr: float = math.nan  # the head's learning rate in the last step taken
     saved_model_epoch: int = 0  # the epochs whose model and checkpoint are on disk, whole
     saved_checkpoint_epoch: int = 0
 
@@ -179,6 +182,7 @@ def train_one_epoch(trainer: Trainer, data: DatasetSplits, reporter: Reporter,
         else:
             loss.backward()
             trainer.optimizer.step()
+        trainer.last_lr = trainer.optimizer.param_groups[-1]["lr"]
         trainer.scheduler.step()
         loss_sum += loss.detach().cpu() * len(labels)
         correct += (logits.argmax(1) == labels).sum().cpu()
@@ -339,7 +343,7 @@ def _run_epochs(trainer: Trainer, data: DatasetSplits, state: TrainState, run_di
                "val_loss": round(val_loss, 6), "val_acc": round(val_acc, 6)}
         if trainer.adversary is not None:
             row["val_robust_acc"] = round(_validate_robust(trainer, data), 6)
-        row.update(lr=trainer.optimizer.param_groups[-1]["lr"], seconds=round(seconds, 3))
+        row.update(lr=trainer.last_lr, seconds=round(seconds, 3))
         _end_of_epoch(trainer, state, row, run_dir, card)
         reporter.end_epoch(row, config.epochs)
         if on_epoch_end is not None:
@@ -430,6 +434,8 @@ def fit(config: TrainConfig, *, resume: str | Path | None = None, quiet: bool = 
     `on_epoch_end(model, row)` runs after each epoch is recorded (row: that epoch's metrics.csv
     row); its time is not in the row's training seconds."""
     ranks = ranks_from_environment()
+    if not ranks.is_main:  # one process speaks for all: the others' warnings would repeat its own
+        logging.getLogger("cnnlab").setLevel(logging.ERROR)
     set_threads(config.threads, ranks.local_world_size)
     device = join(ranks, resolve_device(config.device))
     try:
@@ -460,6 +466,8 @@ def _fit(config: TrainConfig, resume: str | Path | None, reporter: Reporter,
     if choice is not None and resume is None:
         reporter.message(choice)
     data = load_dataset(config.data)
+    if resume is None:
+        config = _check_data(config, data, reporter)
     trainer, card = _build_trainer(config, data, device)
     trainer.ranks = ranks
     uncached = data
@@ -477,6 +485,15 @@ def _fit(config: TrainConfig, resume: str | Path | None, reporter: Reporter,
     return Run(run_dir, config, state.history, state.best_epoch,
                state.best_score if has_val else None, test_acc,
                time.perf_counter() - started, status)
+
+
+def _check_data(config: TrainConfig, data: DatasetSplits, reporter: Reporter) -> TrainConfig:
+    """The class sizes said, imbalance and too few steps warned of, the batch fitted to the data
+    (config.yaml then records the batch used, so --resume agrees)."""
+    counts = class_counts(data)
+    reporter.message(describe_counts(data.class_names, counts))
+    warn_on_imbalance(data.class_names, counts, config.class_weights)
+    return fit_batch_to_data(config, len(data.train))
 
 
 def _resume_state(trainer: Trainer, run_dir: Path, resume: str | Path | None,

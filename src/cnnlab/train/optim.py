@@ -45,9 +45,12 @@ def _param_groups(model: nn.Module, config: TrainConfig) -> list[dict]:
 
 
 def _warmup_share(warmup: float, total: int) -> float:
-    """OneCycleLR divides by its warmup's length in steps, warmup * total - 1: a warmup of exactly
-    one step (10 steps at the default 0.1) is a division by zero. Take one and a half instead."""
-    return 1.5 / total if math.isclose(warmup * total, 1.0) and total > 1 else warmup
+    """OneCycleLR's warmup ends at step warmup * total - 1 and it divides by that length: at one
+    step (10 steps at the default 0.1) a division by zero, below it a warmup that ends before the
+    first step, so a short run starts at its peak. Rise over at least one and a half steps."""
+    if warmup == 0 or total <= 1:
+        return warmup
+    return max(warmup, 1.5 / total)
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
