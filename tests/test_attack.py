@@ -123,7 +123,7 @@ def test_attack_run_writes_table_and_figures(digits_run):
     metrics = cnnlab.attack(digits_run.path, method="fgsm", eps=[0.1, 0, 0.05], limit=100)
     assert [row["eps"] for row in metrics["results"]] == [0, 0.05, 0.1]
     assert metrics["images"] == 100 and metrics["method"] == "fgsm"
-    folder = digits_run.path / "attack"
+    folder = digits_run.path / "attack-fgsm"  # FGSM's results beside PGD's, not over them
     assert json.loads((folder / "metrics.json").read_text())["results"] == metrics["results"]
     for name in ("robust_accuracy.png", "examples.png"):
         with Image.open(folder / name) as image:

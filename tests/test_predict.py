@@ -96,8 +96,8 @@ def test_globs_folders_and_csv_output(tmp_path, digits_run):
     found = expand_inputs([str(tmp_path / "d*.png"), str(tmp_path / "nested")])
     assert len(found.images) == 4 and not found.missing
     out = tmp_path / "predictions.csv"
-    result = cnnlab_cli("predict", str(digits_run.path), str(tmp_path), "--format", "csv",
-                        "--topk", "2", "--output", str(out))
+    result = cnnlab_cli("predict", str(digits_run.path), str(tmp_path), "--topk", "2", "--out",
+                        str(out))  # the format comes from the extension
     assert result.returncode == 0, result.stderr
     rows = list(csv.DictReader(io.StringIO(out.read_text())))
     assert len(rows) == 4 * 2

@@ -236,7 +236,7 @@ def test_python_arrays_in_0_to_255_are_pixels_not_white(digits_run):
 def test_summary_classes_and_predict_output_folder(digits_run, tmp_path, capsys):
     assert main(["summary", "simple", "--classes", "-1"]) == 2
     assert main(["predict", str(digits_run.path), str(digits_run.path / "curves.png"), "--format",
-                 "csv", "--output", str(tmp_path)]) == 2
+                 "csv", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "--classes must be at least 2" in err and "is a folder" in err
 

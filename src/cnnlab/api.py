@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .config import CONFIG_SECTIONS, SECTION_SHORTHAND, TrainConfig, apply_overrides, flat_key, load_config
+from .errors import CnnlabError
 
 if TYPE_CHECKING:  # the heavy modules (torch and up) load when a function runs, not on import
     from .predict import Predictor
@@ -18,7 +19,8 @@ def train(config: TrainConfig | str | Path | None = None, *, resume: str | Path 
 
     Args:
         config: a TrainConfig, a YAML file, or None for the defaults.
-        resume: a run folder to continue from its last.ckpt (its own config.yaml is used).
+        resume: a run folder to continue from its last.ckpt (its own config.yaml is used; `epochs`
+            may extend it, with a new learning-rate cycle over the added epochs).
         quiet: no progress output.
         on_epoch_end: called as on_epoch_end(model, row) after each epoch (row: its metrics).
         **settings: overrides by the names of the CLI flags, e.g. data="digits", epochs=3,
@@ -29,7 +31,7 @@ def train(config: TrainConfig | str | Path | None = None, *, resume: str | Path 
     from .train.loop import fit
 
     if resume is not None:
-        return fit(load_config(Path(resume) / CONFIG), resume=resume, quiet=quiet,
+        return fit(_resumed_config(resume, settings), resume=resume, quiet=quiet,
                    on_epoch_end=on_epoch_end)
     if not isinstance(config, TrainConfig):
         config = load_config(config) if config is not None else TrainConfig()
@@ -42,6 +44,20 @@ def train(config: TrainConfig | str | Path | None = None, *, resume: str | Path 
         else:
             overrides[flat_key(key)] = value
     return fit(apply_overrides(config, overrides), quiet=quiet, on_epoch_end=on_epoch_end)
+
+
+def _resumed_config(run: str | Path, settings: dict[str, Any]) -> TrainConfig:
+    """The run's own config.yaml; `epochs` may change (to extend the run), nothing else."""
+    from .runfolder import CONFIG
+
+    config = load_config(Path(run) / CONFIG)
+    others = sorted(set(settings) - {"epochs"})
+    if others:
+        raise CnnlabError(f"--resume continues a run with its own config.yaml (only --epochs may "
+                          f"change, to extend it); drop {', '.join(others)}")
+    if settings.get("epochs") is not None:
+        config = apply_overrides(config, {"epochs": settings["epochs"]})
+    return config
 
 
 def evaluate(run: str | Path, **options: Any) -> dict[str, Any]:

@@ -153,6 +153,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: cannot write or read{where}: {error.strerror or error}; every file "
               f"written before is whole (writes are atomic)", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as interrupt:  # training says what it kept and how to go on
+        print(f"interrupted{': ' if str(interrupt) else ''}{interrupt}", file=sys.stderr)
         return 130

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import glob
 import re
 import sys
+import textwrap
+from pathlib import Path
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from .errors import CnnlabError
+from .errors import CnnlabError, suggest
 from .fileio import is_dir
 from .settings import build, values_from
 
@@ -32,9 +37,6 @@ def run_train(args: argparse.Namespace) -> int:
 
     options = {k: v for k, v in vars(args).items() if k not in _PARSER_KEYS}
     config, resume, quiet = (options.pop(key, None) for key in _TRAIN_OPTIONS)
-    if resume is not None and options:
-        raise CnnlabError(f"--resume continues a run with its own config.yaml; drop "
-                          f"{', '.join(sorted(options))}")
     nested: dict = {}
     for key, value in options.items():
         section, _, name = key.rpartition(".")
@@ -95,19 +97,35 @@ def run_evaluate(args: argparse.Namespace) -> int:
 def run_predict(args: argparse.Namespace) -> int:
     from .predict import expand_inputs, load_predictor
 
-    settings = _settings(args)
-    if settings.output and is_dir(settings.output):
-        raise CnnlabError(f"--output {settings.output} is a folder; give a file name, e.g. "
-                          f"{settings.output.rstrip('/')}/predictions.{settings.format}")
+    settings = _prediction_settings(_settings(args))
     predictor = load_predictor(args.run, settings.device)
     found = expand_inputs(args.inputs)
     if not found.images and not found.videos:
+        if len(found.missing) == len(args.inputs):  # nothing named exists
+            raise CnnlabError(f"{found.missing[0].input}: {found.missing[0].reason}")
         raise CnnlabError(f"no images or videos found in {' '.join(args.inputs)}")
     results, failures = _collect_predictions(predictor, found, settings)
     for failure in failures:
         print(f"error: {failure.input}: {failure.reason}", file=sys.stderr)
     _emit_predictions(results, settings)
     return 1 if failures else 0
+
+
+PREDICTION_FORMATS = {".json": "json", ".csv": "csv"}
+
+
+def _prediction_settings(settings):
+    """The format from --out's extension unless --format names one; --out must be a file."""
+    out, chosen = settings.out, settings.format
+    if out is None:
+        return settings if chosen else dataclasses.replace(settings, format="table")
+    if is_dir(out):
+        raise CnnlabError(f"--out {out} is a folder; give a file name, e.g. "
+                          f"{out.rstrip('/')}/predictions.{chosen or 'csv'}")
+    inferred = PREDICTION_FORMATS.get(Path(out).suffix.lower())
+    if chosen in (None, "table") and inferred is None:
+        raise CnnlabError(f"--out {out}: name a .json or .csv file, or add --format json or csv")
+    return dataclasses.replace(settings, format=chosen if chosen not in (None, "table") else inferred)
 
 
 def _collect_predictions(predictor, found, settings) -> tuple[list, list]:
@@ -131,12 +149,14 @@ def _emit_predictions(results: list, settings) -> None:
     from .fileio import atomic_write_text
 
     if settings.format == "table":
-        _print_prediction_table(results)
+        if results:  # every input failed: their error lines say it all
+            _print_prediction_table(results)
         return
     text = _predictions_json(results) if settings.format == "json" else _predictions_csv(results)
-    if settings.output:
-        atomic_write_text(settings.output, text)
-        console.print(f"{len(results)} predictions written to {settings.output}")
+    if settings.out:
+        atomic_write_text(settings.out, text)
+        console.print(f"{len(results)} prediction{'s' * (len(results) != 1)} written to "
+                      f"{settings.out}")
     else:
         sys.stdout.write(text)
 
@@ -178,18 +198,21 @@ def _predictions_csv(results: list) -> str:
 
 
 def run_explain(args: argparse.Namespace) -> int:
-    from .explain import METHODS, describe_layers, explain
+    from .config import explain_methods
+    from .explain import describe_layers, explain
 
     if args.list_layers:
-        _print_table("layers (use a name with --layer)", ["name", "kind", "output"],
-                     [[layer.name, layer.kind, "x".join(map(str, layer.output_shape))]
+        _print_table("layers (--layer takes a name or, as in cnnlab summary, a #)",
+                     ["#", "layer", "name", "kind", "output"],
+                     [[str(layer.position or ""), layer.text, layer.name, layer.kind,
+                       "x".join(map(str, layer.output_shape))]
                       for layer in describe_layers(args.run)])
         return 0
     settings = _settings(args)
-    every = settings.method == "all"
-    for method in METHODS if every else [settings.method]:
-        if every and not args.images and method not in ("filters", "embedding"):
-            continue
+    methods = explain_methods(settings.method)
+    if not args.images and "all" in settings.method:  # 'all' without images: what needs none
+        methods = [m for m in methods if m in ("filters", "embedding")]
+    for method in methods:
         result = explain(args.run, args.images, settings, method=method)
         for path in [] if settings.quiet else result.figures:
             console.print(f"{method}: {path}")
@@ -272,28 +295,31 @@ def run_summary(args: argparse.Namespace) -> int:
     from .models.summary import SUMMARY_COLUMNS, human, summarize, summary_rows
     from .runfolder import read_card
 
-    model, shape, classes = args.model, (1, 28, 28), 10
+    model, shape, classes, name = args.model, (1, 28, 28), 10, None
     if is_dir(model):
         card = read_card(model)
-        model, shape, classes = card.architecture, card.input.shape, card.num_classes
+        model, shape, classes, name = (card.architecture, card.input.shape, card.num_classes,
+                                       f"{card.name} (run {Path(args.model).name})")
     shape = _parse_input(args.input) if args.input else shape
     if args.classes is not None and args.classes < 2:
         raise CnnlabError(f"--classes must be at least 2, got {args.classes}")
     summary = summarize(model, shape, args.classes or classes)
-    table = Table(title=f"{summary.name} on {'x'.join(map(str, shape))} input, "
-                        f"{args.classes or classes} classes")
+    table = Table(title=f"{name or summary.name} on {'x'.join(map(str, shape))} input, "
+                        f"{args.classes or classes} classes", box=box.SIMPLE_HEAD, pad_edge=False,
+                  collapse_padding=True)
     for column in SUMMARY_COLUMNS:
         table.add_column(column, justify="left" if column == "layer" else "right")
     for row in summary_rows(summary):
         table.add_row(*row)
     console.print(table)
     conv, dense = summary.sharing
-    console.print(f"total: {summary.params:,} parameters, {human(summary.flops)} FLOPs "
-                  f"({human(summary.flops / 2)} multiply-adds) per image")
+    lines = [f"total: {summary.params:,} parameters, {human(summary.flops)} FLOPs "
+             f"({human(summary.flops / 2)} multiply-adds) per image"]
     if conv:
-        console.print(f"parameter sharing: the conv layers use {conv:,} parameters; fully "
-                      f"connected layers with the same input and output sizes would need "
-                      f"{dense:,} ({dense / conv:,.0f}x more)")
+        lines.append(f"parameter sharing: the conv layers use {conv:,} parameters; fully connected "
+                     f"layers with the same input and output sizes would need {dense:,} "
+                     f"({dense / conv:,.0f}x more)")
+    console.print("\n".join(textwrap.fill(line, 80) for line in lines))
     return 0
 
 
@@ -314,10 +340,39 @@ def run_datasets(args: argparse.Namespace) -> int:
 
 def run_models(args: argparse.Namespace) -> int:
     from .models import list_models
+    from .models.summary import human, summarize
 
-    _print_table("named networks (or write your own: cnnlab layers)",
-                 ["name", "description", "layers"],
-                 [[entry.name, entry.description, entry.spec] for entry in list_models(args.pattern)])
+    pattern = args.pattern
+    if pattern.startswith("timm:"):
+        return _list_timm_models(pattern.removeprefix("timm:"))
+    entries = list_models(pattern if glob.has_magic(pattern) else f"*{pattern}*")
+    if not entries:
+        names = [entry.name for entry in list_models()]
+        raise CnnlabError(f"no named network matches {pattern!r}{suggest(pattern, names)}; the "
+                          f"networks: {', '.join(names)} (timm's: cnnlab models 'timm:*{pattern}*')")
+    summaries = [summarize(entry.name, (1, 28, 28), 10) for entry in entries]
+    _print_table("named networks, sized for 1x28x28 images and 10 classes",
+                 ["name", "description", "params", "FLOPs"],
+                 [[entry.name, entry.description, human(summary.params), human(summary.flops)]
+                  for entry, summary in zip(entries, summaries, strict=True)])
+    console.print("layers of one: cnnlab summary NAME; your own network: cnnlab layers; timm's: "
+                  "cnnlab models 'timm:*resnet*'")
+    return 0
+
+
+def _list_timm_models(pattern: str) -> int:
+    import timm
+
+    names = timm.list_models(pattern or "*")
+    if not names:
+        raise CnnlabError(f"no timm model matches {pattern!r}; try a wildcard, e.g. "
+                          f"cnnlab models 'timm:*{pattern}*'")
+    pretrained = set(timm.list_models(pattern or "*", pretrained=True))
+    with_weights = {name.split(".")[0] for name in pretrained}
+    console.print(f"{len(names)} timm models match {pattern!r} (* has ImageNet weights, "
+                  f"downloaded from the Hugging Face hub on first use):")
+    console.print(", ".join(f"{name}{'*' * (name in with_weights)}" for name in names))
+    console.print("use one: cnnlab train --model timm:NAME [--pretrained]")
     return 0
 
 

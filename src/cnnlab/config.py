@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from .errors import CnnlabError, suggest
+from .errors import CnnlabError, suggest, unknown
 from .settings import build, option
 
 
@@ -95,6 +95,9 @@ class TrainConfig:
     adv_step_size: float | None = option(
         None, "adversarial step size (default: 1.25 eps for fgsm, 2.5 eps / steps for pgd)", above=0)
     pretrained: bool = option(False, "ImageNet weights for a timm model (--model timm:NAME)")
+    init: str | None = option(None, "start from the weights of this run folder (its network unless "
+                                    "--model says otherwise; a new output layer where the classes "
+                                    "differ)")
     freeze: str | None = option(None, "backbone: keep the pretrained features and fit only the "
                                       "head, to convergence (an exact linear probe)")
     freeze_epochs: int = option(0, "fine-tuning: train the head alone this many epochs first", minimum=0)
@@ -131,6 +134,8 @@ class EvaluateSettings:
     max_shift: int = option(3, "translation test: shift images by 0..N pixels (0 turns it off)",
                             minimum=0, maximum=16)
     batch_size: int = option(EVAL_BATCH, "images per forward pass", minimum=1)
+    out: str | None = option(None, "results folder (default RUN/evaluate; RUN/evaluate-val for "
+                                   "--split val, RUN/evaluate-NAME for --data NAME)")
     device: str = option("auto", DEVICE_HELP)
     quiet: bool = option(False, QUIET_HELP)
 
@@ -138,9 +143,10 @@ class EvaluateSettings:
 @dataclass(frozen=True)
 class PredictSettings:
     topk: int = option(5, "how many classes to list per input", minimum=1)
-    format: str = option("table", "table on the terminal, or json / csv",
-                         choices=("table", "json", "csv"), kind="format")
-    output: str | None = option(None, "write the json/csv here, not to stdout")
+    format: str | None = option(None, "table | json | csv (default: a table on the terminal, or "
+                                      "what --out's extension says)",
+                                choices=("table", "json", "csv"), kind="format")
+    out: str | None = option(None, "write the predictions to this .json or .csv file")
     batch_size: int = option(EVAL_BATCH, "images per forward pass", minimum=1)
     workers: int = option(2, "DataLoader workers that decode image files", minimum=0)
     fps: float = option(1.0, "video frames sampled per second", above=0)
@@ -151,10 +157,22 @@ EXPLAIN_METHODS = ("feature-maps", "filters", "saliency", "integrated-gradients"
                    "occlusion", "embedding")
 
 
+def explain_methods(text: str) -> list[str]:
+    """'saliency,gradcam' -> the methods in order; 'all' -> every one."""
+    methods = []
+    for name in (part.strip() for part in text.split(",") if part.strip()):
+        if name not in (*EXPLAIN_METHODS, "all"):
+            raise unknown("explain method", name, (*EXPLAIN_METHODS, "all"))
+        methods.extend(EXPLAIN_METHODS if name == "all" else [name])
+    if not methods:
+        raise CnnlabError(f"--method names no method; choose from {', '.join(EXPLAIN_METHODS)}")
+    return list(dict.fromkeys(methods))
+
+
 @dataclass(frozen=True)
 class ExplainSettings:
-    method: str = option("gradcam", " | ".join((*EXPLAIN_METHODS, "all")),
-                         choices=(*EXPLAIN_METHODS, "all"), kind="explain method")
+    method: str = option("gradcam", " | ".join((*EXPLAIN_METHODS, "all")) + "; several: "
+                                    "saliency,gradcam")
     layer: str | None = option(None, "layer name (see --list-layers); default: every conv layer / "
                                      "the last one for gradcam")
     target: str | int | None = option(None, "class name or index to explain (default: the predicted "
@@ -186,6 +204,8 @@ class AttackSettings:
     limit: int | None = option(1000, "attack the first N images of the split", minimum=1)
     seed: int = option(0, "seed of PGD's random start", minimum=0)
     batch_size: int = option(EVAL_BATCH, "images per batch", minimum=1)
+    out: str | None = option(None, "results folder (default RUN/attack; another attack, split or "
+                                   "data gets its own: RUN/attack-fgsm, RUN/attack-val ...)")
     device: str = option("auto", DEVICE_HELP)
     quiet: bool = option(False, QUIET_HELP)
 

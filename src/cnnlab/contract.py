@@ -66,6 +66,7 @@ class ModelCard:
     flip_tta: bool = False  # predictions average the image and its mirror image
     epoch: int | None = None  # the epoch whose weights these are
     val_accuracy: float | None = None
+    test_accuracy: float | None = None  # of these weights on the data's test split, after training
     head: str | None = None  # how the output layer was fitted, where not by gradient steps
     versions: dict[str, str] = field(default_factory=dict)
 
@@ -107,6 +108,7 @@ class ModelCard:
             flip_tta=reader.get("flip_tta", bool, default=False),
             epoch=reader.get("epoch", int, default=None),
             val_accuracy=reader.get("val_accuracy", float, default=None),
+            test_accuracy=reader.get("test_accuracy", float, default=None),
             head=reader.get("head", str, default=None),
             versions=reader.get("versions", dict, default={}),
         )

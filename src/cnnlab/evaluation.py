@@ -28,7 +28,7 @@ from .fileio import atomic_write_json, atomic_write_text
 from .inference import predict_logits
 from .progress import tracked
 from .rundata import pick_split
-from .runfolder import load_model
+from .runfolder import data_qualifiers, load_model, results_folder
 from .settings import resolve
 
 ECE_BINS = 15
@@ -70,7 +70,7 @@ def shift_images(images: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
 def shift_accuracy(model, split: Split, device: torch.device, max_shift: int,
                    quiet: bool = True) -> list[dict]:
     """Accuracy when every image is moved by s pixels, averaged over right, left, down and up."""
-    if not isinstance(split, TensorImages):
+    if not isinstance(split, TensorImages) or max_shift == 0:
         return []
     rows = []
     with tracked("translation test", len(split) * (1 + 4 * max_shift), quiet=quiet) as advance:
@@ -131,11 +131,16 @@ def _write_figures(out: Path, labels, predictions, probabilities, matrix, names,
                          "most confidently wrong")
     if shifts:
         plots.shift_curve(shifts, out / "shift.png")
+    # a figure this evaluation has nothing for must not be left from an earlier one
+    for name, made in (("mistakes.png", bool(order)), ("shift.png", bool(shifts))):
+        if not made:
+            (out / name).unlink(missing_ok=True)
 
 
 def evaluate_run(run: str | Path, settings: EvaluateSettings | None = None,
                  **options: Any) -> Evaluation:
-    """Evaluate a run's best model on a split and write RUN/evaluate/.
+    """Evaluate a run's best model on a split and write RUN/evaluate/ (RUN/evaluate-val/ for
+    the validation split, RUN/evaluate-NAME/ for other data NAME, or `out`).
 
     Args:
         run: the run folder.
@@ -160,8 +165,7 @@ def evaluate_run(run: str | Path, settings: EvaluateSettings | None = None,
     matrix = confusion_matrix(labels, predictions, labels=list(range(len(names))))
     metrics["translation"] = shift_accuracy(model, chosen, torch_device, max_shift,
                                             settings.quiet)
-    out = run / "evaluate"
-    out.mkdir(exist_ok=True)
+    out = results_folder(run, "evaluate", settings.out, data_qualifiers(split, settings.data))
     _write_csv(out / "confusion_matrix.csv", [["true \\ predicted", *names]] +
                [[name, *row.tolist()] for name, row in zip(names, matrix, strict=True)])
     _write_csv(out / "per_class.csv", [list(metrics["per_class"][0])] +

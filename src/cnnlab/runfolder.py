@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save
 from .config import TrainConfig
 from .contract import EXPORT_MANIFEST, ExportManifest, InputSpec, ModelCard, Preprocessing, versions
 from .errors import CnnlabError
-from .fileio import atomic_write, atomic_write_text
+from .fileio import atomic_write, atomic_write_json, atomic_write_text
 from .models import Classifier, create_model
 
 if TYPE_CHECKING:
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 WEIGHTS, META, CHECKPOINT, METRICS, CONFIG = ("model.safetensors", "model.json", "last.ckpt",
                                               "metrics.csv", "config.yaml")
+RESULTS = "results.json"  # how training ended: status, best epoch, validation and test accuracy
 
 
 def check_writable(out: str | None, root: str = "runs") -> None:
@@ -109,6 +110,30 @@ def save_model(run_dir: Path, model: Classifier, card: ModelCard) -> None:
     atomic_write(run_dir / WEIGHTS, lambda tmp: tmp.write_bytes(save(state)))
     write_checksum(run_dir / WEIGHTS)
     atomic_write_text(run_dir / META, card.replace(versions=versions()).to_json())
+
+
+def results_folder(run_dir: Path, verb: str, out: str | None, qualifiers: list[str]) -> Path:
+    """Where a verb writes its results: --out, else RUN/VERB, with a suffix for each setting that
+    is not the default (RUN/evaluate-val, RUN/attack-fgsm), so one never overwrites another."""
+    folder = Path(out) if out else run_dir / "-".join([verb, *qualifiers])
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def data_qualifiers(split: str, data: str | None) -> list[str]:
+    """The suffixes of results on another split or other data than the run's test split."""
+    qualifiers = [split] if split != "test" else []
+    if data:
+        qualifiers.append(re.sub(r"[^A-Za-z0-9._]+", "-", Path(data.rstrip("/")).name or data))
+    return qualifiers
+
+
+def write_results(run_dir: Path, results: dict[str, Any]) -> None:
+    """results.json, and the test accuracy into model.json beside the weights it belongs to."""
+    atomic_write_json(run_dir / RESULTS, results)
+    if (run_dir / META).is_file() and results.get("test_accuracy") is not None:
+        card = read_card(run_dir).replace(test_accuracy=round(results["test_accuracy"], 6))
+        atomic_write_text(run_dir / META, card.to_json())
 
 
 def read_card(run_dir: str | Path) -> ModelCard:

@@ -23,7 +23,7 @@ from ..errors import CnnlabError
 from ..fileio import atomic_write_json
 from ..progress import tracked
 from ..rundata import pick_split
-from ..runfolder import load_model
+from ..runfolder import data_qualifiers, load_model, results_folder
 from ..settings import resolve
 from .attacks import Attack, check_eps, correct, make_attack, pgd_step_size, seeded
 
@@ -52,13 +52,20 @@ class _Tally:
         self.robust, self.adversarial = [0] * len(self.eps), [0] * len(self.eps)
 
 
-def parse_eps(value: str | float | Sequence[float]) -> list[float]:
-    """"0,0.01,0.03" (or numbers) -> sorted distinct epsilons, each >= 0."""
+def _eps_number(text: str) -> float:
+    """'0.03' or a fraction of the 0..255 scale papers quote, '8/255'."""
+    numerator, _, denominator = text.strip().partition("/")
+    return float(numerator) / float(denominator) if denominator else float(numerator)
+
+
+def parse_eps(value: str | float | Sequence[float], norm: str = "linf") -> list[float]:
+    """"0,0.01,8/255" (or numbers) -> sorted distinct epsilons, each >= 0 (and at most 1 for L-inf,
+    the largest change of a pixel in [0, 1])."""
     if isinstance(value, str):
         try:
-            values = [float(part) for part in value.split(",") if part.strip()]
-        except ValueError:
-            raise CnnlabError(f"--eps must be numbers separated by commas, like 0,0.01,0.03,0.1; "
+            values = [_eps_number(part) for part in value.split(",") if part.strip()]
+        except (ValueError, ZeroDivisionError):
+            raise CnnlabError(f"--eps must be numbers separated by commas, like 0,0.01,8/255,0.1; "
                               f"got {value!r}") from None
     elif isinstance(value, (int, float)):
         values = [float(value)]
@@ -66,6 +73,11 @@ def parse_eps(value: str | float | Sequence[float]) -> list[float]:
         values = [float(v) for v in value]
     if not values:
         raise CnnlabError("--eps needs at least one number, like 0,0.01,0.03,0.1")
+    too_large = [v for v in values if norm == "linf" and v > 1]
+    if too_large:
+        raise CnnlabError(f"--eps {too_large[0]:g} is above 1: with L-inf, eps is the largest change "
+                          f"of a pixel in [0, 1] (for {too_large[0]:g} on the 0..255 scale, write "
+                          f"{too_large[0]:g}/255)")
     return sorted({check_eps(v, "--eps") for v in values})
 
 
@@ -102,7 +114,7 @@ def measure(model: nn.Module, split: Split, settings: AttackSettings | None = No
     """Attack the first `settings.limit` images of `split` at every epsilon (sorted ascending)."""
     settings = resolve(AttackSettings, settings, options)
     device = device or torch.device("cpu")
-    eps = parse_eps(settings.eps)
+    eps = parse_eps(settings.eps, settings.norm)
     attacks = [make_attack(model, settings.method, e, norm=settings.norm, steps=settings.steps,
                            step_size=settings.step_size) for e in eps]
     tally = _Tally(eps)
@@ -152,9 +164,20 @@ def _describe(settings: AttackSettings) -> str:
     return f"PGD ({name}, {settings.steps} steps)" if settings.method == "pgd" else "FGSM (L-inf)"
 
 
+def _setting_qualifiers(settings: AttackSettings) -> list[str]:
+    """'fgsm', 'pgd-l2', 'pgd-linf-50steps': the attack's name where it is not the default."""
+    default = AttackSettings()
+    name = settings.method
+    if settings.method == "pgd":
+        name += f"-{settings.norm}" + (f"-{settings.steps}steps" if settings.steps != default.steps
+                                       else "")
+    return [] if name == f"{default.method}-{default.norm}" else [name]
+
+
 def attack_run(run: str | Path, settings: AttackSettings | None = None,
                **options: Any) -> AttackResult:
-    """Robust accuracy of a run's best model for each epsilon; writes RUN/attack/.
+    """Robust accuracy of a run's best model for each epsilon; writes RUN/attack/ (for another
+    attack, split or data: RUN/attack-fgsm/, RUN/attack-pgd-l2-val/ ..., or `out`).
 
     Args:
         run: the run folder.
@@ -166,7 +189,7 @@ def attack_run(run: str | Path, settings: AttackSettings | None = None,
             start, so a run gives the same numbers every time), batch_size, device.
     """
     settings = resolve(AttackSettings, settings, options)
-    eps_list = parse_eps(settings.eps)
+    eps_list = parse_eps(settings.eps, settings.norm)
     if settings.limit is not None and settings.limit < 1:
         raise CnnlabError(f"--limit must be at least 1, got {settings.limit}")
     run = Path(run)
@@ -185,8 +208,8 @@ def attack_run(run: str | Path, settings: AttackSettings | None = None,
                "seed": settings.seed, "eps_units": "pixels in [0, 1], before normalization"}
     if method == "pgd":
         metrics.update(steps=settings.steps, random_start=settings.norm == "linf")
-    out = run / "attack"
-    out.mkdir(exist_ok=True)
+    out = results_folder(run, "attack", settings.out,
+                         _setting_qualifiers(settings) + data_qualifiers(split, settings.data))
     plots.robust_accuracy_curve(rows, metrics["clean_accuracy"], out / "robust_accuracy.png",
                                 f"{described}, {data_name} {split} ({tally.images} images)")
     _examples(model, tally, list(card.class_names), eps_list[-1], out / "examples.png",

@@ -26,6 +26,16 @@ class LayerInfo:
     kind: str
     output_shape: tuple[int, ...]  # without the batch dimension
 
+    @property
+    def position(self) -> int | None:
+        """The layer's number in `cnnlab summary` (layer-language networks only)."""
+        return getattr(self.module, "layer_position", None)
+
+    @property
+    def text(self) -> str:
+        """The layer as the layer language writes it, where the network was written in it."""
+        return getattr(self.module, "layer_text", "")
+
 
 @contextmanager
 def forward_hooks(modules: dict[str, nn.Module], store: dict[str, torch.Tensor]) -> Iterator[None]:
@@ -112,9 +122,22 @@ def last_conv_activation(layers: list[LayerInfo]) -> LayerInfo:
 
 
 def find_layer(layers: list[LayerInfo], name: str) -> LayerInfo:
+    """A layer by its module name ('network.features.4', or 'features.4'), or by its number in
+    `cnnlab summary` ('5' or '#5'); feature maps and Grad-CAM need one whose output is maps."""
+    number = name.removeprefix("#")
     for layer in layers:
-        if layer.name == name:
-            return layer
+        if name in (layer.name, layer.name.removeprefix("network.")) or \
+                (number.isdigit() and layer.position == int(number)):
+            return _with_maps(layer)
     names = [layer.name for layer in layers]
-    raise CnnlabError(f"no layer {name!r} in this model{suggest(name, names)}; layers: "
-                      f"{', '.join(names)}")
+    raise CnnlabError(f"no layer {name!r} in this model{suggest(name, names)}; see them with "
+                      f"`cnnlab explain RUN --list-layers` (a name or the # of `cnnlab summary`)")
+
+
+def _with_maps(layer: LayerInfo) -> LayerInfo:
+    if len(layer.output_shape) != 3:
+        shown = layer.text or layer.kind
+        raise CnnlabError(f"layer {layer.name} ({shown}) outputs a vector of "
+                          f"{'x'.join(map(str, layer.output_shape))}, not maps: feature maps and "
+                          f"Grad-CAM need a layer before the flatten or pooling to a vector")
+    return layer

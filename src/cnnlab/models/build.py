@@ -82,6 +82,8 @@ def build_network(layers: list[Layer], input_shape: Shape,
         dense = ((math.prod(shape) + 1) * math.prod(out_shape) if LAYERS[layer.name].conv
                  else None)
         built.append(BuiltLayer(layer, module, shape, out_shape, params, flops, tracker.rf, dense))
+        if module is not None:  # explain finds a layer by the number and text summary shows
+            module.layer_position, module.layer_text = layer.position, layer.text
         shape = out_shape
     modules = [b.module for b in built if b.module is not None]
     spatial = [i for i, b in enumerate(b for b in built if b.module is not None)

@@ -104,7 +104,9 @@ def parse_yaml_layers(items: list[Any]) -> list[Layer]:
         elif isinstance(item, dict) and len(item) == 1:
             name, value = next(iter(item.items()))
             positional, keywords = _yaml_args(value)
-            layers.append(make_layer(str(name), (positional, keywords), index, f"{name}: {value}"))
+            layer = make_layer(str(name), (positional, keywords), index, f"{name}: {value}")
+            # checked against what was written; shown (summary, explain) in the layer language
+            layers.append(Layer(layer.name, layer.args, index, canonical_text(layer.name, layer.args)))
         else:
             raise CnnlabError(f"layer {index} {item!r}: expected a name or a one-key mapping")
     return layers

@@ -117,10 +117,11 @@ def summary_rows(summary: Summary) -> list[list[str]]:
             f"{row.params:,}",
             human(row.flops) if row.flops else "-",
             f"{row.receptive_field}x{row.receptive_field}" if row.receptive_field else "-",
-            f"{row.dense_params:,}" if row.dense_params is not None else "-",
+            human(row.dense_params) if row.dense_params is not None else "-",
         ])
     return rows
 
 
-SUMMARY_COLUMNS = ["#", "layer", "output (CxHxW)", "params", "FLOPs", "receptive field",
-                   "params if fully connected"]
+# Two-line headers keep the table within 80 columns for the layers of the named networks.
+SUMMARY_COLUMNS = ["#", "layer", "output\n(CxHxW)", "params", "FLOPs", "receptive\nfield",
+                   "params if\ndense"]

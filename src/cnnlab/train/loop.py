@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
 import time
@@ -10,6 +11,7 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -17,7 +19,7 @@ from torch import nn
 # attack.attacks needs nothing from cnnlab but errors (an attack only needs an nn.Module), so this
 # import adds no arrow up into run folders, data or plots; attack.robustness is never imported here.
 from ..attack.attacks import Attack, PGDAttack, robust_correct, seeded, training_attack
-from ..config import TrainConfig
+from ..config import TrainConfig, load_config
 from ..contract import ModelCard
 from ..data import DatasetSplits, channel_stats, load_dataset
 from ..data.augment import augment_batch
@@ -51,11 +53,13 @@ from ..runfolder import (
     load_checkpoint,
     load_model,
     new_run_dir,
+    read_card,
     save_checkpoint,
     save_model,
     training_card,
     uses_flip,
     write_metrics,
+    write_results,
 )
 from .checkpoint import TrainState, checkpoint_of, restore
 from .data_checks import class_counts, describe_counts, fit_batch_to_data, warn_on_imbalance
@@ -69,6 +73,7 @@ from .transfer import (
     fit_probe_head,
     keep_batch_norm_statistics,
     set_backbone_frozen,
+    start_from_run,
 )
 
 # Robust validation: PGD at the training eps on the first images of the validation split, with the
@@ -77,6 +82,9 @@ VAL_ROBUST_IMAGES, VAL_ROBUST_STEPS, VAL_ROBUST_SEED = 500, 10, 0
 
 
 EpochCallback = Callable[[nn.Module, dict], None]
+
+
+log = logging.getLogger("cnnlab")
 
 
 class TrainingDiverged(Exception):
@@ -95,6 +103,13 @@ class Run:
     test_accuracy: float | None
     seconds: float
     status: str  # finished | stopped early | diverged
+
+    def results(self) -> dict[str, Any]:
+        """What RUN/results.json records."""
+        rounded = lambda value: None if value is None else round(value, 6)  # noqa: E731
+        return {"status": self.status, "epochs": len(self.history), "best_epoch": self.best_epoch,
+                "best_val_accuracy": rounded(self.best_val_accuracy),
+                "test_accuracy": rounded(self.test_accuracy), "seconds": round(self.seconds, 1)}
 
 
 @dataclass
@@ -116,6 +131,7 @@ class Trainer:
     ranks: Ranks = field(default_factory=Ranks)  # this process among those torchrun started
     network: nn.Module | None = None  # what trains: the model or its head, DDP-wrapped if needed
     last_lr: float = math.nan  # the head's learning rate in the last step taken
+    steps_per_epoch: int = 1
     saved_model_epoch: int = 0  # the epochs whose model and checkpoint are on disk, whole
     saved_checkpoint_epoch: int = 0
 
@@ -205,7 +221,11 @@ def _check_first_loss(loss: float, num_classes: int, reporter: Reporter) -> None
 
 
 def _normalization(config: TrainConfig, data: DatasetSplits) -> tuple[list[float], list[float]]:
-    """Pretrained weights expect their own mean and std; a model from scratch gets the data's."""
+    """Pretrained weights expect their own mean and std, a run's weights (--init) the run's; a
+    model from scratch gets the data's."""
+    if config.init:
+        preprocessing = read_card(config.init).preprocessing
+        return list(preprocessing.mean), list(preprocessing.std)
     if not config.pretrained:
         return channel_stats(data.train)
     return pretrained_normalization(config.model, data.input_shape[0])
@@ -227,7 +247,7 @@ def _build_trainer(config: TrainConfig, data: DatasetSplits,
     mean, std = _normalization(config, data)
     model, spec, _ = create_model(config.model, input_shape=data.input_shape,
                                   num_classes=data.num_classes, mean=mean, std=std,
-                                  pretrained=config.pretrained)
+                                  pretrained=config.pretrained and not config.init)
     model.to(device)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -240,8 +260,11 @@ def _build_trainer(config: TrainConfig, data: DatasetSplits,
                       device, config, uses_flip(config, data), generator,
                       torch.amp.GradScaler("cuda") if config.amp and device.type == "cuda" else None,
                       _adversary(config, model, generator),
-                      config.epochs if config.freeze == "backbone" else config.freeze_epochs)
+                      config.epochs if config.freeze == "backbone" else config.freeze_epochs,
+                      steps_per_epoch=steps)
     name = config.model if " " not in config.model and "(" not in config.model else "custom"
+    if config.init and read_card(config.init).architecture == config.model:
+        name = read_card(config.init).name
     return trainer, training_card(config, data, spec, name, mean, std)
 
 
@@ -453,6 +476,8 @@ def _open_run_dir(config: TrainConfig, resume: str | Path | None, card: ModelCar
     if ranks.is_main:
         run_dir = new_run_dir(config.out, f"{config.data.name.rstrip('/').split('/')[-1]}-"
                                           f"{card.name}")
+        if config.out and run_dir != Path(config.out):  # said even under --quiet
+            log.warning("%s holds a run already: this run goes to %s", config.out, run_dir)
         atomic_write_text(run_dir / CONFIG, config.to_yaml())
     return Path(from_main(str(run_dir), ranks))
 
@@ -470,6 +495,8 @@ def _fit(config: TrainConfig, resume: str | Path | None, reporter: Reporter,
         config = _check_data(config, data, reporter)
     trainer, card = _build_trainer(config, data, device)
     trainer.ranks = ranks
+    if config.init and resume is None:
+        reporter.message(start_from_run(trainer.model, config.init, data.input_shape))
     uncached = data
     data = _maybe_cache(trainer, data, reporter)
     trainer.build_network()
@@ -482,9 +509,12 @@ def _fit(config: TrainConfig, resume: str | Path | None, reporter: Reporter,
         status = _train(trainer, data, uncached, state, run_dir, card, reporter, on_epoch_end)
     test_acc = _test_accuracy(run_dir, data, device) if ranks.is_main else None
     has_val = data.val is not None and state.best_score >= 0
-    return Run(run_dir, config, state.history, state.best_epoch,
-               state.best_score if has_val else None, test_acc,
-               time.perf_counter() - started, status)
+    run = Run(run_dir, config, state.history, state.best_epoch,
+              state.best_score if has_val else None, test_acc, time.perf_counter() - started,
+              status)
+    if ranks.is_main:
+        write_results(run_dir, run.results())
+    return run
 
 
 def _check_data(config: TrainConfig, data: DatasetSplits, reporter: Reporter) -> TrainConfig:
@@ -510,8 +540,27 @@ def _resume_state(trainer: Trainer, run_dir: Path, resume: str | Path | None,
         return TrainState()
     state = restore(trainer, load_checkpoint(run_dir / CHECKPOINT))
     trainer.saved_model_epoch, trainer.saved_checkpoint_epoch = state.best_epoch, state.epoch
+    planned = load_config(run_dir / CONFIG).epochs
+    if trainer.config.epochs != planned:
+        _extend(trainer, state, run_dir, planned, reporter)
     reporter.message(f"resuming {run_dir} after epoch {state.epoch}")
     return state
+
+
+def _extend(trainer: Trainer, state: TrainState, run_dir: Path, planned: int,
+            reporter: Reporter) -> None:
+    """--resume with other --epochs: the epochs left get a schedule of their own (a new one-cycle
+    from the same peak, as fastai's repeated fit_one_cycle); config.yaml records the new total."""
+    config = trainer.config
+    if config.epochs <= state.epoch:
+        raise CnnlabError(f"{run_dir} has trained {state.epoch} epochs; --epochs must be more than "
+                          f"that to extend it")
+    left = dataclasses.replace(config, epochs=config.epochs - state.epoch)
+    trainer.scheduler = make_scheduler(trainer.optimizer, left, trainer.steps_per_epoch)
+    if trainer.ranks.is_main:
+        atomic_write_text(run_dir / CONFIG, config.to_yaml())
+    reporter.message(f"{planned} epochs planned, {config.epochs} asked: the {left.epochs} epochs "
+                     f"left get a learning-rate schedule of their own")
 
 
 def _what_is_kept(trainer: Trainer, run_dir: Path) -> str:
@@ -538,6 +587,9 @@ def _train(trainer: Trainer, data: DatasetSplits, uncached: DatasetSplits, state
                 if state.best_epoch else "No model was saved")
         reporter.message(f"[red]stopped: {error}.[/red] {kept}; try a lower --lr")
         status = "diverged"
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(f"{_what_is_kept(trainer, run_dir)}; continue with: cnnlab train "
+                                f"--resume {run_dir}") from None
     except OSError as error:  # a full disk or a folder gone read-only: every write is atomic
         raise CnnlabError(f"cannot write {error.filename or run_dir}: {error.strerror or error}; "
                           f"{_what_is_kept(trainer, run_dir)}; make room, then continue with: "

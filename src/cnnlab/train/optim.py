@@ -71,7 +71,8 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig,
     total = max(1, config.epochs * steps_per_epoch)
     sched = torch.optim.lr_scheduler
     if config.schedule == "onecycle":
-        peaks = [group["lr"] for group in optimizer.param_groups]  # one per group
+        # one per group; a run extended after its schedule ended starts from the same peaks
+        peaks = [group.get("max_lr", group["lr"]) for group in optimizer.param_groups]
         return sched.OneCycleLR(optimizer, max_lr=peaks, total_steps=total,
                                pct_start=_warmup_share(config.warmup, total))
     if config.schedule == "cosine":

@@ -17,6 +17,7 @@ from typing import Any
 from ..config import TrainConfig
 from ..data.registry import photo_shape
 from ..models.pretrained import pretrained_input
+from ..runfolder import read_card
 
 SCRATCH_MODEL = "fast"
 PHOTO_MODEL = "timm:efficientnet_lite0"
@@ -46,6 +47,10 @@ def choose_model(config: TrainConfig) -> tuple[TrainConfig, str | None]:
     if config.model is not None:
         return config, None
     chosen = copy.deepcopy(config)
+    if config.init:
+        card = read_card(config.init)
+        chosen.model, chosen.pretrained = card.architecture, card.pretrained
+        return chosen, f"--init {config.init}: its network, {card.name}"
     if config.pretrained:
         chosen.model = PHOTO_MODEL
         return chosen, f"--pretrained without --model: using {PHOTO_MODEL}"

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..config import TrainConfig
+from ..errors import CnnlabError
 from ..data.splits import Split
 from ..inference import output_layer, penultimate_features
 from .probe import Probe, linear_probe
@@ -88,3 +89,24 @@ def fit_probe_head(model: nn.Module, train: FeatureVectors, val: FeatureVectors 
                          label_smoothing=label_smoothing, refit=refit)
     probe.load_into(head)
     return probe
+
+
+def start_from_run(model: nn.Module, run: str, input_shape: tuple[int, ...]) -> str:
+    """Copy a run's weights into `model` (--init): every tensor whose name and shape match, so a
+    new set of classes keeps all but the output layer. Returns the line that says what came over."""
+    from ..runfolder import load_model
+
+    source, card = load_model(run)
+    if card.input.shape != tuple(input_shape):
+        raise CnnlabError(f"--init {run} was trained on {'x'.join(map(str, card.input.shape))} "
+                          f"images, this data gives {'x'.join(map(str, input_shape))}: use "
+                          f"--image-size/--channels to match")
+    own = model.state_dict()
+    matching = {name: tensor for name, tensor in source.state_dict().items()
+                if name in own and own[name].shape == tensor.shape}
+    if not matching:
+        raise CnnlabError(f"--init {run}: no layer of its network ({card.name}) fits this one")
+    model.load_state_dict(matching, strict=False)
+    fresh = [name for name in own if name not in matching]
+    rest = f"; new: {', '.join(fresh)}" if fresh else ""
+    return f"started from the weights of {run} ({len(matching)} of {len(own)} tensors{rest})"

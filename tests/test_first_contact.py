@@ -1,0 +1,169 @@
+"""What a newcomer meets in the first hour: small data, where results land, bad values, help."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+import pytest
+
+import cnnlab
+from cnnlab.cli import main
+from cnnlab.config import load_config
+
+from .helpers import make_shape_folder, read_rows
+
+
+def _cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cnnlab", *args], capture_output=True, text=True,
+                          timeout=600, **kwargs)
+
+
+@pytest.fixture
+def run_copy(digits_run, tmp_path):
+    target = tmp_path / "run"
+    shutil.copytree(digits_run.path, target)
+    return target
+
+
+def test_the_test_accuracy_is_saved_in_the_run_folder(digits_run):
+    results = json.loads((digits_run.path / "results.json").read_text())
+    card = json.loads((digits_run.path / "model.json").read_text())
+    assert results["test_accuracy"] == pytest.approx(digits_run.test_accuracy, abs=1e-6)
+    assert card["test_accuracy"] == pytest.approx(digits_run.test_accuracy, abs=1e-6)
+    assert results["status"] == "finished" and results["best_epoch"] == digits_run.best_epoch
+    assert oct((digits_run.path / "model.safetensors").stat().st_mode & 0o777) == \
+        oct(0o666 & ~_umask())
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_an_existing_out_folder_is_kept_and_the_new_run_says_where_it_went(run_copy):
+    before = sorted(p.name for p in run_copy.iterdir())
+    result = _cli("train", "--data", "digits", "--model", "conv(4) relu flatten dense", "--epochs",
+                  "1", "--out", str(run_copy), "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert f"{run_copy} holds a run already: this run goes to {run_copy}-2" in result.stderr
+    assert sorted(p.name for p in run_copy.iterdir()) == before
+
+
+def test_other_splits_and_attacks_write_beside_the_default_results(run_copy, tmp_path):
+    cnnlab.evaluate(run_copy, max_shift=1, quiet=True)
+    test_metrics = (run_copy / "evaluate" / "metrics.json").read_text()
+    cnnlab.evaluate(run_copy, split="val", max_shift=0, quiet=True)
+    assert (run_copy / "evaluate" / "metrics.json").read_text() == test_metrics
+    val = json.loads((run_copy / "evaluate-val" / "metrics.json").read_text())
+    assert val["split"] == "val" and val["translation"] == []
+    assert not (run_copy / "evaluate-val" / "shift.png").exists()  # --max-shift 0: no shift test
+    cnnlab.attack(run_copy, eps="0,8/255", limit=20, quiet=True)
+    cnnlab.attack(run_copy, method="fgsm", eps="0,0.1", limit=20, quiet=True)
+    pgd = json.loads((run_copy / "attack" / "metrics.json").read_text())
+    assert pgd["method"] == "pgd" and pgd["results"][1]["eps"] == pytest.approx(8 / 255)
+    assert json.loads((run_copy / "attack-fgsm" / "metrics.json").read_text())["method"] == "fgsm"
+    assert main(["evaluate", str(run_copy), "--out", str(tmp_path / "ev"), "--quiet"]) == 0
+    assert main(["attack", str(run_copy), "--out", str(tmp_path / "at"), "--limit", "10",
+                 "--quiet"]) == 0
+    assert (tmp_path / "ev" / "metrics.json").is_file() and (tmp_path / "at" / "metrics.json").is_file()
+
+
+def test_predict_takes_the_format_from_the_out_files_extension(digits_run, tmp_path, capsys):
+    image = str(digits_run.path / "curves.png")
+    assert main(["predict", str(digits_run.path), image, "--out", str(tmp_path / "p.json")]) == 0
+    assert json.loads((tmp_path / "p.json").read_text())[0]["input"] == image
+    assert main(["predict", str(digits_run.path), image, "--out", str(tmp_path / "p.txt")]) == 2
+    assert main(["predict", str(digits_run.path), str(tmp_path / "nothere.png")]) == 2
+    err = capsys.readouterr().err
+    assert "name a .json or .csv file" in err and "nothere.png: no such file or folder" in err
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["attack", "RUN", "--eps", "2"], "--eps 2 is above 1: with L-inf"),
+    (["models", "zzz"], "no named network matches 'zzz'"),
+    (["models", "timm:zzz"], "no timm model matches 'zzz'"),
+    (["explain", "RUN", "--method", "saliency,salency"], "did you mean 'saliency'"),
+    (["explain", "RUN", "IMAGE", "--method", "feature-maps", "--layer", "11"],
+     "outputs a vector of 128, not maps"),
+    (["explain", "RUN", "IMAGE", "--method", "gradcam", "--layer", "network.head.2"],
+     "outputs a vector of 128, not maps"),
+    (["train", "--resume", "RUN", "--epochs", "3"], "--epochs must be more than that"),
+    (["train", "--resume", "RUN", "--lr", "0.1"], "only --epochs may change"),
+])
+def test_bad_values_are_one_line_and_exit_2(run_copy, capsys, args, message):
+    args = [str(run_copy) if a == "RUN" else str(run_copy / "curves.png") if a == "IMAGE" else a
+            for a in args]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_lists_of_methods_and_layers_by_their_summary_number(run_copy, capsys):
+    image = str(run_copy / "curves.png")
+    assert main(["explain", str(run_copy), image, "--method", "saliency,occlusion"]) == 0
+    assert main(["explain", str(run_copy), image, "--method", "feature-maps", "--layer", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "curves-saliency.png" in out and "curves-occlusion.png" in out
+    assert "feature-maps-network.features.4.png" in out  # layer 5 of `cnnlab summary simple`
+    assert main(["explain", str(run_copy), "--list-layers"]) == 0
+    assert "conv(64, k=3, p=same)" in capsys.readouterr().out
+
+
+def test_models_lists_sizes_and_timm_models(capsys):
+    assert main(["models", "res"]) == 0
+    out = capsys.readouterr().out
+    assert "resnet-small" in out and "308k" in out and "lenet5" not in out
+    assert main(["models", "timm:resnet1*"]) == 0
+    assert "resnet18*" in capsys.readouterr().out  # * marks ImageNet weights
+
+
+def test_summary_fits_80_columns_and_speaks_the_layer_language(tmp_path, run_copy):
+    for model in ("fast", "simple", "vgg-small", "lenet5", str(run_copy)):
+        out = _cli("summary", model).stdout
+        assert max(len(line.rstrip()) for line in out.splitlines()) <= 80, model
+    assert _cli("summary", str(run_copy)).stdout.startswith("simple (run run)")
+    net = tmp_path / "net.yaml"
+    net.write_text("layers:\n  - conv: {filters: 8, kernel: 3, padding: same}\n  - relu\n"
+                   "  - flatten\n  - dense\n")
+    assert "conv(8, k=3, p=same)" in _cli("summary", str(net)).stdout
+
+
+def test_resume_with_more_epochs_extends_a_finished_run(run_copy):
+    done = len(read_rows(run_copy / "metrics.csv"))
+    result = _cli("train", "--resume", str(run_copy), "--epochs", str(done + 2))
+    assert result.returncode == 0, result.stderr
+    rows = read_rows(run_copy / "metrics.csv")
+    assert len(rows) == done + 2 and load_config(run_copy / "config.yaml").epochs == done + 2
+    rates = [float(row["lr"]) for row in rows[done:]]
+    assert rates[0] > 1e-4 and rates[-1] < rates[0]  # a schedule of their own, annealed again
+
+
+def test_init_starts_a_new_run_from_a_runs_weights(digits_run, tmp_path):
+    same = cnnlab.train(data="digits", init=str(digits_run.path), epochs=1, lr=0,
+                        out=str(tmp_path / "same"), quiet=True)
+    # lr 0: the weights stay the run's, so the accuracy is the run's own
+    assert same.test_accuracy == pytest.approx(digits_run.test_accuracy, abs=1e-9)
+    make_shape_folder(tmp_path / "shapes", per_class=12)
+    other = cnnlab.train(data={"name": str(tmp_path / "shapes"), "image_size": 8, "channels": 1},
+                         init=str(digits_run.path), epochs=1, out=str(tmp_path / "other"),
+                         quiet=True)
+    assert cnnlab.load(other.path).card.class_names == ("cross", "disc", "square")
+
+
+def test_ctrl_c_says_what_was_kept_and_how_to_go_on(tmp_path):
+    out = tmp_path / "stopped"
+    process = subprocess.Popen([sys.executable, "-m", "cnnlab", "train", "--data", "digits",
+                                "--model", "simple", "--epochs", "500", "--out", str(out)],
+                               stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    for line in process.stderr:
+        if line.startswith("epoch 2/"):
+            break
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert "interrupted: kept in" in err and f"cnnlab train --resume {out}" in err
+    assert "Traceback" not in err
