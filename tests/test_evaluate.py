@@ -101,7 +101,11 @@ def test_shift_images_moves_content_and_fills_zeros():
 
 
 def test_val_split_and_bad_split(digits_run):
-    assert evaluate_run(digits_run.path, split="val", max_shift=0).metrics["images"] == 144
+    from cnnlab.config import DataConfig
+    from cnnlab.data import load_dataset
+
+    held_out = len(load_dataset(DataConfig(name="digits")).val)
+    assert evaluate_run(digits_run.path, split="val", max_shift=0).metrics["images"] == held_out
     with pytest.raises(CnnlabError, match="--split must be test or val"):
         evaluate_run(digits_run.path, split="train", max_shift=0)
 

@@ -167,3 +167,23 @@ def test_ctrl_c_says_what_was_kept_and_how_to_go_on(tmp_path):
     assert process.returncode == 130
     assert "interrupted: kept in" in err and f"cnnlab train --resume {out}" in err
     assert "Traceback" not in err
+
+
+def test_train_help_groups_its_flags_and_gives_each_a_line():
+    out = _cli("train", "--help").stdout
+    headings = ["data:", "model:", "optimization:", "augmentation:", "transfer learning:",
+                "adversarial training:", "output and machine:"]
+    positions = [out.index(f"\n{heading}\n") for heading in headings]
+    assert positions == sorted(positions)
+    assert "DATA.NAME" not in out and "--epochs N" in out and "--init RUN" in out
+    flags = [line.split()[0] for line in out.splitlines() if line.startswith("  --")]
+    assert len(flags) > 40
+    for line in out.splitlines():
+        if line.startswith("  --") and len(line.split()) <= 2:  # flag alone: its help follows
+            assert out.split(line, 1)[1].splitlines()[1].startswith(" " * 10), line
+
+
+def test_an_input_too_small_for_a_timm_network_is_warned_of(tmp_path, caplog):
+    cnnlab.train(data="digits", model="timm:resnet18", epochs=1, out=str(tmp_path / "r"),
+                 quiet=True)
+    assert "timm:resnet18 shrinks images 32 times, and these are 8x8" in caplog.text

@@ -211,7 +211,7 @@ def test_one_cycle_rises_once_and_falls_for_any_number_of_steps(total_steps):
         optimizer.step()
         scheduler.step()
     peak = rates.index(max(rates))
-    assert all(a >= b for a, b in zip(rates[peak:], rates[peak + 1:]))  # no restart
+    assert all(a >= b for a, b in zip(rates[peak:], rates[peak + 1:], strict=False))  # no restart
     if total_steps >= 3:
         assert rates[0] < max(rates) / 2  # it warms up instead of starting at its peak
 

@@ -27,7 +27,6 @@ def train(config: TrainConfig | str | Path | None = None, *, resume: str | Path 
             model="lenet5", lr=1e-3, image_size=16, flip=False; or by section:
             data={"val_fraction": 0.2}, augment={"flip": False}.
     """
-    from .runfolder import CONFIG
     from .train.loop import fit
 
     if resume is not None:

@@ -16,7 +16,7 @@ from .settings import build, option
 @dataclass
 class DataConfig:
     name: str = option("fashion-mnist", "dataset name, folder of class folders, or CSV manifest",
-                       flag="--data")
+                       flag="--data", metavar="DATA")
     val_fraction: float = option(0.1, "share of train held out for validation (when the data has "
                                       "no val split)", minimum=0, below=1)
     split_seed: int = option(0, "seed of the held-out split (the same images for every run)", minimum=0)
@@ -55,6 +55,20 @@ class AugmentConfig:
 
 @dataclass
 class TrainConfig:
+    # --help lists the flags under these headings, in this order.
+    HELP_GROUPS = {
+        "data": ("data",),
+        "model": ("model", "pretrained", "init", "tta"),
+        "optimization": ("epochs", "batch_size", "optimizer", "lr", "momentum", "nesterov",
+                         "weight_decay", "schedule", "warmup", "label_smoothing", "class_weights",
+                         "patience", "seed"),
+        "augmentation": ("augment",),
+        "transfer learning": ("freeze", "freeze_epochs", "backbone_lr", "feature_cache",
+                              "probe_first", "freeze_bn"),
+        "adversarial training": ("adversarial", "adv_eps", "adv_steps", "adv_step_size"),
+        "output and machine": ("out", "device", "threads", "amp", "channels_last"),
+    }
+
     data: DataConfig = option(factory=DataConfig)
     augment: AugmentConfig = option(factory=AugmentConfig)
     # Settings left at None are filled in by the recipe that fits the run (train/recipes.py):
@@ -87,7 +101,7 @@ class TrainConfig:
     threads: int | None = option(None, "CPU threads (default: one per physical core)", minimum=1)
     amp: bool = option(True, "mixed precision (CUDA only)")
     channels_last: bool = option(True, "channels-last memory format for conv layers")
-    out: str | None = option(None, "run folder (default runs/<data>-<model>, numbered)")
+    out: str | None = option(None, "run folder (default runs/<data>-<model>, numbered)", metavar="DIR")
     # "fgsm" = FGSM with a random start (Wong et al., 2020), "pgd" = PGD (Madry et al., 2018).
     adversarial: str | None = option(None, "adversarial training: fgsm (with a random start) | pgd")
     adv_eps: float = option(0.1, "adversarial training epsilon, pixel units in [0, 1]", minimum=0, maximum=1)
@@ -97,7 +111,7 @@ class TrainConfig:
     pretrained: bool = option(False, "ImageNet weights for a timm model (--model timm:NAME)")
     init: str | None = option(None, "start from the weights of this run folder (its network unless "
                                     "--model says otherwise; a new output layer where the classes "
-                                    "differ)")
+                                    "differ)", metavar="RUN")
     freeze: str | None = option(None, "backbone: keep the pretrained features and fit only the "
                                       "head, to convergence (an exact linear probe)")
     freeze_epochs: int = option(0, "fine-tuning: train the head alone this many epochs first", minimum=0)
@@ -109,7 +123,7 @@ class TrainConfig:
     probe_first: bool = option(True, "fine-tuning: start from the head fitted as a linear probe "
                                      "(off: from a zero head)")
     # Batch norm's scale and shift still train.
-    freeze_bn: bool = option(True, "fine-tuning: batch norm keeps the pretrained statistics",
+    freeze_bn: bool = option(True, "batch norm keeps the pretrained statistics when fine-tuning",
                              flag="--train-bn")
 
     def to_dict(self) -> dict[str, Any]:
@@ -129,13 +143,13 @@ QUIET_HELP = "print nothing but errors (the results are still written)"
 
 @dataclass(frozen=True)
 class EvaluateSettings:
-    data: str | None = option(None, DATA_HELP)
+    data: str | None = option(None, DATA_HELP, metavar="DATA")
     split: str = option("test", "the split evaluated: test | val")
     max_shift: int = option(3, "translation test: shift images by 0..N pixels (0 turns it off)",
                             minimum=0, maximum=16)
     batch_size: int = option(EVAL_BATCH, "images per forward pass", minimum=1)
     out: str | None = option(None, "results folder (default RUN/evaluate; RUN/evaluate-val for "
-                                   "--split val, RUN/evaluate-NAME for --data NAME)")
+                                   "--split val, RUN/evaluate-NAME for --data NAME)", metavar="DIR")
     device: str = option("auto", DEVICE_HELP)
     quiet: bool = option(False, QUIET_HELP)
 
@@ -146,7 +160,7 @@ class PredictSettings:
     format: str | None = option(None, "table | json | csv (default: a table on the terminal, or "
                                       "what --out's extension says)",
                                 choices=("table", "json", "csv"), kind="format")
-    out: str | None = option(None, "write the predictions to this .json or .csv file")
+    out: str | None = option(None, "write the predictions to this .json or .csv file", metavar="FILE")
     batch_size: int = option(EVAL_BATCH, "images per forward pass", minimum=1)
     workers: int = option(2, "DataLoader workers that decode image files", minimum=0)
     fps: float = option(1.0, "video frames sampled per second", above=0)
@@ -177,7 +191,7 @@ class ExplainSettings:
                                      "the last one for gradcam")
     target: str | int | None = option(None, "class name or index to explain (default: the predicted "
                                       "class)")
-    out: str | None = option(None, "output folder (default RUN/explain)")
+    out: str | None = option(None, "output folder (default RUN/explain)", metavar="DIR")
     split: str = option("test", "embedding: the split mapped, test | val")
     limit: int = option(2000, "embedding: images to map", minimum=1)
     projection: str = option("tsne", "embedding: tsne | pca", choices=("tsne", "pca"),
@@ -199,13 +213,14 @@ class AttackSettings:
     step_size: float | None = option(None, "PGD step length in the chosen norm (default 2.5 eps / "
                                            "steps)", above=0)
     norm: str = option("linf", "linf | l2 (l2: PGD only)", choices=("linf", "l2"), kind="norm")
-    data: str | None = option(None, DATA_HELP)
+    data: str | None = option(None, DATA_HELP, metavar="DATA")
     split: str = option("test", "the split attacked: test | val")
     limit: int | None = option(1000, "attack the first N images of the split", minimum=1)
     seed: int = option(0, "seed of PGD's random start", minimum=0)
     batch_size: int = option(EVAL_BATCH, "images per batch", minimum=1)
     out: str | None = option(None, "results folder (default RUN/attack; another attack, split or "
-                                   "data gets its own: RUN/attack-fgsm, RUN/attack-val ...)")
+                                   "data gets its own: RUN/attack-fgsm, RUN/attack-val ...)",
+                             metavar="DIR")
     device: str = option("auto", DEVICE_HELP)
     quiet: bool = option(False, QUIET_HELP)
 
@@ -218,7 +233,7 @@ class ExportSettings:
     limit: int | None = option(None, "parity: measure on the first N test images (default: all)", minimum=1)
     check: bool = option(True, "fail (exit code 1) when parity misses its targets")
     opset: int | None = option(None, "ONNX opset (default: the exporter's)", minimum=7)
-    out: str | None = option(None, "export folder (default RUN/export)")
+    out: str | None = option(None, "export folder (default RUN/export)", metavar="DIR")
     batch_size: int = option(EVAL_BATCH, "images per forward pass when measuring parity", minimum=1)
     quiet: bool = option(False, QUIET_HELP)
 

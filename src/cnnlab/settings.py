@@ -22,7 +22,8 @@ from .errors import CnnlabError, suggest, unknown
 def option(default: Any = None, help: str = "", *, flag: str | None = None,
            choices: Sequence[str] | None = None, kind: str | None = None,
            minimum: float | None = None, maximum: float | None = None, below: float | None = None,
-           above: float | None = None, factory: Any = None, cli: bool = True) -> Any:
+           above: float | None = None, factory: Any = None, cli: bool = True,
+           metavar: str | None = None) -> Any:
     """A settings field.
 
     Args:
@@ -37,10 +38,11 @@ def option(default: Any = None, help: str = "", *, flag: str | None = None,
             finite.
         factory: for a nested settings section, its class.
         cli: False for settings with no flag of their own.
+        metavar: what the flag takes, in --help (default N, X or NAME by the field's type).
     """
     metadata = {"help": help, "flag": flag, "choices": tuple(choices) if choices else None,
                 "kind": kind, "cli": cli, "minimum": minimum, "maximum": maximum, "below": below,
-                "above": above}
+                "above": above, "metavar": metavar}
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -84,25 +86,37 @@ def _help(field: dataclasses.Field) -> str:
     return text
 
 
+def _metavar(field: dataclasses.Field, base: Any) -> str:
+    """What the flag takes, short: N for a count, X for a number, NAME for text."""
+    if field.metadata.get("metavar"):
+        return field.metadata["metavar"]
+    if field.metadata.get("choices"):
+        return "{" + ",".join(field.metadata["choices"]) + "}"
+    return {int: "N", float: "X"}.get(base, "NAME")
+
+
 def add_flags(parser: argparse.ArgumentParser, cls: type, *, prefix: str = "") -> None:
-    """One flag per field of `cls`; a nested section's flags go in a group of their own, with dest
-    'section.name'."""
+    """One flag per field of `cls`, under the --help heading its class's HELP_GROUPS give it
+    (heading -> field names, in order); a nested section's flags have dest 'section.name'."""
     hints = _hints(cls)
+    headings = getattr(cls, "HELP_GROUPS", {})
+    groups = {name: parser.add_argument_group(name) for name in headings}
+    group_of = {field: groups[name] for name, fields in headings.items() for field in fields}
     for field in dataclasses.fields(cls):
         if not field.metadata.get("cli", True):
             continue
         dest = prefix + field.name
+        target = group_of.get(field.name, parser)
         if dataclasses.is_dataclass(hints[field.name]):
-            group = parser.add_argument_group(f"{field.name} settings")
-            add_flags(group, hints[field.name], prefix=dest + ".")  # type: ignore[arg-type]
+            add_flags(target, hints[field.name], prefix=dest + ".")  # type: ignore[arg-type]
             continue
         base, nullable = _base_type(hints[field.name])
         if base is bool:
-            _add_switches(parser, field, dest, nullable)
+            _add_switches(target, field, dest, nullable)
             continue
         # Choices are checked by `build`, whose error says "did you mean".
-        parser.add_argument(_flag_name(field), dest=dest, type=base if base in (int, float) else str,
-                            metavar=field.name.upper(), help=_help(field))
+        target.add_argument(_flag_name(field), dest=dest, type=base if base in (int, float) else str,
+                            metavar=_metavar(field, base), help=_help(field))
 
 
 def values_from(args: argparse.Namespace, cls: type) -> dict[str, Any]:

@@ -26,21 +26,24 @@ IMBALANCE_RATIO = 3.0
 COUNTS_LISTED = 12  # more classes than this: only the smallest and largest are named
 
 
-def fit_batch_to_data(config: TrainConfig, train_images: int) -> TrainConfig:
+def fit_batch_to_data(config: TrainConfig, train_images: int) -> tuple[TrainConfig, list[str]]:
     """The config with a batch small enough for MIN_STEPS_PER_EPOCH steps (down to
-    SMALLEST_AUTO_BATCH), saying so when it changes; a warning when an epoch still has fewer."""
+    SMALLEST_AUTO_BATCH), and the warnings to show: the batch changed, or an epoch still has
+    fewer steps."""
+    warnings = []
     largest = max(SMALLEST_AUTO_BATCH, train_images // MIN_STEPS_PER_EPOCH)
     if config.batch_size > largest:
-        log.warning("batch size %d would make %d step(s) per epoch on %d training images: using "
-                    "%d instead (set --batch-size to choose)", config.batch_size,
-                    math.ceil(train_images / config.batch_size), train_images, largest)
+        warnings.append(f"batch size {config.batch_size} would make "
+                        f"{math.ceil(train_images / config.batch_size)} step(s) per epoch on "
+                        f"{train_images} training images: using {largest} instead (set "
+                        f"--batch-size to choose)")
         config = dataclasses.replace(config, batch_size=largest)
     steps = math.ceil(train_images / config.batch_size)
     if steps < MIN_STEPS_PER_EPOCH:
-        log.warning("only %d optimizer step(s) per epoch (%d in all): few steps train poorly; more "
-                    "images, more --epochs or a smaller --batch-size help", steps,
-                    steps * config.epochs)
-    return config
+        warnings.append(f"only {steps} optimizer step(s) per epoch ({steps * config.epochs} in "
+                        f"all): few steps train poorly; more images, more --epochs or a smaller "
+                        f"--batch-size help")
+    return config, warnings
 
 
 def class_counts(data: DatasetSplits) -> list[int]:
@@ -57,17 +60,31 @@ def describe_counts(names: list[str], counts: list[int]) -> str:
     return "training images per class: " + ", ".join(f"{name} {count}" for name, count in pairs)
 
 
-def warn_on_imbalance(names: list[str], counts: list[int], class_weights: bool) -> None:
+def imbalance_warning(names: list[str], counts: list[int], class_weights: bool) -> str | None:
     """A warning when the largest class has IMBALANCE_RATIO times the images of the smallest, or a
     class has none; pointing to --class-weights unless it is on."""
     smallest, largest = min(counts), max(counts)
     if smallest == 0:
         empty = [name for name, count in zip(names, counts, strict=True) if count == 0]
-        log.warning("no training images for class(es) %s: the model cannot learn them",
-                    ", ".join(empty[:5]) + (" ..." if len(empty) > 5 else ""))
-    elif largest >= IMBALANCE_RATIO * smallest:
-        few = names[counts.index(smallest)]
-        many = names[counts.index(largest)]
+        return (f"no training images for class(es) {', '.join(empty[:5])}"
+                f"{' ...' if len(empty) > 5 else ''}: the model cannot learn them")
+    if largest >= IMBALANCE_RATIO * smallest:
+        few, many = names[counts.index(smallest)], names[counts.index(largest)]
         advice = "" if class_weights else "; --class-weights weighs the loss to even it out"
-        log.warning("the classes are imbalanced: %s has %d training images, %s %d (%.0fx)%s", few,
-                    smallest, many, largest, largest / smallest, advice)
+        return (f"the classes are imbalanced: {few} has {smallest} training images, {many} "
+                f"{largest} ({largest / smallest:.0f}x){advice}")
+    return None
+
+
+def warn_if_input_too_small(network: torch.nn.Module, model_name: str,
+                            input_shape: tuple[int, ...]) -> None:
+    """A timm network shrinks its input by its stride (32 for a ResNet): on images smaller than
+    that its last stages see a single pixel of padding-dominated values, and it trains badly."""
+    info = getattr(network, "feature_info", None)
+    if not isinstance(info, list) or not info or "reduction" not in info[-1]:
+        return
+    stride, side = info[-1]["reduction"], min(input_shape[1:])
+    if side < stride:
+        log.warning("%s shrinks images %d times, and these are %dx%d: its last stages see less "
+                    "than a pixel; use --image-size %d or more (ImageNet networks were trained "
+                    "at 224)", model_name, stride, input_shape[2], input_shape[1], stride * 2)

@@ -62,7 +62,13 @@ from ..runfolder import (
     write_results,
 )
 from .checkpoint import TrainState, checkpoint_of, restore
-from .data_checks import class_counts, describe_counts, fit_batch_to_data, warn_on_imbalance
+from .data_checks import (
+    class_counts,
+    describe_counts,
+    fit_batch_to_data,
+    imbalance_warning,
+    warn_if_input_too_small,
+)
 from .optim import make_optimizer, make_scheduler
 from .probe import probe_summary, write_probe_path
 from .progress import Reporter
@@ -248,6 +254,7 @@ def _build_trainer(config: TrainConfig, data: DatasetSplits,
     model, spec, _ = create_model(config.model, input_shape=data.input_shape,
                                   num_classes=data.num_classes, mean=mean, std=std,
                                   pretrained=config.pretrained and not config.init)
+    warn_if_input_too_small(model.network, config.model, data.input_shape)
     model.to(device)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -491,9 +498,11 @@ def _fit(config: TrainConfig, resume: str | Path | None, reporter: Reporter,
     if choice is not None and resume is None:
         reporter.message(choice)
     data = load_dataset(config.data)
-    if resume is None:
-        config = _check_data(config, data, reporter)
+    if resume is None:  # config.yaml records the batch used, so --resume agrees
+        config, batch_warnings = fit_batch_to_data(config, len(data.train))
     trainer, card = _build_trainer(config, data, device)
+    if resume is None:  # said once the settings are known to be sound
+        _describe_data(config, data, batch_warnings, reporter)
     trainer.ranks = ranks
     if config.init and resume is None:
         reporter.message(start_from_run(trainer.model, config.init, data.input_shape))
@@ -517,13 +526,14 @@ def _fit(config: TrainConfig, resume: str | Path | None, reporter: Reporter,
     return run
 
 
-def _check_data(config: TrainConfig, data: DatasetSplits, reporter: Reporter) -> TrainConfig:
-    """The class sizes said, imbalance and too few steps warned of, the batch fitted to the data
-    (config.yaml then records the batch used, so --resume agrees)."""
+def _describe_data(config: TrainConfig, data: DatasetSplits, warnings: list[str],
+                   reporter: Reporter) -> None:
+    """The class sizes, and warnings of imbalance and of too few steps."""
     counts = class_counts(data)
     reporter.message(describe_counts(data.class_names, counts))
-    warn_on_imbalance(data.class_names, counts, config.class_weights)
-    return fit_batch_to_data(config, len(data.train))
+    imbalance = imbalance_warning(data.class_names, counts, config.class_weights)
+    for warning in ([imbalance] if imbalance else []) + warnings:
+        log.warning(warning)
 
 
 def _resume_state(trainer: Trainer, run_dir: Path, resume: str | Path | None,

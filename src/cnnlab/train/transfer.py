@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from ..config import TrainConfig
-from ..errors import CnnlabError
 from ..data.splits import Split
+from ..errors import CnnlabError
 from ..inference import output_layer, penultimate_features
 from .probe import Probe, linear_probe
 
