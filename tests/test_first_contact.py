@@ -187,3 +187,13 @@ def test_an_input_too_small_for_a_timm_network_is_warned_of(tmp_path, caplog):
     cnnlab.train(data="digits", model="timm:resnet18", epochs=1, out=str(tmp_path / "r"),
                  quiet=True)
     assert "timm:resnet18 shrinks images 32 times, and these are 8x8" in caplog.text
+
+
+def test_several_targets_on_one_scale(run_copy):
+    from cnnlab.explain import explain
+
+    result = explain(run_copy, str(run_copy / "curves.png"), method="saliency", target="3,8",
+                     shared_scale=True, quiet=True)
+    assert sorted(result.arrays) == ["curves/3", "curves/8"]
+    assert sorted(path.name for path in result.figures) == ["curves-saliency-3.png",
+                                                            "curves-saliency-8.png"]

@@ -189,8 +189,10 @@ class ExplainSettings:
                                     "saliency,gradcam")
     layer: str | None = option(None, "layer name (see --list-layers); default: every conv layer / "
                                      "the last one for gradcam")
-    target: str | int | None = option(None, "class name or index to explain (default: the predicted "
-                                      "class)")
+    target: str | int | None = option(None, "class name or index to explain, or several: cat,dog "
+                                            "(default: the predicted class)")
+    shared_scale: bool = option(False, "one colour scale for every map of the call (compare "
+                                       "images or targets); default: each map to its own peak")
     out: str | None = option(None, "output folder (default RUN/explain)", metavar="DIR")
     split: str = option("test", "embedding: the split mapped, test | val")
     limit: int = option(2000, "embedding: images to map", minimum=1)

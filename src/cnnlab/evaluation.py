@@ -22,7 +22,7 @@ from torchmetrics.functional.classification import multiclass_accuracy, multicla
 from . import plots
 from .config import EvaluateSettings
 from .data import TensorImages
-from .data.splits import Split
+from .data.splits import FileImages, Split
 from .devices import resolve_device
 from .fileio import atomic_write_json, atomic_write_text
 from .inference import predict_logits
@@ -114,21 +114,34 @@ def _write_csv(path: Path, rows: list[list[Any]]) -> None:
     atomic_write_text(path, buffer.getvalue())
 
 
+def _caption(names: list[str], split: Split, index: int, label: int, predicted: int,
+             confidence: float) -> str:
+    where = f"{split.paths[index].name}\n" if isinstance(split, FileImages) else ""
+    return f"{where}true: {names[label]}\npred: {names[predicted]} ({confidence:.0%})"
+
+
 def _write_figures(out: Path, labels, predictions, probabilities, matrix, names, split,
-                   shifts) -> None:
+                   metrics: dict) -> None:
+    import numpy as np
+
     confidence = probabilities.max(1).values
     correct = (predictions == labels).numpy()
     accuracy_per_bin, confidence_per_bin = calibration_curve(correct, confidence.numpy(),
                                                              n_bins=ECE_BINS, strategy="uniform")
-    plots.confusion_matrix(matrix, names, out / "confusion_matrix.png")
-    plots.reliability_diagram(accuracy_per_bin, confidence_per_bin, out / "reliability.png")
+    counts = np.histogram(confidence.numpy(), bins=ECE_BINS, range=(0, 1))[0]
+    title = (f"{Path(metrics['run']).name}: accuracy {metrics['accuracy']:.2%} on "
+             f"{metrics['data']} {metrics['split']} ({metrics['images']} images)")
+    plots.confusion_matrix(matrix, names, out / "confusion_matrix.png", title)
+    plots.reliability_diagram(accuracy_per_bin, confidence_per_bin, counts[counts > 0],
+                              metrics["ece"], out / "reliability.png")
     wrong = torch.nonzero(predictions != labels).flatten()
     order = wrong[confidence[wrong].argsort(descending=True)][:MISTAKES_SHOWN].tolist()
     if order:
-        captions = [f"true: {names[labels[i]]}\npred: {names[predictions[i]]} "
-                    f"({confidence[i]:.0%})" for i in order]
+        captions = [_caption(names, split, i, labels[i], predictions[i], confidence[i])
+                    for i in order]
         plots.image_grid(_split_images(split, order), captions, out / "mistakes.png",
                          "most confidently wrong")
+    shifts = metrics["translation"]
     if shifts:
         plots.shift_curve(shifts, out / "shift.png")
     # a figure this evaluation has nothing for must not be left from an earlier one
@@ -170,8 +183,7 @@ def evaluate_run(run: str | Path, settings: EvaluateSettings | None = None,
                [[name, *row.tolist()] for name, row in zip(names, matrix, strict=True)])
     _write_csv(out / "per_class.csv", [list(metrics["per_class"][0])] +
                [list(row.values()) for row in metrics["per_class"]])
-    _write_figures(out, labels, predictions, probabilities, matrix, names, chosen,
-                   metrics["translation"])
+    _write_figures(out, labels, predictions, probabilities, matrix, names, chosen, metrics)
     atomic_write_json(out / "metrics.json", _finite(metrics))
     return Evaluation(metrics, out)
 

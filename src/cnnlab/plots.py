@@ -18,59 +18,102 @@ def save_figure(figure: plt.Figure, path: Path) -> None:
     plt.close(figure)
 
 
-def training_curves(history: list[dict[str, float]], path: Path) -> None:
-    """Loss and accuracy per epoch, train beside validation."""
+def _integer_epochs(axis) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axis.set_xlabel("epoch")
+    axis.grid(alpha=0.3)
+
+
+def _has(history: list[dict[str, float]], key: str) -> bool:
+    return any(key in row and row[key] == row[key] for row in history)  # NaN != NaN
+
+
+def training_curves(history: list[dict[str, float]], path: Path, *, best_epoch: int | None = None,
+                    label_smoothing: float = 0.0, adversarial: bool = False) -> None:
+    """Loss, accuracy (%) and learning rate per epoch, train beside validation, the best epoch
+    marked. The training loss is what training minimized (label smoothing included, on attacked
+    batches under adversarial training); the validation loss is plain cross-entropy."""
     epochs = [row["epoch"] for row in history]
-    figure, (loss_axis, acc_axis) = plt.subplots(1, 2, figsize=(10, 4))
-    for axis, metric, title in ((loss_axis, "loss", "Loss"), (acc_axis, "acc", "Accuracy")):
-        axis.plot(epochs, [row[f"train_{metric}"] for row in history], "o-", label="train")
-        if any(row.get(f"val_{metric}") == row.get(f"val_{metric}") for row in history):
-            axis.plot(epochs, [row[f"val_{metric}"] for row in history], "o-", label="validation")
-        if metric == "acc" and "val_robust_acc" in history[0]:
-            axis.plot(epochs, [row["val_robust_acc"] for row in history], "o-",
+    train = "train (attacked batches)" if adversarial else "train"
+    panels = 3 if _has(history, "lr") else 2
+    figure, axes = plt.subplots(1, panels, figsize=(4.6 * panels, 4), layout="constrained")
+    loss_axis, acc_axis = axes[0], axes[1]
+    smoothing = f", with label smoothing {label_smoothing:g}" if label_smoothing else ""
+    loss_axis.plot(epochs, [row["train_loss"] for row in history], "o-", label=train + smoothing)
+    acc_axis.plot(epochs, [100 * row["train_acc"] for row in history], "o-", label=train)
+    if _has(history, "val_loss"):
+        loss_axis.plot(epochs, [row["val_loss"] for row in history], "o-", label="validation")
+        acc_axis.plot(epochs, [100 * row["val_acc"] for row in history], "o-", label="validation")
+    if _has(history, "val_robust_acc"):
+        acc_axis.plot(epochs, [100 * row["val_robust_acc"] for row in history], "o-",
                       label="validation, PGD robust")
-        axis.set_xlabel("epoch")
-        axis.set_title(title)
-        axis.grid(alpha=0.3)
-        axis.legend()
+    losses = [row[key] for row in history for key in ("train_loss", "val_loss")
+              if row.get(key, 0) > 0]
+    if losses and max(losses) / min(losses) > 30:  # spans decades: a log axis shows them all
+        loss_axis.set_yscale("log")
+    loss_axis.set_title("loss")
+    acc_axis.set_title("accuracy (%)")
+    if panels == 3:
+        axes[2].plot(epochs, [row["lr"] for row in history], "o-", color="gray")
+        axes[2].set_title("learning rate (last step of the epoch)")
+        axes[2].ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
+    for axis in axes:
+        _integer_epochs(axis)
+        if best_epoch:
+            axis.axvline(best_epoch, linestyle=":", color="green", label=f"best epoch ({best_epoch})")
+    loss_axis.legend(fontsize=8)
+    acc_axis.legend(fontsize=8)
     save_figure(figure, path)
 
 
-def confusion_matrix(matrix, class_names: list[str], path: Path) -> None:
-    """Counts and row-normalized (recall per true class) side by side."""
+def confusion_matrix(matrix, class_names: list[str], path: Path, title: str = "") -> None:
+    """Counts and row-normalized (recall per true class, %) side by side, each with a colorbar;
+    empty cells stay blank so the mistakes stand out."""
     import numpy as np
 
     matrix = np.asarray(matrix)
-    normalized = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
-    size = max(6, 0.55 * len(class_names))
-    figure, axes = plt.subplots(1, 2, figsize=(2 * size + 2, size))
-    for axis, values, title, fmt in ((axes[0], matrix, "counts", "d"),
-                                     (axes[1], normalized, "row-normalized", ".2f")):
-        axis.imshow(values, cmap="Blues")
-        axis.set_title(f"confusion matrix ({title})")
+    normalized = 100 * matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
+    size = max(5, 0.5 * len(class_names) + 2)
+    figure, axes = plt.subplots(1, 2, figsize=(2 * size + 2, size), layout="constrained")
+    font = 8 if len(class_names) <= 10 else 6
+    for axis, values, name, fmt in ((axes[0], matrix, "counts", "d"),
+                                    (axes[1], normalized, "% of each true class", ".0f")):
+        shown = axis.imshow(values, cmap="Blues")
+        figure.colorbar(shown, ax=axis, shrink=0.8)
+        axis.set_title(name)
         axis.set_xlabel("predicted")
         axis.set_ylabel("true")
         ticks = range(len(class_names))
-        axis.set_xticks(ticks, class_names, rotation=60, ha="right")
-        axis.set_yticks(ticks, class_names)
+        axis.set_xticks(ticks, class_names, rotation=45, ha="right", fontsize=font)
+        axis.set_yticks(ticks, class_names, fontsize=font)
         if len(class_names) <= 20:
             threshold = values.max() / 2
             for (i, j), value in np.ndenumerate(values):
-                axis.text(j, i, format(value, fmt), ha="center", va="center", fontsize=7,
-                          color="white" if value > threshold else "black")
+                if matrix[i, j]:
+                    axis.text(j, i, format(value, fmt), ha="center", va="center", fontsize=font,
+                              color="white" if value > threshold else "black")
+    figure.suptitle(title or "confusion matrix")
     save_figure(figure, path)
 
 
-def reliability_diagram(accuracy, confidence, path: Path) -> None:
-    """Accuracy against confidence per bin; a calibrated model lies on the diagonal."""
-    figure, axis = plt.subplots(figsize=(5, 5))
+def reliability_diagram(accuracy, confidence, counts, ece: float, path: Path) -> None:
+    """Accuracy against confidence per bin (a calibrated model lies on the diagonal), with how
+    many images each bin holds under it."""
+    figure, (axis, count_axis) = plt.subplots(2, 1, figsize=(5, 6.2), sharex=True,
+                                              height_ratios=(3, 1), layout="constrained")
     axis.plot([0, 1], [0, 1], "--", color="gray", label="perfect calibration")
     axis.plot(confidence, accuracy, "o-", label="model")
-    axis.set_xlabel("confidence (top-1 probability)")
     axis.set_ylabel("accuracy")
-    axis.set_title("reliability diagram")
+    axis.set_title(f"reliability diagram (ECE {ece:.2%})")
     axis.legend()
     axis.grid(alpha=0.3)
+    count_axis.bar(confidence, counts, width=0.05, color="gray")
+    count_axis.set_yscale("log")
+    count_axis.set_ylabel("images")
+    count_axis.set_xlabel("confidence (top-1 probability)")
+    count_axis.set_xlim(0, 1)
     save_figure(figure, path)
 
 
@@ -91,6 +134,7 @@ def image_grid(images, captions: list[str], path: Path, title: str, columns: int
 def shift_curve(rows: list[dict], path: Path) -> None:
     figure, axis = plt.subplots(figsize=(5, 4))
     axis.plot([r["shift"] for r in rows], [100 * r["accuracy"] for r in rows], "o-")
+    axis.set_xticks([r["shift"] for r in rows])
     axis.set_xlabel("shift (pixels, mean over right/left/down/up)")
     axis.set_ylabel("test accuracy (%)")
     axis.set_title("translation invariance")
@@ -108,28 +152,36 @@ def _show(axis, image) -> None:
     axis.axis("off")
 
 
-def heatmap_overlay(image, heatmap, title: str, path: Path) -> None:
-    """The input beside the heatmap laid over it (jet, half transparent)."""
-    figure, (left, right) = plt.subplots(1, 2, figsize=(6.4, 3.4))
+# Attribution maps: perceptually uniform (equal steps look equal), unlike jet, whose bright bands
+# invent edges that are not in the map.
+ATTRIBUTION_COLORMAP = "inferno"
+
+
+def heatmap_overlay(image, heatmap, title: str, path: Path, peak: float | None = None) -> None:
+    """The input beside the heatmap laid over it, with a colorbar. `peak`: the value at the top of
+    the scale (one shared by several maps makes them comparable); default the map's own maximum."""
+    figure, (left, right) = plt.subplots(1, 2, figsize=(7, 3.4), layout="constrained")
     _show(left, image)
     left.set_title("input", fontsize=9)
     _show(right, image)
-    peak = float(heatmap.max()) or 1.0
-    right.imshow((heatmap / peak).numpy(), cmap="jet", alpha=0.5, vmin=0, vmax=1)
+    top = peak if peak is not None else (float(heatmap.max()) or 1.0)
+    shown = right.imshow(heatmap.numpy(), cmap=ATTRIBUTION_COLORMAP, alpha=0.6, vmin=0, vmax=top)
+    figure.colorbar(shown, ax=right, shrink=0.8,
+                    label="attribution" + (" (shared scale)" if peak is not None else ""))
     right.set_title("attribution", fontsize=9)
     figure.suptitle(title, fontsize=10)
     save_figure(figure, path)
 
 
 def overlay_image(image, heatmap, size: int = 320):
-    """The heatmap (H, W) laid over the image (C, H, W) in [0, 1], jet, half transparent, as one
-    RGB picture `size` pixels wide (nearest neighbour: a 28-pixel input stays sharp)."""
+    """The heatmap (H, W) laid over the image (C, H, W) in [0, 1], half transparent, as one RGB
+    picture `size` pixels wide (nearest neighbour: a 28-pixel input stays sharp)."""
     from PIL import Image
 
     pixels = image.permute(1, 2, 0).numpy()
     pixels = pixels.repeat(3, axis=2) if pixels.shape[2] == 1 else pixels
     peak = float(heatmap.max()) or 1.0
-    colours = plt.get_cmap("jet")((heatmap / peak).clamp(0, 1).numpy())[..., :3]
+    colours = plt.get_cmap(ATTRIBUTION_COLORMAP)((heatmap / peak).clamp(0, 1).numpy())[..., :3]
     blended = (0.5 * pixels + 0.5 * colours).clip(0, 1)
     picture = Image.fromarray((blended * 255).round().astype("uint8"))
     height = round(size * picture.height / picture.width)
@@ -175,32 +227,42 @@ def filter_grid(weights, path: Path) -> None:
     save_figure(figure, path)
 
 
-def embedding_scatter(points, labels, class_names: list[str], title: str, path: Path) -> None:
-    figure, axis = plt.subplots(figsize=(7, 6))
+def embedding_scatter(points, labels, class_names: list[str], title: str, path: Path,
+                      axis_name: str = "component") -> None:
+    figure, axis = plt.subplots(figsize=(8, 6), layout="constrained")
     colours = plt.get_cmap("tab10" if len(class_names) <= 10 else "tab20")
     for index, name in enumerate(class_names):
         chosen = labels == index
         axis.scatter(points[chosen, 0], points[chosen, 1], s=4, color=colours(index % colours.N),
                      label=name)
-    axis.legend(markerscale=3, fontsize=8, loc="best")
+    # outside the points, so no cluster hides behind it
+    axis.legend(markerscale=3, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     axis.set_title(title)
+    axis.set_xlabel(f"{axis_name} 1")
+    axis.set_ylabel(f"{axis_name} 2")
     axis.set_xticks([])
     axis.set_yticks([])
     save_figure(figure, path)
 
 
 def robust_accuracy_curve(rows: list[dict], clean_accuracy: float, path: Path, title: str) -> None:
-    """Robust accuracy (%) against epsilon, beside the clean accuracy."""
-    figure, axis = plt.subplots(figsize=(6, 4))
+    """Robust accuracy (%) against epsilon, beside the clean accuracy (bars for one epsilon)."""
+    figure, axis = plt.subplots(figsize=(6, 4), layout="constrained")
     eps = [row["eps"] for row in rows]
-    axis.plot(eps, [100 * row["robust_accuracy"] for row in rows], "o-", label="robust accuracy")
-    axis.axhline(100 * clean_accuracy, linestyle="--", color="gray", label="clean accuracy")
-    axis.set_xlabel("epsilon (pixel units, images in [0, 1])")
+    robust = [100 * row["robust_accuracy"] for row in rows]
+    if len(rows) == 1:
+        bars = axis.bar(["clean", f"eps {eps[0]:g}"], [100 * clean_accuracy, robust[0]],
+                        color=["gray", "tab:blue"])
+        axis.bar_label(bars, fmt="%.1f%%")
+    else:
+        axis.plot(eps, robust, "o-", label="robust accuracy")
+        axis.axhline(100 * clean_accuracy, linestyle="--", color="gray", label="clean accuracy")
+        axis.set_xlabel("epsilon (pixel units, images in [0, 1])")
+        axis.legend()
     axis.set_ylabel("accuracy (%)")
-    axis.set_ylim(0, 100)
+    axis.set_ylim(0, 100 if len(rows) > 1 else 110)  # room for the bars' labels
     axis.set_title(title, fontsize=10)
     axis.grid(alpha=0.3)
-    axis.legend()
     save_figure(figure, path)
 
 

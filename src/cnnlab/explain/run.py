@@ -35,18 +35,19 @@ class Explanation:
     figures: list[Path] = field(default_factory=list)
 
 
+def _file_stem(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text)
+
+
 def _name(item: ImageInput, index: int) -> str:
     if isinstance(item, (str, Path)):
-        return re.sub(r"[^A-Za-z0-9._-]+", "_", Path(item).stem)
+        return _file_stem(Path(item).stem)
     return f"image{index}"
 
 
-def _target_index(predictor: Predictor, target: str | int | None) -> int | None:
-    if target is None:
-        return None
+def _target_index(predictor: Predictor, target: str | int) -> int:
     names = predictor.class_names
-    if isinstance(target, int) or (isinstance(target, str) and target.isdigit()
-                                   and target not in names):
+    if isinstance(target, int) or (target.isdigit() and target not in names):
         index = int(target)
         if not 0 <= index < len(names):
             raise CnnlabError(f"--target {index} is not a class index (0..{len(names) - 1})")
@@ -56,23 +57,40 @@ def _target_index(predictor: Predictor, target: str | int | None) -> int | None:
     return names.index(target)
 
 
+def _targets(predictor: Predictor, target: str | int | None) -> list[int | None]:
+    """--target: None (each image's predicted class), a class, or several ('cat,dog')."""
+    if target is None:
+        return [None]
+    if isinstance(target, str) and "," in target and target not in predictor.class_names:
+        return [_target_index(predictor, part.strip()) for part in target.split(",") if part.strip()]
+    return [_target_index(predictor, target)]
+
+
 def _attribution(predictor: Predictor, method: str, inputs: list[ImageInput], names: list[str],
-                 target: int | None, layer: str | None, out: Path) -> Explanation:
+                 settings: ExplainSettings, out: Path) -> Explanation:
+    """A heatmap per image and target; with several targets each gets its own file
+    (IMAGE-METHOD-CLASS.png); with shared_scale every map of the call is on one colour scale."""
     images = torch.stack([predictor.preprocess(item) for item in inputs]).to(predictor.device)
     probabilities = predictor.probabilities(images)
     predicted = probabilities.argmax(1)
-    targets = predicted if target is None else torch.full_like(predicted, target)
-    heatmaps = attribute(method, predictor.model, images, targets.to(predictor.device), layer)
+    targets = _targets(predictor, settings.target)
+    maps = {target: attribute(method, predictor.model, images,
+                              (predicted if target is None else torch.full_like(predicted, target))
+                              .to(predictor.device), settings.layer)
+            for target in targets}
+    peak = max(float(m.max()) for m in maps.values()) if settings.shared_scale else None
     result = Explanation(method)
-    for i, name in enumerate(names):
-        result.arrays[name] = heatmaps[i].numpy()
-        top = predictor.class_names[predicted[i]]
-        title = f"{method}: predicted {top} ({probabilities[i, predicted[i]]:.0%})"
-        if target is not None:
-            title += f", explaining {predictor.class_names[target]}"
-        path = out / f"{name}-{method}.png"
-        plots.heatmap_overlay(images[i].cpu(), heatmaps[i], title, path)
-        result.figures.append(path)
+    for target, heatmaps in maps.items():
+        several = len(targets) > 1
+        for i, name in enumerate(names):
+            explained = predictor.class_names[target] if target is not None else ""
+            result.arrays[f"{name}/{explained}" if several else name] = heatmaps[i].numpy()
+            title = (f"{method}: predicted {predictor.class_names[predicted[i]]} "
+                     f"({probabilities[i, predicted[i]]:.0%})")
+            title += f", explaining {explained}" if explained else ""
+            path = out / f"{name}-{method}{'-' + _file_stem(explained) if several else ''}.png"
+            plots.heatmap_overlay(images[i].cpu(), heatmaps[i], title, path, peak)
+            result.figures.append(path)
     return result
 
 
@@ -107,7 +125,8 @@ def _embedding(predictor: Predictor, run: Path, settings: ExplainSettings,
     path = out / f"embedding-{split}-{projection}.png"
     shown = "t-SNE" if projection == "tsne" else "PCA"
     plots.embedding_scatter(points, labels, predictor.class_names,
-                            f"{data_name} {split}: penultimate layer, {shown}", path)
+                            f"{data_name} {split}: penultimate layer, {shown}", path,
+                            axis_name="t-SNE" if projection == "tsne" else "principal component")
     return Explanation("embedding", {"points": points, "labels": labels}, [path])
 
 
@@ -138,8 +157,7 @@ def explain(run: str | Path, inputs: ImageInput | list[ImageInput] | None = None
     names = [_name(item, i) for i, item in enumerate(items)]
     if method == "feature-maps":
         return _feature_maps(predictor, items, names, layer, out)
-    return _attribution(predictor, method, items, names, _target_index(predictor, settings.target),
-                        layer, out)
+    return _attribution(predictor, method, items, names, settings, out)
 
 
 def describe_layers(run: str | Path) -> list[LayerInfo]:

@@ -345,7 +345,9 @@ def _end_of_epoch(trainer: Trainer, state: TrainState, row: dict, run_dir: Path,
             epoch=state.epoch, val_accuracy=round(score, 6) if has_val else None))
         trainer.saved_model_epoch = state.epoch
     write_metrics(run_dir, state.history)
-    training_curves(state.history, run_dir / "curves.png")
+    training_curves(state.history, run_dir / "curves.png", best_epoch=state.best_epoch,
+                    label_smoothing=0.0 if trainer.cached else trainer.config.label_smoothing,
+                    adversarial=trainer.adversary is not None)
     save_checkpoint(run_dir / CHECKPOINT, checkpoint_of(trainer, state))
     trainer.saved_checkpoint_epoch = state.epoch
 
