@@ -10,7 +10,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.test_serve import _browser, serving  # noqa: E402
+from tests.helpers import headless_chromium  # noqa: E402
+from tests.test_serve import serving  # noqa: E402
 
 
 def main(run: str, photo: str, out: str) -> None:
@@ -18,7 +19,7 @@ def main(run: str, photo: str, out: str) -> None:
     from selenium.webdriver.support.ui import WebDriverWait
 
     with serving(run) as url:
-        browser = _browser()
+        browser = headless_chromium()
         try:
             browser.get(url)
             browser.find_element(By.ID, "file").send_keys(str(Path(photo).resolve()))

@@ -111,3 +111,16 @@ def photo_slice(source: Path, target: Path, classes: list[str], train: int, test
             for photo in sorted((source / split / name).iterdir())[:count]:
                 (folder / photo.name).symlink_to(photo)
     return target
+
+
+def headless_chromium(width: int = 1000, height: int = 900):
+    """Debian's Chromium driven by Selenium, headless (scripts/setup.sh installs both)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+                     f"--window-size={width},{height}"):
+        options.add_argument(argument)
+    return webdriver.Chrome(options=options, service=Service("/usr/bin/chromedriver"))

@@ -172,7 +172,7 @@ def test_attack_user_error_exits_with_code_2(digits_run):
     result = _cnnlab("attack", str(digits_run.path), "--eps", "0.1,x")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines() == [
-        "error: --eps must be numbers separated by commas, like 0,0.01,0.03,0.1; got '0.1,x'"]
+        "error: --eps must be numbers separated by commas, like 0,0.01,8/255,0.1; got '0.1,x'"]
 
 
 def test_bad_adversarial_settings_are_errors(tmp_path):

@@ -19,7 +19,7 @@ import cnnlab
 from cnnlab.explain import explain
 from cnnlab.serve.app import create_app
 
-from .helpers import photo_slice
+from .helpers import headless_chromium, photo_slice
 
 
 def _digit_png(index: int = 0, size: int = 8) -> bytes:
@@ -211,18 +211,6 @@ def flowers_run(flowers12, tmp_path_factory):
                         out=str(tmp_path_factory.mktemp("runs") / "flowers"))
 
 
-def _browser():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                     "--window-size=1000,900"):
-        options.add_argument(argument)
-    return webdriver.Chrome(options=options, service=Service("/usr/bin/chromedriver"))
-
-
 def test_the_page_in_a_real_browser(flowers_run, flowers12, tmp_path):
     """Chromium drives the page as a person would: a photo in, class bars and the overlay out; a
     text file in, a message out. In CI the browser must be there (scripts/setup.sh installs it)."""
@@ -234,7 +222,7 @@ def test_the_page_in_a_real_browser(flowers_run, flowers12, tmp_path):
     text = tmp_path / "notes.txt"
     text.write_text("not a photo")
     with serving(flowers_run.path) as url:
-        browser = _browser()
+        browser = headless_chromium()
         try:
             browser.get(url)
             wait = WebDriverWait(browser, 60)

@@ -93,6 +93,22 @@ def export(run: str | Path, **options: Any) -> Any:
     return export_run(run, **options)
 
 
+def report(run: str | Path, **options: Any) -> Path:
+    """Write RUN/report.html, one self-contained file that tells the run's story; full=True first
+    runs what is missing (evaluate, a quick attack, explanations, the baselines). Returns its path."""
+    from .report.build import write_report
+
+    return write_report(run, **options)
+
+
+def baselines(**options: Any) -> list:
+    """Logistic regression, HOG + linear SVM, random forest and PCA + RBF SVM on the same split as a
+    run's CNN (run="runs/NAME") or on a dataset (data="digits"); returns their BaselineResults."""
+    from .baselines import measure_baselines
+
+    return measure_baselines(**options)
+
+
 def load(run: str | Path, device: str = "auto") -> Predictor:
     """Load a run folder's best model (model.safetensors + model.json) for prediction; an export
     folder (or the .onnx file in one) runs on ONNX Runtime with the same preprocessing."""

@@ -12,10 +12,12 @@ from . import __version__, commands
 from .config import (
     EPS_UNITS,
     AttackSettings,
+    BaselineSettings,
     EvaluateSettings,
     ExplainSettings,
     ExportSettings,
     PredictSettings,
+    ReportSettings,
     ServeSettings,
     TrainConfig,
     preset_names,
@@ -90,6 +92,13 @@ def _add_run_verbs(sub: argparse._SubParsersAction) -> None:
                    "FGSM/PGD robust accuracy against epsilon, adversarial examples",
                    AttackSettings, description=EPS_UNITS)
     parser.add_argument("run", help="run folder")
+    parser = _verb(sub, "report", commands.run_report,
+                   "RUN/report.html: the whole story of a run in one self-contained file",
+                   ReportSettings)
+    parser.add_argument("run", help="run folder")
+    _verb(sub, "baselines", commands.run_baselines,
+          "logistic regression, HOG + linear SVM, random forest, PCA + RBF SVM on the same split",
+          BaselineSettings)
 
 
 def _add_catalog_verbs(sub: argparse._SubParsersAction) -> None:

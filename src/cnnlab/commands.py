@@ -338,6 +338,40 @@ def run_datasets(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_report(args: argparse.Namespace) -> int:
+    from .report.build import write_report
+
+    settings = _settings(args)
+    path = write_report(args.run, settings)
+    if not settings.quiet:
+        console.print(f"written to {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
+def run_baselines(args: argparse.Namespace) -> int:
+    from .baselines import measure_baselines, write_baselines
+
+    settings = _settings(args)
+    results = measure_baselines(settings)
+    data = settings.data or Path(settings.run).name
+    folder = Path(settings.out) if settings.out else (
+        Path(settings.run) / "baselines" if settings.run
+        else Path("runs") / f"baselines-{Path(data.rstrip('/')).name}")
+    write_baselines(results, folder, data)
+    if settings.quiet:
+        return 0
+    _print_table(f"{data}: the same test split for every method",
+                 ["method", "features", "accuracy", "macro F1", "fit (s)", "predict (s)",
+                  "train images"],
+                 [[r.method, r.features, f"{r.accuracy:.2%}", f"{r.macro_f1:.4f}",
+                   f"{r.fit_seconds:.1f}", f"{r.predict_seconds:.2f}", f"{r.train_images:,}"]
+                  for r in results])
+    for note in [f"{r.method}: {r.note}" for r in results if r.note]:
+        console.print(note)
+    console.print(f"written to {folder}/: baselines.json, baselines.csv")
+    return 0
+
+
 def run_models(args: argparse.Namespace) -> int:
     from .models import list_models
     from .models.summary import human, summarize

@@ -66,7 +66,7 @@ class TrainConfig:
         "transfer learning": ("freeze", "freeze_epochs", "backbone_lr", "feature_cache",
                               "probe_first", "freeze_bn"),
         "adversarial training": ("adversarial", "adv_eps", "adv_steps", "adv_step_size"),
-        "output and machine": ("out", "device", "threads", "amp", "channels_last"),
+        "output and machine": ("out", "report", "device", "threads", "amp", "channels_last"),
     }
 
     data: DataConfig = option(factory=DataConfig)
@@ -101,6 +101,7 @@ class TrainConfig:
     threads: int | None = option(None, "CPU threads (default: one per physical core)", minimum=1)
     amp: bool = option(True, "mixed precision (CUDA only)")
     channels_last: bool = option(True, "channels-last memory format for conv layers")
+    report: bool = option(False, "write RUN/report.html when training ends (cnnlab report)")
     out: str | None = option(None, "run folder (default runs/<data>-<model>, numbered)", metavar="DIR")
     # "fgsm" = FGSM with a random start (Wong et al., 2020), "pgd" = PGD (Madry et al., 2018).
     adversarial: str | None = option(None, "adversarial training: fgsm (with a random start) | pgd")
@@ -237,6 +238,28 @@ class ExportSettings:
     opset: int | None = option(None, "ONNX opset (default: the exporter's)", minimum=7)
     out: str | None = option(None, "export folder (default RUN/export)", metavar="DIR")
     batch_size: int = option(EVAL_BATCH, "images per forward pass when measuring parity", minimum=1)
+    quiet: bool = option(False, QUIET_HELP)
+
+
+@dataclass(frozen=True)
+class BaselineSettings:
+    data: str | None = option(None, "dataset name or folder (default: the run's data)", metavar="DATA")
+    run: str | None = option(None, "a run folder: its data and split, and its CNN in the table",
+                             metavar="RUN")
+    only: str | None = option(None, "some of: logistic, hog-svm, forest, pca-svm (comma-separated)")
+    out: str | None = option(None, "results folder (default RUN/baselines, or "
+                                   "runs/baselines-DATA)", metavar="DIR")
+    threads: int = option(2, "CPU cores the random forest uses", minimum=1)
+    seed: int = option(0, "seed of the random forest, the solvers and the SVM's subsample", minimum=0)
+    device: str = option("auto", DEVICE_HELP)
+    quiet: bool = option(False, QUIET_HELP)
+
+
+@dataclass(frozen=True)
+class ReportSettings:
+    full: bool = option(False, "first run what the report lacks: evaluate, a quick attack (500 "
+                               "images), explanations of 4 test images, the baselines")
+    out: str | None = option(None, "the HTML file (default RUN/report.html)", metavar="FILE")
     quiet: bool = option(False, QUIET_HELP)
 
 

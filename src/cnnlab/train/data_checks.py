@@ -26,13 +26,14 @@ IMBALANCE_RATIO = 3.0
 COUNTS_LISTED = 12  # more classes than this: only the smallest and largest are named
 
 
-def fit_batch_to_data(config: TrainConfig, train_images: int) -> tuple[TrainConfig, list[str]]:
-    """The config with a batch small enough for MIN_STEPS_PER_EPOCH steps (down to
-    SMALLEST_AUTO_BATCH), and the warnings to show: the batch changed, or an epoch still has
-    fewer steps."""
+def fit_batch_to_data(config: TrainConfig, train_images: int,
+                      chosen: bool = False) -> tuple[TrainConfig, list[str]]:
+    """The config with the recipe's batch cut down to give MIN_STEPS_PER_EPOCH steps (down to
+    SMALLEST_AUTO_BATCH), and the warnings to show: the batch changed, or an epoch still has fewer
+    steps. A batch the user `chosen` is kept, with the warning."""
     warnings = []
     largest = max(SMALLEST_AUTO_BATCH, train_images // MIN_STEPS_PER_EPOCH)
-    if config.batch_size > largest:
+    if config.batch_size > largest and not chosen:
         warnings.append(f"batch size {config.batch_size} would make "
                         f"{math.ceil(train_images / config.batch_size)} step(s) per epoch on "
                         f"{train_images} training images: using {largest} instead (set "
@@ -41,8 +42,8 @@ def fit_batch_to_data(config: TrainConfig, train_images: int) -> tuple[TrainConf
     steps = math.ceil(train_images / config.batch_size)
     if steps < MIN_STEPS_PER_EPOCH:
         warnings.append(f"only {steps} optimizer step(s) per epoch ({steps * config.epochs} in "
-                        f"all): few steps train poorly; more images, more --epochs or a smaller "
-                        f"--batch-size help")
+                        f"all): few steps train poorly; more images, more --epochs or a "
+                        f"--batch-size of {largest} or less help")
     return config, warnings
 
 

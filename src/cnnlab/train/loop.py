@@ -494,6 +494,7 @@ def _open_run_dir(config: TrainConfig, resume: str | Path | None, card: ModelCar
 def _fit(config: TrainConfig, resume: str | Path | None, reporter: Reporter,
          on_epoch_end: EpochCallback | None, ranks: Ranks, device: torch.device) -> Run:
     started = time.perf_counter()
+    batch_chosen = config.batch_size is not None  # before the recipe fills it in
     config, choice = resolve(config)
     if resume is None and ranks.is_main:
         check_writable(config.out)
@@ -501,7 +502,7 @@ def _fit(config: TrainConfig, resume: str | Path | None, reporter: Reporter,
         reporter.message(choice)
     data = load_dataset(config.data)
     if resume is None:  # config.yaml records the batch used, so --resume agrees
-        config, batch_warnings = fit_batch_to_data(config, len(data.train))
+        config, batch_warnings = fit_batch_to_data(config, len(data.train), batch_chosen)
     trainer, card = _build_trainer(config, data, device)
     if resume is None:  # said once the settings are known to be sound
         _describe_data(config, data, batch_warnings, reporter)
@@ -525,6 +526,10 @@ def _fit(config: TrainConfig, resume: str | Path | None, reporter: Reporter,
               status)
     if ranks.is_main:
         write_results(run_dir, run.results())
+    if ranks.is_main and config.report and status != "diverged":
+        from ..report.build import write_report
+
+        reporter.message(f"report: {write_report(run_dir)}")
     return run
 
 

@@ -1,0 +1,81 @@
+"""Gather the sections, fill in what is missing with --full, render one HTML file."""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from ..config import ReportSettings
+from ..fileio import atomic_write_text
+from ..runfolder import read_card
+from ..settings import resolve
+from .cost import cost
+from .sections import Section, baselines, quality, robustness, trained, training, why
+
+EXPLAINED_IMAGES = 4  # test images --full explains, one per class
+
+
+def _explained_images(run: Path) -> list:
+    """The first test image of each of the first EXPLAINED_IMAGES classes."""
+    from ..rundata import pick_split
+
+    split, _ = pick_split(run, read_card(run), None, "test")
+    chosen: dict[int, Any] = {}
+    for images, labels in split.batches(256):
+        for image, label in zip(images, labels.tolist(), strict=True):
+            chosen.setdefault(label, image)
+        if len(chosen) >= EXPLAINED_IMAGES:
+            break
+    return [chosen[label] for label in sorted(chosen)[:EXPLAINED_IMAGES]]
+
+
+def fill_in(run: Path, quiet: bool) -> None:
+    """--full: evaluate, a quick attack, explanations and the baselines, where they are missing."""
+    from ..api import attack, evaluate, explain
+    from ..baselines import measure_baselines, write_baselines
+
+    if not (run / "evaluate" / "metrics.json").is_file():
+        evaluate(run, quiet=quiet)
+    if not list(run.glob("attack*/metrics.json")):
+        attack(run, eps="0,0.01,0.03,0.1", limit=500, quiet=quiet)
+    if not (run / "explain").is_dir() or not list((run / "explain").glob("*.png")):
+        images = _explained_images(run)
+        for method in ("gradcam", "saliency"):
+            explain(run, images, method=method, quiet=quiet)
+        for method in ("filters", "embedding"):
+            explain(run, method=method, limit=1000, quiet=quiet)
+    if not (run / "baselines" / "baselines.json").is_file():
+        results = measure_baselines(run=str(run), quiet=quiet)
+        write_baselines(results, run / "baselines", run.name)
+
+
+def sections(run: Path) -> list[Section]:
+    card = read_card(run)
+    return [trained(run, card), training(run), quality(run), why(run), robustness(run),
+            cost(run, card), baselines(run)]
+
+
+def render(run: Path, parts: list[Section]) -> str:
+    environment = Environment(loader=PackageLoader("cnnlab", "report"),
+                              autoescape=select_autoescape(["html"]))
+    card = read_card(run)
+    return environment.get_template("template.html").render(
+        run=run.name, card=card, sections=parts,
+        made=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"))
+
+
+def write_report(run: str | Path, settings: ReportSettings | None = None,
+                 **options: Any) -> Path:
+    """Write RUN/report.html (or `out`): one file, every figure inside it. `full` first runs what
+    is missing (evaluate, a quick attack, explanations, the baselines)."""
+    settings = resolve(ReportSettings, settings, options)
+    run = Path(run)
+    read_card(run)  # a run folder, or one clear error before any work
+    if settings.full:
+        fill_in(run, settings.quiet)
+    path = Path(settings.out) if settings.out else run / "report.html"
+    atomic_write_text(path, render(run, sections(run)))
+    return path

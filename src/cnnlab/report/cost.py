@@ -1,0 +1,71 @@
+"""The report's cost section: parameters, FLOPs, latency measured now, sizes on disk."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from ..contract import ModelCard
+from .sections import Section, Table
+
+LATENCY_BATCH = 64
+
+
+def _megabytes(path: Path) -> str:
+    return f"{path.stat().st_size / 1e6:.2f} MB"
+
+
+@torch.no_grad()
+def latency(model: torch.nn.Module, shape: tuple[int, ...], repeats: int = 5) -> tuple[float, float]:
+    """(median ms for one image, images per second in batches of LATENCY_BATCH) on this machine,
+    after a warm-up call of each."""
+    single, batch = torch.rand(1, *shape), torch.rand(LATENCY_BATCH, *shape)
+    times = {}
+    for name, inputs in (("single", single), ("batch", batch)):
+        model(inputs)  # warm-up: first calls pick kernels and allocate
+        samples = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            model(inputs)
+            samples.append(time.perf_counter() - started)
+        times[name] = statistics.median(samples)
+    return 1000 * times["single"], LATENCY_BATCH / times["batch"]
+
+
+def cost(run: Path, card: ModelCard) -> Section:
+    from ..models.summary import human, summarize
+    from ..runfolder import load_model
+
+    section = Section("cost", "What it costs")
+    summary = summarize(card.architecture, card.input.shape, card.num_classes)
+    model, _ = load_model(run)
+    single_ms, per_second = latency(model, card.input.shape)
+    section.facts = [("parameters", f"{summary.params:,}"),
+                     ("FLOPs per image", f"{human(summary.flops)} ({human(summary.flops / 2)} "
+                                         f"multiply-adds)"),
+                     ("latency, one image", f"{single_ms:.2f} ms (PyTorch, {torch.get_num_threads()} "
+                                            f"threads, measured now)"),
+                     ("throughput", f"{per_second:,.0f} images/s in batches of {LATENCY_BATCH}"),
+                     ("model.safetensors", _megabytes(run / "model.safetensors"))]
+    manifest = run / "export" / "export.json"
+    if manifest.is_file():
+        export = json.loads(manifest.read_text(encoding="utf-8"))
+        section.tables.append(Table("ONNX export", ["file", "size", "parity"], [
+            [name, _megabytes(run / "export" / name), _parity(export, precision)]
+            for precision, name in export["files"].items() if (run / "export" / name).is_file()]))
+    else:
+        section.missing = f"cnnlab export {run} --int8 (for the ONNX sizes and parity)"
+    return section
+
+
+def _parity(export: dict, precision: str) -> str:
+    measured = export.get("parity", {}).get(precision)
+    if not isinstance(measured, dict):
+        return "-"
+    shown = {key: value for key, value in measured.items()
+             if isinstance(value, (int, float)) and not isinstance(value, bool)}
+    return ", ".join(f"{key} {value:.4g}" for key, value in list(shown.items())[:4]) or "-"

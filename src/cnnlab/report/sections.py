@@ -1,0 +1,215 @@
+"""The report's sections, each read from what the run folder holds. A section whose inputs are not
+there yet says which command makes them."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from PIL import Image
+
+from ..contract import ModelCard
+
+# Figures wider than this are scaled down before they are embedded, so the report stays a few MB.
+MAX_FIGURE_WIDTH = 1400
+EXPLAINED_SHOWN = 4  # images per attribution method
+
+
+@dataclass
+class Figure:
+    caption: str
+    uri: str  # data:image/png;base64,...
+
+
+@dataclass
+class Table:
+    caption: str
+    columns: list[str]
+    rows: list[list[str]]
+
+
+@dataclass
+class Section:
+    key: str
+    title: str
+    facts: list[tuple[str, str]] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
+    figures: list[Figure] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    missing: str | None = None  # the command that makes what this section shows
+
+
+def figure(path: Path, caption: str) -> Figure:
+    """A PNG as a data URI (scaled down to MAX_FIGURE_WIDTH): the report needs no other file."""
+    with Image.open(path) as image:
+        image.load()
+        if image.width > MAX_FIGURE_WIDTH:
+            height = round(image.height * MAX_FIGURE_WIDTH / image.width)
+            image = image.resize((MAX_FIGURE_WIDTH, height), Image.Resampling.LANCZOS)
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG", optimize=True)
+    return Figure(caption, "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode())
+
+
+def _json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2%}"
+
+
+def _figures(folder: Path, names: list[tuple[str, str]]) -> list[Figure]:
+    return [figure(folder / name, caption) for name, caption in names if (folder / name).is_file()]
+
+
+def trained(run: Path, card: ModelCard) -> Section:
+    from ..models.summary import summarize, summary_rows
+
+    section = Section("trained", "What was trained")
+    section.facts = [("data", card.dataset or "-"), ("network", card.name),
+                     ("input", "x".join(map(str, card.input.shape))),
+                     ("classes", f"{card.num_classes}: {', '.join(card.class_names[:20])}"
+                                 f"{' ...' if card.num_classes > 20 else ''}"),
+                     ("pretrained", "ImageNet" if card.pretrained else "no (from scratch)")]
+    summary = summarize(card.architecture, card.input.shape, card.num_classes)
+    section.tables.append(Table("layers", ["#", "layer", "output", "params", "FLOPs",
+                                           "receptive field", "params if dense"],
+                                summary_rows(summary)[:60]))
+    config = run / "config.yaml"
+    if config.is_file():
+        section.tables.append(Table("settings (config.yaml)", ["setting", "value"],
+                                    _flat_settings(yaml.safe_load(config.read_text()) or {})))
+    return section
+
+
+def _flat_settings(values: dict, prefix: str = "") -> list[list[str]]:
+    rows = []
+    for key, value in values.items():
+        if isinstance(value, dict):
+            rows.extend(_flat_settings(value, f"{prefix}{key}."))
+        else:
+            rows.append([prefix + key, str(value)])
+    return rows
+
+
+def training(run: Path) -> Section:
+    section = Section("training", "How training went")
+    results = _json(run / "results.json")
+    if results:
+        section.facts = [("status", results["status"]), ("epochs", str(results["epochs"])),
+                         ("best epoch", str(results["best_epoch"])),
+                         ("validation accuracy", _percent(results["best_val_accuracy"])),
+                         ("test accuracy", _percent(results["test_accuracy"])),
+                         ("time", f"{results['seconds']:.0f} s")]
+    section.figures = _figures(run, [("curves.png", "loss, accuracy and learning rate per epoch")])
+    if (run / "metrics.csv").is_file():
+        with open(run / "metrics.csv", newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+        columns = [c for c in ("epoch", "train_loss", "train_acc", "val_loss", "val_acc",
+                               "val_robust_acc", "lr", "seconds") if rows and c in rows[0]]
+        section.tables.append(Table("per epoch (metrics.csv)", columns,
+                                    [[_metric(c, row[c]) for c in columns] for row in rows]))
+    return section
+
+
+def _metric(column: str, text: str) -> str:
+    """A metrics.csv value as the terminal shows it: accuracy in %, the rate in e-notation."""
+    value = float(text)
+    if value != value:  # NaN: no validation split
+        return "-"
+    if column.endswith("acc"):
+        return f"{value:.2%}"
+    return {"epoch": f"{value:.0f}", "lr": f"{value:.2e}", "seconds": f"{value:.1f}"}.get(
+        column, f"{value:.4f}")
+
+
+def quality(run: Path) -> Section:
+    section = Section("quality", "How good it is")
+    metrics = _json(run / "evaluate" / "metrics.json")
+    if metrics is None:
+        section.missing = f"cnnlab evaluate {run}"
+        return section
+    section.facts = [("split", f"{metrics['data']} {metrics['split']}, {metrics['images']:,} images"),
+                     ("accuracy", _percent(metrics["accuracy"])),
+                     ("top-5 accuracy", _percent(metrics.get("top5_accuracy"))),
+                     ("macro F1", f"{metrics['macro_avg']['f1']:.4f}"),
+                     ("calibration error (ECE)", f"{metrics['ece']:.4f}")]
+    per_class = metrics.get("per_class", [])
+    if per_class:
+        columns = list(per_class[0])
+        section.tables.append(Table("per class", columns,
+                                    [[_cell(row[c]) for c in columns] for row in per_class]))
+    if metrics.get("translation"):
+        section.tables.append(Table("translation test: every image shifted by N pixels",
+                                    ["shift (px)", "accuracy"],
+                                    [[str(r["shift"]), _percent(r["accuracy"])]
+                                     for r in metrics["translation"]]))
+    section.figures = _figures(run / "evaluate", [
+        ("confusion_matrix.png", "confusion matrix"), ("reliability.png", "calibration"),
+        ("mistakes.png", "the most confident mistakes"), ("shift.png", "translation test")])
+    return section
+
+
+def _cell(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def why(run: Path) -> Section:
+    section = Section("why", "Why it decides")
+    folder = run / "explain"
+    found = sorted(folder.glob("*.png")) if folder.is_dir() else []
+    for method, caption in (("gradcam", "Grad-CAM"), ("saliency", "saliency")):
+        chosen = [p for p in found if p.stem.endswith(f"-{method}")][:EXPLAINED_SHOWN]
+        section.figures += [figure(path, f"{caption}: {path.stem.rsplit('-', 1)[0]}")
+                            for path in chosen]
+    section.figures += [figure(path, "first-layer filters") for path in found
+                        if path.name == "filters.png"]
+    section.figures += [figure(path, "embedding of the penultimate layer") for path in found
+                        if path.name.startswith("embedding-")][:1]
+    if not section.figures:
+        section.missing = (f"cnnlab explain {run} IMAGE... --method gradcam,saliency; cnnlab "
+                           f"explain {run} --method filters,embedding")
+    return section
+
+
+def robustness(run: Path) -> Section:
+    section = Section("robustness", "How robust it is")
+    for folder in sorted(run.glob("attack*")):
+        metrics = _json(folder / "metrics.json")
+        if metrics is None:
+            continue
+        name = metrics["method"].upper() + (f" ({metrics['norm']}, {metrics['steps']} steps)"
+                                            if metrics["method"] == "pgd" else "")
+        section.tables.append(Table(
+            f"{name}, {metrics['data']} {metrics['split']}, {metrics['images']:,} images",
+            ["epsilon", "robust accuracy"],
+            [[f"{row['eps']:g}", _percent(row["robust_accuracy"])] for row in metrics["results"]]))
+        section.figures += _figures(folder, [("robust_accuracy.png", f"{name}: accuracy against "
+                                                                     f"epsilon"),
+                                             ("examples.png", f"{name}: adversarial examples")])
+    if not section.tables:
+        section.missing = f"cnnlab attack {run}"
+    return section
+
+
+def baselines(run: Path) -> Section:
+    section = Section("baselines", "Against the classic methods")
+    results = _json(run / "baselines" / "baselines.json")
+    if results is None:
+        section.missing = f"cnnlab baselines --run {run}"
+        return section
+    section.tables.append(Table(
+        "the same test split for every method",
+        ["method", "features", "accuracy", "macro F1", "fit (s)", "predict (s)", "train images"],
+        [[r["method"], r["features"], _percent(r["accuracy"]), f"{r['macro_f1']:.4f}",
+          f"{r['fit_seconds']:.1f}", f"{r['predict_seconds']:.2f}", f"{r['train_images']:,}"]
+         for r in results["results"]]))
+    section.notes = [f"{r['method']}: {r['note']}" for r in results["results"] if r["note"]]
+    return section

@@ -1,0 +1,108 @@
+"""The report a person reads, and the classic methods measured beside the CNN."""
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import cnnlab
+from cnnlab.baselines import as_arrays, hog_features, measure_baselines
+from cnnlab.config import DataConfig
+from cnnlab.data import load_dataset
+
+from .helpers import headless_chromium
+
+
+@pytest.fixture
+def run_copy(digits_run, tmp_path):
+    target = tmp_path / "run"
+    shutil.copytree(digits_run.path, target)
+    return target
+
+
+def test_baselines_are_scikit_learns_own_numbers_on_the_same_arrays():
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import accuracy_score, f1_score
+
+    results = {r.method: r for r in measure_baselines(data="digits", only="logistic,forest",
+                                                      quiet=True)}
+    data = load_dataset(DataConfig(name="digits"))
+    (x_train, y_train), (x_test, y_test) = as_arrays(data.train), as_arrays(data.test)
+    assert x_train.shape == (len(data.train), 64) and x_train.max() <= 1.0
+    for name, model in (("logistic regression", LogisticRegression(max_iter=300, random_state=0)),
+                        ("random forest", RandomForestClassifier(n_estimators=100, n_jobs=2,
+                                                                 random_state=0))):
+        predicted = model.fit(x_train, y_train).predict(x_test)
+        assert results[name].accuracy == accuracy_score(y_test, predicted)
+        assert results[name].macro_f1 == pytest.approx(f1_score(y_test, predicted, average="macro"))
+        assert results[name].accuracy > 0.9  # digits: every classic method does well
+
+
+def test_hog_features_are_scikit_images():
+    from skimage.feature import hog
+
+    pixels = np.random.default_rng(0).random((2, 28 * 28), dtype=np.float32)
+    ours = hog_features(pixels, (1, 28, 28))
+    theirs = hog(pixels[1].reshape(28, 28), orientations=9, pixels_per_cell=(4, 4),
+                 cells_per_block=(2, 2))
+    assert np.allclose(ours[1], theirs)
+
+
+def test_baselines_beside_a_runs_cnn_written_as_json_and_csv(run_copy):
+    result = subprocess.run([sys.executable, "-m", "cnnlab", "baselines", "--run", str(run_copy)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    written = json.loads((run_copy / "baselines" / "baselines.json").read_text())
+    methods = [row["method"] for row in written["results"]]
+    assert methods == ["logistic regression", "linear SVM", "random forest", "RBF SVM",
+                       "CNN (simple)"]
+    cnn = written["results"][-1]
+    assert cnn["accuracy"] == pytest.approx(cnnlab.load(run_copy).card.test_accuracy, abs=1e-6)
+    assert (run_copy / "baselines" / "baselines.csv").read_text().count("\n") == 6
+    assert "RBF SVM" in result.stdout
+
+
+def test_a_report_says_which_command_makes_what_it_lacks(run_copy):
+    path = cnnlab.report(run_copy)
+    html = path.read_text()
+    assert path == run_copy / "report.html"
+    for command in (f"cnnlab evaluate {run_copy}", f"cnnlab attack {run_copy}",
+                    f"cnnlab baselines --run {run_copy}"):
+        assert command in html
+
+
+def test_the_full_report_renders_in_a_browser_with_nothing_fetched(run_copy, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "cnnlab", "report", str(run_copy), "--full",
+                             "--quiet"], capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr
+    path = run_copy / "report.html"
+    html = path.read_text()
+    assert path.stat().st_size < 5_000_000
+    assert html.count("Not measured yet") == 1  # only the export, which --full does not run
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", html)  # nothing from the internet
+    browser = headless_chromium()
+    try:
+        browser.get(path.resolve().as_uri())
+        images = browser.execute_script(
+            "return [...document.images].map(i => [i.complete, i.naturalWidth, i.alt])")
+        fetched = browser.execute_script(
+            "return performance.getEntriesByType('resource').map(e => e.name)")
+        browser.save_screenshot(str(tmp_path / "report.png"))
+    finally:
+        browser.quit()
+    assert len(images) >= 10 and all(complete and width > 0 for complete, width, _ in images)
+    assert all(name.startswith(("data:", "file:")) for name in fetched), fetched
+    captions = " ".join(alt for _, _, alt in images)
+    for expected in ("Grad-CAM", "saliency", "confusion matrix", "calibration", "PGD"):
+        assert expected in captions
+
+
+def test_train_writes_the_report_at_the_end(tmp_path):
+    run = cnnlab.train(data="digits", model="conv(4) relu flatten dense", epochs=1, report=True,
+                       out=str(tmp_path / "r"), quiet=True)
+    assert "How training went" in (run.path / "report.html").read_text()
