@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import datetime
+import json
 from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from ..config import ReportSettings
+from ..contract import ModelCard
 from ..fileio import atomic_write_text
 from ..runfolder import read_card
 from ..settings import resolve
@@ -58,12 +60,38 @@ def sections(run: Path) -> list[Section]:
             cost(run, card), baselines(run)]
 
 
+def _json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def headline(run: Path, card: ModelCard, parts: list[Section]) -> list[tuple[str, str]]:
+    """The figures of the first screen: accuracy, robustness, cost, the best classic method."""
+    shown = [("test accuracy", f"{card.test_accuracy:.2%}" if card.test_accuracy is not None
+              else None)]
+    evaluated = _json(run / "evaluate" / "metrics.json")
+    shown.append(("macro F1", f"{evaluated['macro_avg']['f1']:.4f}" if evaluated else None))
+    attacked = _json(run / "attack" / "metrics.json")
+    if attacked:
+        row = attacked["results"][min(2, len(attacked["results"]) - 1)]
+        shown.append((f"PGD robust at eps {row['eps']:g}", f"{row['robust_accuracy']:.2%}"))
+    facts = dict(next(part.facts for part in parts if part.key == "cost"))
+    shown += [("parameters", facts.get("parameters")),
+              ("one image", facts.get("latency, one image", "").split(" (")[0])]
+    classic = _json(run / "baselines" / "baselines.json")
+    if classic:
+        best = max((r for r in classic["results"] if not r["method"].startswith("CNN")),
+                   key=lambda r: r["accuracy"], default=None)
+        if best:
+            shown.append((f"best classic: {best['method']}", f"{best['accuracy']:.2%}"))
+    return [(label, value) for label, value in shown if value]
+
+
 def render(run: Path, parts: list[Section]) -> str:
     environment = Environment(loader=PackageLoader("cnnlab", "report"),
                               autoescape=select_autoescape(["html"]))
     card = read_card(run)
     return environment.get_template("template.html").render(
-        run=run.name, card=card, sections=parts,
+        run=run.name, card=card, sections=parts, headline=headline(run, card, parts),
         made=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"))
 
 
