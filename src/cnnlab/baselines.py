@@ -231,6 +231,17 @@ def measure_baselines(settings: BaselineSettings | None = None, **options: Any) 
     return results
 
 
+TABLE_COLUMNS = ["method", "features", "accuracy", "macro F1", "fit (s)", "predict (s)",
+                 "train images"]
+
+
+def table_row(result: dict[str, Any]) -> list[str]:
+    """A result (as baselines.json holds it) as the terminal and the report show it."""
+    return [result["method"], result["features"], f"{result['accuracy']:.2%}",
+            f"{result['macro_f1']:.4f}", f"{result['fit_seconds']:.1f}",
+            f"{result['predict_seconds']:.2f}", f"{result['train_images']:,}"]
+
+
 def write_baselines(results: list[BaselineResult], folder: Path, data: str) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     rows = [asdict(result) for result in results]

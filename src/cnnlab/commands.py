@@ -349,7 +349,7 @@ def run_report(args: argparse.Namespace) -> int:
 
 
 def run_baselines(args: argparse.Namespace) -> int:
-    from .baselines import measure_baselines, write_baselines
+    from .baselines import TABLE_COLUMNS, measure_baselines, table_row, write_baselines
 
     settings = _settings(args)
     results = measure_baselines(settings)
@@ -360,12 +360,8 @@ def run_baselines(args: argparse.Namespace) -> int:
     write_baselines(results, folder, data)
     if settings.quiet:
         return 0
-    _print_table(f"{data}: the same test split for every method",
-                 ["method", "features", "accuracy", "macro F1", "fit (s)", "predict (s)",
-                  "train images"],
-                 [[r.method, r.features, f"{r.accuracy:.2%}", f"{r.macro_f1:.4f}",
-                   f"{r.fit_seconds:.1f}", f"{r.predict_seconds:.2f}", f"{r.train_images:,}"]
-                  for r in results])
+    _print_table(f"{data}: the same test split for every method", TABLE_COLUMNS,
+                 [table_row(dataclasses.asdict(r)) for r in results])
     for note in [f"{r.method}: {r.note}" for r in results if r.note]:
         console.print(note)
     console.print(f"written to {folder}/: baselines.json, baselines.csv")

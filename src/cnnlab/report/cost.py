@@ -63,9 +63,14 @@ def cost(run: Path, card: ModelCard) -> Section:
 
 
 def _parity(export: dict, precision: str) -> str:
+    """What export measured for one file: agreement with PyTorch and accuracy."""
     measured = export.get("parity", {}).get(precision)
     if not isinstance(measured, dict):
         return "-"
-    shown = {key: value for key, value in measured.items()
-             if isinstance(value, (int, float)) and not isinstance(value, bool)}
-    return ", ".join(f"{key} {value:.4g}" for key, value in list(shown.items())[:4]) or "-"
+    accuracy = measured.get("onnx_accuracy", measured.get("int8_accuracy"))
+    parts = [f"top-1 agreement {measured['top1_agreement']:.2%}" if "top1_agreement" in measured
+             else "", f"accuracy {accuracy:.2%}" if accuracy is not None else "",
+             f"max logit difference {measured['max_abs_logit_difference']:.1e}"
+             if "max_abs_logit_difference" in measured else "",
+             "passed" if measured.get("passed") else "missed its target"]
+    return ", ".join(part for part in parts if part)

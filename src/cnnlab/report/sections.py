@@ -200,16 +200,14 @@ def robustness(run: Path) -> Section:
 
 
 def baselines(run: Path) -> Section:
+    from ..baselines import TABLE_COLUMNS, table_row
+
     section = Section("baselines", "Against the classic methods")
     results = _json(run / "baselines" / "baselines.json")
     if results is None:
         section.missing = f"cnnlab baselines --run {run}"
         return section
-    section.tables.append(Table(
-        "the same test split for every method",
-        ["method", "features", "accuracy", "macro F1", "fit (s)", "predict (s)", "train images"],
-        [[r["method"], r["features"], _percent(r["accuracy"]), f"{r['macro_f1']:.4f}",
-          f"{r['fit_seconds']:.1f}", f"{r['predict_seconds']:.2f}", f"{r['train_images']:,}"]
-         for r in results["results"]]))
+    section.tables.append(Table("the same test split for every method", TABLE_COLUMNS,
+                                [table_row(r) for r in results["results"]]))
     section.notes = [f"{r['method']}: {r['note']}" for r in results["results"] if r["note"]]
     return section
