@@ -491,9 +491,10 @@ def _open_run_dir(config: TrainConfig, resume: str | Path | None, card: ModelCar
     return Path(from_main(str(run_dir), ranks))
 
 
-def _fit(config: TrainConfig, resume: str | Path | None, reporter: Reporter,
-         on_epoch_end: EpochCallback | None, ranks: Ranks, device: torch.device) -> Run:
-    started = time.perf_counter()
+def _prepare(config: TrainConfig, resume: str | Path | None, reporter: Reporter, ranks: Ranks,
+             device: torch.device) -> tuple[TrainConfig, DatasetSplits, Trainer, ModelCard]:
+    """The settings resolved and checked, the data loaded, the trainer built (from --init's weights
+    where asked)."""
     batch_chosen = config.batch_size is not None  # before the recipe fills it in
     config, choice = resolve(config)
     if resume is None and ranks.is_main:
@@ -504,11 +505,18 @@ def _fit(config: TrainConfig, resume: str | Path | None, reporter: Reporter,
     if resume is None:  # config.yaml records the batch used, so --resume agrees
         config, batch_warnings = fit_batch_to_data(config, len(data.train), batch_chosen)
     trainer, card = _build_trainer(config, data, device)
+    trainer.ranks = ranks
     if resume is None:  # said once the settings are known to be sound
         _describe_data(config, data, batch_warnings, reporter)
-    trainer.ranks = ranks
-    if config.init and resume is None:
-        reporter.message(start_from_run(trainer.model, config.init, data.input_shape))
+        if config.init:
+            reporter.message(start_from_run(trainer.model, config.init, data.input_shape))
+    return config, data, trainer, card
+
+
+def _fit(config: TrainConfig, resume: str | Path | None, reporter: Reporter,
+         on_epoch_end: EpochCallback | None, ranks: Ranks, device: torch.device) -> Run:
+    started = time.perf_counter()
+    config, data, trainer, card = _prepare(config, resume, reporter, ranks, device)
     uncached = data
     data = _maybe_cache(trainer, data, reporter)
     trainer.build_network()
@@ -525,12 +533,17 @@ def _fit(config: TrainConfig, resume: str | Path | None, reporter: Reporter,
               state.best_score if has_val else None, test_acc, time.perf_counter() - started,
               status)
     if ranks.is_main:
-        write_results(run_dir, run.results())
-    if ranks.is_main and config.report and status != "diverged":
+        _record(run, reporter)
+    return run
+
+
+def _record(run: Run, reporter: Reporter) -> None:
+    """results.json (and the test accuracy in model.json); the report where asked."""
+    write_results(run.path, run.results())
+    if run.config.report and run.status != "diverged":
         from ..report.build import write_report
 
-        reporter.message(f"report: {write_report(run_dir)}")
-    return run
+        reporter.message(f"report: {write_report(run.path)}")
 
 
 def _describe_data(config: TrainConfig, data: DatasetSplits, warnings: list[str],
