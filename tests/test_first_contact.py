@@ -158,7 +158,9 @@ def test_ctrl_c_says_what_was_kept_and_how_to_go_on(tmp_path):
     out = tmp_path / "stopped"
     process = subprocess.Popen([sys.executable, "-m", "cnnlab", "train", "--data", "digits",
                                 "--model", "simple", "--epochs", "500", "--out", str(out)],
-                               stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                               stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                               # a shell's background job ignores SIGINT; a terminal's does not
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     for line in process.stderr:
         if line.startswith("epoch 2/"):
             break

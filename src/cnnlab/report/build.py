@@ -43,12 +43,14 @@ def fill_in(run: Path, quiet: bool) -> None:
         evaluate(run, quiet=quiet)
     if not list(run.glob("attack*/metrics.json")):
         attack(run, eps="0,0.01,0.03,0.1", limit=500, quiet=quiet)
-    if not (run / "explain").is_dir() or not list((run / "explain").glob("*.png")):
-        images = _explained_images(run)
-        for method in ("gradcam", "saliency"):
-            explain(run, images, method=method, quiet=quiet)
-        for method in ("filters", "embedding"):
-            explain(run, method=method, limit=1000, quiet=quiet)
+    explained = run / "explain"
+    for method in ("gradcam", "saliency"):
+        if not list(explained.glob(f"*-{method}.png")):
+            explain(run, _explained_images(run), method=method, quiet=quiet)
+    if not (explained / "filters.png").is_file():
+        explain(run, method="filters", quiet=quiet)
+    if not list(explained.glob("embedding-*.png")):
+        explain(run, method="embedding", limit=1000, quiet=quiet)
     if not (run / "baselines" / "baselines.json").is_file():
         results = measure_baselines(run=str(run), quiet=quiet)
         write_baselines(results, run / "baselines", run.name)
