@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import json
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ from ..fileio import atomic_write_text
 from ..runfolder import read_card
 from ..settings import resolve
 from .cost import cost
-from .sections import Section, baselines, quality, robustness, trained, training, why
+from .sections import Section, baselines, quality, read_json, robustness, trained, training, why
 
 EXPLAINED_IMAGES = 4  # test images --full explains, one per class
 
@@ -62,24 +61,20 @@ def sections(run: Path) -> list[Section]:
             cost(run, card), baselines(run)]
 
 
-def _json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-
-
 def headline(run: Path, card: ModelCard, parts: list[Section]) -> list[tuple[str, str]]:
     """The figures of the first screen: accuracy, robustness, cost, the best classic method."""
     shown = [("test accuracy", f"{card.test_accuracy:.2%}" if card.test_accuracy is not None
               else None)]
-    evaluated = _json(run / "evaluate" / "metrics.json")
+    evaluated = read_json(run / "evaluate" / "metrics.json")
     shown.append(("macro F1", f"{evaluated['macro_avg']['f1']:.4f}" if evaluated else None))
-    attacked = _json(run / "attack" / "metrics.json")
+    attacked = read_json(run / "attack" / "metrics.json")
     if attacked:
         row = attacked["results"][min(2, len(attacked["results"]) - 1)]
         shown.append((f"PGD robust at eps {row['eps']:g}", f"{row['robust_accuracy']:.2%}"))
     facts = dict(next(part.facts for part in parts if part.key == "cost"))
     shown += [("parameters", facts.get("parameters")),
               ("one image", facts.get("latency, one image", "").split(" (")[0])]
-    classic = _json(run / "baselines" / "baselines.json")
+    classic = read_json(run / "baselines" / "baselines.json")
     if classic:
         best = max((r for r in classic["results"] if not r["method"].startswith("CNN")),
                    key=lambda r: r["accuracy"], default=None)

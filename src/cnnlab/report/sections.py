@@ -57,7 +57,8 @@ def figure(path: Path, caption: str) -> Figure:
     return Figure(caption, "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode())
 
 
-def _json(path: Path) -> Any:
+def read_json(path: Path) -> Any:
+    """A JSON file of the run folder, or None where no verb has written it yet."""
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
@@ -101,7 +102,7 @@ def _flat_settings(values: dict, prefix: str = "") -> list[list[str]]:
 
 def training(run: Path) -> Section:
     section = Section("training", "How training went")
-    results = _json(run / "results.json")
+    results = read_json(run / "results.json")
     if results:
         section.facts = [("status", results["status"]), ("epochs", str(results["epochs"])),
                          ("best epoch", str(results["best_epoch"])),
@@ -132,7 +133,7 @@ def _metric(column: str, text: str) -> str:
 
 def quality(run: Path) -> Section:
     section = Section("quality", "How good it is")
-    metrics = _json(run / "evaluate" / "metrics.json")
+    metrics = read_json(run / "evaluate" / "metrics.json")
     if metrics is None:
         section.missing = f"cnnlab evaluate {run}"
         return section
@@ -182,7 +183,7 @@ def why(run: Path) -> Section:
 def robustness(run: Path) -> Section:
     section = Section("robustness", "How robust it is")
     for folder in sorted(run.glob("attack*")):
-        metrics = _json(folder / "metrics.json")
+        metrics = read_json(folder / "metrics.json")
         if metrics is None:
             continue
         name = metrics["method"].upper() + (f" ({metrics['norm']}, {metrics['steps']} steps)"
@@ -203,7 +204,7 @@ def baselines(run: Path) -> Section:
     from ..baselines import TABLE_COLUMNS, table_row
 
     section = Section("baselines", "Against the classic methods")
-    results = _json(run / "baselines" / "baselines.json")
+    results = read_json(run / "baselines" / "baselines.json")
     if results is None:
         section.missing = f"cnnlab baselines --run {run}"
         return section
