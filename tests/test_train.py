@@ -110,12 +110,47 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path):
                    check=True, env=env)
     a, b = _final_weights(reference), _final_weights(killed)
     assert all(torch.equal(a[k], b[k]) for k in a)
+    averages = [load_checkpoint(run / "last.ckpt")["ema"] for run in (reference, killed)]
+    assert averages[0] and all(torch.equal(averages[0][k], averages[1][k]) for k in averages[0])
     assert load_file(reference / "model.safetensors").keys() == \
         load_file(killed / "model.safetensors").keys()
     def without_time(rows):
         return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
 
     assert without_time(_rows(reference)) == without_time(_rows(killed))
+
+
+def test_the_weight_average_is_what_is_saved(tmp_path):
+    """From scratch, the model saved (and validated) is the moving average of the weights; with
+    --ema 0 it is the weights themselves."""
+    for decay in (None, 0.0):
+        run = cnnlab.train(data="digits", epochs=1, ema=decay, out=str(tmp_path / f"r{decay}"),
+                           quiet=True)  # one epoch: the saved epoch is the last
+        checkpoint = load_checkpoint(run.path / "last.ckpt")
+        saved = load_file(run.path / "model.safetensors")
+        trained = checkpoint["model"]
+        if decay is None:
+            assert run.config.ema == 0.99
+            average = {k.removeprefix("module."): v for k, v in checkpoint["ema"].items()}
+            assert all(torch.equal(saved[k], average[k]) for k in saved)
+            assert not all(torch.equal(saved[k], trained[k]) for k in saved)
+        else:
+            assert checkpoint["ema"] == {}
+            assert all(torch.equal(saved[k], trained[k]) for k in saved)
+
+
+def test_the_average_spans_a_tenth_of_the_steps_until_its_decay():
+    from cnnlab.train.loop import _ema_update
+
+    update = _ema_update(0.99)
+    for n, expected in ((0, 0.1), (10, 0.55), (1000, 0.99)):
+        averaged, current = [torch.zeros(3)], [torch.ones(3)]
+        update(averaged, current, torch.tensor(n))
+        # lerp by 1 - decay: the average moves (1 - decay) of the way to the weights
+        assert torch.allclose(averaged[0], torch.full((3,), 1 - expected))
+    counters = [torch.tensor(3)]
+    update(counters, [torch.tensor(7)], torch.tensor(5))
+    assert counters[0].item() == 7
 
 
 class _Exploit:
@@ -202,7 +237,7 @@ def test_one_cycle_rises_once_and_falls_for_any_number_of_steps(total_steps):
     from cnnlab.config import TrainConfig
     from cnnlab.train.optim import make_optimizer, make_scheduler
 
-    config = TrainConfig(epochs=total_steps, optimizer="adam", lr=1.0)
+    config = TrainConfig(epochs=total_steps, optimizer="adam", lr=1.0, warmup=0.1)
     optimizer = make_optimizer(torch.nn.Linear(2, 2), config)
     scheduler = make_scheduler(optimizer, config, steps_per_epoch=1)  # 10: one warmup step
     rates = []

@@ -36,6 +36,7 @@ def checkpoint_of(trainer: Trainer, state: TrainState) -> dict:
     weights_only=True)."""
     return {
         "model": trainer.model.state_dict(),
+        "ema": trainer.ema.state_dict() if trainer.ema is not None else {},
         "optimizer": trainer.optimizer.state_dict(),
         "scheduler": trainer.scheduler.state_dict(),
         "scaler": trainer.scaler.state_dict() if trainer.scaler else {},
@@ -50,6 +51,8 @@ def restore(trainer: Trainer, checkpoint: dict) -> TrainState:
     """Put a checkpoint back into the trainer; returns the bookkeeping to continue from."""
     try:
         trainer.model.load_state_dict(checkpoint["model"])
+        if trainer.ema is not None and checkpoint.get("ema"):  # else its first update copies
+            trainer.ema.load_state_dict(checkpoint["ema"])
         trainer.optimizer.load_state_dict(checkpoint["optimizer"])
         trainer.scheduler.load_state_dict(checkpoint["scheduler"])
         if trainer.scaler and checkpoint["scaler"]:

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
 
 # attack.attacks needs nothing from cnnlab but errors (an attack only needs an nn.Module), so this
 # import adds no arrow up into run folders, data or plots; attack.robustness is never imported here.
@@ -138,8 +139,15 @@ class Trainer:
     network: nn.Module | None = None  # what trains: the model or its head, DDP-wrapped if needed
     last_lr: float = math.nan  # the head's learning rate in the last step taken
     steps_per_epoch: int = 1
+    ema: AveragedModel | None = None  # the weights' moving average, updated after every step
     saved_model_epoch: int = 0  # the epochs whose model and checkpoint are on disk, whole
     saved_checkpoint_epoch: int = 0
+
+    @property
+    def kept(self) -> Classifier:
+        """The model that is validated, saved and predicted with: the weights' moving average
+        where there is one."""
+        return self.ema.module if self.ema is not None else self.model
 
     def build_network(self) -> None:
         """Wrap what trains (the head alone on cached features) for data-parallel training."""
@@ -204,6 +212,8 @@ def train_one_epoch(trainer: Trainer, data: DatasetSplits, reporter: Reporter,
         else:
             loss.backward()
             trainer.optimizer.step()
+        if trainer.ema is not None:
+            trainer.ema.update_parameters(trainer.model)
         trainer.last_lr = trainer.optimizer.param_groups[-1]["lr"]
         trainer.scheduler.step()
         loss_sum += loss.detach().cpu() * len(labels)
@@ -286,11 +296,11 @@ def _adversary(config: TrainConfig, model: Classifier, generator: torch.Generato
 
 def _val_logits(trainer: Trainer, val, order: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     if not trainer.cached:
-        return predict_logits(trainer.model, val, trainer.device,
+        return predict_logits(trainer.kept, val, trainer.device,
                               channels_last=trainer.config.channels_last, order=order)
     features, labels = (val.features, val.labels) if order is None else \
         (val.features[order], val.labels[order])
-    head = output_layer(trainer.model)
+    head = output_layer(trainer.kept)
     with torch.no_grad(), eval_mode(head):
         return head(features.to(trainer.device)).cpu(), labels
 
@@ -301,7 +311,7 @@ def _validate(trainer: Trainer, data: DatasetSplits) -> tuple[float, float]:
     if data.val is None:
         return math.nan, math.nan
     ranks = trainer.ranks
-    sync_buffers(trainer.model, ranks)
+    sync_buffers(trainer.kept, ranks)
     order = torch.arange(ranks.rank, len(data.val), ranks.world_size) if ranks.enabled else None
     logits, labels = _val_logits(trainer, data.val, order)
     loss_total, correct_total, count = summed(
@@ -316,9 +326,9 @@ def _validate_robust(trainer: Trainer, data: DatasetSplits) -> float:
         return math.nan
     images, labels = next(iter(data.val.batches(VAL_ROBUST_IMAGES)))
     images, labels = to_float(images.to(trainer.device)), labels.to(trainer.device)
-    attack = PGDAttack(trainer.model, trainer.config.adv_eps, steps=VAL_ROBUST_STEPS)
+    attack = PGDAttack(trainer.kept, trainer.config.adv_eps, steps=VAL_ROBUST_STEPS)
     with seeded(VAL_ROBUST_SEED, trainer.device):
-        _, robust, _ = robust_correct(trainer.model, attack, images, labels)
+        _, robust, _ = robust_correct(trainer.kept, attack, images, labels)
     return robust.float().mean().item()
 
 
@@ -341,7 +351,7 @@ def _end_of_epoch(trainer: Trainer, state: TrainState, row: dict, run_dir: Path,
     if not trainer.ranks.is_main:
         return
     if best:
-        save_model(run_dir, trainer.model, card.replace(
+        save_model(run_dir, trainer.kept, card.replace(
             epoch=state.epoch, val_accuracy=round(score, 6) if has_val else None))
         trainer.saved_model_epoch = state.epoch
     write_metrics(run_dir, state.history)
@@ -379,7 +389,7 @@ def _run_epochs(trainer: Trainer, data: DatasetSplits, state: TrainState, run_di
         _end_of_epoch(trainer, state, row, run_dir, card)
         reporter.end_epoch(row, config.epochs)
         if on_epoch_end is not None:
-            on_epoch_end(trainer.model, row)
+            on_epoch_end(trainer.kept, row)
         if config.patience is not None and state.bad_epochs >= config.patience:
             reporter.message(f"stopping early: no better validation accuracy for "
                              f"{config.patience} epochs")
@@ -477,6 +487,36 @@ def fit(config: TrainConfig, *, resume: str | Path | None = None, quiet: bool = 
         leave(ranks)
 
 
+def _moving_average(trainer: Trainer) -> AveragedModel | None:
+    """An exponential moving average of the weights and of batch norm's statistics (as timm's
+    ModelEmaV2). Early in training, while the learning rate is high, the average is more accurate
+    than the weights it averages. A linear probe fitted once on cached features has no steps to
+    average."""
+    decay = trainer.config.ema
+    if not decay or trainer.cached:
+        return None
+    # its first update copies the model, so weights loaded before training starts are the start
+    return AveragedModel(trainer.model, multi_avg_fn=_ema_update(decay), use_buffers=True)
+
+
+def _ema_update(decay: float) -> Callable:
+    """AveragedModel's update with the decay TensorFlow's ExponentialMovingAverage uses when given
+    the step count: min(decay, (1 + n) / (10 + n)) after n updates. The average spans about the
+    last tenth of the steps taken until that reaches 1 / (1 - decay) steps, so it neither lags
+    behind a short run (digits: 10 steps an epoch) nor clings to the random start."""
+
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor],
+               updates: torch.Tensor) -> None:
+        if not averaged[0].is_floating_point():  # batch norm's step counters
+            torch._foreach_copy_(averaged, current)
+            return
+        n = updates.item()
+        torch._foreach_lerp_(averaged, current, 1 - min(decay, (1 + n) / (10 + n)))
+
+    return update
+
+
 def _open_run_dir(config: TrainConfig, resume: str | Path | None, card: ModelCard,
                   ranks: Ranks) -> Path:
     if resume is not None:
@@ -519,6 +559,7 @@ def _fit(config: TrainConfig, resume: str | Path | None, reporter: Reporter,
     config, data, trainer, card = _prepare(config, resume, reporter, ranks, device)
     uncached = data
     data = _maybe_cache(trainer, data, reporter)
+    trainer.ema = _moving_average(trainer)
     trainer.build_network()
     run_dir = _open_run_dir(config, resume, card, ranks)
     with folder_lock(run_dir, "training") if ranks.is_main else nullcontext():
