@@ -1,6 +1,6 @@
 """Where a training step's time goes, by stage and by op (torch.profiler), for a model and batch.
 
-    .venv/bin/python bench/profile_step.py [--model fast] [--batch-size 64] [--steps 30]
+    .venv/bin/python bench/profile_step.py [--model fast] [--batch-size 128] [--steps 30]
 
 The step is the one `cnnlab train` takes: a uint8 batch augmented (flips), cast to float in
 channels_last, forward, label-smoothed cross-entropy, backward, AdamW, the weights' moving average.
@@ -109,7 +109,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="fast")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=30)
     args = parser.parse_args()
     stages, kinds, top, images = profile_steps(args.model, args.batch_size, args.steps)

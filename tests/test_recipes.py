@@ -31,7 +31,7 @@ def _rgb_folder(root, side: int):
 
 def test_builtin_data_trains_the_small_cnn_from_scratch():
     config, message = resolve(_config("fashion-mnist"))
-    assert (config.model, config.pretrained, config.epochs, config.batch_size) == ("fast", False, 15, 64)
+    assert (config.model, config.pretrained, config.epochs, config.batch_size) == ("fast", False, 15, 128)
     assert config.augment.resized_crop == 0 and config.lr is None and message is None
 
 
@@ -61,8 +61,8 @@ def test_large_rgb_images_count_as_photos(tmp_path):
 
 def test_settings_the_user_gave_win(photos):
     config, message = resolve(_config(str(photos), model="fast", epochs=2))
-    assert (config.model, config.pretrained, config.epochs, config.batch_size) == ("fast", False, 2, 64)
-    assert (config.warmup, config.ema, config.tta) == (0.05, 0.99, True)
+    assert (config.model, config.pretrained, config.epochs, config.batch_size) == ("fast", False, 2, 128)
+    assert (config.ema, config.tta) == (0.99, True)
     config, _ = resolve(_config(str(photos), epochs=3, lr=1e-3, batch_size=8,
                                 augment=AugmentConfig(resized_crop=0.0)))
     assert (config.epochs, config.lr, config.batch_size, config.augment.resized_crop) == (3, 1e-3, 8, 0)
@@ -73,7 +73,7 @@ def test_pretrained_without_a_model_and_the_probe_recipe():
     assert config.model == "timm:efficientnet_lite0" and "--pretrained without --model" in message
     config, _ = resolve(_config("digits", pretrained=True, freeze="backbone"))
     assert config.augment.resized_crop == 0 and config.batch_size == 128
-    assert (config.warmup, config.ema, config.tta) == (0.1, 0.0, False)
+    assert (config.ema, config.tta) == (0.0, False)
 
 
 def test_fine_tuning_with_sgd_takes_an_sgd_rate(photos):

@@ -237,7 +237,7 @@ def test_one_cycle_rises_once_and_falls_for_any_number_of_steps(total_steps):
     from cnnlab.config import TrainConfig
     from cnnlab.train.optim import make_optimizer, make_scheduler
 
-    config = TrainConfig(epochs=total_steps, optimizer="adam", lr=1.0, warmup=0.1)
+    config = TrainConfig(epochs=total_steps, optimizer="adam", lr=1.0)
     optimizer = make_optimizer(torch.nn.Linear(2, 2), config)
     scheduler = make_scheduler(optimizer, config, steps_per_epoch=1)  # 10: one warmup step
     rates = []
