@@ -311,7 +311,9 @@ def _validate(trainer: Trainer, data: DatasetSplits) -> tuple[float, float]:
     if data.val is None:
         return math.nan, math.nan
     ranks = trainer.ranks
-    sync_buffers(trainer.kept, ranks)
+    sync_buffers(trainer.model, ranks)
+    if trainer.ema is not None:  # its batch-norm statistics average each rank's own
+        sync_buffers(trainer.kept, ranks)
     order = torch.arange(ranks.rank, len(data.val), ranks.world_size) if ranks.enabled else None
     logits, labels = _val_logits(trainer, data.val, order)
     loss_total, correct_total, count = summed(
