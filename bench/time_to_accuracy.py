@@ -120,6 +120,10 @@ def run_baseline(epochs: int, per_class: int | None) -> Result:
     return result
 
 
+def _last_line(text: str) -> str:
+    return (text.strip().splitlines() or ["no output"])[-1]
+
+
 def keras_python() -> tuple[Path | None, str]:
     """The interpreter of the Keras venv, made (once) beside this script; or None and why not."""
     python = KERAS_VENV / "bin" / "python"
@@ -127,14 +131,13 @@ def keras_python() -> tuple[Path | None, str]:
         made = subprocess.run([sys.executable, "-m", "venv", "--clear", str(KERAS_VENV)],
                               capture_output=True, text=True)
         if made.returncode != 0:
-            return None, f"python -m venv failed: {made.stderr.strip().splitlines()[-1:]}"
+            return None, f"python -m venv failed: {_last_line(made.stderr)}"
     check = subprocess.run([str(python), "-c", "import keras, tensorflow"], capture_output=True)
     if check.returncode != 0:
         installed = subprocess.run([str(python), "-m", "pip", "install", "-q", *KERAS_PACKAGES],
                                    capture_output=True, text=True)
         if installed.returncode != 0:
-            last = (installed.stderr.strip().splitlines() or ["no output"])[-1]
-            return None, f"pip install {' '.join(KERAS_PACKAGES)} failed: {last}"
+            return None, f"pip install {' '.join(KERAS_PACKAGES)} failed: {_last_line(installed.stderr)}"
     return python, ""
 
 
@@ -151,8 +154,7 @@ def run_keras(epochs: int) -> Result | None:
     done = subprocess.run([str(python), str(script), str(source), str(epochs)],
                           capture_output=True, text=True)
     if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        print(f"{KERAS}: skipped, the Keras run failed: {last}", flush=True)
+        print(f"{KERAS}: skipped, the Keras run failed: {_last_line(done.stderr)}", flush=True)
         return None
     measured = json.loads(done.stdout.strip().splitlines()[-1])
     return Result(KERAS, measured["seconds"], measured["accuracy"], measured["peak_mib"],

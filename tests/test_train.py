@@ -148,6 +148,13 @@ def test_the_average_spans_a_tenth_of_the_steps_until_its_decay():
         update(averaged, current, torch.tensor(n))
         # lerp by 1 - decay: the average moves (1 - decay) of the way to the weights
         assert torch.allclose(averaged[0], torch.full((3,), 1 - expected))
+    # past its ramp, the update is torch's own EMA
+    ours, theirs = [torch.rand(5)], [torch.rand(5)]
+    theirs[0].copy_(ours[0])
+    current = [torch.rand(5)]
+    update(ours, current, torch.tensor(10_000))
+    torch.optim.swa_utils.get_ema_multi_avg_fn(0.99)(theirs, current, torch.tensor(10_000))
+    assert torch.equal(ours[0], theirs[0])
     counters = [torch.tensor(3)]
     update(counters, [torch.tensor(7)], torch.tensor(5))
     assert counters[0].item() == 7
