@@ -18,7 +18,7 @@ import time
 import torch
 from torch import nn
 
-from cnnlab.devices import set_threads
+from cnnlab.base.devices import set_threads
 from cnnlab.models import create_model
 
 

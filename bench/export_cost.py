@@ -28,7 +28,7 @@ FLOWERS = Path(__file__).resolve().parents[2] / "shared" / "data" / "flowers12"
 
 def _model(case: str, run: str, export: str):
     from cnnlab.models.onnx import OnnxClassifier
-    from cnnlab.runfolder import load_model
+    from cnnlab.run.folder import load_model
 
     if case == CASES[0]:
         model, _ = load_model(run, "cpu")
@@ -59,8 +59,8 @@ def _train(root: Path) -> tuple[str, str]:
 def _rows(name: str, run: str, threads: int, batch: int) -> list[str]:
     result = cnnlab.export(run, int8=True, quiet=True)
     parity, card = result.manifest.parity, result.manifest.card
-    accuracy = {CASES[0]: parity["fp32"]["eager_accuracy"], CASES[1]: parity["fp32"]["onnx_accuracy"],
-                CASES[2]: parity["int8"]["int8_accuracy"]}
+    accuracy = {CASES[0]: parity.fp32.eager_accuracy, CASES[1]: parity.fp32.onnx_accuracy,
+                CASES[2]: parity.int8.int8_accuracy}
     size = {CASES[0]: (Path(run) / "model.safetensors").stat().st_size,
             CASES[1]: (result.folder / "model.onnx").stat().st_size,
             CASES[2]: (result.folder / "model.int8.onnx").stat().st_size}
@@ -73,9 +73,9 @@ def _rows(name: str, run: str, threads: int, batch: int) -> list[str]:
         rows.append(f"| {name} | {case} | {images_s:,.0f} | {images_s / base[0]:.2f}x | "
                     f"{median:.2f} | {p95:.2f} | {base[1] / median:.2f}x | "
                     f"{size[case] / 1e6:.2f} MB | {accuracy[case]:.2%} |")
-    agreement = parity["fp32"]["top1_agreement"]
-    print(f"{name}: fp32 max |logit difference| {parity['fp32']['max_abs_logit_difference']:.1e}, "
-          f"top-1 agreement {agreement:.2%}; int8 reduce_range {parity['int8']['reduce_range']}")
+    agreement = parity.fp32.top1_agreement
+    print(f"{name}: fp32 max |logit difference| {parity.fp32.max_abs_logit_difference:.1e}, "
+          f"top-1 agreement {agreement:.2%}; int8 reduce_range {parity.int8.reduce_range}")
     return rows
 
 

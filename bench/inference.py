@@ -19,12 +19,12 @@ from isolated import in_own_process
 from timing import timings
 from torch import nn
 
-from cnnlab.inference import eval_mode
+from cnnlab.run.inference import eval_mode
 
 
 def _model(run: str | None, name: str) -> nn.Module:
     if run:
-        from cnnlab.runfolder import load_model
+        from cnnlab.run.folder import load_model
 
         return load_model(run, torch.device("cpu"))[0]
     from cnnlab.models import create_model

@@ -13,9 +13,9 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from cnnlab.config import DataConfig
+from cnnlab.base.config import DataConfig
 from cnnlab.data import load_dataset
-from cnnlab.predict import Failure, load_predictor, predict_files
+from cnnlab.predict.predictor import Failure, load_predictor, predict_files
 
 
 def write_pngs(folder: Path, count: int) -> list[Path]:

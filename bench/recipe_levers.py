@@ -45,9 +45,9 @@ def accuracies(settings: dict) -> list[tuple[float, float]]:
     import torch
 
     import cnnlab
-    from cnnlab.config import DataConfig
+    from cnnlab.base.config import DataConfig
     from cnnlab.data import load_dataset
-    from cnnlab.inference import loss_and_accuracy, predict_logits
+    from cnnlab.run.inference import loss_and_accuracy, predict_logits
 
     torch.set_num_threads(1)
     test = load_dataset(DataConfig()).test

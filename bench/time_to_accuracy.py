@@ -170,9 +170,9 @@ def _baseline_accuracy(model: nn.Module, loader) -> float:
 
 def run_recipe(preset: str, per_class: int | None, epochs: int | None) -> Result:
     import cnnlab
-    from cnnlab.config import DataConfig, TrainConfig, load_config
+    from cnnlab.base.config import DataConfig, TrainConfig, load_config
     from cnnlab.data import load_dataset
-    from cnnlab.inference import loss_and_accuracy, predict_logits
+    from cnnlab.run.inference import loss_and_accuracy, predict_logits
     from cnnlab.train.recipes import resolve
 
     test = load_dataset(DataConfig()).test
@@ -188,7 +188,7 @@ def run_recipe(preset: str, per_class: int | None, epochs: int | None) -> Result
         finally:
             model.flip_tta = False
         accuracy = loss_and_accuracy(logits, labels)[1]
-        result.seconds.append((result.seconds[-1] if result.seconds else 0.0) + row["seconds"])
+        result.seconds.append((result.seconds[-1] if result.seconds else 0.0) + row.seconds)
         result.accuracy.append(accuracy)
 
     settings = {}

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import torch
 from isolated import in_own_process
 
-from cnnlab.config import AugmentConfig
+from cnnlab.base.config import AugmentConfig
+from cnnlab.base.devices import physical_cores
 from cnnlab.data.augment import augment_batch
-from cnnlab.devices import physical_cores
 from cnnlab.models import create_model
 
 

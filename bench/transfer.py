@@ -70,7 +70,7 @@ def train_one(settings: dict, out: str) -> dict:
     import cnnlab
 
     run = cnnlab.train(**settings, out=out, quiet=True)
-    return {"epochs": len(run.history), "trained": sum(row["seconds"] for row in run.history),
+    return {"epochs": len(run.history), "trained": sum(row.seconds for row in run.history),
             "command": run.seconds, "val": run.best_val_accuracy, "test": run.test_accuracy,
             "config": run.config}
 

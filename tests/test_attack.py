@@ -13,13 +13,13 @@ from PIL import Image
 import cnnlab
 from cnnlab.attack.attacks import FGSMAttack, make_attack, training_attack
 from cnnlab.attack.robustness import attack_run, measure, parse_eps
+from cnnlab.base.config import DataConfig
+from cnnlab.base.errors import CnnlabError
 from cnnlab.cli import main
-from cnnlab.config import DataConfig
 from cnnlab.data import load_dataset
-from cnnlab.errors import CnnlabError
-from cnnlab.inference import predict_logits
 from cnnlab.models import create_model
-from cnnlab.runfolder import load_checkpoint, load_model
+from cnnlab.run.folder import load_checkpoint, load_model
+from cnnlab.run.inference import predict_logits
 from cnnlab.train import loop
 
 
@@ -92,9 +92,9 @@ def test_eps_zero_gives_exactly_the_clean_images_and_accuracy(model, digits_test
     result = attack_run(digits_run.path, method="pgd", eps="0", limit=None, device="cpu")
     logits, targets = predict_logits(model, digits_test, torch.device("cpu"))
     accuracy = (logits.argmax(1) == targets).sum().item() / len(targets)
-    assert result.metrics["images"] == len(digits_test) == 359
-    assert result.metrics["results"][0]["robust_accuracy"] == result.metrics["clean_accuracy"]
-    assert result.metrics["clean_accuracy"] == accuracy
+    assert result.metrics.images == len(digits_test) == 359
+    assert result.metrics.results[0].robust_accuracy == result.metrics.clean_accuracy
+    assert result.metrics.clean_accuracy == accuracy
 
 
 @pytest.fixture(scope="module")
@@ -121,10 +121,11 @@ def test_pgd_is_at_least_as_strong_as_fgsm(tallies):
 
 def test_attack_run_writes_table_and_figures(digits_run):
     metrics = cnnlab.attack(digits_run.path, method="fgsm", eps=[0.1, 0, 0.05], limit=100)
-    assert [row["eps"] for row in metrics["results"]] == [0, 0.05, 0.1]
-    assert metrics["images"] == 100 and metrics["method"] == "fgsm"
+    assert [row.eps for row in metrics.results] == [0, 0.05, 0.1]
+    assert metrics.images == 100 and metrics.method == "fgsm"
     folder = digits_run.path / "attack-fgsm"  # FGSM's results beside PGD's, not over them
-    assert json.loads((folder / "metrics.json").read_text())["results"] == metrics["results"]
+    assert json.loads((folder / "metrics.json").read_text())["results"] == \
+        [row.to_dict() for row in metrics.results]
     for name in ("robust_accuracy.png", "examples.png"):
         with Image.open(folder / name) as image:
             assert image.size[0] > 200

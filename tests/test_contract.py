@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from cnnlab.contract import FORMAT, InputSpec, ModelCard, Preprocessing
-from cnnlab.errors import CnnlabError
-from cnnlab.runfolder import META, read_card
+from cnnlab.base.errors import CnnlabError
+from cnnlab.run.contract import FORMAT, InputSpec, ModelCard, Preprocessing
+from cnnlab.run.folder import META, read_card
 
 CARD = ModelCard(name="fast", architecture="conv(4) relu flatten dense", class_names=("a", "b", "c"),
                  input=InputSpec(1, 8, 8), preprocessing=Preprocessing(mean=(0.5,), std=(0.25,)),

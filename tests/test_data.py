@@ -7,11 +7,11 @@ import pytest
 import torch
 from PIL import Image
 
-from cnnlab.config import DataConfig
+from cnnlab.base.config import DataConfig
+from cnnlab.base.errors import CnnlabError
 from cnnlab.data import FileImages, TensorImages, load_dataset
 from cnnlab.data.idx import read_idx
 from cnnlab.data.images import ImageReadError, convert_mode, image_to_tensor, open_image
-from cnnlab.errors import CnnlabError
 
 from .helpers import make_folder, save_in_mode, shape_image
 

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 import cnnlab
-from cnnlab.distributed import Ranks, shard
-from cnnlab.runfolder import load_checkpoint
+from cnnlab.base.distributed import Ranks, shard
+from cnnlab.run.folder import load_checkpoint
 
 from .helpers import read_rows
 
@@ -54,7 +54,7 @@ def test_two_processes_train_one_run(ddp_run):
     # the logged validation accuracy is all ranks' together, of the model rank 0 saved
     best = max(rows, key=lambda row: float(row["val_acc"]))
     metrics = cnnlab.evaluate(run, split="val", max_shift=0)
-    assert metrics["accuracy"] == pytest.approx(float(best["val_acc"]), abs=1e-6)
+    assert metrics.accuracy == pytest.approx(float(best["val_acc"]), abs=1e-6)
 
 
 def test_killed_run_resumes_on_two_processes_bit_identical(ddp_run, tmp_path):

@@ -15,12 +15,13 @@ from sklearn.metrics import (
 )
 
 import cnnlab
-from cnnlab.config import DataConfig
+from cnnlab.base.config import DataConfig
+from cnnlab.base.errors import CnnlabError
 from cnnlab.data import load_dataset
-from cnnlab.errors import CnnlabError
-from cnnlab.evaluation import evaluate_run, shift_images
-from cnnlab.inference import predict_logits
-from cnnlab.runfolder import load_model
+from cnnlab.evaluate.run import evaluate_run, shift_images
+from cnnlab.run.folder import load_model
+from cnnlab.run.inference import predict_logits
+from cnnlab.run.results import EvaluationMetrics
 
 
 @pytest.fixture(scope="module")
@@ -51,26 +52,28 @@ def test_metrics_equal_scikit_learn(evaluation, digits_run):
     metrics = evaluation.metrics
     probabilities, labels = _reference(digits_run.path)
     predicted = probabilities.argmax(1)
-    assert metrics["images"] == len(labels) == 359
-    assert metrics["accuracy"] == pytest.approx(accuracy_score(labels, predicted), abs=1e-6)
-    assert metrics["top5_accuracy"] == pytest.approx(
+    assert metrics.images == len(labels) == 359
+    assert metrics.accuracy == pytest.approx(accuracy_score(labels, predicted), abs=1e-6)
+    assert metrics.top5_accuracy == pytest.approx(
         top_k_accuracy_score(labels, probabilities, k=5, labels=range(10)), abs=1e-6)
     precision, recall, f1, support = precision_recall_fscore_support(labels, predicted,
                                                                      zero_division=0)
-    for row, p, r, f, s in zip(metrics["per_class"], precision, recall, f1, support, strict=True):
-        assert (row["precision"], row["recall"], row["f1"]) == pytest.approx((p, r, f), abs=1e-9)
-        assert row["support"] == s
+    for row, p, r, f, s in zip(metrics.per_class, precision, recall, f1, support, strict=True):
+        assert (row.precision, row.recall, row.f1) == pytest.approx((p, r, f), abs=1e-9)
+        assert row.support == s
     for average in ("macro", "weighted"):
         p, r, f, _ = precision_recall_fscore_support(labels, predicted, average=average,
                                                      zero_division=0)
-        assert metrics[f"{average}_avg"] == pytest.approx({"precision": p, "recall": r, "f1": f})
-    assert metrics["ece"] == pytest.approx(_ece_reference(probabilities, labels), abs=1e-5)
+        averaged = getattr(metrics, f"{average}_avg")
+        assert (averaged.precision, averaged.recall, averaged.f1) == pytest.approx((p, r, f))
+    assert metrics.ece == pytest.approx(_ece_reference(probabilities, labels), abs=1e-5)
 
 
 def test_files_and_figures_are_written(evaluation, digits_run):
     folder = evaluation.folder
     saved = json.loads((folder / "metrics.json").read_text())
-    assert saved["accuracy"] == pytest.approx(evaluation.metrics["accuracy"])
+    assert saved["accuracy"] == pytest.approx(evaluation.metrics.accuracy)
+    assert EvaluationMetrics.read(folder / "metrics.json") == evaluation.metrics
     with open(folder / "confusion_matrix.csv", newline="") as handle:
         rows = list(csv.reader(handle))
     assert rows[0][1:] == [str(d) for d in range(10)]
@@ -80,15 +83,15 @@ def test_files_and_figures_are_written(evaluation, digits_run):
     for name in ("confusion_matrix.png", "reliability.png", "shift.png"):
         with Image.open(folder / name) as image:
             assert image.format == "PNG" and image.size[0] > 200
-    if evaluation.metrics["accuracy"] < 1:
+    if evaluation.metrics.accuracy < 1:
         assert (folder / "mistakes.png").is_file()
 
 
 def test_translation_table(evaluation):
-    shifts = evaluation.metrics["translation"]
-    assert [row["shift"] for row in shifts] == [0, 1, 2]
-    assert shifts[0]["accuracy"] == pytest.approx(evaluation.metrics["accuracy"], abs=1e-6)
-    assert all(0 <= row["accuracy"] <= 1 for row in shifts)
+    shifts = evaluation.metrics.translation
+    assert [row.shift for row in shifts] == [0, 1, 2]
+    assert shifts[0].accuracy == pytest.approx(evaluation.metrics.accuracy, abs=1e-6)
+    assert all(0 <= row.accuracy <= 1 for row in shifts)
 
 
 def test_shift_images_moves_content_and_fills_zeros():
@@ -101,17 +104,17 @@ def test_shift_images_moves_content_and_fills_zeros():
 
 
 def test_val_split_and_bad_split(digits_run):
-    from cnnlab.config import DataConfig
+    from cnnlab.base.config import DataConfig
     from cnnlab.data import load_dataset
 
     held_out = len(load_dataset(DataConfig(name="digits")).val)
-    assert evaluate_run(digits_run.path, split="val", max_shift=0).metrics["images"] == held_out
-    with pytest.raises(CnnlabError, match="--split must be test or val"):
+    assert evaluate_run(digits_run.path, split="val", max_shift=0).metrics.images == held_out
+    with pytest.raises(CnnlabError, match="unknown split 'train'"):
         evaluate_run(digits_run.path, split="train", max_shift=0)
 
 
 def test_api_functions_stay_functions_after_their_modules_load(digits_run):
     first = cnnlab.evaluate(digits_run.path, max_shift=0)
     again = cnnlab.evaluate(digits_run.path, max_shift=0)  # the module is loaded by now
-    assert first["accuracy"] == again["accuracy"]
+    assert first.accuracy == again.accuracy
     assert all(callable(getattr(cnnlab, name)) for name in ("train", "evaluate", "attack", "load"))

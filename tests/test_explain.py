@@ -10,7 +10,7 @@ from PIL import Image
 from scipy.stats import spearmanr
 
 import cnnlab
-from cnnlab.errors import CnnlabError
+from cnnlab.base.errors import CnnlabError
 from cnnlab.explain import METHODS, attribute, explain, list_layers
 from cnnlab.explain.layers import conv_activations, conv_layers, last_conv_activation
 from cnnlab.models import create_model

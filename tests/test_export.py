@@ -14,9 +14,9 @@ import torch
 from PIL import Image
 
 import cnnlab
-from cnnlab.contract import ExportManifest
-from cnnlab.errors import CnnlabError
+from cnnlab.base.errors import CnnlabError
 from cnnlab.models.onnx import OnnxClassifier, check_external_data
+from cnnlab.run.contract import ExportManifest
 
 from .helpers import make_shape_folder
 
@@ -30,7 +30,7 @@ def exported(digits_run, tmp_path_factory):
 
 
 def test_fp32_and_int8_meet_their_parity_targets(exported):
-    fp32, int8 = exported.manifest.parity["fp32"], exported.manifest.parity["int8"]
+    fp32, int8 = exported.manifest.parity.fp32.to_dict(), exported.manifest.parity.int8.to_dict()
     assert fp32["images"] == 359  # the whole digits test split
     assert fp32["max_abs_logit_difference"] <= 1e-4 and fp32["top1_agreement"] == 1.0
     assert abs(int8["accuracy_difference"]) <= 0.01 and int8["passed"]
@@ -101,13 +101,13 @@ def test_cli_predict_and_evaluate_take_an_export(exported, digits_run, tmp_path)
         runs[source] = [row["top"][0]["name"] for row in json.loads(result.stdout)]
     assert len(set(map(tuple, runs.values()))) == 1  # int8 predicts the same classes here
     metrics = cnnlab.evaluate(exported.folder, max_shift=0, quiet=True)
-    assert metrics["accuracy"] == pytest.approx(exported.manifest.parity["fp32"]["onnx_accuracy"])
+    assert metrics.accuracy == pytest.approx(exported.manifest.parity.fp32.onnx_accuracy)
 
 
 def test_an_export_moved_elsewhere_still_evaluates(exported, tmp_path):
     moved = tmp_path / "moved"
     shutil.copytree(exported.folder, moved)
-    assert cnnlab.evaluate(moved, max_shift=0, quiet=True)["images"] == 359
+    assert cnnlab.evaluate(moved, max_shift=0, quiet=True).images == 359
 
 
 def test_external_data_outside_the_folder_is_refused(tmp_path):

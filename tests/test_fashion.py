@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import cnnlab
-from cnnlab.config import DataConfig
+from cnnlab.base.config import DataConfig
 from cnnlab.data import load_dataset
 from cnnlab.data.builtin import FASHION_CLASSES
 

@@ -10,8 +10,8 @@ import sys
 import pytest
 
 import cnnlab
+from cnnlab.base.config import load_config
 from cnnlab.cli import main
-from cnnlab.config import load_config
 
 from .helpers import make_shape_folder, read_rows
 

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 import cnnlab
-from cnnlab.predict import expand_inputs, predict_files, predict_video
+from cnnlab.predict.predictor import expand_inputs, predict_files, predict_video
 
 from .helpers import MODES, make_shape_folder, save_in_mode, shape_image
 

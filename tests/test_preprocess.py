@@ -6,12 +6,12 @@ import pytest
 import torch
 from PIL import Image
 
-from cnnlab.config import DataConfig
-from cnnlab.contract import InputSpec, ModelCard, Preprocessing
+from cnnlab.base.config import DataConfig
 from cnnlab.data import load_dataset
 from cnnlab.data.images import tensor_to_image
-from cnnlab.predict import Predictor
-from cnnlab.runfolder import build_model
+from cnnlab.predict.predictor import Predictor
+from cnnlab.run.contract import InputSpec, ModelCard, Preprocessing
+from cnnlab.run.folder import build_model
 
 
 def _predictor(data, interpolation: str) -> Predictor:

@@ -6,9 +6,9 @@ import torch
 from PIL import Image
 from skimage import data as samples
 
-from cnnlab.errors import CnnlabError
+from cnnlab.base.errors import CnnlabError
 from cnnlab.models.pretrained import create_timm_model, map_in_order
-from cnnlab.predict import load_predictor
+from cnnlab.predict.predictor import load_predictor
 
 
 @pytest.fixture(scope="module")

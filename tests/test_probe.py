@@ -9,7 +9,7 @@ import torch
 from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
 
-from cnnlab.config import DataConfig
+from cnnlab.base.config import DataConfig
 from cnnlab.data import load_dataset
 from cnnlab.models import create_model
 from cnnlab.train.probe import DEFAULT_C, fit_logistic, linear_probe

@@ -12,9 +12,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import cnnlab
+from cnnlab.base.config import TrainConfig
+from cnnlab.base.errors import CnnlabError
 from cnnlab.cli import main
-from cnnlab.config import TrainConfig
-from cnnlab.errors import CnnlabError
 
 from .helpers import read_rows
 
@@ -187,7 +187,7 @@ def test_an_idx_header_claiming_gigabytes_is_refused_before_inflating(tmp_path):
 def test_an_image_over_the_pixel_limit_is_skipped_and_named(tmp_path, monkeypatch):
     from PIL import Image
 
-    from cnnlab.config import DataConfig
+    from cnnlab.base.config import DataConfig
     from cnnlab.data import images, load_dataset
 
     from .helpers import make_shape_folder
@@ -300,7 +300,7 @@ def _fill(disk) -> None:
 
 
 def test_a_disk_filling_up_mid_run_ends_in_one_line_that_says_what_was_kept(own_disk):
-    fill_after_first_epoch = lambda model, row: row["epoch"] == 1 and _fill(own_disk)  # noqa: E731
+    fill_after_first_epoch = lambda model, row: row.epoch == 1 and _fill(own_disk)  # noqa: E731
     with pytest.raises(CnnlabError) as error:
         cnnlab.train(data="digits", model="simple", epochs=3, out=str(own_disk / "runs"),
                      quiet=True, on_epoch_end=fill_after_first_epoch)

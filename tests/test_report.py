@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import cnnlab
-from cnnlab.baselines import as_arrays, hog_features, measure_baselines
-from cnnlab.config import DataConfig
+from cnnlab.base.config import DataConfig
+from cnnlab.baselines.classic import as_arrays, hog_features, measure_baselines
 from cnnlab.data import load_dataset
 
 from .helpers import headless_chromium

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cnnlab.cli import build_parser
-from cnnlab.config import (
+from cnnlab.base.config import (
     AttackSettings,
     EvaluateSettings,
     ExplainSettings,
@@ -19,8 +18,9 @@ from cnnlab.config import (
     config_from_dict,
     flat_key,
 )
-from cnnlab.errors import CnnlabError
-from cnnlab.settings import add_flags, build, option, resolve, values_from
+from cnnlab.base.errors import CnnlabError
+from cnnlab.base.settings import add_flags, build, option, resolve, values_from
+from cnnlab.cli import build_parser
 
 VERB_SETTINGS = {"evaluate": (EvaluateSettings, ["RUN"]), "predict": (PredictSettings, ["RUN", "x.png"]),
                  "explain": (ExplainSettings, ["RUN"]), "attack": (AttackSettings, ["RUN"]),

@@ -4,7 +4,7 @@ import pytest
 import torch
 import yaml
 
-from cnnlab.errors import CnnlabError
+from cnnlab.base.errors import CnnlabError
 from cnnlab.models import create_model, parse_spec, spec_to_text
 from cnnlab.models.build import build_network
 from cnnlab.models.registry import resolve_layers

@@ -50,8 +50,8 @@ def test_summary_of_a_run_folder_with_a_timm_model(tmp_path):
     import subprocess
     import sys
 
-    from cnnlab.contract import InputSpec, ModelCard, Preprocessing
-    from cnnlab.runfolder import build_model, save_model
+    from cnnlab.run.contract import InputSpec, ModelCard, Preprocessing
+    from cnnlab.run.folder import build_model, save_model
 
     card = ModelCard(name="timm:efficientnet_lite0", architecture="timm:efficientnet_lite0",
                      class_names=("a", "b", "c"), input=InputSpec(3, 96, 96),

@@ -13,9 +13,9 @@ import torch
 from safetensors.torch import load_file
 
 import cnnlab
-from cnnlab.config import load_config, preset_names
-from cnnlab.errors import CnnlabError
-from cnnlab.runfolder import load_checkpoint
+from cnnlab.base.config import load_config, preset_names
+from cnnlab.base.errors import CnnlabError
+from cnnlab.run.folder import load_checkpoint
 
 from .helpers import read_rows
 
@@ -44,7 +44,7 @@ def test_run_folder_has_every_file(digits_run):
 
 def test_loaded_model_predicts_like_the_trained_one(digits_run):
     model = cnnlab.load(digits_run.path)
-    from cnnlab.config import DataConfig
+    from cnnlab.base.config import DataConfig
     from cnnlab.data import load_dataset
 
     test = load_dataset(DataConfig(name="digits")).test
@@ -140,9 +140,9 @@ def test_the_weight_average_is_what_is_saved(tmp_path):
 
 
 def test_the_average_spans_a_tenth_of_the_steps_until_its_decay():
-    from cnnlab.train.loop import _ema_update
+    from cnnlab.train.average import ema_update
 
-    update = _ema_update(0.99)
+    update = ema_update(0.99)
     for n, expected in ((0, 0.1), (10, 0.55), (1000, 0.99)):
         averaged, current = [torch.zeros(3)], [torch.ones(3)]
         update(averaged, current, torch.tensor(n))
@@ -241,11 +241,13 @@ def test_folder_training_streams_and_learns(tmp_path):
 
 @pytest.mark.parametrize("total_steps", [1, 2, 3, 5, 10, 37])
 def test_one_cycle_rises_once_and_falls_for_any_number_of_steps(total_steps):
-    from cnnlab.config import TrainConfig
+    from cnnlab.base.config import TrainConfig
+    from cnnlab.models import create_model
     from cnnlab.train.optim import make_optimizer, make_scheduler
 
     config = TrainConfig(epochs=total_steps, optimizer="adam", lr=1.0)
-    optimizer = make_optimizer(torch.nn.Linear(2, 2), config)
+    model, _, _ = create_model("flatten dense", input_shape=(1, 2, 1), num_classes=2)
+    optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, config, steps_per_epoch=1)  # 10: one warmup step
     rates = []
     for _ in range(total_steps):

@@ -14,12 +14,12 @@ from rich.console import Console
 from safetensors.torch import load_file
 
 import cnnlab
-from cnnlab.config import DataConfig, TrainConfig
+from cnnlab.base.config import DataConfig, TrainConfig
+from cnnlab.base.errors import CnnlabError
 from cnnlab.data import load_dataset
-from cnnlab.errors import CnnlabError
 from cnnlab.models import create_model
 from cnnlab.models.pretrained import create_timm_model
-from cnnlab.runfolder import load_model
+from cnnlab.run.folder import load_model
 from cnnlab.train.loop import _check_first_loss
 from cnnlab.train.optim import make_optimizer
 from cnnlab.train.probe import linear_probe
@@ -181,3 +181,25 @@ def test_transfer_benchmark_runs(flowers12):
     table = [line for line in result.stdout.splitlines() if line.startswith("| ")][1:]
     assert [row.split("|")[1].strip() for row in table] == methods
     assert all(0 < float(row.split("|")[-2].strip().rstrip("%")) <= 100 for row in table)
+
+
+@pytest.mark.parametrize(("asked", "used"), [(None, "bicubic"), ("bilinear", "bilinear"),
+                                             ("nearest", "nearest")])
+def test_a_pretrained_network_gets_its_own_resize_filter_only_where_none_was_asked(asked, used):
+    from cnnlab.base.config import DataConfig, TrainConfig
+    from cnnlab.models.pretrained import pretrained_config
+    from cnnlab.train.recipes import resolve
+
+    assert pretrained_config("efficientnet_lite0").interpolation == "bicubic"
+    config = TrainConfig(model="timm:efficientnet_lite0", pretrained=True,
+                         data=DataConfig(name="digits", interpolation=asked))
+    assert resolve(config)[0].data.interpolation == used
+
+
+def test_a_network_from_scratch_records_the_default_resize_filter():
+    from cnnlab.base.config import DataConfig, TrainConfig
+    from cnnlab.train.recipes import resolve
+
+    resolved = resolve(TrainConfig(model="fast", data=DataConfig(name="digits")))[0]
+    assert resolved.data.interpolation == "bilinear"
+    assert "interpolation: bilinear" in resolved.to_yaml()

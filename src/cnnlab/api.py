@@ -5,11 +5,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import CONFIG_SECTIONS, SECTION_SHORTHAND, TrainConfig, apply_overrides, flat_key, load_config
-from .errors import CnnlabError
+from .base.config import (
+    CONFIG_SECTIONS,
+    SECTION_SHORTHAND,
+    TrainConfig,
+    apply_overrides,
+    flat_key,
+    load_config,
+)
+from .base.errors import CnnlabError
 
 if TYPE_CHECKING:  # the heavy modules (torch and up) load when a function runs, not on import
-    from .predict import Predictor
+    from .experiments.compare import Comparison
+    from .experiments.table import RunsTable
+    from .predict.predictor import Predictor
+    from .run.results import AttackMetrics, EvaluationMetrics
     from .train import EpochCallback, Run
 
 
@@ -30,8 +40,9 @@ def train(config: TrainConfig | str | Path | None = None, *, resume: str | Path 
     from .train.loop import fit
 
     if resume is not None:
-        return fit(_resumed_config(resume, settings), resume=resume, quiet=quiet,
-                   on_epoch_end=on_epoch_end)
+        run = fit(_resumed_config(resume, settings), resume=resume, quiet=quiet,
+                  on_epoch_end=on_epoch_end)
+        return _after_training(run, quiet)
     if not isinstance(config, TrainConfig):
         config = load_config(config) if config is not None else TrainConfig()
     overrides: dict[str, Any] = {}
@@ -42,12 +53,27 @@ def train(config: TrainConfig | str | Path | None = None, *, resume: str | Path 
             overrides.update({f"{key}.{k}": v for k, v in value.items()})
         else:
             overrides[flat_key(key)] = value
-    return fit(apply_overrides(config, overrides), quiet=quiet, on_epoch_end=on_epoch_end)
+    run = fit(apply_overrides(config, overrides), quiet=quiet, on_epoch_end=on_epoch_end)
+    return _after_training(run, quiet)
+
+
+def _after_training(run: Run, quiet: bool) -> Run:
+    """What follows training where the settings ask for it: the report (written by its own stage,
+    from the run folder training left; only the process that wrote the folder writes it)."""
+    from .base.distributed import ranks_from_environment
+
+    if run.config.report and run.status != "diverged" and ranks_from_environment().is_main:
+        path = report(run.path)
+        if not quiet:
+            from .base.progress import stderr_console
+
+            stderr_console().print(f"report: {path}", highlight=False)
+    return run
 
 
 def _resumed_config(run: str | Path, settings: dict[str, Any]) -> TrainConfig:
     """The run's own config.yaml; `epochs` may change (to extend the run), nothing else."""
-    from .runfolder import CONFIG
+    from .run.folder import CONFIG
 
     config = load_config(Path(run) / CONFIG)
     others = sorted(set(settings) - {"epochs"})
@@ -59,17 +85,18 @@ def _resumed_config(run: str | Path, settings: dict[str, Any]) -> TrainConfig:
     return config
 
 
-def evaluate(run: str | Path, **options: Any) -> dict[str, Any]:
-    """Evaluate a run (see evaluation.evaluate_run for the options); returns the metrics dict."""
-    from .evaluation import evaluate_run
+def evaluate(run: str | Path, **options: Any) -> EvaluationMetrics:
+    """Evaluate a run (see evaluate.run.evaluate_run for the options); returns its
+    EvaluationMetrics, what RUN/evaluate/metrics.json holds."""
+    from .evaluate.run import evaluate_run
 
     return evaluate_run(run, **options).metrics
 
 
-def attack(run: str | Path, **options: Any) -> dict[str, Any]:
+def attack(run: str | Path, **options: Any) -> AttackMetrics:
     """Robust accuracy of a run against FGSM or PGD for each epsilon (pixel units, [0, 1]), and
-    the figures in RUN/attack/; see attack.robustness.attack_run for the options. Returns the dict
-    behind RUN/attack/metrics.json."""
+    the figures in RUN/attack/; see attack.robustness.attack_run for the options. Returns the
+    AttackMetrics behind RUN/attack/metrics.json."""
     from .attack.robustness import attack_run
 
     return attack_run(run, **options).metrics
@@ -104,14 +131,49 @@ def report(run: str | Path, **options: Any) -> Path:
 def baselines(**options: Any) -> list:
     """Logistic regression, HOG + linear SVM, random forest and PCA + RBF SVM on the same split as a
     run's CNN (run="runs/NAME") or on a dataset (data="digits"); returns their BaselineResults."""
-    from .baselines import measure_baselines
+    from .baselines.classic import measure_baselines
 
     return measure_baselines(**options)
+
+
+def check(data: str | Path | None = None, **options: Any) -> Any:
+    """Check a dataset (a built-in name, a folder or a CSV) for likely label errors, duplicates and
+    train/test leaks, and oddities; writes check.json, check.csv and check.html into out= (default
+    checks/NAME, or RUN/check with run=RUN) and returns the CheckResult (see check.run.run_check
+    for the options)."""
+    from .base.config import CheckSettings
+    from .base.settings import resolve
+    from .check.run import default_folder, run_check, write_check
+
+    settings = resolve(CheckSettings, None, options)
+    result = run_check(str(data) if data is not None else None, settings)
+    write_check(result, default_folder(result.data, settings))
+    return result
+
+
+def runs(root: str | Path = "runs", **options: Any) -> RunsTable:
+    """Every run folder under `root` (searched a few folders deep, as a sweep's trials), with the
+    settings that differ among them; sort="test" (or val, date, a setting ...) orders them.
+    Returns the RunsTable: .runs (RunRecords), .settings, .records() as plain rows. Reads text
+    files only."""
+    from .experiments.table import list_runs
+
+    return list_runs(root, **options)
+
+
+def compare(*runs: str | Path, **options: Any) -> Comparison:
+    """Two or more runs side by side: the settings that differ, final metrics, the learning curves
+    overlaid, per-class accuracy and, on the same test images, McNemar's exact test for each pair.
+    Evaluates runs that lack RUN/evaluate/ (evaluate=False: not); writes compare.json and
+    curves.png into `out` (default compare-A-B beside the first run). Returns the Comparison."""
+    from .experiments.compare import compare_runs
+
+    return compare_runs(runs, **options)
 
 
 def load(run: str | Path, device: str = "auto") -> Predictor:
     """Load a run folder's best model (model.safetensors + model.json) for prediction; an export
     folder (or the .onnx file in one) runs on ONNX Runtime with the same preprocessing."""
-    from .predict import load_predictor
+    from .predict.predictor import load_predictor
 
     return load_predictor(run, device)

@@ -9,21 +9,24 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import __version__, commands
-from .config import (
+from .base.config import (
     EPS_UNITS,
     AttackSettings,
     BaselineSettings,
+    CheckSettings,
+    CompareSettings,
     EvaluateSettings,
     ExplainSettings,
     ExportSettings,
     PredictSettings,
     ReportSettings,
+    RunsSettings,
     ServeSettings,
     TrainConfig,
     preset_names,
 )
-from .errors import CnnlabError, suggest
-from .settings import add_flags
+from .base.errors import CnnlabError, suggest
+from .base.settings import add_flags
 
 
 class Parser(argparse.ArgumentParser):
@@ -99,6 +102,12 @@ def _add_run_verbs(sub: argparse._SubParsersAction) -> None:
     _verb(sub, "baselines", commands.run_baselines,
           "logistic regression, HOG + linear SVM, random forest, PCA + RBF SVM on the same split",
           BaselineSettings)
+    parser = _verb(sub, "check", commands.run_check,
+                   "likely label errors, duplicates and train/test leaks, outliers in a dataset",
+                   CheckSettings)
+    parser.add_argument("data", nargs="?", metavar="DATA",
+                        help="dataset name, folder of class folders, or CSV manifest (default: "
+                             "--run's data)")
 
 
 def _add_catalog_verbs(sub: argparse._SubParsersAction) -> None:
@@ -115,6 +124,18 @@ def _add_catalog_verbs(sub: argparse._SubParsersAction) -> None:
     _verb(sub, "layers", commands.run_layers, "the layer language: every layer and its arguments")
 
 
+def _add_experiment_verbs(sub: argparse._SubParsersAction) -> None:
+    parser = _verb(sub, "runs", commands.run_runs,
+                   "every run in one table: the settings that differ, accuracy, time, status",
+                   RunsSettings)
+    parser.add_argument("root", nargs="?", default="runs", metavar="DIR",
+                        help="a folder of run folders, searched 4 deep (default runs/)")
+    parser = _verb(sub, "compare", commands.run_compare,
+                   "runs side by side: settings, curves, per-class accuracy, McNemar's test",
+                   CompareSettings)
+    parser.add_argument("runs", nargs="+", metavar="RUN", help="two or more run folders")
+
+
 def build_parser() -> Parser:
     parser = Parser(prog="cnnlab", description="Design, train and study CNNs on images.",
                     allow_abbrev=False)
@@ -123,6 +144,7 @@ def build_parser() -> Parser:
     _add_train(sub)
     _add_run_verbs(sub)
     _add_catalog_verbs(sub)
+    _add_experiment_verbs(sub)
     return parser
 
 

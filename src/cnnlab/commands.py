@@ -14,9 +14,9 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from .errors import CnnlabError, suggest
-from .fileio import is_dir
-from .settings import build, values_from
+from .base.errors import CnnlabError, suggest
+from .base.fileio import is_dir
+from .base.settings import build, values_from
 
 # Tables in a log file or pipe get a wide page instead of rich's 80-column default.
 console = Console(soft_wrap=True)
@@ -41,7 +41,7 @@ def run_train(args: argparse.Namespace) -> int:
     for key, value in options.items():
         section, _, name = key.rpartition(".")
         (nested.setdefault(section, {}) if section else nested)[name] = value
-    from .distributed import ranks_from_environment
+    from .base.distributed import ranks_from_environment
 
     quiet = bool(quiet) or not ranks_from_environment().is_main  # under torchrun, rank 0 speaks
     run = train(config, resume=resume, quiet=quiet, **nested)
@@ -66,36 +66,35 @@ def _print_run(run, quiet: bool) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from .evaluation import evaluate_run
+    from .evaluate.run import evaluate_run
 
     settings = _settings(args)
     result = evaluate_run(args.run, settings)
     if settings.quiet:
         return 0
     m = result.metrics
-    rows = [["images", f"{m['images']:,}"], ["loss", f"{m['loss']:.4f}"],
-            ["accuracy (top-1)", f"{m['accuracy']:.2%}"]]
-    if "top5_accuracy" in m:
-        rows.append(["top-5 accuracy", f"{m['top5_accuracy']:.2%}"])
-    rows += [["macro F1", f"{m['macro_avg']['f1']:.4f}"],
-             ["weighted F1", f"{m['weighted_avg']['f1']:.4f}"],
-             ["calibration error (ECE, 15 bins)", f"{m['ece']:.4f}"]]
-    _print_table(f"{m['data']} {m['split']} split", ["metric", "value"], rows)
+    rows = [["images", f"{m.images:,}"], ["loss", f"{m.loss:.4f}"],
+            ["accuracy (top-1)", f"{m.accuracy:.2%}"]]
+    if m.top5_accuracy is not None:
+        rows.append(["top-5 accuracy", f"{m.top5_accuracy:.2%}"])
+    rows += [["macro F1", f"{m.macro_avg.f1:.4f}"], ["weighted F1", f"{m.weighted_avg.f1:.4f}"],
+             ["calibration error (ECE, 15 bins)", f"{m.ece:.4f}"]]
+    _print_table(f"{m.data} {m.split} split", ["metric", "value"], rows)
     _print_table("per class", ["class", "precision", "recall", "F1", "support"],
-                 [[r["class"], f"{r['precision']:.3f}", f"{r['recall']:.3f}", f"{r['f1']:.3f}",
-                   str(r["support"])] for r in m["per_class"]])
-    if m["translation"]:
+                 [[r.name, f"{r.precision:.3f}", f"{r.recall:.3f}", f"{r.f1:.3f}", str(r.support)]
+                  for r in m.per_class])
+    if m.translation:
         _print_table("translation invariance: every image shifted by N pixels",
                      ["shift (px)", "accuracy"],
-                     [[str(r["shift"]), f"{r['accuracy']:.2%}"] for r in m["translation"]])
-    console.print(f"written to {result.folder}/: metrics.json, per_class.csv, "
+                     [[str(r.shift), f"{r.accuracy:.2%}"] for r in m.translation])
+    console.print(f"written to {result.folder}/: metrics.json, per_class.csv, predictions.csv, "
                   f"confusion_matrix.csv/.png, reliability.png, mistakes.png"
-                  f"{', shift.png' if m['translation'] else ''}")
+                  f"{', shift.png' if m.translation else ''}")
     return 0
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from .predict import expand_inputs, load_predictor
+    from .predict.predictor import expand_inputs, load_predictor
 
     settings = _prediction_settings(_settings(args))
     predictor = load_predictor(args.run, settings.device)
@@ -129,7 +128,7 @@ def _prediction_settings(settings):
 
 
 def _collect_predictions(predictor, found, settings) -> tuple[list, list]:
-    from .predict import Failure, predict_files, predict_video
+    from .predict.predictor import Failure, predict_files, predict_video
 
     results, failures = [], list(found.missing)
     for item in predict_files(predictor, found.images, settings.topk, settings.batch_size,
@@ -146,7 +145,7 @@ def _collect_predictions(predictor, found, settings) -> tuple[list, list]:
 
 
 def _emit_predictions(results: list, settings) -> None:
-    from .fileio import atomic_write_text
+    from .base.fileio import atomic_write_text
 
     if settings.format == "table":
         if results:  # every input failed: their error lines say it all
@@ -198,7 +197,7 @@ def _predictions_csv(results: list) -> str:
 
 
 def run_explain(args: argparse.Namespace) -> int:
-    from .config import explain_methods
+    from .base.config import explain_methods
     from .explain import describe_layers, explain
 
     if args.list_layers:
@@ -227,14 +226,12 @@ def run_attack(args: argparse.Namespace) -> int:
     if settings.quiet:
         return 0
     m = result.metrics
-    attack = (f"PGD, {m['norm']}, {m['steps']} steps" if m["method"] == "pgd"
-              else f"FGSM, {m['norm']}")
-    _print_table(f"{attack}: {m['data']} {m['split']} split, first {m['images']:,} images, "
-                 f"clean accuracy {m['clean_accuracy']:.2%}",
+    attack = f"PGD, {m.norm}, {m.steps} steps" if m.method == "pgd" else f"FGSM, {m.norm}"
+    _print_table(f"{attack}: {m.data} {m.split} split, first {m.images:,} images, "
+                 f"clean accuracy {m.clean_accuracy:.2%}",
                  ["eps", "robust accuracy", "fooled"],
-                 [[f"{r['eps']:g}", f"{r['robust_accuracy']:.2%}",
-                   f"{1 - r['robust_accuracy'] / m['clean_accuracy']:.1%}"
-                   if m["clean_accuracy"] else "-"] for r in m["results"]])
+                 [[f"{r.eps:g}", f"{r.robust_accuracy:.2%}",
+                   f"{m.fooled(r):.1%}" if m.fooled(r) is not None else "-"] for r in m.results])
     console.print("eps in pixel units of the image in [0, 1]; fooled: share of the correctly "
                   "classified images that the attack turns wrong")
     console.print(f"written to {result.folder}/: metrics.json, robust_accuracy.png, examples.png")
@@ -256,20 +253,18 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def _print_parity(result) -> None:
-    parity = result.manifest.parity
-    fp32 = parity["fp32"]
-    rows = [["images", f"{fp32['images']:,}", ""],
+    fp32, int8 = result.manifest.parity.fp32, result.manifest.parity.int8
+    rows = [["images", f"{fp32.images:,}", ""],
             ["fp32 ONNX vs PyTorch: max |logit difference|",
-             f"{fp32['max_abs_logit_difference']:.2e}", "<= 1e-4"],
-            ["fp32 ONNX vs PyTorch: top-1 agreement", f"{fp32['top1_agreement']:.2%}", "100%"],
+             f"{fp32.max_abs_logit_difference:.2e}", "<= 1e-4"],
+            ["fp32 ONNX vs PyTorch: top-1 agreement", f"{fp32.top1_agreement:.2%}", "100%"],
             ["accuracy: PyTorch / fp32 ONNX",
-             f"{fp32['eager_accuracy']:.2%} / {fp32['onnx_accuracy']:.2%}", ""]]
-    if "int8" in parity:
-        int8 = parity["int8"]
-        rows += [["accuracy: int8 ONNX", f"{int8['int8_accuracy']:.2%} "
-                  f"({int8['accuracy_difference'] * 100:+.2f} points)", ">= -1 point"],
-                 ["int8 vs fp32: top-1 agreement", f"{int8['top1_agreement']:.2%}", ""],
-                 ["int8 reduce_range", str(int8["reduce_range"]), ""]]
+             f"{fp32.eager_accuracy:.2%} / {fp32.onnx_accuracy:.2%}", ""]]
+    if int8 is not None:
+        rows += [["accuracy: int8 ONNX", f"{int8.int8_accuracy:.2%} "
+                  f"({int8.accuracy_difference * 100:+.2f} points)", ">= -1 point"],
+                 ["int8 vs fp32: top-1 agreement", f"{int8.top1_agreement:.2%}", ""],
+                 ["int8 reduce_range", str(int8.reduce_range), ""]]
     _print_table(f"parity ({result.manifest.exporter} exporter, opset {result.manifest.opset})",
                  ["check", "measured", "target"], rows)
     sizes = ", ".join(f"{name} ({(result.folder / name).stat().st_size / 1e6:.2f} MB)"
@@ -293,7 +288,7 @@ def _parse_input(text: str) -> tuple[int, int, int]:
 
 def run_summary(args: argparse.Namespace) -> int:
     from .models.summary import SUMMARY_COLUMNS, human, summarize, summary_rows
-    from .runfolder import read_card
+    from .run.folder import read_card
 
     model, shape, classes, name = args.model, (1, 28, 28), 10, None
     if is_dir(model):
@@ -348,8 +343,26 @@ def run_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_check(args: argparse.Namespace) -> int:
+    from .check.run import default_folder, run_check, summary_rows, worst_rows, write_check
+
+    settings = _settings(args)
+    result = run_check(args.data, settings)
+    folder = write_check(result, default_folder(result.data, settings))
+    if settings.quiet:
+        return 0
+    _print_table(f"{result.data}: {result.summary['read']:,} images checked",
+                 ["finding", "count", "what"], summary_rows(result))
+    for title, columns, rows in worst_rows(result):
+        _print_table(title, columns, rows)
+    console.print(f"written to {folder}/: check.json, check.csv, check.html; train without the "
+                  f"rows marked exclude: cnnlab train --data {result.data} --exclude "
+                  f"{folder / 'check.csv'}")
+    return 0
+
+
 def run_baselines(args: argparse.Namespace) -> int:
-    from .baselines import TABLE_COLUMNS, measure_baselines, table_row, write_baselines
+    from .baselines.classic import TABLE_COLUMNS, measure_baselines, table_row, write_baselines
 
     settings = _settings(args)
     results = measure_baselines(settings)
@@ -366,6 +379,95 @@ def run_baselines(args: argparse.Namespace) -> int:
         console.print(note)
     console.print(f"written to {folder}/: baselines.json, baselines.csv")
     return 0
+
+
+def run_runs(args: argparse.Namespace) -> int:
+    from .base.fileio import atomic_write_text
+    from .experiments.table import list_runs, output_format, table_columns, table_rows, to_csv, to_json
+
+    settings = _settings(args)
+    chosen = output_format(settings)
+    table = list_runs(args.root, settings)
+    for run in table.runs:
+        if run.problem:
+            print(f"warning: {run.problem}", file=sys.stderr)
+    if chosen == "table":
+        if not table.runs:
+            console.print(f"no run folders under {args.root} (train one: cnnlab train)")
+            return 0
+        compact = Table(title=f"{len(table.runs)} run{'s' * (len(table.runs) != 1)} under "
+                              f"{args.root}", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+        for column in table_columns(table):
+            compact.add_column(column)
+        for row in table_rows(table):
+            compact.add_row(*row)
+        console.print(compact)
+        return 0
+    text = to_json(table) if chosen == "json" else to_csv(table)
+    if settings.out:
+        atomic_write_text(settings.out, text)
+        console.print(f"{len(table.runs)} runs written to {settings.out}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from .experiments.compare import compare_runs
+
+    settings = _settings(args)
+    comparison = compare_runs(args.runs, settings)
+    if not settings.quiet:
+        _print_comparison(comparison)
+    return 0
+
+
+def _print_comparison(comparison) -> None:
+    from .experiments.records import setting_label
+    from .experiments.table import duration, percent, show_setting
+
+    names, runs = list(comparison.names), comparison.runs
+    for run in comparison.evaluated:
+        console.print(f"evaluated {run} on its test split first (as `cnnlab evaluate {run}`)",
+                      highlight=False)
+    if comparison.settings:
+        _print_table("settings that differ", ["setting", *names],
+                     [[setting_label(key), *(show_setting(run.settings.get(key), bool(run.settings))
+                                             for run in runs)] for key in comparison.settings])
+    else:
+        console.print("the runs have the same settings")
+    _print_table("results", ["", *names], [
+        ["best val accuracy", *(percent(run.best_val_accuracy) for run in runs)],
+        ["test accuracy", *(percent(run.test_accuracy) for run in runs)],
+        ["epochs", *(str(run.epochs) for run in runs)],
+        ["time", *(duration(run.seconds) for run in runs)],
+        ["status", *(run.status for run in runs)]])
+    classes = comparison.class_names()
+    if classes:
+        _print_table("per-class accuracy on the test split (recall)", ["class", *names],
+                     [[name, *(percent(s.class_accuracy.get(name)) if s else "-"
+                               for s in comparison.scores)] for name in classes])
+    if comparison.pairs:
+        _print_pairs(comparison.pairs)
+    for note in comparison.notes:
+        console.print(f"note: {note}", highlight=False)
+    console.print(f"written to {comparison.folder}/: compare.json, curves.png")
+
+
+def _print_pairs(pairs) -> None:
+    """Each pair of runs scored on the same test images: who got which right, and the test."""
+    _print_table("pairs of runs scored on the same test images",
+                 ["run A", "run B", "images", "both right", "A alone right", "B alone right", "both wrong",
+                  "disagree", "McNemar p", "verdict (5% level)"],
+                 [[p.first, p.second, f"{p.images:,}", f"{p.both_right:,}", f"{p.only_first:,}",
+                   f"{p.only_second:,}", f"{p.both_wrong:,}",
+                   f"{p.disagree:,} ({p.disagree / p.images:.1%})", f"{p.p_value:.3g}",
+                   "they differ" if p.significant else "no significant difference"]
+                  for p in pairs])
+    console.print("disagree: images the two runs give different classes; McNemar's exact test "
+                  "counts the images only one of them gets right" +
+                  ("; p per pair, not adjusted for the number of pairs" if len(pairs) > 1 else ""),
+                  highlight=False)
 
 
 def run_models(args: argparse.Namespace) -> int:

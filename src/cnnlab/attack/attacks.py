@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from captum.robust import FGSM, PGD
 from torch import nn
 
-from ..config import AttackSettings, TrainConfig
-from ..errors import CnnlabError, unknown
+from ..base.config import AttackSettings, TrainConfig
+from ..base.errors import CnnlabError, unknown
 from ..models.modes import eval_mode
 
 METHODS = ("fgsm", "pgd")

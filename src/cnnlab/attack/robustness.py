@@ -14,17 +14,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import plots
-from ..config import AttackSettings
+from ..base import plots
+from ..base.config import AttackSettings
+from ..base.devices import resolve_device
+from ..base.errors import CnnlabError
+from ..base.fileio import atomic_write_json
+from ..base.progress import tracked
+from ..base.settings import resolve
 from ..data.images import to_float
 from ..data.splits import Split
-from ..devices import resolve_device
-from ..errors import CnnlabError
-from ..fileio import atomic_write_json
-from ..progress import tracked
-from ..rundata import pick_split
-from ..runfolder import data_qualifiers, load_model, results_folder
-from ..settings import resolve
+from ..run.data import pick_split
+from ..run.folder import data_qualifiers, load_model, results_folder
+from ..run.results import AttackMetrics, RobustAccuracy
 from .attacks import Attack, check_eps, correct, make_attack, pgd_step_size, seeded
 
 EXAMPLES_SHOWN = 6
@@ -33,7 +34,7 @@ EXAMPLE_POOL = 64  # the examples are chosen among the first images
 
 @dataclass
 class AttackResult:
-    metrics: dict[str, Any]
+    metrics: AttackMetrics
     folder: Path
 
 
@@ -127,15 +128,11 @@ def measure(model: nn.Module, split: Split, settings: AttackSettings | None = No
     return tally
 
 
-def _table(tally: _Tally, settings: AttackSettings) -> list[dict]:
-    rows = []
-    for index, eps in enumerate(tally.eps):
-        row = {"eps": eps, "robust_accuracy": tally.robust[index] / tally.images,
-               "adversarial_accuracy": tally.adversarial[index] / tally.images}
-        if settings.method == "pgd":
-            row["step_size"] = pgd_step_size(eps, settings.steps, settings.step_size)
-        rows.append(row)
-    return rows
+def _table(tally: _Tally, settings: AttackSettings) -> tuple[RobustAccuracy, ...]:
+    return tuple(RobustAccuracy(
+        eps, tally.robust[index] / tally.images, tally.adversarial[index] / tally.images,
+        pgd_step_size(eps, settings.steps, settings.step_size) if settings.method == "pgd" else None)
+        for index, eps in enumerate(tally.eps))
 
 
 @torch.no_grad()
@@ -202,18 +199,18 @@ def attack_run(run: str | Path, settings: AttackSettings | None = None,
     tally = measure(model, chosen, settings, device=torch_device)
     rows = _table(tally, settings)
     described = _describe(settings)
-    metrics = {"run": str(run), "data": data_name, "split": split, "images": tally.images,
-               "method": method, "norm": settings.norm,
-               "clean_accuracy": tally.clean / tally.images, "results": rows,
-               "seed": settings.seed, "eps_units": "pixels in [0, 1], before normalization"}
-    if method == "pgd":
-        metrics.update(steps=settings.steps, random_start=settings.norm == "linf")
+    metrics = AttackMetrics(run=str(run), data=data_name, split=split, images=tally.images,
+                            method=method, norm=settings.norm,
+                            clean_accuracy=tally.clean / tally.images, results=rows,
+                            seed=settings.seed, steps=settings.steps if method == "pgd" else None,
+                            random_start=settings.norm == "linf" if method == "pgd" else None)
     out = results_folder(run, "attack", settings.out,
                          _setting_qualifiers(settings) + data_qualifiers(split, settings.data))
-    plots.robust_accuracy_curve(rows, metrics["clean_accuracy"], out / "robust_accuracy.png",
+    plots.robust_accuracy_curve([row.to_dict() for row in rows], metrics.clean_accuracy,
+                                out / "robust_accuracy.png",
                                 f"{described}, {data_name} {split} ({tally.images} images)")
     _examples(model, tally, list(card.class_names), eps_list[-1], out / "examples.png",
               f"{described} at eps {eps_list[-1]:g}")
-    atomic_write_json(out / "metrics.json", metrics)
+    atomic_write_json(out / "metrics.json", metrics.to_dict())
     return AttackResult(metrics, out)
 

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import DataConfig
-from ..errors import CnnlabError
+from ..base.config import DataConfig
+from ..base.errors import CnnlabError
+from ..base.limits import offline
 from .idx import read_idx
 from .registry import register_dataset
 from .splits import DatasetSplits, TensorImages, split_off
@@ -24,10 +25,6 @@ _IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
 def cache_dir() -> Path:
     """Where downloads go: $CNNLAB_CACHE, else ~/.cache/cnnlab."""
     return Path(os.environ.get("CNNLAB_CACHE", Path.home() / ".cache" / "cnnlab"))
-
-
-def offline() -> bool:
-    return os.environ.get("CNNLAB_OFFLINE", "") not in ("", "0")
 
 
 def _idx_folders(name: str, torchvision_name: str) -> list[Path]:
@@ -70,7 +67,7 @@ def download(name: str) -> None:
     """Fetch a built-in dataset into the cache (for `cnnlab datasets --download NAME`)."""
     sources = {"fashion-mnist": "FashionMNIST", "mnist": "MNIST", "cifar10": "CIFAR10"}
     if name not in sources:
-        from ..errors import unknown
+        from ..base.errors import unknown
 
         raise unknown("downloadable dataset", name, sources)
     _download(name, sources[name])

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from ..config import DataConfig
-from ..errors import CnnlabError
+from ..base.config import DataConfig
+from ..base.errors import CnnlabError
 from .images import ALLOWED_FORMATS, is_grayscale, is_image_file
 from .splits import DatasetSplits, FileImages, Split, split_off
 
@@ -100,7 +100,7 @@ def _make_split(samples: Samples, classes: list[str], shape: tuple[int, int, int
     if unknown:
         raise CnnlabError(f"labels {unknown[:5]} are not among the training classes {classes}")
     return FileImages([p for p, _ in samples], [index[label] for _, label in samples], shape,
-                      config.strict, config.workers, config.interpolation)
+                      config.strict, config.workers, config.resize_filter)
 
 
 def _finish(name: str, parts: dict[str, Samples], config: DataConfig) -> DatasetSplits:
@@ -137,7 +137,7 @@ def load_folder(root: Path, config: DataConfig) -> DatasetSplits:
                  for split in ("train", "val", "test")}
     else:
         parts = {"train": _scan_classes(root), "val": [], "test": []}
-    return _finish(root.name, parts, config)
+    return _finish(root.name, _drop_excluded(parts, root, config), config)
 
 
 def _read_manifest(path: Path) -> list[list[str]]:
@@ -170,4 +170,16 @@ def load_csv(path: Path, config: DataConfig) -> DatasetSplits:
         if split not in parts:
             raise CnnlabError(f"{path} row {number}: split must be train, val or test, got {split!r}")
         parts[split].append((image, row[1].strip()))
-    return _finish(path.stem, parts, config)
+    return _finish(path.stem, _drop_excluded(parts, base, config), config)
+
+
+def _drop_excluded(parts: dict[str, Samples], root: Path, config: DataConfig) -> dict[str, Samples]:
+    """The samples without those --exclude names (before the validation split is held out)."""
+    if not config.exclude:
+        return parts
+    from .exclude import Exclusion
+
+    exclusion = Exclusion(config.exclude)
+    kept = {split: exclusion.keep_files(split, samples, root) for split, samples in parts.items()}
+    exclusion.finish(config.name)
+    return kept

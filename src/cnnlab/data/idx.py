@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import CnnlabError
+from ..base.errors import CnnlabError
 
 _UBYTE = 0x08
 

@@ -5,7 +5,6 @@ model the same pixels."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import BinaryIO
 
@@ -13,16 +12,15 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..errors import CnnlabError
+from ..base.errors import CnnlabError
+from ..base.limits import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
 
 # Pillow's decompression-bomb guard stays on (Image.MAX_IMAGE_PIXELS is left at its default), and
 # only these decoders may run on user files.
 ALLOWED_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF")
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
-MAX_FILE_BYTES = 64 * 1024 * 1024
-# Larger images are skipped and named like other bad files, before a pixel is decoded (a 169 MP PNG
-# would take 1.2 GB); CNNLAB_MAX_PIXELS changes the bound.
-MAX_PIXELS = int(os.environ.get("CNNLAB_MAX_PIXELS", 50_000_000))
+# Larger files and images are skipped and named like other bad files, before a pixel is decoded.
+MAX_FILE_BYTES, MAX_PIXELS = MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
 
 _ORIENTATION = 0x0112  # the EXIF tag
 _GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}

@@ -7,10 +7,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import DataConfig
-from ..errors import CnnlabError, unknown
-from ..fileio import is_dir, is_file
-from .splits import DatasetSplits, convert_splits, first_per_class
+from ..base.config import DataConfig
+from ..base.errors import CnnlabError, unknown
+from ..base.fileio import is_dir, is_file
+from .splits import DatasetSplits, convert_splits, first_per_class, split_off
 
 log = logging.getLogger("cnnlab")
 
@@ -77,10 +77,14 @@ def load_dataset(config: DataConfig) -> DatasetSplits:
 
     _check_shape_settings(config)
 
+    _record_exclude_list(config)
     path = Path(config.name).expanduser()
-    if config.name in _DATASETS:
+    if config.name in _DATASETS and config.exclude:
+        splits = convert_splits(_load_builtin_excluding(config), config.channels,
+                                config.image_size, config.resize_filter)
+    elif config.name in _DATASETS:
         splits = convert_splits(_DATASETS[config.name].load(config), config.channels,
-                                config.image_size, config.interpolation)
+                                config.image_size, config.resize_filter)
     elif path.suffix.lower() == ".csv":
         splits = load_csv(path, config)
     elif path.is_dir():
@@ -94,4 +98,41 @@ def load_dataset(config: DataConfig) -> DatasetSplits:
     if splits.skipped:
         log.warning("skipped %d unreadable image file(s); use --strict to stop on them",
                     len(splits.skipped))
+    return splits
+
+
+def _record_exclude_list(config: DataConfig) -> None:
+    """The --exclude list's SHA-256, set on the config the first time (config.yaml keeps it); a
+    list changed since then is said."""
+    if not config.exclude:
+        return
+    from .exclude import list_digest
+
+    if not is_file(config.exclude):
+        raise CnnlabError(f"--exclude {config.exclude}: no such file")
+    digest = list_digest(config.exclude)
+    if config.exclude_sha256 is None:
+        config.exclude_sha256 = digest
+    elif config.exclude_sha256 != digest:
+        log.warning("--exclude %s has changed since this run was made (SHA-256 %s..., now %s...)",
+                    config.exclude, config.exclude_sha256[:12], digest[:12])
+
+
+def _load_builtin_excluding(config: DataConfig) -> DatasetSplits:
+    """A named dataset without the images --exclude names ("train:123", "test:45"): the indices
+    count the training set before the validation split is held out of what remains."""
+    import dataclasses
+
+    from .exclude import Exclusion
+
+    exclusion = Exclusion(config.exclude)
+    splits = _DATASETS[config.name].load(dataclasses.replace(config, val_fraction=0))
+    if splits.val is not None:  # a dataset with its own validation split: keep it as it is
+        splits.train = splits.train.subset(exclusion.keep_indices("train", len(splits.train)))
+    else:
+        kept = splits.train.subset(exclusion.keep_indices("train", len(splits.train)))
+        splits.train, splits.val = split_off(kept, config.val_fraction, config.split_seed)
+    if splits.test is not None:
+        splits.test = splits.test.subset(exclusion.keep_indices("test", len(splits.test)))
+    exclusion.finish(config.name)
     return splits

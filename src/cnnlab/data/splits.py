@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..errors import CnnlabError
+from ..base.errors import CnnlabError
 from .images import ImageReadError, convert_tensor_images, load_image_tensor
 
 log = logging.getLogger("cnnlab")

@@ -6,15 +6,9 @@ attributions, maps, embedding and layers. Names load on first use (PEP 562), so 
 does not load torch or Captum.
 """
 
-from importlib import import_module
+from ..base.lazy import lazy_names
 
 _WHERE = {"METHODS": ".run", "Explanation": ".run", "describe_layers": ".run", "explain": ".run",
           "LayerInfo": ".layers", "list_layers": ".layers", "attribute": ".attributions"}
-
 __all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str):
-    if name in _WHERE:
-        return getattr(import_module(_WHERE[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_names(__name__, _WHERE)

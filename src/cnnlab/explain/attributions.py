@@ -12,7 +12,7 @@ import torch
 from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, Occlusion, Saliency
 from torch import nn
 
-from ..errors import unknown
+from ..base.errors import unknown
 from ..models.modes import eval_mode
 from .layers import find_layer, last_conv_activation, list_layers
 

@@ -6,8 +6,8 @@ import numpy as np
 from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 
-from ..errors import unknown
-from ..inference import penultimate_features
+from ..base.errors import unknown
+from ..run.inference import penultimate_features
 
 __all__ = ["penultimate_features", "project"]
 

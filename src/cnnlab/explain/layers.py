@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..errors import CnnlabError, suggest
+from ..base.errors import CnnlabError, suggest
 from ..models.layers import CONV_BLOCKS
 from ..models.modes import eval_mode
 

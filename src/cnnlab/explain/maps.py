@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..errors import CnnlabError
+from ..base.errors import CnnlabError
 from ..models.modes import eval_mode
 from .layers import LayerInfo, conv_activations, find_layer, forward_hooks, list_layers
 

@@ -10,13 +10,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import plots
-from ..config import EXPLAIN_METHODS, ExplainSettings
-from ..errors import CnnlabError, unknown
-from ..predict import ImageInput, Predictor, load_predictor
-from ..progress import tracked
-from ..rundata import pick_split
-from ..settings import resolve
+from ..base import plots
+from ..base.config import EXPLAIN_METHODS, ExplainSettings
+from ..base.errors import CnnlabError, unknown
+from ..base.progress import tracked
+from ..base.settings import resolve
+from ..predict.predictor import ImageInput, Predictor, load_predictor
+from ..run.data import pick_split
 from .attributions import attribute
 from .embedding import penultimate_features, project
 from .layers import LayerInfo, list_layers

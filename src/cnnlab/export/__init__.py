@@ -5,12 +5,7 @@ quantization), cnnlab.export.parity the comparisons, cnnlab.export.run the verb.
 first use (PEP 562), so `import cnnlab` does not load torch or ONNX.
 """
 
-from importlib import import_module
+from ..base.lazy import lazy_names
 
-__all__ = ["ExportResult", "export_run"]
-
-
-def __getattr__(name: str):
-    if name in __all__:
-        return getattr(import_module(".run", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = [*("ExportResult", "export_run")]
+__getattr__ = lazy_names(__name__, dict.fromkeys(__all__, ".run"))

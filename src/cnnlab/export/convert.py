@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..fileio import atomic_write
+from ..base.fileio import atomic_write
 from ..models import Classifier
 
 INPUT_NAME, OUTPUT_NAME = "pixels", "logits"

@@ -10,17 +10,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..config import ExportSettings
-from ..contract import EXPORT_MANIFEST, ExportManifest, ModelCard, versions
+from ..base.config import ExportSettings
+from ..base.errors import CnnlabError
+from ..base.fileio import atomic_write_text
+from ..base.progress import tracked
+from ..base.settings import resolve
 from ..data.images import to_float
 from ..data.splits import DatasetSplits, Split
-from ..errors import CnnlabError
-from ..fileio import atomic_write_text
 from ..models.onnx import OnnxClassifier
-from ..progress import tracked
-from ..rundata import run_data_config, run_dataset
-from ..runfolder import export_of, load_model
-from ..settings import resolve
+from ..run.contract import EXPORT_MANIFEST, ExportManifest, ModelCard, versions
+from ..run.data import run_data_config, run_dataset
+from ..run.folder import export_of, load_model
+from ..run.results import ExportParity, Int8Parity
 from .convert import INPUT_NAME, OUTPUT_NAME, to_onnx
 from .parity import compare_fp32, compare_int8, outputs
 from .quantize import quantize_int8
@@ -36,7 +37,7 @@ class ExportResult:
 
     @property
     def passed(self) -> bool:
-        return all(check.get("passed", True) for check in self.manifest.parity.values())
+        return self.manifest.parity.passed
 
 
 def _say(settings: ExportSettings) -> Any:
@@ -62,7 +63,7 @@ def _pixels(split: Split, order: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
 
 
 def _int8(folder: Path, dataset: DatasetSplits, settings: ExportSettings, test: Split,
-          fp32_outputs: torch.Tensor, labels: torch.Tensor) -> dict:
+          fp32_outputs: torch.Tensor, labels: torch.Tensor) -> Int8Parity:
     """Calibrate on training images in a fixed random order (every class appears); choose between
     the candidates on validation images, or on training images that did not calibrate."""
     held_out = 0 if dataset.val is not None else HELD_OUT_FOR_INT8
@@ -77,12 +78,12 @@ def _int8(folder: Path, dataset: DatasetSplits, settings: ExportSettings, test: 
                            INPUT_NAME)
     int8_outputs, _ = outputs(OnnxClassifier(folder / INT8_FILE), test, settings.limit,
                               settings.batch_size)
-    return {**compare_int8(fp32_outputs, int8_outputs, labels), "reduce_range": choice.reduce_range,
-            "calibration_images": len(calibration), "candidates": choice.accuracies}
+    return compare_int8(fp32_outputs, int8_outputs, labels, reduce_range=choice.reduce_range,
+                        calibration_images=len(calibration), candidates=choice.accuracies)
 
 
 def _manifest(card: ModelCard, run: Path, files: dict, opset: int, exporter: str,
-              parity: dict) -> ExportManifest:
+              parity: ExportParity) -> ExportManifest:
     data = run_data_config(run, card, None)
     return ExportManifest(card=card, files=files, input_name=INPUT_NAME, output_name=OUTPUT_NAME,
                           output="log_probabilities" if card.flip_tta else "logits", opset=opset,
@@ -124,11 +125,11 @@ def export_run(run: str | Path, settings: ExportSettings | None = None,
         eager, labels = outputs(model, test, settings.limit, settings.batch_size, advance)
         onnx_fp32, _ = outputs(OnnxClassifier(folder / FP32_FILE), test, settings.limit,
                                settings.batch_size, advance)
-    parity = {"fp32": compare_fp32(eager, onnx_fp32, labels)}
+    parity = ExportParity(fp32=compare_fp32(eager, onnx_fp32, labels))
     files = {"fp32": FP32_FILE}
     if settings.int8:
         say(f"quantizing to int8 on {settings.calibration} training images")
-        parity["int8"] = _int8(folder, dataset, settings, test, onnx_fp32, labels)
+        parity = ExportParity(parity.fp32, _int8(folder, dataset, settings, test, onnx_fp32, labels))
         files["int8"] = INT8_FILE
     manifest = _manifest(card, run, files, opset, exporter, parity)
     atomic_write_text(folder / EXPORT_MANIFEST, manifest.to_json() + "\n")

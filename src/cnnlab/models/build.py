@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..errors import CnnlabError
+from ..base.errors import CnnlabError
 from .layers import LAYERS, Shape, Tracker
 from .spec import Layer
 
@@ -46,6 +46,11 @@ class Network(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Linear:
+        """The output layer (timm's name for it): the head's last dense layer, after which only a
+        softmax may follow."""
+        return next(m for m in reversed(self.head) if isinstance(m, nn.Linear))
 
 
 def _output_layer_index(layers: list[Layer], num_classes: int) -> int:

@@ -50,6 +50,12 @@ class Classifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.network(self.normalize(x))  # (B, num_classes) logits
 
+    @property
+    def output_layer(self) -> nn.Linear:
+        """The dense layer with one neuron per class (timm's classifier, or the last dense layer of
+        a layer-language network); everything before it is the backbone."""
+        return self.network.get_classifier()
+
     def predict_log_proba(self, x: torch.Tensor) -> torch.Tensor:
         """Log-probabilities (B, num_classes); with flip_tta, those of the mean of the softmax
         over the image and its mirror image."""

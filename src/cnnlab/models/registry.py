@@ -8,12 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from torch import nn
 
-from ..errors import CnnlabError, unknown
-from ..fileio import is_file
+from ..base.errors import CnnlabError, unknown
+from ..base.fileio import is_file
 from .build import BuiltLayer, build_network
 from .classifier import Classifier, zero_head
+from .pretrained import TIMM_PREFIX, create_timm_model
 from .spec import Layer, parse_spec, parse_yaml_layers, spec_to_text
 
 
@@ -78,7 +78,6 @@ def _layers_from_yaml(path: Path) -> tuple[str, list[Layer]]:
     raise CnnlabError(f"model file {path} must hold a list of layers or a mapping with 'layers'")
 
 
-TIMM_PREFIX = "timm:"
 
 
 def create_model(model: str, *, input_shape: Sequence[int], num_classes: int,
@@ -91,8 +90,6 @@ def create_model(model: str, *, input_shape: Sequence[int], num_classes: int,
     """
     channels = input_shape[0]
     if model.startswith(TIMM_PREFIX):
-        from .pretrained import create_timm_model
-
         network = create_timm_model(model[len(TIMM_PREFIX):], num_classes=num_classes,
                                     in_chans=channels, pretrained=pretrained)
         return Classifier(network, mean or [0.5] * channels, std or [0.5] * channels), model, []
@@ -101,6 +98,6 @@ def create_model(model: str, *, input_shape: Sequence[int], num_classes: int,
                           f"{model!r} is trained from scratch")
     _, layers = resolve_layers(model)
     network, built = build_network(layers, tuple(input_shape), num_classes)
-    zero_head([m for m in network.modules() if isinstance(m, nn.Linear)][-1])
+    zero_head(network.get_classifier())
     classifier = Classifier(network, mean or [0.5] * channels, std or [0.5] * channels)
     return classifier, spec_to_text(layers), built

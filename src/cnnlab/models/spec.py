@@ -19,24 +19,10 @@ The same network in YAML is a list whose items are either token strings or one-k
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Any
 
-from ..errors import CnnlabError, suggest
-from .layers import ALIASES, LAYERS
-
-
-@dataclass(frozen=True)
-class Layer:
-    """One parsed token: canonical name, full arguments, 1-based position and the text written."""
-
-    name: str
-    args: dict[str, Any]
-    position: int
-    text: str
-
-    def describe(self) -> str:
-        return f"layer {self.position} {self.text!r}"
+from ..base.errors import CnnlabError, suggest
+from .layers import ALIASES, LAYERS, Layer
 
 
 def canonical_text(name: str, args: dict[str, Any]) -> str:

@@ -10,7 +10,8 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .build import BuiltLayer, build_network
-from .registry import TIMM_PREFIX, create_model, resolve_layers
+from .pretrained import TIMM_PREFIX
+from .registry import create_model, resolve_layers
 
 
 @dataclass(frozen=True)

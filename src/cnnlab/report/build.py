@@ -8,20 +8,31 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from ..config import ReportSettings
-from ..contract import ModelCard
-from ..fileio import atomic_write_text
-from ..runfolder import read_card
-from ..settings import resolve
+from ..base.config import ReportSettings
+from ..base.fileio import atomic_write_text
+from ..base.settings import resolve
+from ..run.contract import ModelCard
+from ..run.folder import read_card
 from .cost import cost
-from .sections import Section, baselines, quality, read_json, robustness, trained, training, why
+from .sections import (
+    Section,
+    attack_of,
+    baselines,
+    evaluation_of,
+    quality,
+    read_json,
+    robustness,
+    trained,
+    training,
+    why,
+)
 
 EXPLAINED_IMAGES = 4  # test images --full explains, one per class
 
 
 def _explained_images(run: Path) -> list:
     """The first test image of each of the first EXPLAINED_IMAGES classes."""
-    from ..rundata import pick_split
+    from ..run.data import pick_split
 
     split, _ = pick_split(run, read_card(run), None, "test")
     chosen: dict[int, Any] = {}
@@ -35,13 +46,15 @@ def _explained_images(run: Path) -> list:
 
 def fill_in(run: Path, quiet: bool) -> None:
     """--full: evaluate, a quick attack, explanations and the baselines, where they are missing."""
-    from ..api import attack, evaluate, explain
-    from ..baselines import measure_baselines, write_baselines
+    from ..attack.robustness import attack_run
+    from ..baselines.classic import measure_baselines, write_baselines
+    from ..evaluate.run import evaluate_run
+    from ..explain.run import explain
 
     if not (run / "evaluate" / "metrics.json").is_file():
-        evaluate(run, quiet=quiet)
+        evaluate_run(run, quiet=quiet)
     if not list(run.glob("attack*/metrics.json")):
-        attack(run, eps="0,0.01,0.03,0.1", limit=500, quiet=quiet)
+        attack_run(run, eps="0,0.01,0.03,0.1", limit=500, quiet=quiet)
     explained = run / "explain"
     for method in ("gradcam", "saliency"):
         if not list(explained.glob(f"*-{method}.png")):
@@ -65,12 +78,12 @@ def headline(run: Path, card: ModelCard, parts: list[Section]) -> list[tuple[str
     """The figures of the first screen: accuracy, robustness, cost, the best classic method."""
     shown = [("test accuracy", f"{card.test_accuracy:.2%}" if card.test_accuracy is not None
               else None)]
-    evaluated = read_json(run / "evaluate" / "metrics.json")
-    shown.append(("macro F1", f"{evaluated['macro_avg']['f1']:.4f}" if evaluated else None))
-    attacked = read_json(run / "attack" / "metrics.json")
+    evaluated = evaluation_of(run)
+    shown.append(("macro F1", f"{evaluated.macro_avg.f1:.4f}" if evaluated else None))
+    attacked = attack_of(run)
     if attacked:
-        row = attacked["results"][min(2, len(attacked["results"]) - 1)]
-        shown.append((f"PGD robust at eps {row['eps']:g}", f"{row['robust_accuracy']:.2%}"))
+        row = attacked.results[min(2, len(attacked.results) - 1)]
+        shown.append((f"PGD robust at eps {row.eps:g}", f"{row.robust_accuracy:.2%}"))
     facts = dict(next(part.facts for part in parts if part.key == "cost"))
     shown += [("parameters", facts.get("parameters")),
               ("one image", facts.get("latency, one image", "").split(" (")[0])]

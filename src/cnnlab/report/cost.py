@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from pathlib import Path
 
 import torch
 
-from ..contract import ModelCard
+from ..run.contract import EXPORT_MANIFEST, ExportManifest, ModelCard
+from ..run.results import Fp32Parity, Int8Parity
 from .sections import Section, Table
 
 LATENCY_BATCH = 64
@@ -38,7 +38,7 @@ def latency(model: torch.nn.Module, shape: tuple[int, ...], repeats: int = 5) ->
 
 def cost(run: Path, card: ModelCard) -> Section:
     from ..models.summary import human, summarize
-    from ..runfolder import load_model
+    from ..run.folder import load_model
 
     section = Section("cost", "What it costs")
     summary = summarize(card.architecture, card.input.shape, card.num_classes)
@@ -51,26 +51,23 @@ def cost(run: Path, card: ModelCard) -> Section:
                                             f"threads, measured now)"),
                      ("throughput", f"{per_second:,.0f} images/s in batches of {LATENCY_BATCH}"),
                      ("model.safetensors", _megabytes(run / "model.safetensors"))]
-    manifest = run / "export" / "export.json"
-    if manifest.is_file():
-        export = json.loads(manifest.read_text(encoding="utf-8"))
+    if (run / "export" / EXPORT_MANIFEST).is_file():
+        export = ExportManifest.read(run / "export" / EXPORT_MANIFEST)
         section.tables.append(Table("ONNX export", ["file", "size", "parity"], [
-            [name, _megabytes(run / "export" / name), _parity(export, precision)]
-            for precision, name in export["files"].items() if (run / "export" / name).is_file()]))
+            [name, _megabytes(run / "export" / name), _parity(export.parity.of(precision))]
+            for precision, name in export.files.items() if (run / "export" / name).is_file()]))
     else:
         section.missing = f"cnnlab export {run} --int8 (for the ONNX sizes and parity)"
     return section
 
 
-def _parity(export: dict, precision: str) -> str:
+def _parity(measured: Fp32Parity | Int8Parity | None) -> str:
     """What export measured for one file: agreement with PyTorch and accuracy."""
-    measured = export.get("parity", {}).get(precision)
-    if not isinstance(measured, dict):
+    if measured is None:
         return "-"
-    accuracy = measured.get("onnx_accuracy", measured.get("int8_accuracy"))
-    parts = [f"top-1 agreement {measured['top1_agreement']:.2%}" if "top1_agreement" in measured
-             else "", f"accuracy {accuracy:.2%}" if accuracy is not None else "",
-             f"max logit difference {measured['max_abs_logit_difference']:.1e}"
-             if "max_abs_logit_difference" in measured else "",
-             "passed" if measured.get("passed") else "missed its target"]
+    fp32 = isinstance(measured, Fp32Parity)
+    accuracy = measured.onnx_accuracy if fp32 else measured.int8_accuracy
+    parts = [f"top-1 agreement {measured.top1_agreement:.2%}", f"accuracy {accuracy:.2%}",
+             f"max logit difference {measured.max_abs_logit_difference:.1e}" if fp32 else "",
+             "passed" if measured.passed else "missed its target"]
     return ", ".join(part for part in parts if part)

@@ -4,9 +4,9 @@ there yet says which command makes them."""
 from __future__ import annotations
 
 import base64
-import csv
 import io
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,7 +14,9 @@ from typing import Any
 import yaml
 from PIL import Image
 
-from ..contract import ModelCard
+from ..run.contract import ModelCard
+from ..run.folder import RESULTS, read_metrics
+from ..run.results import AttackMetrics, EvaluationMetrics, TrainingResults
 
 # Figures wider than this are scaled down before they are embedded, so the report stays a few MB.
 MAX_FIGURE_WIDTH = 1400
@@ -55,6 +57,18 @@ def figure(path: Path, caption: str) -> Figure:
         buffer = io.BytesIO()
         image.save(buffer, format="PNG", optimize=True)
     return Figure(caption, "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode())
+
+
+def evaluation_of(run: Path) -> EvaluationMetrics | None:
+    """The run's evaluation of its test split, where `cnnlab evaluate` has written one."""
+    path = run / "evaluate" / "metrics.json"
+    return EvaluationMetrics.read(path) if path.is_file() else None
+
+
+def attack_of(run: Path) -> AttackMetrics | None:
+    """The run's default attack (PGD on its test split), where `cnnlab attack` has written one."""
+    path = run / "attack" / "metrics.json"
+    return AttackMetrics.read(path) if path.is_file() else None
 
 
 def read_json(path: Path) -> Any:
@@ -102,28 +116,25 @@ def _flat_settings(values: dict, prefix: str = "") -> list[list[str]]:
 
 def training(run: Path) -> Section:
     section = Section("training", "How training went")
-    results = read_json(run / "results.json")
-    if results:
-        section.facts = [("status", results["status"]), ("epochs", str(results["epochs"])),
-                         ("best epoch", str(results["best_epoch"])),
-                         ("validation accuracy", _percent(results["best_val_accuracy"])),
-                         ("test accuracy", _percent(results["test_accuracy"])),
-                         ("time", f"{results['seconds']:.0f} s")]
+    if (run / RESULTS).is_file():
+        results = TrainingResults.read(run / RESULTS)
+        section.facts = [("status", results.status), ("epochs", str(results.epochs)),
+                         ("best epoch", str(results.best_epoch)),
+                         ("validation accuracy", _percent(results.best_val_accuracy)),
+                         ("test accuracy", _percent(results.test_accuracy)),
+                         ("time", f"{results.seconds:.0f} s")]
     section.figures = _figures(run, [("curves.png", "loss, accuracy and learning rate per epoch")])
-    if (run / "metrics.csv").is_file():
-        with open(run / "metrics.csv", newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
-        columns = [c for c in ("epoch", "train_loss", "train_acc", "val_loss", "val_acc",
-                               "val_robust_acc", "lr", "seconds") if rows and c in rows[0]]
+    rows = [row.to_dict() for row in read_metrics(run)]
+    if rows:
+        columns = list(rows[-1])
         section.tables.append(Table("per epoch (metrics.csv)", columns,
-                                    [[_metric(c, row[c]) for c in columns] for row in rows]))
+                                    [[_metric(c, row.get(c)) for c in columns] for row in rows]))
     return section
 
 
-def _metric(column: str, text: str) -> str:
+def _metric(column: str, value: float | None) -> str:
     """A metrics.csv value as the terminal shows it: accuracy in %, the rate in e-notation."""
-    value = float(text)
-    if value != value:  # NaN: no validation split
+    if value is None or math.isnan(value):  # no validation split, or no rate for a probe
         return "-"
     if column.endswith("acc"):
         return f"{value:.2%}"
@@ -133,25 +144,25 @@ def _metric(column: str, text: str) -> str:
 
 def quality(run: Path) -> Section:
     section = Section("quality", "How good it is")
-    metrics = read_json(run / "evaluate" / "metrics.json")
+    metrics = evaluation_of(run)
     if metrics is None:
         section.missing = f"cnnlab evaluate {run}"
         return section
-    section.facts = [("split", f"{metrics['data']} {metrics['split']}, {metrics['images']:,} images"),
-                     ("accuracy", _percent(metrics["accuracy"])),
-                     ("top-5 accuracy", _percent(metrics.get("top5_accuracy"))),
-                     ("macro F1", f"{metrics['macro_avg']['f1']:.4f}"),
-                     ("calibration error (ECE)", f"{metrics['ece']:.4f}")]
-    per_class = metrics.get("per_class", [])
-    if per_class:
-        columns = list(per_class[0])
+    section.facts = [("split", f"{metrics.data} {metrics.split}, {metrics.images:,} images"),
+                     ("accuracy", _percent(metrics.accuracy)),
+                     ("top-5 accuracy", _percent(metrics.top5_accuracy)),
+                     ("macro F1", f"{metrics.macro_avg.f1:.4f}"),
+                     ("calibration error (ECE)", f"{metrics.ece:.4f}")]
+    if metrics.per_class:
+        columns = list(metrics.per_class[0].to_dict())
         section.tables.append(Table("per class", columns,
-                                    [[_cell(row[c]) for c in columns] for row in per_class]))
-    if metrics.get("translation"):
+                                    [[_cell(value) for value in row.to_dict().values()]
+                                     for row in metrics.per_class]))
+    if metrics.translation:
         section.tables.append(Table("translation test: every image shifted by N pixels",
                                     ["shift (px)", "accuracy"],
-                                    [[str(r["shift"]), _percent(r["accuracy"])]
-                                     for r in metrics["translation"]]))
+                                    [[str(r.shift), _percent(r.accuracy)]
+                                     for r in metrics.translation]))
     section.figures = _figures(run / "evaluate", [
         ("confusion_matrix.png", "confusion matrix"), ("reliability.png", "calibration"),
         ("mistakes.png", "the most confident mistakes"), ("shift.png", "translation test")])
@@ -183,15 +194,15 @@ def why(run: Path) -> Section:
 def robustness(run: Path) -> Section:
     section = Section("robustness", "How robust it is")
     for folder in sorted(run.glob("attack*")):
-        metrics = read_json(folder / "metrics.json")
-        if metrics is None:
+        if not (folder / "metrics.json").is_file():
             continue
-        name = metrics["method"].upper() + (f" ({metrics['norm']}, {metrics['steps']} steps)"
-                                            if metrics["method"] == "pgd" else "")
+        metrics = AttackMetrics.read(folder / "metrics.json")
+        name = metrics.method.upper() + (f" ({metrics.norm}, {metrics.steps} steps)"
+                                         if metrics.method == "pgd" else "")
         section.tables.append(Table(
-            f"{name}, {metrics['data']} {metrics['split']}, {metrics['images']:,} images",
+            f"{name}, {metrics.data} {metrics.split}, {metrics.images:,} images",
             ["epsilon", "robust accuracy"],
-            [[f"{row['eps']:g}", _percent(row["robust_accuracy"])] for row in metrics["results"]]))
+            [[f"{row.eps:g}", _percent(row.robust_accuracy)] for row in metrics.results]))
         section.figures += _figures(folder, [("robust_accuracy.png", f"{name}: accuracy against "
                                                                      f"epsilon"),
                                              ("examples.png", f"{name}: adversarial examples")])
@@ -201,7 +212,7 @@ def robustness(run: Path) -> Section:
 
 
 def baselines(run: Path) -> Section:
-    from ..baselines import TABLE_COLUMNS, table_row
+    from ..baselines.classic import TABLE_COLUMNS, table_row
 
     section = Section("baselines", "Against the classic methods")
     results = read_json(run / "baselines" / "baselines.json")

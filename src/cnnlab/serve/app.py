@@ -24,13 +24,13 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..config import ServeSettings
+from ..base.config import ServeSettings
+from ..base.devices import set_threads
+from ..base.errors import CnnlabError
+from ..base.settings import resolve
 from ..data.images import ImageReadError, ImageTooLarge, UnsupportedImage, decode_image
-from ..devices import set_threads
-from ..errors import CnnlabError
 from ..models.onnx import OnnxClassifier
-from ..predict import Predictor, load_predictor
-from ..settings import resolve
+from ..predict.predictor import Predictor, load_predictor
 from .batcher import Batcher, QueueFull
 from .limits import BodyTooLarge, LimitUpload
 from .metrics import Metrics
@@ -198,7 +198,7 @@ def _routes(app: FastAPI, service: Service) -> None:
 
 
 def _png(image: torch.Tensor, heatmap: torch.Tensor) -> bytes:
-    from ..plots import overlay_image
+    from ..base.plots import overlay_image
 
     buffer = io.BytesIO()
     overlay_image(image, heatmap).save(buffer, format="PNG")

@@ -4,13 +4,7 @@ Names load on first use (PEP 562), so `import cnnlab` stays light: torch loads w
 that needs it, not with `cnnlab --version`.
 """
 
-from importlib import import_module
+from ..base.lazy import lazy_names
 
-_FROM_LOOP = ("EpochCallback", "Run", "TrainingDiverged", "fit", "train_one_epoch")
-__all__ = list(_FROM_LOOP)
-
-
-def __getattr__(name: str):
-    if name in _FROM_LOOP:
-        return getattr(import_module(".loop", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = [*("EpochCallback", "Run", "TrainingDiverged", "fit", "train_one_epoch")]
+__getattr__ = lazy_names(__name__, dict.fromkeys(__all__, ".loop"))

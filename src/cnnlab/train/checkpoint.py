@@ -1,20 +1,18 @@
 """What --resume needs to continue a run exactly: the checkpoint's content, written and restored.
 
 Reading and writing the file itself (atomically, and with weights_only=True on load) is the run
-folder's job (runfolder.save_checkpoint, runfolder.load_checkpoint).
+folder's job (run.folder.save_checkpoint, run.folder.load_checkpoint).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import torch
 
-from ..errors import CnnlabError
-
-if TYPE_CHECKING:
-    from .loop import Trainer
+from ..base.errors import CnnlabError
+from ..run.results import EpochRow
+from .trainer import Trainer
 
 
 @dataclass
@@ -27,8 +25,35 @@ class TrainState:
     best_score: float = -1.0
     best_epoch: int = 0
     bad_epochs: int = 0
-    history: list[dict[str, float]] = field(default_factory=list)
+    history: list[EpochRow] = field(default_factory=list)
 
+    def record(self, row: EpochRow) -> bool:
+        """Count an epoch in; returns whether it is the best so far.
+
+        A tie goes to the later epoch: on a small validation split that every epoch gets right,
+        the first such epoch would win, while the annealed weights of the last generalize best
+        (flowers12 fine-tuning: 96.67% test from epoch 1, 97.50% from epoch 6, all at 100% val).
+        Early stopping waits for a strictly better score."""
+        self.history.append(row)
+        self.epoch = row.epoch
+        self.bad_epochs = 0 if row.score > self.best_score else self.bad_epochs + 1
+        best = row.score >= self.best_score
+        if best:
+            self.best_score, self.best_epoch = row.score, row.epoch
+        return best
+
+    def to_dict(self) -> dict:
+        """Plain data for last.ckpt (loadable with weights_only=True)."""
+        return {"epoch": self.epoch, "best_score": self.best_score, "best_epoch": self.best_epoch,
+                "bad_epochs": self.bad_epochs, "history": [row.to_dict() for row in self.history]}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainState:
+        values = dict(values)
+        if "best_val_acc" in values:  # checkpoints written before the field was renamed
+            values["best_score"] = values.pop("best_val_acc")
+        values["history"] = [EpochRow.from_dict(row) for row in values.get("history", [])]
+        return cls(**values)
 
 
 def checkpoint_of(trainer: Trainer, state: TrainState) -> dict:
@@ -43,7 +68,7 @@ def checkpoint_of(trainer: Trainer, state: TrainState) -> dict:
         "generator": trainer.generator.get_state(),
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "state": vars(state),
+        "state": state.to_dict(),
     }
 
 
@@ -61,10 +86,7 @@ def restore(trainer: Trainer, checkpoint: dict) -> TrainState:
         torch.set_rng_state(checkpoint["torch_rng"])
         if checkpoint["cuda_rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(checkpoint["cuda_rng"])
-        state = dict(checkpoint["state"])
-        if "best_val_acc" in state:  # checkpoints written before the field was renamed
-            state["best_score"] = state.pop("best_val_acc")
-        return TrainState(**state)
+        return TrainState.from_dict(checkpoint["state"])
     except (KeyError, RuntimeError, ValueError, TypeError) as error:
         raise CnnlabError(f"the checkpoint does not fit this run's model or settings: "
                           f"{str(error).splitlines()[0][:200]}") from None

@@ -7,17 +7,18 @@ import sys
 from rich.console import Console
 from rich.progress import Progress, TextColumn
 
-from ..progress import progress_bar, stderr_console
+from ..base.progress import progress_bar, stderr_console
+from ..run.results import EpochRow
 
 
-def format_row(row: dict[str, float], total_epochs: int) -> str:
-    val = (f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.2%}"
-           if row["val_acc"] == row["val_acc"] else "no validation split")
-    robust = row.get("val_robust_acc")  # adversarial training only; NaN without a val split
-    if robust is not None and robust == robust:
-        val += f" robust acc {robust:.2%}"
-    return (f"epoch {int(row['epoch'])}/{total_epochs}  train loss {row['train_loss']:.4f} "
-            f"acc {row['train_acc']:.2%}  {val}  lr {row['lr']:.2e}  {row['seconds']:.1f}s")
+def format_row(row: EpochRow, total_epochs: int) -> str:
+    val = (f"val loss {row.val_loss:.4f} acc {row.val_acc:.2%}" if row.has_validation
+           else "no validation split")
+    if row.val_robust_acc is not None:  # adversarial training only
+        val += f" robust acc {row.val_robust_acc:.2%}"
+    lr = f"lr {row.lr:.2e}" if row.lr is not None else "lr nan"
+    return (f"epoch {row.epoch}/{total_epochs}  train loss {row.train_loss:.4f} "
+            f"acc {row.train_acc:.2%}  {val}  {lr}  {row.seconds:.1f}s")
 
 
 class Reporter:
@@ -47,7 +48,7 @@ class Reporter:
             self._progress.update(self._task, advance=1,
                                   stats=f"loss {loss:.4f} acc {accuracy:.2%}")
 
-    def end_epoch(self, row: dict[str, float], total_epochs: int) -> None:
+    def end_epoch(self, row: EpochRow, total_epochs: int) -> None:
         if self._progress is not None:
             self._progress.stop()
             self._progress = None

@@ -14,32 +14,18 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from ..config import TrainConfig
+from ..base.config import DEFAULT_INTERPOLATION, FINE_TUNE_LR, RECIPES, TrainConfig
 from ..data.registry import photo_shape
 from ..models.pretrained import pretrained_input
-from ..runfolder import read_card
+from ..run.folder import read_card
 
 SCRATCH_MODEL = "fast"
 PHOTO_MODEL = "timm:efficientnet_lite0"
 PHOTO_MIN_SIDE = 64  # RGB images this large are photos that ImageNet features suit
 
-# Learning rates by optimizer; keys in dotted form as config overrides take them.
-RECIPES: dict[str, dict[str, Any]] = {
-    # From scratch on Fashion-MNIST (BENCHMARKS.md, what each lever gave): the weights' moving
-    # average passes 93% test accuracy after 6 epochs with flip TTA, where the weights themselves
-    # needed 8; TTA adds 0.1-0.3 points at every epoch.
-    "scratch": {"epochs": 15, "batch_size": 128, "ema": 0.99, "tta": True, "backbone_lr": 1.0,
-                "augment.resized_crop": 0.0},
-    "probe": {"epochs": 15, "batch_size": 128, "ema": 0.0, "tta": False, "backbone_lr": 1.0,
-              "augment.resized_crop": 0.0},
-    "fine-tune": {"epochs": 6, "batch_size": 32, "ema": 0.0, "tta": False, "backbone_lr": 0.2,
-                  "augment.resized_crop": 0.35},
-}
-FINE_TUNE_LR = {"adam": 5e-4, "adamw": 5e-4, "sgd": 0.01}
 # Fine-tuning trains on crops of 6/7 of the input side (192 of 224) and tests on the whole input:
 # a network trained on random resized crops is best tested at about 1.15x its training resolution
-# (Touvron et al., 2019, "Fixing the train-test resolution discrepancy"). On flowers12: 97.92% test
-# accuracy at 192 (48 s an epoch on 2 cores), 97.50% at 160 (28 s an epoch).
+# (Touvron et al., 2019, "Fixing the train-test resolution discrepancy"; flowers12 in BENCHMARKS.md).
 FINE_TUNE_CROP = 6 / 7
 
 
@@ -78,7 +64,7 @@ def recipe_name(config: TrainConfig) -> str:
 def apply_recipe(config: TrainConfig) -> TrainConfig:
     """Every unset (None) setting that a recipe decides, from the recipe that fits the config."""
     name = recipe_name(config)
-    values: dict[str, Any] = dict(RECIPES[name])
+    values: dict[str, Any] = {**RECIPES[name], "data.interpolation": DEFAULT_INTERPOLATION}
     if name == "fine-tune":
         values["lr"] = FINE_TUNE_LR.get(config.optimizer)
         side = config.data.image_size

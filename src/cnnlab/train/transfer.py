@@ -7,15 +7,15 @@ image never changes, so it is computed once and the head trains on the cached ve
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from ..config import TrainConfig
+from ..base.config import TrainConfig
+from ..base.errors import CnnlabError
 from ..data.splits import Split
-from ..errors import CnnlabError
-from ..inference import output_layer, penultimate_features
+from ..run.inference import output_layer, penultimate_features
 from .probe import Probe, linear_probe
 
 
@@ -55,36 +55,33 @@ def can_cache(config: TrainConfig, flip: bool) -> bool:
             and config.adversarial is None)
 
 
-class FeatureVectors:
-    """A split as the backbone sees it: float features (N, F) and labels, batched like images."""
+@dataclass(frozen=True)
+class FeatureSplit:
+    """A split as a frozen backbone sees it: float features (N, F) with their labels (N,). The
+    linear probe fits on it whole, in one batch."""
 
-    def __init__(self, features: torch.Tensor, labels: torch.Tensor) -> None:
-        self.features, self.labels = features, labels
+    features: torch.Tensor
+    labels: torch.Tensor
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def batches(self, batch_size: int,
-                order: torch.Tensor | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for start in range(0, len(self) if order is None else len(order), batch_size):
-            index = slice(start, start + batch_size) if order is None else \
-                order[start:start + batch_size]
-            yield self.features[index], self.labels[index]
+    def pair(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.features, self.labels
 
 
-def cache_features(model: nn.Module, split: Split, device: torch.device) -> FeatureVectors:
+def cache_features(model: nn.Module, split: Split, device: torch.device) -> FeatureSplit:
     features, labels = penultimate_features(model, split, limit=len(split), device=device,
                                             channels_last=True)
-    return FeatureVectors(torch.from_numpy(features), torch.from_numpy(labels))
+    return FeatureSplit(torch.from_numpy(features), torch.from_numpy(labels))
 
 
-def fit_probe_head(model: nn.Module, train: FeatureVectors, val: FeatureVectors | None,
+def fit_probe_head(model: nn.Module, train: FeatureSplit, val: FeatureSplit | None,
                    class_weights: torch.Tensor | None, refit: bool,
                    label_smoothing: float = 0.0) -> Probe:
     """Fit the model's output layer as an exact linear probe on cached features (in place)."""
     head = output_layer(model)
-    probe = linear_probe((train.features, train.labels),
-                         (val.features, val.labels) if val is not None else None,
+    probe = linear_probe(train.pair(), val.pair() if val is not None else None,
                          head.out_features, class_weights=class_weights,
                          label_smoothing=label_smoothing, refit=refit)
     probe.load_into(head)
@@ -94,7 +91,7 @@ def fit_probe_head(model: nn.Module, train: FeatureVectors, val: FeatureVectors 
 def start_from_run(model: nn.Module, run: str, input_shape: tuple[int, ...]) -> str:
     """Copy a run's weights into `model` (--init): every tensor whose name and shape match, so a
     new set of classes keeps all but the output layer. Returns the line that says what came over."""
-    from ..runfolder import load_model
+    from ..run.folder import load_model
 
     source, card = load_model(run)
     if card.input.shape != tuple(input_shape):

@@ -13,7 +13,7 @@ def simple() -> str:
 # norm and ReLU, so those run on a quarter of the values (ReLU commutes with max pooling exactly;
 # normalizing after pooling is a different network, and trains as well), and dropout moved to the
 # 128 hidden units, where drawing its mask costs 1/25 of drawing it for the 3136 features.
-# 1.6x the training throughput of `simple` on a 2-core CPU (bench/train_step.py).
+# It trains faster than `simple` (bench/train_step.py, BENCHMARKS.md).
 @register_model("fast", "the default: `simple` rearranged for speed, pooling before batch norm and "
                         "ReLU, dropout on the hidden units")
 def fast() -> str:

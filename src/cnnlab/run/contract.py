@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import CnnlabError
+from ..base.errors import CnnlabError
+from .results import ExportParity
 
 FORMAT = "cnnlab-model/1"  # the JSON layout; bump it (and read the old one) when fields change
 PRETRAINED_PREFIX = "pretrained:"
@@ -150,7 +151,7 @@ class ExportManifest:
     opset: int | None = None
     exporter: str = "dynamo"  # torch.onnx's exporter that wrote the graph
     data: dict[str, Any] = field(default_factory=dict)  # the run's data settings (for evaluate)
-    parity: dict[str, Any] = field(default_factory=dict)
+    parity: ExportParity = field(default_factory=ExportParity)
     versions: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> str:
@@ -161,7 +162,7 @@ class ExportManifest:
                   "output": {"name": self.output_name, "kind": self.output},
                   "class_names": card["class_names"], "preprocessing": card["preprocessing"],
                   "files": self.files, "opset": self.opset, "exporter": self.exporter,
-                  "parity": self.parity, "data": self.data, "versions": self.versions,
+                  "parity": self.parity.to_dict(), "data": self.data, "versions": self.versions,
                   "model": card}
         return json.dumps(values, indent=2)
 
@@ -186,8 +187,15 @@ class ExportManifest:
                    opset=reader.get("opset", int, default=None),
                    exporter=reader.get("exporter", str, default="dynamo"),
                    data=reader.get("data", dict, default={}),
-                   parity=reader.get("parity", dict, default={}),
+                   parity=_parity(reader.get("parity", dict, default={}), where),
                    versions=reader.get("versions", dict, default={}))
+
+
+def _parity(values: dict[str, Any], where: str) -> ExportParity:
+    try:
+        return ExportParity.from_dict(values)
+    except (KeyError, TypeError, ValueError) as error:
+        raise CnnlabError(f"{where}: the field 'parity' is malformed ({error})") from None
 
 
 def _input(reader: _Reader) -> InputSpec:
@@ -246,7 +254,7 @@ def versions() -> dict[str, str]:
     import torch
     import torchvision
 
-    from . import __version__
+    from .. import __version__
 
     return {"cnnlab": __version__, "torch": torch.__version__,
             "torchvision": torchvision.__version__, "python": platform.python_version()}

@@ -13,16 +13,16 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from .config import PredictSettings
-from .contract import PRETRAINED_PREFIX, InputSpec, ModelCard, Preprocessing
-from .data.images import image_to_tensor, is_image_file, open_image, to_float
-from .data.splits import DecodeFiles, collate_decoded
-from .devices import resolve_device
-from .errors import CnnlabError
-from .fileio import is_dir, is_file
-from .models import Classifier
-from .models.registry import TIMM_PREFIX
-from .runfolder import load_model
+from ..base.config import PredictSettings
+from ..base.devices import resolve_device
+from ..base.errors import CnnlabError
+from ..base.fileio import is_dir, is_file
+from ..data.images import image_to_tensor, is_image_file, open_image, to_float
+from ..data.splits import DecodeFiles, collate_decoded
+from ..models import Classifier
+from ..models.pretrained import TIMM_PREFIX
+from ..run.contract import PRETRAINED_PREFIX, InputSpec, ModelCard, Preprocessing
+from ..run.folder import load_model
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"})
 
@@ -147,7 +147,7 @@ def _as_uint8(array: np.ndarray) -> np.ndarray:
 
 def _pretrained(name: str, device: torch.device) -> Predictor:
     """An ImageNet classifier straight from pretrained weights, with timm's preprocessing."""
-    from .models.pretrained import create_timm_model, imagenet_class_names, pretrained_config
+    from ..models.pretrained import create_timm_model, imagenet_class_names, pretrained_config
 
     cfg = pretrained_config(name)
     network = create_timm_model(name, num_classes=1000, in_chans=3, pretrained=True)

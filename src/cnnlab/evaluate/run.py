@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
-import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,17 +18,19 @@ from sklearn.calibration import calibration_curve
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 from torchmetrics.functional.classification import multiclass_accuracy, multiclass_calibration_error
 
-from . import plots
-from .config import EvaluateSettings
-from .data import TensorImages
-from .data.splits import FileImages, Split
-from .devices import resolve_device
-from .fileio import atomic_write_json, atomic_write_text
-from .inference import predict_logits
-from .progress import tracked
-from .rundata import pick_split
-from .runfolder import data_qualifiers, load_model, results_folder
-from .settings import resolve
+from ..base import plots
+from ..base.config import EvaluateSettings
+from ..base.devices import resolve_device
+from ..base.fileio import atomic_write_json, atomic_write_text
+from ..base.progress import tracked
+from ..base.settings import resolve
+from ..data import TensorImages
+from ..data.splits import FileImages, Split
+from ..run.data import pick_split
+from ..run.folder import data_qualifiers, load_model, results_folder
+from ..run.inference import predict_logits
+from ..run.results import AveragedMetrics, ClassMetrics, EvaluationMetrics, ShiftAccuracy
+from .predictions import PREDICTIONS, prediction_rows, write_predictions
 
 ECE_BINS = 15
 MISTAKES_SHOWN = 16
@@ -37,24 +38,23 @@ MISTAKES_SHOWN = 16
 
 @dataclass
 class Evaluation:
-    metrics: dict[str, Any]
+    metrics: EvaluationMetrics
     folder: Path
 
 
-def per_class_table(labels: torch.Tensor, predictions: torch.Tensor,
-                    class_names: list[str]) -> tuple[list[dict], dict[str, dict]]:
+def per_class_table(labels: torch.Tensor, predictions: torch.Tensor, class_names: list[str]
+                    ) -> tuple[tuple[ClassMetrics, ...], dict[str, AveragedMetrics]]:
     """Per-class precision, recall, F1 and support, plus macro and weighted averages."""
     indices = list(range(len(class_names)))
     precision, recall, f1, support = precision_recall_fscore_support(
         labels, predictions, labels=indices, zero_division=0)
-    rows = [{"class": name, "precision": float(p), "recall": float(r), "f1": float(f),
-             "support": int(s)}
-            for name, p, r, f, s in zip(class_names, precision, recall, f1, support, strict=True)]
+    rows = tuple(ClassMetrics(name, float(p), float(r), float(f), int(s)) for name, p, r, f, s
+                 in zip(class_names, precision, recall, f1, support, strict=True))
     averages = {}
     for average in ("macro", "weighted"):
         p, r, f, _ = precision_recall_fscore_support(labels, predictions, labels=indices,
                                                      average=average, zero_division=0)
-        averages[average] = {"precision": float(p), "recall": float(r), "f1": float(f)}
+        averages[average] = AveragedMetrics(float(p), float(r), float(f))
     return rows, averages
 
 
@@ -68,10 +68,10 @@ def shift_images(images: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
 
 
 def shift_accuracy(model, split: Split, device: torch.device, max_shift: int,
-                   quiet: bool = True) -> list[dict]:
+                   quiet: bool = True) -> tuple[ShiftAccuracy, ...]:
     """Accuracy when every image is moved by s pixels, averaged over right, left, down and up."""
     if not isinstance(split, TensorImages) or max_shift == 0:
-        return []
+        return ()
     rows = []
     with tracked("translation test", len(split) * (1 + 4 * max_shift), quiet=quiet) as advance:
         for shift in range(0, max_shift + 1):
@@ -82,8 +82,8 @@ def shift_accuracy(model, split: Split, device: torch.device, max_shift: int,
                 logits, labels = predict_logits(model, moved, device, channels_last=True,
                                                 advance=advance)
                 accuracies.append((logits.argmax(1) == labels).float().mean().item())
-            rows.append({"shift": shift, "accuracy": sum(accuracies) / len(accuracies)})
-    return rows
+            rows.append(ShiftAccuracy(shift, sum(accuracies) / len(accuracies)))
+    return tuple(rows)
 
 
 def _split_images(split: Split, indices: list[int]) -> torch.Tensor:
@@ -121,7 +121,7 @@ def _caption(names: list[str], split: Split, index: int, label: int, predicted: 
 
 
 def _write_figures(out: Path, labels, predictions, probabilities, matrix, names, split,
-                   metrics: dict) -> None:
+                   metrics: EvaluationMetrics) -> None:
     import numpy as np
 
     confidence = probabilities.max(1).values
@@ -129,11 +129,11 @@ def _write_figures(out: Path, labels, predictions, probabilities, matrix, names,
     accuracy_per_bin, confidence_per_bin = calibration_curve(correct, confidence.numpy(),
                                                              n_bins=ECE_BINS, strategy="uniform")
     counts = np.histogram(confidence.numpy(), bins=ECE_BINS, range=(0, 1))[0]
-    title = (f"{Path(metrics['run']).name}: accuracy {metrics['accuracy']:.2%} on "
-             f"{metrics['data']} {metrics['split']} ({metrics['images']} images)")
+    title = (f"{Path(metrics.run).name}: accuracy {metrics.accuracy:.2%} on "
+             f"{metrics.data} {metrics.split} ({metrics.images} images)")
     plots.confusion_matrix(matrix, names, out / "confusion_matrix.png", title)
     plots.reliability_diagram(accuracy_per_bin, confidence_per_bin, counts[counts > 0],
-                              metrics["ece"], out / "reliability.png")
+                              metrics.ece, out / "reliability.png")
     wrong = torch.nonzero(predictions != labels).flatten()
     order = wrong[confidence[wrong].argsort(descending=True)][:MISTAKES_SHOWN].tolist()
     if order:
@@ -141,13 +141,25 @@ def _write_figures(out: Path, labels, predictions, probabilities, matrix, names,
                     for i in order]
         plots.image_grid(_split_images(split, order), captions, out / "mistakes.png",
                          "most confidently wrong")
-    shifts = metrics["translation"]
+    shifts = [asdict(row) for row in metrics.translation]
     if shifts:
         plots.shift_curve(shifts, out / "shift.png")
     # a figure this evaluation has nothing for must not be left from an earlier one
     for name, made in (("mistakes.png", bool(order)), ("shift.png", bool(shifts))):
         if not made:
             (out / name).unlink(missing_ok=True)
+
+
+def _write_predictions(out: Path, logits: torch.Tensor, labels: torch.Tensor, names: list[str],
+                       split: Split) -> None:
+    """predictions.csv: each image's true and predicted class, probability and loss, in split
+    order (what `cnnlab compare` pairs two runs on)."""
+    losses = F.cross_entropy(logits, labels, reduction="none")
+    confidence, predicted = logits.softmax(1).max(1)
+    files = [str(path) for path in split.paths] if isinstance(split, FileImages) else None
+    write_predictions(out / PREDICTIONS, prediction_rows(predicted.tolist(), labels.tolist(),
+                                                         confidence.tolist(), losses.tolist(),
+                                                         names, files))
 
 
 def evaluate_run(run: str | Path, settings: EvaluateSettings | None = None,
@@ -171,29 +183,18 @@ def evaluate_run(run: str | Path, settings: EvaluateSettings | None = None,
                                         channels_last=True, advance=advance)
     names = list(card.class_names)
     predictions, probabilities = logits.argmax(1), logits.softmax(1)
-    metrics = {"run": str(run), "data": data_name, "split": split,
-               **_summary_metrics(logits, labels, len(names))}
-    metrics["per_class"], averages = per_class_table(labels, predictions, names)
-    metrics.update({f"{name}_avg": values for name, values in averages.items()})
+    per_class, averages = per_class_table(labels, predictions, names)
+    metrics = EvaluationMetrics(
+        run=str(run), data=data_name, split=split, **_summary_metrics(logits, labels, len(names)),
+        per_class=per_class, macro_avg=averages["macro"], weighted_avg=averages["weighted"],
+        translation=shift_accuracy(model, chosen, torch_device, max_shift, settings.quiet))
     matrix = confusion_matrix(labels, predictions, labels=list(range(len(names))))
-    metrics["translation"] = shift_accuracy(model, chosen, torch_device, max_shift,
-                                            settings.quiet)
     out = results_folder(run, "evaluate", settings.out, data_qualifiers(split, settings.data))
     _write_csv(out / "confusion_matrix.csv", [["true \\ predicted", *names]] +
                [[name, *row.tolist()] for name, row in zip(names, matrix, strict=True)])
-    _write_csv(out / "per_class.csv", [list(metrics["per_class"][0])] +
-               [list(row.values()) for row in metrics["per_class"]])
+    _write_csv(out / "per_class.csv", [list(per_class[0].to_dict())] +
+               [list(row.to_dict().values()) for row in per_class])
     _write_figures(out, labels, predictions, probabilities, matrix, names, chosen, metrics)
-    atomic_write_json(out / "metrics.json", _finite(metrics))
+    _write_predictions(out, logits, labels, names, chosen)
+    atomic_write_json(out / "metrics.json", metrics.to_dict())
     return Evaluation(metrics, out)
-
-
-def _finite(value: Any) -> Any:
-    """JSON has no NaN: write null instead."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value

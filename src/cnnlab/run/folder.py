@@ -17,14 +17,15 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
-from .config import TrainConfig
+from ..base.config import TrainConfig
+from ..base.errors import CnnlabError
+from ..base.fileio import atomic_write, atomic_write_json, atomic_write_text
+from ..models import Classifier, create_model
 from .contract import EXPORT_MANIFEST, ExportManifest, InputSpec, ModelCard, Preprocessing, versions
-from .errors import CnnlabError
-from .fileio import atomic_write, atomic_write_json, atomic_write_text
-from .models import Classifier, create_model
+from .results import EpochRow
 
 if TYPE_CHECKING:
-    from .data import DatasetSplits
+    from ..data import DatasetSplits
 
 WEIGHTS, META, CHECKPOINT, METRICS, CONFIG = ("model.safetensors", "model.json", "last.ckpt",
                                               "metrics.csv", "config.yaml")
@@ -67,7 +68,7 @@ def training_card(config: TrainConfig, data: DatasetSplits, architecture: str, m
     return ModelCard(
         name=model_name, architecture=architecture, class_names=tuple(data.class_names),
         input=InputSpec(*data.input_shape), pretrained=config.pretrained,
-        preprocessing=Preprocessing(interpolation=config.data.interpolation, mean=tuple(mean),
+        preprocessing=Preprocessing(interpolation=config.data.resize_filter, mean=tuple(mean),
                                     std=tuple(std)),
         dataset=data.name, flip_augmented=uses_flip(config, data),
         flip_tta=config.tta and data.flip_ok)
@@ -172,7 +173,7 @@ def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple
     .onnx file gives its ONNX Runtime model (on the CPU) instead."""
     exported = export_of(run_dir)
     if exported is not None:
-        from .models.onnx import OnnxClassifier
+        from ..models.onnx import OnnxClassifier
 
         manifest, model_file = exported
         return OnnxClassifier(model_file), manifest.card  # type: ignore[return-value]
@@ -227,11 +228,25 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
                           f"{str(error).splitlines()[0][:200]}") from None
 
 
-def write_metrics(run_dir: Path, history: list[dict[str, float]]) -> None:
+def write_metrics(run_dir: Path, history: list[EpochRow]) -> None:
+    """metrics.csv: one row per epoch (EpochRow.to_dict's columns; NaN where a figure is not)."""
     if not history:
         return
+    rows = [row.to_dict() for row in history]
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(history[0]))
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[-1]))
     writer.writeheader()
-    writer.writerows(history)
+    writer.writerows(rows)
     atomic_write_text(run_dir / METRICS, buffer.getvalue())
+
+
+def read_metrics(run_dir: str | Path) -> list[EpochRow]:
+    """metrics.csv's rows, or none where training has not finished an epoch."""
+    path = Path(run_dir) / METRICS
+    if not path.is_file():
+        return []
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            return [EpochRow.from_dict(row) for row in csv.DictReader(handle)]
+    except (OSError, KeyError, TypeError, ValueError) as error:
+        raise CnnlabError(f"cannot read {path}: {error}") from None

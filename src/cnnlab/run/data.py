@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .config import DataConfig, load_config
+from ..base.config import DataConfig, load_config
+from ..base.errors import CnnlabError
+from ..base.settings import build
+from ..data import load_dataset
+from ..data.splits import DatasetSplits, Split
 from .contract import ModelCard
-from .data import load_dataset
-from .data.splits import DatasetSplits, Split
-from .errors import CnnlabError
-from .runfolder import CONFIG, export_of
-from .settings import build
+from .folder import CONFIG, export_of
 
 
 def run_data_config(run: Path, card: ModelCard, data: str | None) -> DataConfig:
@@ -42,8 +42,6 @@ def run_dataset(run: Path, card: ModelCard, data: str | None = None) -> DatasetS
 def pick_split(run: Path, card: ModelCard, data: str | None, split: str) -> tuple[Split, str]:
     """The `split` ("test" or "val") of the run's data; returns it and the dataset's name."""
     dataset = run_dataset(run, card, data)
-    if split not in ("test", "val"):
-        raise CnnlabError(f"--split must be test or val, got {split!r}")
     chosen = getattr(dataset, split)
     if chosen is None:
         raise CnnlabError(f"{dataset.name} has no {split} split; try --split "

@@ -10,7 +10,43 @@ from typing import Any
 import yaml
 
 from .errors import CnnlabError, suggest, unknown
+from .limits import MAX_IMAGE_PIXELS, MAX_UPLOAD_MB
 from .settings import build, option
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("onecycle", "cosine", "step", "none")
+SPLITS = ("test", "val")  # the held-out splits a trained run is measured on
+DEFAULT_INTERPOLATION = "bilinear"
+
+# The recipes: the settings that depend on what is trained, filled in by train/recipes.py where the
+# user left them unset. Declared here, beside the fields, so that each field's help says them from
+# this one table. Keys in dotted form, as config overrides take them; the measurements behind the
+# values are in BENCHMARKS.md.
+RECIPES: dict[str, dict[str, Any]] = {
+    "scratch": {"epochs": 15, "batch_size": 128, "ema": 0.99, "tta": True, "backbone_lr": 1.0,
+                "augment.resized_crop": 0.0},
+    "probe": {"epochs": 15, "batch_size": 128, "ema": 0.0, "tta": False, "backbone_lr": 1.0,
+              "augment.resized_crop": 0.0},
+    "fine-tune": {"epochs": 6, "batch_size": 32, "ema": 0.0, "tta": False, "backbone_lr": 0.2,
+                  "augment.resized_crop": 0.35},
+}
+DEFAULT_LR = {"sgd": 0.1, "adam": 5e-3, "adamw": 5e-3}  # from scratch, by optimizer
+FINE_TUNE_LR = {"adam": 5e-4, "adamw": 5e-4, "sgd": 0.01}
+
+
+def _by_recipe(key: str) -> str:
+    """'default: 15 from scratch, 15 probe, 6 fine-tune', from RECIPES."""
+    def shown(value: Any) -> str:
+        return ("on" if value else "off") if isinstance(value, bool) else f"{value:g}"
+
+    return "default: " + ", ".join(f"{shown(recipe[key])} {name}" for name, recipe in RECIPES.items())
+
+
+def _lr_by_recipe() -> str:
+    def rates(table: dict[str, float]) -> str:
+        return f"{table['adamw']:g} adam/adamw, {table['sgd']:g} sgd"
+
+    return f"default: {rates(DEFAULT_LR)} from scratch; {rates(FINE_TUNE_LR)} fine-tuning"
 
 
 @dataclass
@@ -29,23 +65,35 @@ class DataConfig:
                                        "(default: hold them when they fit)")
     workers: int = option(2, "DataLoader workers that decode image files", minimum=0)
     per_class: int | None = option(None, "keep only the first N training images of each class", minimum=1)
-    interpolation: str = option("bilinear", "resizing filter: nearest | bilinear | bicubic | lanczos",
-                                choices=("nearest", "bilinear", "bicubic", "lanczos"),
-                                kind="interpolation")
+    # Unset means unset: a pretrained network then gets its weights' own filter, anything else
+    # DEFAULT_INTERPOLATION (`resize_filter`), and config.yaml records the one used.
+    interpolation: str | None = option(None, f"resizing filter (default {DEFAULT_INTERPOLATION}; "
+                                             f"a pretrained network's own)",
+                                       choices=("nearest", "bilinear", "bicubic", "lanczos"),
+                                       kind="interpolation")
+    exclude: str | None = option(None, "leave out the images this file names: a check.csv (its "
+                                       "rows marked exclude) or a list of files, one a line",
+                                 metavar="FILE")
+    # Recorded when the data is first loaded, so config.yaml says which list the run left out.
+    exclude_sha256: str | None = option(None, "SHA-256 of the --exclude file", cli=False)
+
+    @property
+    def resize_filter(self) -> str:
+        return self.interpolation or DEFAULT_INTERPOLATION
 
 
 @dataclass
 class AugmentConfig:
-    # Off by default: in a 6-epoch Fashion-MNIST run of `simple` it cost a point of test accuracy
-    # (91.4% against 92.4%); it pays off in longer training (the fashion-long preset).
+    # Off by default: it costs accuracy in short runs and pays off in longer training (the
+    # fashion-long preset; BENCHMARKS.md).
     crop_padding: int = option(0, "random crop after padding by this many pixels; 0 turns it off", minimum=0)
     flip: bool | None = option(None, "random horizontal flips (default: where the data allows)")
     erasing: float = option(0.0, "random erasing probability", minimum=0, maximum=1)
     rotation: float = option(0.0, "random rotation, max degrees", minimum=0, maximum=180)
     # torchvision's RandomResizedCrop, scaled to crop_size. None: the recipe's.
     resized_crop: float | None = option(
-        None, "random resized crops keeping at least this share of the area (default: 0.35 "
-              "fine-tuning, else 0 = off)", minimum=0, maximum=1)
+        None, "random resized crops keeping at least this share of the area, 0 = off "
+              f"({_by_recipe('augment.resized_crop')})", minimum=0, maximum=1)
     # Smaller is faster, and testing at a higher resolution than training is better (FixRes,
     # Touvron 2019). None: 6/7 of the input side fine-tuning, else the input side.
     crop_size: int | None = option(
@@ -76,31 +124,30 @@ class TrainConfig:
     model: str | None = option(
         None, "named network, layer spec string, YAML file, or timm:NAME (default: fast; for a "
               "folder of RGB photos, the pretrained timm:efficientnet_lite0)")
-    # 15 from scratch: 93.7% test accuracy on Fashion-MNIST in 4 to 6 minutes of training on 2 CPU
-    # cores (BENCHMARKS.md).
-    epochs: int | None = option(None, "passes over the training data (default 15; fine-tuning 6)", minimum=1)
-    batch_size: int | None = option(None, "images per gradient step (default 128; fine-tuning 32)", minimum=1)
-    optimizer: str = option("adamw", "sgd | adam | adamw")
-    lr: float | None = option(None, "peak learning rate (default 5e-3 adam/adamw, 0.1 sgd; "
-                                    "fine-tuning 5e-4 and 0.01; 0 freezes every weight)",
+    epochs: int | None = option(None, f"passes over the training data ({_by_recipe('epochs')})",
+                                minimum=1)
+    batch_size: int | None = option(None, f"images per gradient step ({_by_recipe('batch_size')})",
+                                    minimum=1)
+    optimizer: str = option("adamw", "the gradient-descent optimizer", choices=OPTIMIZERS,
+                            kind="optimizer")
+    lr: float | None = option(None, f"peak learning rate ({_lr_by_recipe()}; 0 freezes every "
+                                    f"weight)",
                                  minimum=0)
     momentum: float = option(0.9, "SGD momentum", minimum=0, below=1)
     nesterov: bool = option(False, "Nesterov momentum for SGD")
     weight_decay: float = option(5e-4, "L2 penalty (decoupled for adamw)", minimum=0)
-    schedule: str = option("onecycle", "onecycle | cosine | step | none")
-    # A short warmup: the default recipe passes 90% test accuracy after 2 epochs with 0.1, after 4
-    # with 0.25 (at lr 3e-3); 0.05 gains 0.7 points after the first epoch and loses 0.4 at the end
-    # (BENCHMARKS.md, what each lever gave).
+    schedule: str = option("onecycle", "learning-rate schedule", choices=SCHEDULES, kind="schedule")
+    # A short warmup (BENCHMARKS.md, what each lever gave).
     warmup: float = option(0.1, "onecycle: fraction of training rising to the peak lr", minimum=0, maximum=1)
     label_smoothing: float = option(0.1, "cross-entropy label smoothing", minimum=0, below=1)
     ema: float | None = option(
         None, "keep an exponential moving average of the weights, with this decay per step, and "
-              "validate, save and predict with it (0 turns it off; default 0.99 from scratch, off "
-              "for pretrained networks)", minimum=0, below=1)
+              f"validate, save and predict with it (0 turns it off; {_by_recipe('ema')})",
+        minimum=0, below=1)
     # Validation during training does not average flips. Data that must not be mirrored (digits)
     # never is.
-    tta: bool | None = option(None, "predict and evaluate on each image and its mirror image, averaged "
-                                    "(default: on from scratch, off for pretrained networks)")
+    tta: bool | None = option(None, "predict and evaluate on each image and its mirror image, "
+                                    f"averaged ({_by_recipe('tta')})")
     class_weights: bool = option(False, "weigh the loss by inverse class frequency")
     patience: int | None = option(None, "early stopping: epochs without a better val accuracy", minimum=1)
     seed: int = option(0, "random seed (CPU training is deterministic with it)", minimum=0)
@@ -111,7 +158,8 @@ class TrainConfig:
     report: bool = option(False, "write RUN/report.html when training ends (cnnlab report)")
     out: str | None = option(None, "run folder (default runs/<data>-<model>, numbered)", metavar="DIR")
     # "fgsm" = FGSM with a random start (Wong et al., 2020), "pgd" = PGD (Madry et al., 2018).
-    adversarial: str | None = option(None, "adversarial training: fgsm (with a random start) | pgd")
+    adversarial: str | None = option(None, "adversarial training: fgsm (with a random start) or pgd",
+                                     choices=("fgsm", "pgd"), kind="adversarial training method")
     adv_eps: float = option(0.1, "adversarial training epsilon, pixel units in [0, 1]", minimum=0, maximum=1)
     adv_steps: int = option(7, "PGD steps per batch in adversarial training", minimum=1)
     adv_step_size: float | None = option(
@@ -121,10 +169,12 @@ class TrainConfig:
                                     "--model says otherwise; a new output layer where the classes "
                                     "differ)", metavar="RUN")
     freeze: str | None = option(None, "backbone: keep the pretrained features and fit only the "
-                                      "head, to convergence (an exact linear probe)")
+                                      "head, to convergence (an exact linear probe)",
+                                choices=("backbone",), kind="--freeze value")
     freeze_epochs: int = option(0, "fine-tuning: train the head alone this many epochs first", minimum=0)
     backbone_lr: float | None = option(
-        None, "fine-tuning: backbone learning rate as a fraction of --lr (default 0.2)", minimum=0)
+        None, f"backbone learning rate as a fraction of --lr ({_by_recipe('backbone_lr')})",
+        minimum=0)
     feature_cache: bool = option(True, "with --freeze backbone and no augmentation: compute the "
                                        "features once")
     # LP-FT, Kumar et al. 2022.
@@ -152,7 +202,7 @@ QUIET_HELP = "print nothing but errors (the results are still written)"
 @dataclass(frozen=True)
 class EvaluateSettings:
     data: str | None = option(None, DATA_HELP, metavar="DATA")
-    split: str = option("test", "the split evaluated: test | val")
+    split: str = option("test", "the split evaluated", choices=SPLITS, kind="split")
     max_shift: int = option(3, "translation test: shift images by 0..N pixels (0 turns it off)",
                             minimum=0, maximum=16)
     batch_size: int = option(EVAL_BATCH, "images per forward pass", minimum=1)
@@ -202,7 +252,7 @@ class ExplainSettings:
     shared_scale: bool = option(False, "one colour scale for every map of the call (compare "
                                        "images or targets); default: each map to its own peak")
     out: str | None = option(None, "output folder (default RUN/explain)", metavar="DIR")
-    split: str = option("test", "embedding: the split mapped, test | val")
+    split: str = option("test", "embedding: the split mapped", choices=SPLITS, kind="split")
     limit: int = option(2000, "embedding: images to map", minimum=1)
     projection: str = option("tsne", "embedding: tsne | pca", choices=("tsne", "pca"),
                              kind="projection")
@@ -224,7 +274,7 @@ class AttackSettings:
                                            "steps)", above=0)
     norm: str = option("linf", "linf | l2 (l2: PGD only)", choices=("linf", "l2"), kind="norm")
     data: str | None = option(None, DATA_HELP, metavar="DATA")
-    split: str = option("test", "the split attacked: test | val")
+    split: str = option("test", "the split attacked", choices=SPLITS, kind="split")
     limit: int | None = option(1000, "attack the first N images of the split", minimum=1)
     seed: int = option(0, "seed of PGD's random start", minimum=0)
     batch_size: int = option(EVAL_BATCH, "images per batch", minimum=1)
@@ -263,6 +313,55 @@ class BaselineSettings:
 
 
 @dataclass(frozen=True)
+class RunsSettings:
+    sort: str = option("date", "sort by a column: name, data, model, val, test, epochs, time, date, "
+                               "status, or a setting that differs (accuracies best first, the "
+                               "rest ascending)", metavar="KEY")
+    format: str | None = option(None, "table | csv | json (default: a table on the terminal, or "
+                                      "what --out's extension says)",
+                                choices=("table", "csv", "json"), kind="format")
+    out: str | None = option(None, "write the list to this .csv or .json file", metavar="FILE")
+
+
+@dataclass(frozen=True)
+class CompareSettings:
+    evaluate: bool = option(True, "first evaluate, on its test split, each run that lacks "
+                                  "RUN/evaluate/ (off: per-class accuracy and the paired test "
+                                  "leave that run out)")
+    out: str | None = option(None, "results folder (default: compare-A-B beside the first run)",
+                             metavar="DIR")
+    device: str = option("auto", DEVICE_HELP)
+    quiet: bool = option(False, QUIET_HELP)
+
+
+@dataclass(frozen=True)
+class CheckSettings:
+    run: str | None = option(None, "embed the images with this run's network (default: pretrained "
+                                   "EfficientNet-Lite0 for photos, pixels and a small CNN per fold "
+                                   "for small images); its data when DATA is not given",
+                             metavar="RUN")
+    out: str | None = option(None, "results folder (default RUN/check with --run, else "
+                                   "checks/DATA)", metavar="DIR")
+    folds: int = option(5, "cross-validation folds for the out-of-sample probabilities "
+                           "(fewer where a class has fewer images)", minimum=2)
+    epochs: int = option(3, "small images: epochs of the CNN trained per fold", minimum=1)
+    # On flowers12 as it ships, 0.97 and 4 bits find every near copy a person confirms (crops,
+    # shifts, colour changes, mirror images) and no false pair (BENCHMARKS.md).
+    similarity: float | None = option(None, "near copies: cosine similarity of the embeddings from "
+                                            "which two images are copies (default 0.97; 0.99 for "
+                                            "pixels)", minimum=0, maximum=1)
+    hash_bits: int = option(4, "near copies: difference-hash bits (of 64) that may differ, an "
+                               "image or its mirror image (-1 turns the hash off)", minimum=-1,
+                            maximum=64)
+    seed: int = option(0, "seed of the folds and of the per-fold CNN", minimum=0)
+    batch_size: int = option(64, "images per forward pass", minimum=1)
+    workers: int = option(2, "processes that decode image files", minimum=0)
+    threads: int | None = option(None, "CPU threads (default: one per physical core)", minimum=1)
+    device: str = option("auto", DEVICE_HELP)
+    quiet: bool = option(False, QUIET_HELP)
+
+
+@dataclass(frozen=True)
 class ReportSettings:
     full: bool = option(False, "first run what the report lacks: evaluate, a quick attack (500 "
                                "images), explanations of 4 test images, the baselines")
@@ -280,9 +379,9 @@ class ServeSettings:
                                      "for others", minimum=0)
     max_queue: int = option(256, "images waiting at most; beyond it requests get 503 with "
                                  "Retry-After", minimum=1)
-    max_upload_mb: float = option(10.0, "largest request body, in MB", minimum=0)
-    max_pixels: int = option(40_000_000, "largest image, in pixels (decompression bombs are refused "
-                                         "before decoding)", minimum=1)
+    max_upload_mb: float = option(MAX_UPLOAD_MB, "largest request body, in MB", minimum=0)
+    max_pixels: int = option(MAX_IMAGE_PIXELS, "largest image, in pixels (decompression bombs are "
+                                               "refused before decoding)", minimum=1)
     topk: int = option(5, "classes per prediction unless ?topk= says otherwise", minimum=1)
     threads: int | None = option(None, "CPU threads for the model (default: one per physical core)",
                                  minimum=1)
@@ -323,7 +422,7 @@ def flat_key(name: str) -> str:
     return name  # an unknown name: config_from_dict refuses it with a suggestion
 
 
-PRESETS = Path(__file__).parent / "presets"
+PRESETS = Path(__file__).parent.parent / "presets"
 
 
 def preset_names() -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import matplotlib
@@ -27,7 +28,7 @@ def _integer_epochs(axis) -> None:
 
 
 def _has(history: list[dict[str, float]], key: str) -> bool:
-    return any(key in row and row[key] == row[key] for row in history)  # NaN != NaN
+    return any(key in row and not math.isnan(row[key]) for row in history)  # NaN: not measured
 
 
 def training_curves(history: list[dict[str, float]], path: Path, *, best_epoch: int | None = None,
@@ -65,6 +66,26 @@ def training_curves(history: list[dict[str, float]], path: Path, *, best_epoch: 
             axis.axvline(best_epoch, linestyle=":", color="green", label=f"best epoch ({best_epoch})")
     loss_axis.legend(fontsize=8)
     acc_axis.legend(fontsize=8)
+    save_figure(figure, path)
+
+
+def compared_curves(runs: list[tuple[str, list[dict[str, float]]]], path: Path) -> None:
+    """The learning curves of several runs overlaid: loss and accuracy (%) per epoch, one colour
+    per run, validation solid and training dashed."""
+    figure, (loss_axis, acc_axis) = plt.subplots(1, 2, figsize=(10, 4.2), layout="constrained")
+    for number, (name, history) in enumerate(runs):
+        colour, epochs = f"C{number % 10}", [row["epoch"] for row in history]
+        for axis, key, scale in ((loss_axis, "loss", 1), (acc_axis, "acc", 100)):
+            axis.plot(epochs, [scale * row[f"train_{key}"] for row in history], "--",
+                      color=colour, alpha=0.7, label=f"{name} train")
+            if _has(history, f"val_{key}"):
+                axis.plot(epochs, [scale * row[f"val_{key}"] for row in history], "o-",
+                          color=colour, markersize=3, label=f"{name} validation")
+    loss_axis.set_title("loss")
+    acc_axis.set_title("accuracy (%)")
+    for axis in (loss_axis, acc_axis):
+        _integer_epochs(axis)
+    acc_axis.legend(fontsize=7, loc="lower right")
     save_figure(figure, path)
 
 

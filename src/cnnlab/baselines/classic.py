@@ -17,13 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from .config import BaselineSettings, DataConfig
-from .data import load_dataset
-from .data.splits import DatasetSplits, FileImages, Split
-from .errors import CnnlabError, unknown
-from .fileio import atomic_write_json, atomic_write_text
-from .progress import tracked
-from .settings import resolve
+from ..base.config import BaselineSettings, DataConfig
+from ..base.errors import CnnlabError, unknown
+from ..base.fileio import atomic_write_json, atomic_write_text
+from ..base.progress import tracked
+from ..base.settings import resolve
+from ..data import load_dataset
+from ..data.splits import DatasetSplits, FileImages, Split
 
 # The RBF SVM's fit grows with the square of the training images: past this many it trains on a
 # class-stratified subsample (said in its row) so the whole table stays within minutes. On 50
@@ -171,25 +171,26 @@ def run_baseline(baseline: Baseline, train: tuple[np.ndarray, np.ndarray],
 
 def _dataset(settings: BaselineSettings) -> DatasetSplits:
     if settings.run:
-        from .rundata import run_dataset
-        from .runfolder import read_card
+        from ..run.data import run_dataset
+        from ..run.folder import read_card
 
         return run_dataset(Path(settings.run), read_card(settings.run))
     return load_dataset(DataConfig(name=settings.data))
 
 
 def _training_seconds(run: Path) -> float:
-    with open(run / "metrics.csv", newline="", encoding="utf-8") as handle:
-        return sum(float(row["seconds"]) for row in csv.DictReader(handle))
+    from ..run.folder import read_metrics
+
+    return sum(row.seconds for row in read_metrics(run))
 
 
 def _cnn_row(run: Path, dataset: DatasetSplits, device: str) -> BaselineResult:
     """The run's CNN in the same table: its training time, and its test predictions timed."""
     from sklearn.metrics import accuracy_score, f1_score
 
-    from .devices import resolve_device
-    from .inference import predict_logits
-    from .runfolder import load_model
+    from ..base.devices import resolve_device
+    from ..run.folder import load_model
+    from ..run.inference import predict_logits
 
     torch_device = resolve_device(device)
     model, card = load_model(run, torch_device)

@@ -8,10 +8,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data.images import to_float
-from .data.splits import Split
-from .errors import CnnlabError
-from .models.modes import eval_mode
+from ..base.errors import CnnlabError
+from ..data.images import to_float
+from ..data.splits import Split
+from ..models.modes import eval_mode
 
 
 @torch.no_grad()
@@ -43,11 +43,10 @@ def loss_and_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float
 
 
 def output_layer(model: nn.Module) -> nn.Linear:
-    """The last dense layer: timm's classifier, or the output layer of a layer-language network."""
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    if not linears:
+    """The output layer of a Classifier (see Classifier.output_layer)."""
+    if not isinstance(getattr(model, "output_layer", None), nn.Linear):
         raise CnnlabError("the model has no dense output layer to take features from")
-    return linears[-1]
+    return model.output_layer
 
 
 @torch.no_grad()

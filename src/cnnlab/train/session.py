@@ -1,0 +1,94 @@
+"""A training session: the trainer, its run folder, the card its model is saved with, the reporter
+and the bookkeeping of epochs, with what they do together: record an epoch, resume, extend."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..base.config import load_config
+from ..base.errors import CnnlabError
+from ..base.fileio import atomic_write_text, remove_stale_temp_files
+from ..base.plots import training_curves
+from ..run.contract import ModelCard
+from ..run.folder import CHECKPOINT, CONFIG, load_checkpoint, save_checkpoint, save_model, write_metrics
+from ..run.results import EpochRow
+from .checkpoint import TrainState, checkpoint_of, restore
+from .optim import make_scheduler
+from .progress import Reporter
+from .trainer import Trainer
+
+
+@dataclass
+class Session:
+    """One run's training, from its first epoch (or its checkpoint) to its end."""
+
+    trainer: Trainer
+    card: ModelCard
+    run_dir: Path
+    reporter: Reporter
+    state: TrainState = field(default_factory=TrainState)
+    saved_model_epoch: int = 0  # the epochs whose model and checkpoint are on disk, whole
+    saved_checkpoint_epoch: int = 0
+
+    def end_of_epoch(self, row: EpochRow, head: str | None = None) -> None:
+        """Record the epoch (on every rank, so they agree on early stopping); keep the best model;
+        write the resumable checkpoint last. Only rank 0 writes files. `head` says how the output
+        layer was fitted, where not by gradient steps."""
+        best = self.state.record(row)
+        if not self.trainer.ranks.is_main:
+            return
+        if best:
+            card = self.card.replace(epoch=row.epoch, val_accuracy=row.val_acc,
+                                     **({"head": head} if head else {}))
+            save_model(self.run_dir, self.trainer.kept, card)
+            self.saved_model_epoch = row.epoch
+        write_metrics(self.run_dir, self.state.history)
+        smoothing = 0.0 if self.trainer.probe_only else self.trainer.config.label_smoothing
+        training_curves([epoch.to_dict() for epoch in self.state.history],
+                        self.run_dir / "curves.png", best_epoch=self.state.best_epoch,
+                        label_smoothing=smoothing, adversarial=self.trainer.adversary is not None)
+        save_checkpoint(self.run_dir / CHECKPOINT, checkpoint_of(self.trainer, self.state))
+        self.saved_checkpoint_epoch = row.epoch
+
+    def resume(self) -> None:
+        """Continue from last.ckpt; a run stopped before its first checkpoint starts over in its
+        own folder. Temporary files a killed run left behind are removed first."""
+        if self.trainer.ranks.is_main:
+            remove_stale_temp_files(self.run_dir)
+        if not (self.run_dir / CHECKPOINT).is_file():
+            self.reporter.message(f"{self.run_dir} has no checkpoint yet (it stopped before its "
+                                  f"first epoch ended): starting it over in the same folder")
+            return
+        self.state = restore(self.trainer, load_checkpoint(self.run_dir / CHECKPOINT))
+        self.saved_model_epoch, self.saved_checkpoint_epoch = self.state.best_epoch, self.state.epoch
+        planned = load_config(self.run_dir / CONFIG).epochs
+        if self.trainer.config.epochs != planned:
+            self._extend(planned)
+        self.reporter.message(f"resuming {self.run_dir} after epoch {self.state.epoch}")
+
+    def _extend(self, planned: int) -> None:
+        """--resume with other --epochs: the epochs left get a schedule of their own (a new
+        one-cycle from the same peak, as fastai's repeated fit_one_cycle); config.yaml records the
+        new total."""
+        trainer, done = self.trainer, self.state.epoch
+        if trainer.config.epochs <= done:
+            raise CnnlabError(f"{self.run_dir} has trained {done} epochs; --epochs must be more "
+                              f"than that to extend it")
+        left = dataclasses.replace(trainer.config, epochs=trainer.config.epochs - done)
+        trainer.scheduler = make_scheduler(trainer.optimizer, left, trainer.steps_per_epoch)
+        if trainer.ranks.is_main:
+            atomic_write_text(self.run_dir / CONFIG, trainer.config.to_yaml())
+        self.reporter.message(f"{planned} epochs planned, {trainer.config.epochs} asked: the "
+                              f"{left.epochs} epochs left get a learning-rate schedule of their own")
+
+    @property
+    def has_validation_score(self) -> bool:
+        return bool(self.state.history) and self.state.history[-1].has_validation
+
+    def what_is_kept(self) -> str:
+        if not self.saved_checkpoint_epoch:
+            return f"nothing was saved in {self.run_dir}"
+        return (f"kept in {self.run_dir}: the best model (epoch {self.saved_model_epoch}) and the "
+                f"checkpoint of epoch {self.saved_checkpoint_epoch}")

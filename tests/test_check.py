@@ -1,0 +1,208 @@
+"""`cnnlab check`: label issues against cleanlab itself and against known flips, out-of-sample
+probabilities, leaks of modified test photos, the page in a browser, bad input, and --exclude."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image, ImageOps
+
+import cnnlab
+from cnnlab.base.config import DataConfig
+from cnnlab.check.labels import out_of_sample_probabilities, probe_model
+from cnnlab.cli import main
+from cnnlab.data import load_dataset
+
+from .helpers import headless_chromium, photo_slice, read_rows
+
+CLASSES = ["bluebell", "buttercup", "daisy", "iris", "pansy", "sunflower"]
+FLIPS, LEAKS = 12, 5
+
+
+def _flip_labels(root: Path, count: int, seed: int) -> dict[str, str]:
+    """Move `count` training photos into another class's folder; returns new path -> true class."""
+    rng = np.random.default_rng(seed)
+    photos = sorted((root / "train").glob("*/*.jpg"))
+    moved = {}
+    for index in rng.choice(len(photos), count, replace=False):
+        photo = photos[index]
+        wrong = rng.choice([c for c in CLASSES if c != photo.parent.name])
+        target = root / "train" / wrong / photo.name
+        photo.rename(target)
+        moved[f"train/{wrong}/{photo.name}"] = photo.parent.name
+    return moved
+
+
+def leaked_copy(photo: Path, target: Path) -> None:
+    """A test photo as it leaks: mirrored, scaled to 0.9, re-encoded as JPEG at quality 75."""
+    image = ImageOps.mirror(Image.open(photo).convert("RGB"))
+    image = image.resize((round(image.width * 0.9), round(image.height * 0.9)),
+                         Image.Resampling.BICUBIC)
+    image.save(target, quality=75)
+
+
+def _leak(root: Path, count: int) -> dict[str, str]:
+    """Copies of the first test photos of some classes put into train; copy -> original."""
+    leaked = {}
+    for name in CLASSES[:count]:
+        photo = sorted((root / "test" / name).iterdir())[0]
+        copy = root / "train" / name / f"leak_{photo.name}"
+        leaked_copy(photo.resolve(), copy)
+        leaked[f"train/{name}/{copy.name}"] = f"test/{name}/{photo.name}"
+    return leaked
+
+
+@pytest.fixture(scope="module")
+def checked(flowers12, tmp_path_factory):
+    """A flowers12 slice (6 classes, 20 train and 5 test photos each) with 12 labels moved to
+    another class and 5 test photos leaked into train, checked once."""
+    root = photo_slice(flowers12, tmp_path_factory.mktemp("data") / "flowers", CLASSES, 20, 5)
+    flips = _flip_labels(root, FLIPS, seed=0)
+    leaks = _leak(root, LEAKS)
+    out = tmp_path_factory.mktemp("check")
+    result = cnnlab.check(root, out=str(out), quiet=True, threads=2)
+    return result, out, flips, leaks, root
+
+
+def test_flagged_set_is_cleanlabs_on_the_same_probabilities(checked):
+    from cleanlab.filter import find_label_issues
+
+    result = checked[0]
+    given = result.items.labels[result.pool]
+    direct = find_label_issues(given, result.issues.probabilities)
+    assert np.array_equal(direct, result.issues.flagged)
+    rows = [r for r in read_rows(checked[1] / "check.csv") if r["kind"] == "label-issue"]
+    assert {r["file"] for r in rows} == {result.items.names[i]
+                                         for i in result.pool[np.flatnonzero(direct)]}
+    scores = [float(r["score"]) for r in rows]
+    assert scores == sorted(scores)  # worst first
+
+
+def test_moved_labels_are_flagged(checked):
+    result, out, flips, _, _ = checked
+    rows = {r["file"]: r for r in read_rows(out / "check.csv") if r["kind"] == "label-issue"}
+    found = [name for name in flips if name in rows]
+    assert len(found) >= 0.75 * FLIPS, (found, list(rows))
+    assert len(found) >= 0.6 * len(rows)  # precision
+    right = sum(rows[name]["suggested"] == flips[name] for name in found)
+    assert right >= 0.75 * len(found)
+
+
+def test_leaked_copies_are_found_as_leaks(checked):
+    _, out, _, leaks, _ = checked
+    pairs = {(r["file"], r["other_file"]) for r in read_rows(out / "check.csv") if r["kind"] == "leak"}
+    assert set(leaks.items()) <= pairs
+
+
+def test_out_of_sample_probabilities_never_come_from_a_model_that_saw_the_image():
+    """Every image carries a feature of its own (a one-hot of its index) and a random label: a
+    model that saw the image learns its label from that feature, one that did not can only guess."""
+    rng = np.random.default_rng(0)
+    count, classes = 240, 4
+    labels = rng.integers(0, classes, count)
+    features = torch.from_numpy(np.hstack([rng.normal(size=(count, 8)), 5 * np.eye(count)]))
+    seen: list[tuple[np.ndarray, np.ndarray]] = []
+    fit = probe_model(features, labels, classes)
+
+    def recording(train_index, held_out):
+        seen.append((train_index, held_out))
+        return fit(train_index, held_out)
+
+    probabilities = out_of_sample_probabilities(labels, classes, 4, 0, recording)
+    assert all(not set(train) & set(held) for train, held in seen)
+    assert sorted(np.concatenate([held for _, held in seen])) == list(range(count))
+    out_of_sample = (probabilities.argmax(1) == labels).mean()
+    in_sample = (fit(np.arange(count), np.arange(count)).argmax(1) == labels).mean()
+    assert in_sample > 0.95 and out_of_sample < 0.45  # chance is 0.25
+
+
+def test_page_opens_in_chromium_with_every_thumbnail_inline(checked):
+    path = checked[1] / "check.html"
+    html = path.read_text()
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", html)
+    browser = headless_chromium()
+    try:
+        browser.get(path.resolve().as_uri())
+        images = browser.execute_script(
+            "return [...document.images].map(i => [i.complete, i.naturalWidth])")
+        fetched = browser.execute_script(
+            "return performance.getEntriesByType('resource').map(e => e.name)")
+        headings = browser.execute_script(
+            "return [...document.querySelectorAll('h2')].map(h => h.textContent)")
+    finally:
+        browser.quit()
+    assert len(images) >= 2 * LEAKS and all(done and width > 0 for done, width in images)
+    assert all(name.startswith(("data:", "file:")) for name in fetched), fetched
+    assert any(h.startswith("Likely label errors") for h in headings)
+    assert any(h.startswith("Leaks") for h in headings)
+
+
+def test_exclude_drops_the_marked_files_and_records_the_list(checked):
+    result, out, _, leaks, root = checked
+    marked = {r["file"] for r in read_rows(out / "check.csv") if r["exclude"] == "yes"}
+    assert set(leaks) <= marked
+    config = DataConfig(name=str(root), exclude=str(out / "check.csv"), val_fraction=0, stream=True)
+    data = load_dataset(config)
+    kept = {p.resolve() for p in data.train.paths} | {p.resolve() for p in data.test.paths}
+    assert not kept & {(root / name).resolve() for name in marked}
+    assert len(data.train) + len(data.test) == len(result.items) - len(marked)
+    assert config.exclude_sha256 and len(config.exclude_sha256) == 64
+
+
+def _gray_folder(root: Path, per_class: dict[str, int], side: int = 8) -> Path:
+    rng = np.random.default_rng(0)
+    for label, (name, count) in enumerate(per_class.items()):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            pixels = rng.integers(0, 60, (side, side)).astype(np.uint8)
+            pixels[label * 2:label * 2 + 3] = 220  # each class: a bright band of its own
+            Image.fromarray(pixels).save(root / name / f"{i:03d}.png")
+    return root
+
+
+def _one_line_error(capsys, argv: list[str], expected: str) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error:"), err
+    assert re.search(expected, err), err
+
+
+def test_bad_input_gets_one_line_and_nothing_written(tmp_path, capsys):
+    out = tmp_path / "out"
+    (tmp_path / "empty").mkdir()
+    _one_line_error(capsys, ["check", str(tmp_path / "empty"), "--out", str(out)], "no class folders")
+    one = _gray_folder(tmp_path / "one", {"a": 6})
+    _one_line_error(capsys, ["check", str(one), "--out", str(out)], "only the class")
+    single = _gray_folder(tmp_path / "single", {"a": 6, "b": 1})
+    _one_line_error(capsys, ["check", str(single), "--out", str(out), "--quiet"],
+                    "class 'b' has 1 training image")
+    assert not out.exists()
+
+
+def test_few_images_in_a_class_mean_fewer_folds(tmp_path):
+    data = _gray_folder(tmp_path / "few", {"a": 12, "b": 3, "c": 12})
+    result = cnnlab.check(data, out=str(tmp_path / "out"), folds=5, quiet=True, threads=2)
+    assert result.summary["folds"] == 3 and "class 'b' has 3" in result.summary["folds_note"]
+    assert {"check.json", "check.csv", "check.html"} <= {p.name for p in (tmp_path / "out").iterdir()}
+
+
+def test_train_exclude_leaves_the_files_out_and_says_unknown_names(tmp_path, capsys):
+    data = _gray_folder(tmp_path / "data", {"a": 10, "b": 10})
+    listed = tmp_path / "drop.txt"
+    listed.write_text("a/000.png\n# a comment\nb/003.png\n")
+    run = cnnlab.train(data=str(data), model="conv(4) relu flatten dense", epochs=1,
+                       exclude=str(listed), val_fraction=0.2, out=str(tmp_path / "run"), quiet=True)
+    config = yaml.safe_load((run.path / "config.yaml").read_text())
+    assert config["data"]["exclude"] == str(listed)
+    assert len(config["data"]["exclude_sha256"]) == 64
+    data_splits = load_dataset(DataConfig(name=str(data), exclude=str(listed), val_fraction=0))
+    assert len(data_splits.train) == 18
+    listed.write_text("a/000.png\nnot/there.png\nnor/this.png\n")
+    _one_line_error(capsys, ["train", "--data", str(data), "--exclude", str(listed), "--epochs", "1",
+                             "--out", str(tmp_path / "run2")], r"2 of its 3 names are not images")
+    assert not (tmp_path / "run2").exists()
