@@ -87,10 +87,16 @@ def test_moved_labels_are_flagged(checked):
     result, out, flips, _, _ = checked
     rows = {r["file"]: r for r in read_rows(out / "check.csv") if r["kind"] == "label-issue"}
     found = [name for name in flips if name in rows]
-    assert len(found) >= 0.75 * FLIPS, (found, list(rows))
-    assert len(found) >= 0.6 * len(rows)  # precision
-    right = sum(rows[name]["suggested"] == flips[name] for name in found)
-    assert right >= 0.75 * len(found)
+    # 20 photos a class leave 16 per class and fold to learn from: confident learning flags
+    # two thirds of the flips here, every one of them a flip (the whole of flowers12: BENCHMARKS.md)
+    assert len(found) >= 0.6 * FLIPS, (found, list(rows))
+    assert len(found) >= 0.8 * len(rows)  # precision
+    assert sum(rows[name]["suggested"] == flips[name] for name in found) >= 0.75 * len(found)
+    # and the label quality ranks the flips first
+    given = result.items.labels[result.pool]
+    worst = np.argsort(result.issues.quality)[:FLIPS]
+    assert sum(result.items.names[result.pool[k]] in flips for k in worst) >= 0.8 * FLIPS
+    assert len(given) == len(result.issues.quality)
 
 
 def test_leaked_copies_are_found_as_leaks(checked):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,10 +22,12 @@ if TYPE_CHECKING:  # the heavy modules (torch and up) load when a function runs,
     from .predict.predictor import Predictor
     from .run.results import AttackMetrics, EvaluationMetrics
     from .train import EpochCallback, Run
+    from .tune import TuneResult
 
 
 def train(config: TrainConfig | str | Path | None = None, *, resume: str | Path | None = None,
-          quiet: bool = False, on_epoch_end: EpochCallback | None = None, **settings: Any) -> Run:
+          quiet: bool = False, on_epoch_end: EpochCallback | None = None,
+          lr_find: str | None = None, **settings: Any) -> Run:
     """Train a CNN and return its Run.
 
     Args:
@@ -33,6 +36,8 @@ def train(config: TrainConfig | str | Path | None = None, *, resume: str | Path 
             may extend it, with a new learning-rate cycle over the added epochs).
         quiet: no progress output.
         on_epoch_end: called as on_epoch_end(model, row) after each epoch (row: its metrics).
+        lr_find: "valley", "steep" or "minimum": first run the learning-rate range test and train
+            with the rate that rule suggests (RUN/lr_find.png shows the curve); lr must be unset.
         **settings: overrides by the names of the CLI flags, e.g. data="digits", epochs=3,
             model="lenet5", lr=1e-3, image_size=16, flip=False; or by section:
             data={"val_fraction": 0.2}, augment={"flip": False}.
@@ -40,11 +45,73 @@ def train(config: TrainConfig | str | Path | None = None, *, resume: str | Path 
     from .train.loop import fit
 
     if resume is not None:
+        if lr_find is not None:
+            raise CnnlabError("--resume continues with the run's own learning rate; drop --lr-find")
         run = fit(_resumed_config(resume, settings), resume=resume, quiet=quiet,
                   on_epoch_end=on_epoch_end)
         return _after_training(run, quiet)
     if not isinstance(config, TrainConfig):
         config = load_config(config) if config is not None else TrainConfig()
+    config = _with_settings(config, settings)
+    found = _found_lr(config, lr_find, quiet) if lr_find is not None else None
+    run = fit(apply_overrides(config, {"lr": found.suggestion}) if found else config, quiet=quiet,
+              on_epoch_end=on_epoch_end)
+    if found is not None:  # beside the run it chose the rate of
+        from .train.lr_find import title_of, write_finding
+
+        write_finding(found, run.path, title_of(found, run.config))
+    return _after_training(run, quiet)
+
+
+def _found_lr(config: TrainConfig, rule: str, quiet: bool) -> Any:
+    """The range test on what `config` would train; says the rate it suggests."""
+    from .base.config import LrFindSettings
+    from .base.settings import build
+    from .train.lr_find import find_lr
+
+    if config.lr is not None:
+        raise CnnlabError(f"--lr-find chooses the learning rate; drop --lr {config.lr:g}")
+    found, _ = find_lr(config, build(LrFindSettings, {"suggest": rule}), quiet=quiet)
+    if not quiet:
+        from .base.progress import stderr_console
+
+        others = ", ".join(f"{name} {rate:.2g}" for name, rate in found.suggestions.items()
+                           if name != found.rule)
+        stderr_console().print(f"lr-find: {found.rule} suggests --lr {found.suggestion:.2g} "
+                               f"({others}); training with it", highlight=False)
+    return found
+
+
+def lr_find(config: TrainConfig | str | Path | None = None, *, quiet: bool = False,
+            **options: Any) -> Any:
+    """The learning-rate range test (fastai's lr_find) on what `train` would train with the same
+    settings: the loss against a rate growing from start_lr to end_lr, the model, optimizer and
+    data order restored afterwards. Writes lr_find.json and lr_find.png to out= (default
+    runs/lr-find-DATA-MODEL).
+
+    Args:
+        config: as train's.
+        **options: LrFindSettings' (start_lr=1e-7, end_lr=10, steps=100, suggest="valley") and
+            training settings by the names of train's flags (data="digits", model="simple").
+
+    Returns the LrFindResult: .finding (.suggestion, .suggestions by rule, the curve), .folder.
+    """
+    import dataclasses
+
+    from .base.config import LrFindSettings
+    from .base.settings import resolve
+    from .train.lr_find import run_lr_find
+
+    names = {field.name for field in dataclasses.fields(LrFindSettings)}
+    settings = resolve(LrFindSettings, None, {k: v for k, v in options.items() if k in names})
+    if not isinstance(config, TrainConfig):
+        config = load_config(config) if config is not None else TrainConfig()
+    config = _with_settings(config, {k: v for k, v in options.items() if k not in names})
+    return run_lr_find(config, settings, quiet=quiet)
+
+
+def _with_settings(config: TrainConfig, settings: dict[str, Any]) -> TrainConfig:
+    """The config with keyword settings applied, by flag name or by section."""
     overrides: dict[str, Any] = {}
     for key, value in settings.items():
         if key in SECTION_SHORTHAND and isinstance(value, str):
@@ -53,8 +120,7 @@ def train(config: TrainConfig | str | Path | None = None, *, resume: str | Path 
             overrides.update({f"{key}.{k}": v for k, v in value.items()})
         else:
             overrides[flat_key(key)] = value
-    run = fit(apply_overrides(config, overrides), quiet=quiet, on_epoch_end=on_epoch_end)
-    return _after_training(run, quiet)
+    return apply_overrides(config, overrides)
 
 
 def _after_training(run: Run, quiet: bool) -> Run:
@@ -169,6 +235,48 @@ def compare(*runs: str | Path, **options: Any) -> Comparison:
     from .experiments.compare import compare_runs
 
     return compare_runs(runs, **options)
+
+
+def tune(config: TrainConfig | str | Path | None = None, *, say: Callable[[str], None] | None = None,
+         **options: Any) -> TuneResult:
+    """Search training settings on an Optuna study; each trial is a run folder in the sweep folder.
+
+    Args:
+        config: the training settings every trial starts from: a TrainConfig, a YAML file (which
+            may hold a `search:` mapping), or None for the defaults.
+        say: called with a line as each trial starts and ends (default: print them to stderr,
+            unless quiet=True).
+        **options: TuneSettings' (search="lr=1e-4..3e-2:log batch_size=32|64", trials=20,
+            budget="20m", metric, pruner, sampler, storage, study, out, quiet) and training
+            settings by the names of train's flags (data="digits", epochs=3, image_size=16).
+
+    Returns the TuneResult: the trials (complete, pruned, failed), the best, the importances and
+    the files written (trials.csv, best.yaml, figures). `trials` is the study's total: calling
+    again with the same settings runs only the trials still missing."""
+    import dataclasses
+
+    from .base.config import TuneSettings
+    from .base.settings import resolve
+    from .tune.space import load_tune_config, parse_search
+
+    names = {field.name for field in dataclasses.fields(TuneSettings)}
+    settings = resolve(TuneSettings, None, {k: v for k, v in options.items() if k in names})
+    space = None
+    if isinstance(config, str | Path):
+        config, space = load_tune_config(config)
+    base = _with_settings(config or TrainConfig(), {k: v for k, v in options.items() if k not in names})
+    if settings.search is not None:
+        space = parse_search(settings.search, base)
+    if space is None:
+        raise CnnlabError("say what to search: --search \"lr=1e-4..3e-2:log batch_size=32|64|128\", "
+                          "or a search: mapping in the --config YAML")
+    if say is None and not settings.quiet:
+        from .base.progress import stderr_console
+
+        say = lambda line: stderr_console().print(line, highlight=False)  # noqa: E731
+    from .tune.run import run_sweep  # Optuna and torch load once the settings are sound
+
+    return run_sweep(base, space, settings, say or (lambda line: None))
 
 
 def load(run: str | Path, device: str = "auto") -> Predictor:

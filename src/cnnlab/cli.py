@@ -11,6 +11,7 @@ from typing import Any
 from . import __version__, commands
 from .base.config import (
     EPS_UNITS,
+    LR_RULES,
     AttackSettings,
     BaselineSettings,
     CheckSettings,
@@ -18,11 +19,13 @@ from .base.config import (
     EvaluateSettings,
     ExplainSettings,
     ExportSettings,
+    LrFindSettings,
     PredictSettings,
     ReportSettings,
     RunsSettings,
     ServeSettings,
     TrainConfig,
+    TuneSettings,
     preset_names,
 )
 from .base.errors import CnnlabError, suggest
@@ -36,6 +39,8 @@ class Parser(argparse.ArgumentParser):
         if message.startswith("unrecognized arguments:"):
             flag = message.split(":", 1)[1].split()[0]
             message += suggest(flag, self._all_options())
+        if message.startswith("argument --lr:") and "'find'" in message:  # --lr stays a number
+            message += "; to find one, train with --lr-find (or run cnnlab lr-find)"
         raise CnnlabError(f"{self.prog}: {message}")
 
     def _all_options(self) -> list[str]:
@@ -65,6 +70,20 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--config", help=f"YAML run config, or a preset: "
                                          f"{', '.join(preset_names())}; flags override it")
     parser.add_argument("--resume", metavar="RUN", help="continue RUN from its last.ckpt")
+    # A flag of its own, not a value of --lr: --lr stays a number, and config.yaml records the
+    # rate found, so the run reproduces without the search.
+    parser.add_argument("--lr-find", nargs="?", const="valley", choices=LR_RULES, metavar="RULE",
+                        help="first run the learning-rate range test (cnnlab lr-find) and train "
+                             "with the rate it suggests: valley (the default), steep or minimum")
+    parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    parser = _verb(sub, "lr-find", commands.run_lr_find,
+                   "the learning-rate range test: loss against the rate, and a suggested --lr",
+                   TrainConfig, argument_default=argparse.SUPPRESS,
+                   description="Train's flags say what is swept; --out is the folder of "
+                               "lr_find.json and lr_find.png (default runs/lr-find-DATA-MODEL).")
+    add_flags(parser.add_argument_group("the range test"), LrFindSettings)
+    parser.add_argument("--config", help=f"YAML run config, or a preset: "
+                                         f"{', '.join(preset_names())}; flags override it")
     parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
 
 
@@ -134,6 +153,15 @@ def _add_experiment_verbs(sub: argparse._SubParsersAction) -> None:
                    "runs side by side: settings, curves, per-class accuracy, McNemar's test",
                    CompareSettings)
     parser.add_argument("runs", nargs="+", metavar="RUN", help="two or more run folders")
+    # Train's flags set every trial; the sweep's own follow, and its --out (the sweep folder)
+    # replaces train's (each trial's run folder is OUT/trial-NNN).
+    parser = _verb(sub, "tune", commands.run_tune,
+                   "search training settings on Optuna: each trial a run folder, pruning, one study "
+                   "shared by many workers", TrainConfig, argument_default=argparse.SUPPRESS,
+                   conflict_handler="resolve")
+    add_flags(parser.add_argument_group("the search"), TuneSettings)
+    parser.add_argument("--config", help="YAML run config, which may hold a search: mapping, or a "
+                                         "preset; flags override it")
 
 
 def build_parser() -> Parser:

@@ -37,16 +37,98 @@ def run_train(args: argparse.Namespace) -> int:
 
     options = {k: v for k, v in vars(args).items() if k not in _PARSER_KEYS}
     config, resume, quiet = (options.pop(key, None) for key in _TRAIN_OPTIONS)
+    lr_find = options.pop("lr_find", None)
+    nested = _by_section(options)
+    from .base.distributed import ranks_from_environment
+
+    quiet = bool(quiet) or not ranks_from_environment().is_main  # under torchrun, rank 0 speaks
+    run = train(config, resume=resume, quiet=quiet, lr_find=lr_find, **nested)
+    _print_run(run, quiet)
+    return 1 if run.status == "diverged" else 0
+
+
+def run_lr_find(args: argparse.Namespace) -> int:
+    from .api import lr_find
+
+    options = {k: v for k, v in vars(args).items() if k not in _PARSER_KEYS}
+    config, quiet = options.pop("config", None), bool(options.pop("quiet", False))
+    result = lr_find(config, quiet=quiet, **_by_section(options))
+    if quiet:
+        return 0
+    found = result.finding
+    _print_table(f"learning-rate range test: {len(found.lrs)} steps from {found.lrs[0]:.0e}, "
+                 f"{found.stopped}", ["rule", "suggested rate", "how it is read"],
+                 [[name + (" (taken)" if name == found.rule else ""), f"{rate:.2e}", _RULE_TEXT[name]]
+                  for name, rate in found.suggestions.items()])
+    console.print(f"train with it: cnnlab train ... --lr {found.suggestion:.2g}   (curve: "
+                  f"{result.folder / 'lr_find.png'})", highlight=False)
+    return 0
+
+
+_RULE_TEXT = {"valley": "a little past the first third of the longest fall of the loss",
+              "steep": "where the loss falls fastest",
+              "minimum": "a tenth of the rate of least loss"}
+
+
+def _by_section(options: dict) -> dict:
+    """Parsed flags as train's keywords: {'data.image_size': 8} -> {'data': {'image_size': 8}}."""
     nested: dict = {}
     for key, value in options.items():
         section, _, name = key.rpartition(".")
         (nested.setdefault(section, {}) if section else nested)[name] = value
-    from .base.distributed import ranks_from_environment
+    return nested
 
-    quiet = bool(quiet) or not ranks_from_environment().is_main  # under torchrun, rank 0 speaks
-    run = train(config, resume=resume, quiet=quiet, **nested)
-    _print_run(run, quiet)
-    return 1 if run.status == "diverged" else 0
+
+def run_tune(args: argparse.Namespace) -> int:
+    from .api import tune
+
+    options = {k: v for k, v in vars(args).items() if k not in _PARSER_KEYS}
+    config = options.pop("config", None)
+    result = tune(config, **_by_section(options))
+    if not options.get("quiet"):
+        _print_tune(result)
+    failed_only = result.best is None and any(r.state == "failed" for r in result.trials)
+    return 1 if failed_only else 0
+
+
+def _print_tune(result) -> None:
+    from .experiments.table import duration
+
+    names = result.space.names()
+    table = Table(title=f"study {result.study!r}: {result.counted} of {result.total} trials "
+                        f"({result.stopped})", box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in ["trial", "state", result.metric, *names, "epochs", "time", "run folder"]:
+        table.add_column(column)
+    for r in result.trials:
+        best = result.best is not None and r.number == result.best.number
+        table.add_row(str(r.number), f"{r.state}, {r.reason}" if r.reason else r.state,
+                      _metric(result.metric, r.value), *(_param(r.params.get(n)) for n in names),
+                      str(r.epochs), duration(r.seconds), r.run or "-",
+                      style="bold green" if best else None)
+    console.print(table)
+    if result.importances:
+        console.print("importance of each setting (Optuna's PED-ANOVA over the completed trials): "
+                      + ", ".join(f"{k} {v:.2f}" for k, v in result.importances.items()),
+                      highlight=False)
+    else:
+        console.print(f"importance of each setting: {result.importance_note}", highlight=False)
+    if result.best is not None:
+        b = result.best
+        console.print(f"best: trial {b.number}, {result.metric} {_metric(result.metric, b.value)}: "
+                      + " ".join(f"{n}={_param(b.params.get(n))}" for n in names), highlight=False)
+    console.print(f"written to {result.folder}/: {', '.join(result.files)}"
+                  + (f"; train the best: cnnlab train --config {result.folder / 'best.yaml'}"
+                     if "best.yaml" in result.files else ""), highlight=False)
+
+
+def _metric(metric: str, value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4f}" if metric == "val_loss" else f"{value:.2%}"
+
+
+def _param(value) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else ("-" if value is None else str(value))
 
 
 def _print_run(run, quiet: bool) -> None:
@@ -78,23 +160,62 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if m.top5_accuracy is not None:
         rows.append(["top-5 accuracy", f"{m.top5_accuracy:.2%}"])
     rows += [["macro F1", f"{m.macro_avg.f1:.4f}"], ["weighted F1", f"{m.weighted_avg.f1:.4f}"],
+             ["macro AUROC", _fraction(m.macro_auroc)],
+             ["macro average precision", _fraction(m.macro_average_precision)],
              ["calibration error (ECE, 15 bins)", f"{m.ece:.4f}"]]
     _print_table(f"{m.data} {m.split} split", ["metric", "value"], rows)
-    _print_table("per class", ["class", "precision", "recall", "F1", "support"],
-                 [[r.name, f"{r.precision:.3f}", f"{r.recall:.3f}", f"{r.f1:.3f}", str(r.support)]
-                  for r in m.per_class])
+    _print_per_class(m)
     if m.translation:
         _print_table("translation invariance: every image shifted by N pixels",
                      ["shift (px)", "accuracy"],
                      [[str(r.shift), f"{r.accuracy:.2%}"] for r in m.translation])
+    if args.top_losses is not None and result.top_losses:  # asked for by name: the table too
+        from .evaluate.top_losses import TABLE_COLUMNS, table_rows
+
+        _print_table(f"top losses: the {len(result.top_losses)} images of highest loss",
+                     TABLE_COLUMNS, table_rows(result.top_losses))
     console.print(f"written to {result.folder}/: metrics.json, per_class.csv, predictions.csv, "
-                  f"confusion_matrix.csv/.png, reliability.png, mistakes.png"
+                  f"thresholds.csv, confusion_matrix.csv/.png, reliability.png, mistakes.png, "
+                  f"pr_curves.png, roc_curves.png"
+                  f"{', top_losses.png' if result.top_losses else ''}"
                   f"{', shift.png' if m.translation else ''}")
     return 0
 
 
+def _fraction(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _print_per_class(m) -> None:
+    """Precision, recall, F1 and the areas under the curves; then, per class, the probability
+    threshold that reaches each target precision and the recall it keeps."""
+    from .run.results import TARGET_PRECISIONS
+
+    auc = {row.name: row for row in m.per_class_auc}
+    rows = []
+    for r in m.per_class:
+        areas = auc.get(r.name)
+        rows.append([r.name, f"{r.precision:.3f}", f"{r.recall:.3f}", f"{r.f1:.3f}", str(r.support),
+                     _fraction(areas.auroc if areas else None, 3),
+                     _fraction(areas.average_precision if areas else None, 3)])
+    _print_table("per class", ["class", "precision", "recall", "F1", "support", "AUROC", "AP"], rows)
+    if m.thresholds:
+        _print_table("thresholds: a class's probability from which its precision reaches the "
+                     "target, and the recall kept",
+                     ["class", *(f"precision {t:g}" for t in TARGET_PRECISIONS)],
+                     [[row.name, *(_threshold_cell(row.at(t)) for t in TARGET_PRECISIONS)]
+                      for row in m.thresholds])
+
+
+def _threshold_cell(row) -> str:
+    if row is None or row.threshold is None:
+        return "out of reach"
+    return f"{row.threshold:.3f} (recall {row.recall:.0%})"
+
+
 def run_predict(args: argparse.Namespace) -> int:
     from .predict.predictor import expand_inputs, load_predictor
+    from .predict.thresholds import min_probability
 
     settings = _prediction_settings(_settings(args))
     predictor = load_predictor(args.run, settings.device)
@@ -103,7 +224,10 @@ def run_predict(args: argparse.Namespace) -> int:
         if len(found.missing) == len(args.inputs):  # nothing named exists
             raise CnnlabError(f"{found.missing[0].input}: {found.missing[0].reason}")
         raise CnnlabError(f"no images or videos found in {' '.join(args.inputs)}")
+    gate = min_probability(args.run, settings, predictor.class_names)  # errors before the work
     results, failures = _collect_predictions(predictor, found, settings)
+    if gate is not None:
+        results = gate.apply(results)
     for failure in failures:
         print(f"error: {failure.input}: {failure.reason}", file=sys.stderr)
     _emit_predictions(results, settings)
@@ -169,7 +293,8 @@ def _label(result) -> str:
 
 
 def _print_prediction_table(results: list) -> None:
-    rows = [[_label(r), r.top[0].name, f"{r.top[0].probability:.1%}",
+    rows = [[_label(r), r.top[0].name if r.accepted is not False else f"unknown ({r.top[0].name}?)",
+             f"{r.top[0].probability:.1%}",
              ", ".join(f"{s.name} {s.probability:.1%}" for s in r.top[1:])] for r in results]
     _print_table("predictions", ["input", "class", "probability", "next"], rows)
 
@@ -187,12 +312,15 @@ def _predictions_csv(results: list) -> str:
 
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["input", "frame", "time", "rank", "class", "index", "probability"])
+    gated = any(r.accepted is not None for r in results)  # --min-prob / --min-precision
+    writer.writerow(["input", "frame", "time", "rank", "class", "index", "probability",
+                     *(["accepted"] if gated else [])])
     for r in results:
         frame = "clip" if r.frames is not None else ("" if r.frame is None else r.frame)
         for rank, score in enumerate(r.top, start=1):
             writer.writerow([r.input, frame, "" if r.time is None else r.time, rank, score.name,
-                             score.index, score.probability])
+                             score.index, score.probability,
+                             *([r.accepted if rank == 1 else ""] if gated else [])])
     return buffer.getvalue()
 
 

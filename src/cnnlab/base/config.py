@@ -17,6 +17,7 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("onecycle", "cosine", "step", "none")
 SPLITS = ("test", "val")  # the held-out splits a trained run is measured on
 DEFAULT_INTERPOLATION = "bilinear"
+LOCAL_MLFLOW = "local"  # --mlflow without a URI: a store in mlruns/ beside the run folders
 
 # The recipes: the settings that depend on what is trained, filled in by train/recipes.py where the
 # user left them unset. Declared here, beside the fields, so that each field's help says them from
@@ -114,7 +115,8 @@ class TrainConfig:
         "transfer learning": ("freeze", "freeze_epochs", "backbone_lr", "feature_cache",
                               "probe_first", "freeze_bn"),
         "adversarial training": ("adversarial", "adv_eps", "adv_steps", "adv_step_size"),
-        "output and machine": ("out", "report", "device", "threads", "amp", "channels_last"),
+        "output and machine": ("out", "report", "log", "mlflow", "device", "threads", "amp",
+                               "channels_last"),
     }
 
     data: DataConfig = option(factory=DataConfig)
@@ -156,6 +158,12 @@ class TrainConfig:
     amp: bool = option(True, "mixed precision (CUDA only)")
     channels_last: bool = option(True, "channels-last memory format for conv layers")
     report: bool = option(False, "write RUN/report.html when training ends (cnnlab report)")
+    log: str = option("tensorboard", "log every epoch to TensorBoard event files in the run folder "
+                                     "(tensorboard --logdir runs), or not (none)",
+                      choices=("tensorboard", "none"), kind="--log value")
+    mlflow: str | None = option(None, "log the run to MLflow: a tracking server's URI, or alone "
+                                      "for a local store beside the run folder (mlflow.db, mlruns/)",
+                                metavar="URI", bare=LOCAL_MLFLOW)
     out: str | None = option(None, "run folder (default runs/<data>-<model>, numbered)", metavar="DIR")
     # "fgsm" = FGSM with a random start (Wong et al., 2020), "pgd" = PGD (Madry et al., 2018).
     adversarial: str | None = option(None, "adversarial training: fgsm (with a random start) or pgd",
@@ -191,6 +199,23 @@ class TrainConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
+LR_RULES = ("valley", "steep", "minimum")  # the learning-rate finder's suggestions (fastai's)
+
+
+@dataclass(frozen=True)
+class LrFindSettings:
+    """The learning-rate range test's own settings (`cnnlab lr-find`); what it trains is train's."""
+
+    start_lr: float = option(1e-7, "the sweep's first learning rate", above=0)
+    end_lr: float = option(10.0, "the sweep's last learning rate", above=0)
+    steps: int = option(100, "steps of the sweep; it stops early once the smoothed loss passes 4x "
+                             "its minimum", minimum=10)
+    suggest: str = option("valley", "the rule whose rate is suggested: valley (the longest fall "
+                                    "of the loss, fastai's default), steep (its steepest point), "
+                                    "minimum (a tenth of the rate of least loss)",
+                          choices=LR_RULES, kind="suggestion rule")
+
+
 # The settings of the verbs that read a run: each verb's parser, command and library function take
 # their defaults from these fields alone.
 DEVICE_HELP = "auto | cpu | cuda | mps"
@@ -205,6 +230,9 @@ class EvaluateSettings:
     split: str = option("test", "the split evaluated", choices=SPLITS, kind="split")
     max_shift: int = option(3, "translation test: shift images by 0..N pixels (0 turns it off)",
                             minimum=0, maximum=16)
+    top_losses: int = option(16, "the N images of highest loss, named by file, in "
+                                 "top_losses.png and the report; given here, also a table on "
+                                 "the terminal (0: none)", minimum=0)
     batch_size: int = option(EVAL_BATCH, "images per forward pass", minimum=1)
     out: str | None = option(None, "results folder (default RUN/evaluate; RUN/evaluate-val for "
                                    "--split val, RUN/evaluate-NAME for --data NAME)", metavar="DIR")
@@ -222,6 +250,13 @@ class PredictSettings:
     batch_size: int = option(EVAL_BATCH, "images per forward pass", minimum=1)
     workers: int = option(2, "DataLoader workers that decode image files", minimum=0)
     fps: float = option(1.0, "video frames sampled per second", above=0)
+    # A plain floor on the top probability, or per-class thresholds that evaluate measured.
+    min_prob: float | None = option(None, "call an input 'unknown' when its top probability is "
+                                          "below X", minimum=0, maximum=1)
+    min_precision: float | None = option(
+        None, "call an input 'unknown' when its top class's probability is below the threshold "
+              "that gave that class this precision in the run's evaluation (0.9, 0.95 or 0.99; "
+              "from RUN/evaluate-val when there is one, else RUN/evaluate)", above=0, maximum=1)
     device: str = option("auto", DEVICE_HELP)
 
 
@@ -332,6 +367,48 @@ class CompareSettings:
                              metavar="DIR")
     device: str = option("auto", DEVICE_HELP)
     quiet: bool = option(False, QUIET_HELP)
+
+
+TUNE_METRICS = ("val_acc", "val_loss", "val_robust_acc")  # val_loss is minimized, the others maximized
+
+
+@dataclass(frozen=True)
+class TuneSettings:
+    """`cnnlab tune`'s own settings; the training settings of every trial are train's flags."""
+
+    search: str | None = option(None, "the settings to search, space-separated: NAME=LOW..HIGH "
+                                      "(:log for a log scale, :step=S for a grid) or NAME=A|B|C, "
+                                      "e.g. \"lr=1e-4..3e-2:log batch_size=32|64|128\" (or a "
+                                      "search: mapping in --config)", metavar="SPACE")
+    trials: int = option(20, "trials in the study in all, over every run of the command and every "
+                             "worker: run it again to finish the missing ones, with more to add",
+                         minimum=1)
+    budget: str | None = option(None, "start no trial after this long (90s, 20m, 2h); the one "
+                                      "under way finishes", metavar="TIME")
+    metric: str = option("val_acc", "what a trial scores: its best epoch's val_acc (maximized), "
+                                    "val_loss (minimized) or val_robust_acc (adversarial training)",
+                         choices=TUNE_METRICS, kind="metric")
+    pruner: str = option("median", "stop a trial after an epoch whose score is below the median of "
+                                   "earlier trials' at that epoch (median), by successive halving "
+                                   "(hyperband), or never (none)",
+                         choices=("median", "hyperband", "none"), kind="pruner")
+    startup_trials: int = option(5, "median pruner: trials that finish before any is pruned",
+                                 minimum=0)
+    sampler: str = option("tpe", "how the next settings are chosen: tpe (Bayesian), random, qmc "
+                                 "(quasi-random), gp (Gaussian process)",
+                          choices=("tpe", "random", "qmc", "gp"), kind="sampler")
+    sampler_seed: int | None = option(None, "seed of the sampler (one worker: the same trials "
+                                            "again); default: random, so workers differ",
+                                      minimum=0)
+    storage: str | None = option(None, "where the study lives: an SQLAlchemy URL (postgresql://"
+                                       "USER:PASSWORD@HOST/DB, mysql://..., sqlite:///FILE) shared by "
+                                       "workers on many machines, or journal:FILE, a log file "
+                                       "(default: sqlite, OUT/study.db)", metavar="URL")
+    study: str | None = option(None, "the study's name in the storage (default: OUT's name)")
+    out: str | None = option(None, "the sweep folder: a run folder per trial (trial-007/), "
+                                   "trials.csv, best.yaml, figures (default runs/tune-DATA-MODEL)",
+                             metavar="DIR")
+    quiet: bool = option(False, "print nothing but errors")
 
 
 @dataclass(frozen=True)

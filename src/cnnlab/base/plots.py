@@ -163,6 +163,63 @@ def shift_curve(rows: list[dict], path: Path) -> None:
     save_figure(figure, path)
 
 
+def lr_find_curve(lrs: list[float], losses: list[float], smoothed: list[float],
+                  suggestions: dict[str, tuple[float, float, float]], rule: str, path: Path,
+                  title: str) -> None:
+    """The range test: loss against the rate (log axis), measured and smoothed, and each rule's
+    point (rule -> (suggested rate, marked rate, loss)); the rule taken is drawn as a line."""
+    figure, axis = plt.subplots(figsize=(7, 4.5), layout="constrained")
+    axis.plot(lrs, losses, color="lightgray", linewidth=0.8, label="loss per step")
+    axis.plot(lrs, smoothed, color="black", linewidth=1.4, label="smoothed (what the rules read)")
+    for number, (name, (rate, at, loss)) in enumerate(suggestions.items()):
+        colour = f"C{number}"
+        shown = f"{name}: {rate:.2e}" + (" (a tenth of the minimum's rate)" if at != rate else "")
+        axis.plot(at, loss, "o", color=colour, markersize=7, label=shown)
+        if name == rule:
+            axis.axvline(rate, color=colour, linestyle="--", linewidth=1,
+                         label=f"suggested: --lr {rate:.2g}")
+    axis.set_xscale("log")
+    low, high = min(smoothed), max(smoothed)
+    axis.set_ylim(low - 0.1 * (high - low), min(high, 4 * low) + 0.2 * (high - low))
+    axis.set_xlabel("learning rate (the head's, log scale)")
+    axis.set_ylabel("training loss")
+    axis.set_title(title, fontsize=10)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    save_figure(figure, path)
+
+
+def class_curve_grid(panels: list[tuple[str, list[float], list[float], list[tuple[float, float, str]]]],
+                     path: Path, title: str, xlabel: str, ylabel: str, diagonal: bool = False,
+                     columns: int = 5) -> None:
+    """One small panel per class, so 10 or 100 classes stay readable where overlaid curves would
+    not: (title, x, y, marked points (x, y, label)) each, on shared [0, 1] axes."""
+    columns = min(columns, len(panels))
+    rows = (len(panels) + columns - 1) // columns
+    figure, axes = plt.subplots(rows, columns, figsize=(columns * 2.5, rows * 2.5 + 0.4),
+                                squeeze=False, sharex=True, sharey=True, layout="constrained")
+    for axis in axes.flat[len(panels):]:
+        axis.axis("off")
+    for axis, (name, x, y, points) in zip(axes.flat, panels, strict=False):
+        if diagonal:
+            axis.plot([0, 1], [0, 1], ":", color="gray", linewidth=0.8)
+        axis.plot(x, y, drawstyle="steps-post", linewidth=1.2)
+        for px, py, label in points:
+            axis.plot(px, py, "o", markersize=3.5, label=label)
+        axis.set_title(name, fontsize=8)
+        axis.set_xlim(-0.02, 1.02)
+        axis.set_ylim(-0.02, 1.02)
+        axis.tick_params(labelsize=7)
+        axis.grid(alpha=0.3)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    if handles:
+        figure.legend(handles, labels, loc="outside lower center", ncol=len(handles), fontsize=8)
+    figure.supxlabel(xlabel, fontsize=9)
+    figure.supylabel(ylabel, fontsize=9)
+    figure.suptitle(title, fontsize=10)
+    save_figure(figure, path)
+
+
 def _show(axis, image) -> None:
     """A float (C, H, W) image in [0, 1] on an axis, gray or colour."""
     picture = image.permute(1, 2, 0).numpy()

@@ -23,7 +23,7 @@ def option(default: Any = None, help: str = "", *, flag: str | None = None,
            choices: Sequence[str] | None = None, kind: str | None = None,
            minimum: float | None = None, maximum: float | None = None, below: float | None = None,
            above: float | None = None, factory: Any = None, cli: bool = True,
-           metavar: str | None = None) -> Any:
+           metavar: str | None = None, bare: Any = None) -> Any:
     """A settings field.
 
     Args:
@@ -39,10 +39,11 @@ def option(default: Any = None, help: str = "", *, flag: str | None = None,
         factory: for a nested settings section, its class.
         cli: False for settings with no flag of their own.
         metavar: what the flag takes, in --help (default N, X or NAME by the field's type).
+        bare: the value of the flag given without one (`--mlflow` alone); None: a value is needed.
     """
     metadata = {"help": help, "flag": flag, "choices": tuple(choices) if choices else None,
                 "kind": kind, "cli": cli, "minimum": minimum, "maximum": maximum, "below": below,
-                "above": above, "metavar": metavar}
+                "above": above, "metavar": metavar, "bare": bare}
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -115,8 +116,10 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, *, prefix: str = "") -
             _add_switches(target, field, dest, nullable)
             continue
         # Choices are checked by `build`, whose error says "did you mean".
+        optional = {"nargs": "?", "const": field.metadata["bare"]} \
+            if field.metadata.get("bare") is not None else {}
         target.add_argument(_flag_name(field), dest=dest, type=base if base in (int, float) else str,
-                            metavar=_metavar(field, base), help=_help(field))
+                            metavar=_metavar(field, base), help=_help(field), **optional)
 
 
 def values_from(args: argparse.Namespace, cls: type) -> dict[str, Any]:

@@ -38,7 +38,11 @@ class Neighbourhood:
 
 def _hamming(block: np.ndarray, hashes: np.ndarray) -> np.ndarray:
     """Bits that differ between each hash of `block` (B,) and each of `hashes` (N,): (B, N)."""
-    return np.bitwise_count(block[:, None] ^ hashes[None, :]).astype(np.int16)
+    differ = block[:, None] ^ hashes[None, :]
+    if hasattr(np, "bitwise_count"):  # NumPy 2
+        return np.bitwise_count(differ).astype(np.int16)
+    bits = np.unpackbits(differ.view(np.uint8).reshape(*differ.shape, 8), axis=-1)
+    return bits.sum(-1, dtype=np.int16)
 
 
 def find_pairs(vectors: torch.Tensor, usable: np.ndarray, pixel_hashes: list[str],

@@ -19,19 +19,26 @@ Batch = tuple[torch.Tensor, torch.Tensor]  # uint8 (B, C, H, W), int64 (B,)
 
 
 class TensorImages:
-    """A split held in memory as uint8 (N, C, H, W) images: batches are slices, no Python per image."""
+    """A split held in memory as uint8 (N, C, H, W) images: batches are slices, no Python per image.
+    Images decoded from files keep their files' paths (`paths`, one per image), so that results
+    name them; built-in arrays have none."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor,
+                 paths: list[Path] | None = None) -> None:
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError("images must be a uint8 (N, C, H, W) tensor")
+        if paths is not None and len(paths) != len(images):
+            raise ValueError("paths must name every image")
         self.images = images
         self.labels = labels.long()
+        self.paths = paths
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def subset(self, indices: torch.Tensor) -> TensorImages:
-        return TensorImages(self.images[indices], self.labels[indices])
+        paths = None if self.paths is None else [self.paths[i] for i in indices.tolist()]
+        return TensorImages(self.images[indices], self.labels[indices], paths)
 
     def batches(self, batch_size: int, order: torch.Tensor | None = None) -> Iterator[Batch]:
         for start in range(0, len(self) if order is None else len(order), batch_size):
@@ -115,16 +122,17 @@ class FileImages:
 
     def to_memory(self) -> tuple[TensorImages, list[Path]]:
         """Decode every file once (in parallel); returns the tensors and the skipped paths."""
-        images, labels, skipped = [], [], []
-        for batch_images, batch_labels, _, bad in self._loader(256, None):
+        images, labels, kept, skipped = [], [], [], []
+        for batch_images, batch_labels, indices, bad in self._loader(256, None):
             if len(batch_labels):
                 images.append(batch_images)
                 labels.append(batch_labels)
+                kept.extend(self.paths[i] for i in indices)
             self._report(bad)
             skipped.extend(self.paths[i] for i, _ in bad)
         if not images:
             raise CnnlabError(f"none of the {len(self)} image files could be read")
-        return TensorImages(torch.cat(images), torch.cat(labels)), skipped
+        return TensorImages(torch.cat(images), torch.cat(labels), kept), skipped
 
 
 Split = TensorImages | FileImages
@@ -160,7 +168,8 @@ def convert_splits(splits: DatasetSplits, channels: int | None, size: int | None
         split = getattr(splits, name)
         if isinstance(split, TensorImages):
             setattr(splits, name, TensorImages(
-                convert_tensor_images(split.images, channels, size, interpolation), split.labels))
+                convert_tensor_images(split.images, channels, size, interpolation), split.labels,
+                split.paths))
     return splits
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +25,14 @@ from ..base.fileio import atomic_write_json, atomic_write_text
 from ..base.progress import tracked
 from ..base.settings import resolve
 from ..data import TensorImages
-from ..data.splits import FileImages, Split
+from ..data.splits import Split
 from ..run.data import pick_split
 from ..run.folder import data_qualifiers, load_model, results_folder
 from ..run.inference import predict_logits
 from ..run.results import AveragedMetrics, ClassMetrics, EvaluationMetrics, ShiftAccuracy
-from .predictions import PREDICTIONS, prediction_rows, write_predictions
+from .curves import class_curves, threshold_rows, write_curve_figures
+from .predictions import PREDICTIONS, PredictionRow, prediction_rows, write_predictions
+from .top_losses import TOP_LOSSES, caption, worst
 
 ECE_BINS = 15
 MISTAKES_SHOWN = 16
@@ -40,6 +42,7 @@ MISTAKES_SHOWN = 16
 class Evaluation:
     metrics: EvaluationMetrics
     folder: Path
+    top_losses: list[PredictionRow] = field(default_factory=list)  # worst first
 
 
 def per_class_table(labels: torch.Tensor, predictions: torch.Tensor, class_names: list[str]
@@ -116,7 +119,7 @@ def _write_csv(path: Path, rows: list[list[Any]]) -> None:
 
 def _caption(names: list[str], split: Split, index: int, label: int, predicted: int,
              confidence: float) -> str:
-    where = f"{split.paths[index].name}\n" if isinstance(split, FileImages) else ""
+    where = f"{split.paths[index].name}\n" if split.paths is not None else ""
     return f"{where}true: {names[label]}\npred: {names[predicted]} ({confidence:.0%})"
 
 
@@ -151,15 +154,30 @@ def _write_figures(out: Path, labels, predictions, probabilities, matrix, names,
 
 
 def _write_predictions(out: Path, logits: torch.Tensor, labels: torch.Tensor, names: list[str],
-                       split: Split) -> None:
+                       split: Split) -> list[PredictionRow]:
     """predictions.csv: each image's true and predicted class, probability and loss, in split
-    order (what `cnnlab compare` pairs two runs on)."""
+    order (what `cnnlab compare` pairs two runs on); returns its rows."""
     losses = F.cross_entropy(logits, labels, reduction="none")
     confidence, predicted = logits.softmax(1).max(1)
-    files = [str(path) for path in split.paths] if isinstance(split, FileImages) else None
-    write_predictions(out / PREDICTIONS, prediction_rows(predicted.tolist(), labels.tolist(),
-                                                         confidence.tolist(), losses.tolist(),
-                                                         names, files))
+    files = [str(path) for path in split.paths] if split.paths is not None else None
+    rows = prediction_rows(predicted.tolist(), labels.tolist(), confidence.tolist(),
+                           losses.tolist(), names, files)
+    write_predictions(out / PREDICTIONS, rows)
+    return rows
+
+
+def _write_top_losses(out: Path, rows: list[PredictionRow], split: Split,
+                      count: int) -> list[PredictionRow]:
+    """top_losses.png: the `count` images of highest loss, named by file; returns their rows."""
+    chosen = worst(rows, count)
+    if chosen:
+        plots.image_grid(_split_images(split, [row.index for row in chosen]),
+                         [caption(row) for row in chosen], out / TOP_LOSSES,
+                         f"top losses: the {len(chosen)} images of highest loss",
+                         columns=min(6, len(chosen)))
+    else:  # none asked for: no figure left from an earlier evaluation
+        (out / TOP_LOSSES).unlink(missing_ok=True)
+    return chosen
 
 
 def evaluate_run(run: str | Path, settings: EvaluateSettings | None = None,
@@ -184,17 +202,23 @@ def evaluate_run(run: str | Path, settings: EvaluateSettings | None = None,
     names = list(card.class_names)
     predictions, probabilities = logits.argmax(1), logits.softmax(1)
     per_class, averages = per_class_table(labels, predictions, names)
+    curves = class_curves(probabilities, labels, names)
     metrics = EvaluationMetrics(
         run=str(run), data=data_name, split=split, **_summary_metrics(logits, labels, len(names)),
         per_class=per_class, macro_avg=averages["macro"], weighted_avg=averages["weighted"],
-        translation=shift_accuracy(model, chosen, torch_device, max_shift, settings.quiet))
+        translation=shift_accuracy(model, chosen, torch_device, max_shift, settings.quiet),
+        per_class_auc=curves.auc, thresholds=curves.thresholds)
     matrix = confusion_matrix(labels, predictions, labels=list(range(len(names))))
     out = results_folder(run, "evaluate", settings.out, data_qualifiers(split, settings.data))
     _write_csv(out / "confusion_matrix.csv", [["true \\ predicted", *names]] +
                [[name, *row.tolist()] for name, row in zip(names, matrix, strict=True)])
     _write_csv(out / "per_class.csv", [list(per_class[0].to_dict())] +
                [list(row.to_dict().values()) for row in per_class])
+    _write_csv(out / "thresholds.csv", threshold_rows(curves.thresholds))
     _write_figures(out, labels, predictions, probabilities, matrix, names, chosen, metrics)
-    _write_predictions(out, logits, labels, names, chosen)
+    write_curve_figures(curves, out, f"{Path(metrics.run).name} on {metrics.data} "
+                                     f"{metrics.split} ({metrics.images} images)")
+    rows = _write_predictions(out, logits, labels, names, chosen)
+    top = _write_top_losses(out, rows, chosen, settings.top_losses)
     atomic_write_json(out / "metrics.json", metrics.to_dict())
-    return Evaluation(metrics, out)
+    return Evaluation(metrics, out, top)

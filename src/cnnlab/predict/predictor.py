@@ -43,10 +43,11 @@ class Prediction:
     frame: int | None = None  # video frame number
     time: float | None = None  # seconds into the video
     frames: int | None = None  # for a clip: how many frames were averaged
+    accepted: bool | None = None  # with a minimum probability: False calls the input unknown
 
     def to_dict(self) -> dict[str, Any]:
         row: dict[str, Any] = {"input": self.input}
-        for key in ("frame", "time", "frames"):
+        for key in ("frame", "time", "frames", "accepted"):
             if getattr(self, key) is not None:
                 row[key] = getattr(self, key)
         row["top"] = [vars(score) for score in self.top]

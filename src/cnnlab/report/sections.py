@@ -152,25 +152,68 @@ def quality(run: Path) -> Section:
                      ("accuracy", _percent(metrics.accuracy)),
                      ("top-5 accuracy", _percent(metrics.top5_accuracy)),
                      ("macro F1", f"{metrics.macro_avg.f1:.4f}"),
+                     ("macro AUROC", _number(metrics.macro_auroc)),
+                     ("macro average precision", _number(metrics.macro_average_precision)),
                      ("calibration error (ECE)", f"{metrics.ece:.4f}")]
     if metrics.per_class:
-        columns = list(metrics.per_class[0].to_dict())
-        section.tables.append(Table("per class", columns,
-                                    [[_cell(value) for value in row.to_dict().values()]
+        auc = {row.name: row for row in metrics.per_class_auc}
+        columns = [*metrics.per_class[0].to_dict(), "AUROC", "AP"]
+        section.tables.append(Table("per class (AUROC and AP: the class against the rest)", columns,
+                                    [[*(_cell(value) for value in row.to_dict().values()),
+                                      _number(getattr(auc.get(row.name), "auroc", None)),
+                                      _number(getattr(auc.get(row.name), "average_precision", None))]
                                      for row in metrics.per_class]))
+    if metrics.thresholds:
+        section.tables.append(_thresholds_table(metrics))
     if metrics.translation:
         section.tables.append(Table("translation test: every image shifted by N pixels",
                                     ["shift (px)", "accuracy"],
                                     [[str(r.shift), _percent(r.accuracy)]
                                      for r in metrics.translation]))
+    top = _top_losses_table(run / "evaluate")
+    if top is not None:
+        section.tables.append(top)
     section.figures = _figures(run / "evaluate", [
         ("confusion_matrix.png", "confusion matrix"), ("reliability.png", "calibration"),
+        ("pr_curves.png", "precision-recall per class (dots: the thresholds of the target "
+                          "precisions)"),
+        ("roc_curves.png", "ROC per class"),
+        ("top_losses.png", "top losses: the images of highest loss, by file"),
         ("mistakes.png", "the most confident mistakes"), ("shift.png", "translation test")])
     return section
 
 
 def _cell(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _thresholds_table(metrics: EvaluationMetrics) -> Table:
+    targets = [row.target for row in metrics.thresholds[0].targets]
+
+    def cell(row) -> str:
+        if row is None or row.threshold is None:
+            return "out of reach"
+        return f"{row.threshold:.3f} (recall {row.recall:.0%})"
+
+    return Table(f"thresholds on {metrics.split}: the class's probability from which its "
+                 f"precision reaches the target, and the recall kept (predict --min-precision)",
+                 ["class", *(f"precision {t:g}" for t in targets)],
+                 [[row.name, *(cell(row.at(t)) for t in targets)] for row in metrics.thresholds])
+
+
+def _top_losses_table(folder: Path) -> Table | None:
+    """The images of highest loss, read back from predictions.csv (as many as the figure)."""
+    from ..evaluate.predictions import PREDICTIONS, read_predictions
+    from ..evaluate.top_losses import TABLE_COLUMNS, TOP_LOSSES_SHOWN, table_rows, worst
+
+    if not (folder / PREDICTIONS).is_file() or not (folder / "top_losses.png").is_file():
+        return None
+    rows = worst(read_predictions(folder / PREDICTIONS), TOP_LOSSES_SHOWN)
+    return Table("top losses (from predictions.csv)", TABLE_COLUMNS, table_rows(rows))
 
 
 def why(run: Path) -> Section:

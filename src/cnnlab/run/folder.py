@@ -22,7 +22,7 @@ from ..base.errors import CnnlabError
 from ..base.fileio import atomic_write, atomic_write_json, atomic_write_text
 from ..models import Classifier, create_model
 from .contract import EXPORT_MANIFEST, ExportManifest, InputSpec, ModelCard, Preprocessing, versions
-from .results import EpochRow
+from .results import EpochRow, TrainingResults
 
 if TYPE_CHECKING:
     from ..data import DatasetSplits
@@ -129,11 +129,11 @@ def data_qualifiers(split: str, data: str | None) -> list[str]:
     return qualifiers
 
 
-def write_results(run_dir: Path, results: dict[str, Any]) -> None:
+def write_results(run_dir: Path, results: TrainingResults) -> None:
     """results.json, and the test accuracy into model.json beside the weights it belongs to."""
-    atomic_write_json(run_dir / RESULTS, results)
-    if (run_dir / META).is_file() and results.get("test_accuracy") is not None:
-        card = read_card(run_dir).replace(test_accuracy=round(results["test_accuracy"], 6))
+    atomic_write_json(run_dir / RESULTS, results.to_dict())
+    if (run_dir / META).is_file() and results.test_accuracy is not None:
+        card = read_card(run_dir).replace(test_accuracy=results.test_accuracy)
         atomic_write_text(run_dir / META, card.to_json())
 
 

@@ -138,6 +138,11 @@ def _optional(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
+def _mean(values: list[float | None]) -> float | None:
+    known = [value for value in values if value is not None]
+    return sum(known) / len(known) if known else None
+
+
 @dataclass(frozen=True)
 class ClassMetrics:
     """One class's precision, recall, F1 and support (its images in the split)."""
@@ -183,6 +188,69 @@ class ShiftAccuracy:
         return cls(int(values["shift"]), float(values["accuracy"]))
 
 
+# The precisions evaluate finds a threshold for, and `predict --min-precision` accepts.
+TARGET_PRECISIONS = (0.9, 0.95, 0.99)
+
+
+@dataclass(frozen=True)
+class ClassAuc:
+    """How well one class's probability ranks the class's images above the others (one class
+    against the rest): the area under the ROC curve and the average precision (the area under the
+    precision-recall curve as a step sum, as scikit-learn's). None where the split has no image of
+    the class, or nothing else."""
+
+    name: str
+    auroc: float | None
+    average_precision: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"class": self.name, "auroc": self.auroc,
+                "average_precision": self.average_precision}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ClassAuc:
+        return cls(str(values["class"]), _optional(values.get("auroc")),
+                   _optional(values.get("average_precision")))
+
+
+@dataclass(frozen=True)
+class PrecisionThreshold:
+    """The lowest probability of a class from which the images given it reach a target precision
+    (so the most recall at that precision), measured on the evaluated split."""
+
+    target: float
+    threshold: float | None  # None: no threshold reaches the target on this split
+    precision: float | None  # the precision measured at the threshold
+    recall: float  # the share of the class's images kept (0 where the target is out of reach)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> PrecisionThreshold:
+        return cls(float(values["target"]), _optional(values.get("threshold")),
+                   _optional(values.get("precision")), float(values["recall"]))
+
+
+@dataclass(frozen=True)
+class ClassThresholds:
+    """One class's thresholds, one per target precision."""
+
+    name: str
+    targets: tuple[PrecisionThreshold, ...]
+
+    def at(self, target: float) -> PrecisionThreshold | None:
+        return next((row for row in self.targets if math.isclose(row.target, target)), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"class": self.name, "targets": [row.to_dict() for row in self.targets]}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ClassThresholds:
+        return cls(str(values["class"]),
+                   tuple(PrecisionThreshold.from_dict(row) for row in values["targets"]))
+
+
 @dataclass(frozen=True)
 class EvaluationMetrics:
     """evaluate's metrics.json: a run's model measured on one split."""
@@ -199,11 +267,23 @@ class EvaluationMetrics:
     weighted_avg: AveragedMetrics
     translation: tuple[ShiftAccuracy, ...] = ()
     top5_accuracy: float | None = None  # with 5 classes or more
+    per_class_auc: tuple[ClassAuc, ...] = ()  # one class against the rest, by its probability
+    thresholds: tuple[ClassThresholds, ...] = ()  # per class, for each of TARGET_PRECISIONS
     # figures later stages add under their own keys, kept as they are (read by their own types)
     extra: dict[str, Any] = field(default_factory=dict)
 
     KNOWN = ("run", "data", "split", "images", "loss", "accuracy", "ece", "top5_accuracy",
-             "per_class", "macro_avg", "weighted_avg", "translation")
+             "per_class", "macro_avg", "weighted_avg", "translation", "per_class_auc",
+             "thresholds")
+
+    @property
+    def macro_auroc(self) -> float | None:
+        """The mean AUROC over the classes that have one (scikit-learn's one-vs-rest macro)."""
+        return _mean([row.auroc for row in self.per_class_auc])
+
+    @property
+    def macro_average_precision(self) -> float | None:
+        return _mean([row.average_precision for row in self.per_class_auc])
 
     def to_dict(self) -> dict[str, Any]:
         values = {"run": self.run, "data": self.data, "split": self.split, "images": self.images,
@@ -213,6 +293,8 @@ class EvaluationMetrics:
         values["per_class"] = [row.to_dict() for row in self.per_class]
         values["macro_avg"], values["weighted_avg"] = asdict(self.macro_avg), asdict(self.weighted_avg)
         values["translation"] = [asdict(row) for row in self.translation]
+        values["per_class_auc"] = [row.to_dict() for row in self.per_class_auc]
+        values["thresholds"] = [row.to_dict() for row in self.thresholds]
         return _finite({**values, **self.extra})
 
     @classmethod
@@ -226,6 +308,10 @@ class EvaluationMetrics:
                    translation=tuple(ShiftAccuracy.from_dict(row)
                                      for row in values.get("translation") or []),
                    top5_accuracy=_optional(values.get("top5_accuracy")),
+                   per_class_auc=tuple(ClassAuc.from_dict(row)
+                                       for row in values.get("per_class_auc") or []),
+                   thresholds=tuple(ClassThresholds.from_dict(row)
+                                    for row in values.get("thresholds") or []),
                    extra={k: v for k, v in values.items() if k not in cls.KNOWN})
 
     @classmethod

@@ -6,5 +6,5 @@ that needs it, not with `cnnlab --version`.
 
 from ..base.lazy import lazy_names
 
-__all__ = [*("EpochCallback", "Run", "TrainingDiverged", "fit", "train_one_epoch")]
+__all__ = [*("EpochCallback", "Run", "TrainingDiverged", "TrainingStopped", "fit", "train_one_epoch")]
 __getattr__ = lazy_names(__name__, dict.fromkeys(__all__, ".loop"))

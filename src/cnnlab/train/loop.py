@@ -14,7 +14,6 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -39,12 +38,13 @@ from ..models import Classifier
 from ..run.contract import ModelCard
 from ..run.folder import CONFIG, check_writable, load_model, new_run_dir, write_results
 from ..run.inference import loss_and_accuracy, predict_logits
-from ..run.results import EpochRow
+from ..run.results import EpochRow, TrainingResults
 from .data_checks import class_counts, describe_counts, fit_batch_to_data, imbalance_warning
 from .frozen import fit_probe, start_from_probe
 from .progress import Reporter
 from .recipes import resolve
 from .session import Session
+from .trackers import open_trackers
 from .trainer import Trainer, build_trainer
 from .transfer import start_from_run
 from .validate import validate, validate_robust
@@ -58,6 +58,15 @@ class TrainingDiverged(Exception):
     """The loss became NaN or infinite."""
 
 
+class TrainingStopped(Exception):
+    """Raised by an on_epoch_end callback to end training after that epoch, as early stopping
+    does, with `status` in results.json (a tuner's pruned trial: "pruned")."""
+
+    def __init__(self, status: str, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
 @dataclass
 class Run:
     """What `train` returns: the run folder and what happened in it."""
@@ -69,14 +78,16 @@ class Run:
     best_val_accuracy: float | None
     test_accuracy: float | None
     seconds: float
-    status: str  # finished | stopped early | diverged
+    status: str  # finished | stopped early | diverged | a TrainingStopped's (pruned)
 
-    def results(self) -> dict[str, Any]:
+    def results(self) -> TrainingResults:
         """What RUN/results.json records."""
         rounded = lambda value: None if value is None else round(value, 6)  # noqa: E731
-        return {"status": self.status, "epochs": len(self.history), "best_epoch": self.best_epoch,
-                "best_val_accuracy": rounded(self.best_val_accuracy),
-                "test_accuracy": rounded(self.test_accuracy), "seconds": round(self.seconds, 1)}
+        return TrainingResults(status=self.status, epochs=len(self.history),
+                               best_epoch=self.best_epoch,
+                               best_val_accuracy=rounded(self.best_val_accuracy),
+                               test_accuracy=rounded(self.test_accuracy),
+                               seconds=round(self.seconds, 1))
 
 
 def train_one_epoch(trainer: Trainer, data: DatasetSplits, reporter: Reporter,
@@ -184,6 +195,9 @@ def _guarded(session: Session, data: DatasetSplits, on_epoch_end: EpochCallback 
                 if state.best_epoch else "No model was saved")
         session.reporter.message(f"[red]stopped: {error}.[/red] {kept}; try a lower --lr")
         return "diverged"
+    except TrainingStopped as stop:  # the epoch that raised it is recorded and saved
+        session.reporter.message(f"stopped: {stop}")
+        return stop.status
     except KeyboardInterrupt:
         raise KeyboardInterrupt(f"{session.what_is_kept()}; continue with: cnnlab train "
                                 f"--resume {run_dir}") from None
@@ -219,25 +233,39 @@ def _fit(config: TrainConfig, resume: str | Path | None, reporter: Reporter,
     with folder_lock(session.run_dir, "training") if ranks.is_main else nullcontext():
         if resume is not None:
             session.resume()
+        if ranks.is_main:
+            session.trackers = open_trackers(config, session.run_dir)
         where = f"{ranks.world_size} processes ({backend()})" if ranks.enabled else str(device)
         reporter.message(f"training {card.name} on {data.name} ({len(data.train)} train images, "
                          f"{data.num_classes} classes) on {where}; run folder {session.run_dir}")
-        status = _guarded(session, data, on_epoch_end)
-    state = session.state
-    run = Run(session.run_dir, config, state.history, state.best_epoch,
-              state.best_score if data.val is not None and state.best_epoch else None,
-              _test_accuracy(session.run_dir, data, device) if ranks.is_main else None,
-              time.perf_counter() - started, status)
-    if ranks.is_main:
-        write_results(run.path, run.results())
+        try:
+            status = _guarded(session, data, on_epoch_end)
+            run = _finish(session, data, status, time.perf_counter() - started)
+        finally:
+            session.close_trackers()
     return run
 
 
-def _test_accuracy(run_dir: Path, data: DatasetSplits, device: torch.device) -> float | None:
+def _finish(session: Session, data: DatasetSplits, status: str, seconds: float) -> Run:
+    """The Run, its results.json, and the trackers told how it ended (rank 0 only)."""
+    state, main = session.state, session.trainer.ranks.is_main
+    tested = _test_predictions(session.run_dir, data, session.trainer.device) if main else None
+    run = Run(session.run_dir, session.trainer.config, state.history, state.best_epoch,
+              state.best_score if data.val is not None and state.best_epoch else None,
+              loss_and_accuracy(*tested)[1] if tested else None, seconds, status)
+    if main:
+        write_results(run.path, run.results())
+        session.finish_trackers(run.results(), tested, data.class_names)
+    return run
+
+
+def _test_predictions(run_dir: Path, data: DatasetSplits,
+                      device: torch.device) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The saved model's logits (N, K) and the labels on the test split, where there are both."""
     if data.test is None or not (run_dir / "model.safetensors").is_file():
         return None
     model, _ = load_model(run_dir, device)
-    return loss_and_accuracy(*predict_logits(model, data.test, device))[1]
+    return predict_logits(model, data.test, device)
 
 
 def _prepare(config: TrainConfig, resume: str | Path | None, reporter: Reporter, ranks: Ranks,

@@ -4,16 +4,21 @@ and the bookkeeping of epochs, with what they do together: record an epoch, resu
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+from sklearn.metrics import confusion_matrix
+
+from ..base import plots
 from ..base.config import load_config
 from ..base.errors import CnnlabError
 from ..base.fileio import atomic_write_text, remove_stale_temp_files
 from ..base.plots import training_curves
 from ..run.contract import ModelCard
 from ..run.folder import CHECKPOINT, CONFIG, load_checkpoint, save_checkpoint, save_model, write_metrics
-from ..run.results import EpochRow
+from ..run.results import EpochRow, TrainingResults
 from .checkpoint import TrainState, checkpoint_of, restore
 from .optim import make_scheduler
 from .progress import Reporter
@@ -31,6 +36,7 @@ class Session:
     state: TrainState = field(default_factory=TrainState)
     saved_model_epoch: int = 0  # the epochs whose model and checkpoint are on disk, whole
     saved_checkpoint_epoch: int = 0
+    trackers: list = field(default_factory=list)  # TensorBoard, MLflow (train/trackers.py)
 
     def end_of_epoch(self, row: EpochRow, head: str | None = None) -> None:
         """Record the epoch (on every rank, so they agree on early stopping); keep the best model;
@@ -51,6 +57,30 @@ class Session:
                         label_smoothing=smoothing, adversarial=self.trainer.adversary is not None)
         save_checkpoint(self.run_dir / CHECKPOINT, checkpoint_of(self.trainer, self.state))
         self.saved_checkpoint_epoch = row.epoch
+        for tracker in self.trackers:
+            tracker.epoch(row)
+
+    def finish_trackers(self, results: TrainingResults,
+                        tested: tuple[torch.Tensor, torch.Tensor] | None,
+                        class_names: list[str]) -> None:
+        """Tell the trackers how training ended, with the curves and the test split's confusion
+        matrix as figures."""
+        if not self.trackers:
+            return
+        with tempfile.TemporaryDirectory() as scratch:
+            figures = {"curves": self.run_dir / "curves.png"}
+            if tested is not None:
+                logits, labels = tested
+                figures["confusion_matrix"] = Path(scratch) / "confusion_matrix.png"
+                matrix = confusion_matrix(labels, logits.argmax(1), labels=range(len(class_names)))
+                plots.confusion_matrix(matrix, class_names, figures["confusion_matrix"],
+                                       f"{self.run_dir.name}: test split")
+            for tracker in self.trackers:
+                tracker.finish(self.trainer.config, results, figures)
+
+    def close_trackers(self) -> None:
+        for tracker in self.trackers:
+            tracker.close()
 
     def resume(self) -> None:
         """Continue from last.ckpt; a run stopped before its first checkpoint starts over in its

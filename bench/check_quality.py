@@ -1,0 +1,162 @@
+"""How well `cnnlab check` finds what is wrong with a dataset (BENCHMARKS.md, "Checking the data").
+
+    python bench/check_quality.py shipped     # flowers12 as it ships: copies, leaks, time
+    python bench/check_quality.py flips       # flowers12, 10% of train labels moved: precision, recall
+    python bench/check_quality.py leaks       # 30 test photos leaked into train, modified
+    python bench/check_quality.py train       # test accuracy: clean, noisy, noisy --exclude (probe)
+    python bench/check_quality.py fashion     # a 10,000-image Fashion-MNIST subset, 5% flipped
+
+Each prints one JSON line of numbers. Flips and leaks are seeded (seed 0).
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+import cnnlab
+
+FLOWERS = Path(__file__).resolve().parents[2] / "shared" / "data" / "flowers12"
+
+
+def _copy_tree(source: Path, target: Path) -> Path:
+    shutil.copytree(source, target, symlinks=False)
+    return target
+
+
+def flip_labels(root: Path, fraction: float, seed: int = 0) -> dict[str, str]:
+    """Move a fraction of train/ into other class folders; new relative path -> true class."""
+    rng = np.random.default_rng(seed)
+    photos = sorted((root / "train").glob("*/*"))
+    classes = sorted(p.name for p in (root / "train").iterdir())
+    moved = {}
+    for index in rng.choice(len(photos), round(fraction * len(photos)), replace=False):
+        photo = photos[index]
+        wrong = rng.choice([c for c in classes if c != photo.parent.name])
+        photo.rename(root / "train" / wrong / photo.name)
+        moved[f"train/{wrong}/{photo.name}"] = photo.parent.name
+    return moved
+
+
+def leak(root: Path, count: int, seed: int = 0) -> dict[str, str]:
+    """Copies of `count` test photos in train (mirrored, scaled 0.9, JPEG q75); copy -> original."""
+    rng = np.random.default_rng(seed)
+    photos = sorted((root / "test").glob("*/*"))
+    leaked = {}
+    for index in rng.choice(len(photos), count, replace=False):
+        photo = photos[index]
+        image = ImageOps.mirror(Image.open(photo).convert("RGB"))
+        image = image.resize((round(image.width * 0.9), round(image.height * 0.9)),
+                             Image.Resampling.BICUBIC)
+        name = f"leak_{photo.name}"
+        image.save(root / "train" / photo.parent.name / name, quality=75)
+        leaked[f"train/{photo.parent.name}/{name}"] = f"test/{photo.parent.name}/{photo.name}"
+    return leaked
+
+
+def _check(data: str, out: Path, **options):
+    started = time.perf_counter()
+    result = cnnlab.check(data, out=str(out), threads=2, **options)
+    return result, round(time.perf_counter() - started, 1)
+
+
+def shipped(work: Path) -> dict:
+    result, seconds = _check(str(FLOWERS), work / "check")
+    return {"pairs": result.summary["duplicate_pairs"], "counts": result.summary["counts"],
+            "seconds": seconds, "peak_rss_mb": _peak_mb()}
+
+
+def _precision_recall(flagged: set[str], truth: set[str]) -> dict:
+    hits = len(flagged & truth)
+    return {"flagged": len(flagged), "true": len(truth), "hits": hits,
+            "precision": round(hits / max(1, len(flagged)), 3),
+            "recall": round(hits / max(1, len(truth)), 3)}
+
+
+def flips(work: Path) -> dict:
+    root = _copy_tree(FLOWERS, work / "flowers")
+    moved = flip_labels(root, 0.10)
+    result, seconds = _check(str(root), work / "check")
+    flagged = {f.file for f in result.findings if f.kind == "label-issue"}
+    return {**_precision_recall(flagged, set(moved)), "seconds": seconds}
+
+
+def leaks(work: Path) -> dict:
+    root = _copy_tree(FLOWERS, work / "flowers")
+    copies = leak(root, 30)
+    result, seconds = _check(str(root), work / "check")
+    found = {(f.file, f.other_file) for f in result.findings if f.kind == "leak"}
+    shipped_pairs = {(f.file, f.other_file) for f in found_on_clean(work)}
+    extra = found - set(copies.items()) - shipped_pairs
+    return {"leaked": len(copies), "found": len(set(copies.items()) & found),
+            "recall": round(len(set(copies.items()) & found) / len(copies), 3),
+            "other_leak_pairs": len(found - set(copies.items())),
+            "not_on_the_clean_set": len(extra), "seconds": seconds}
+
+
+def found_on_clean(work: Path) -> list:
+    result, _ = _check(str(FLOWERS), work / "clean")
+    return [f for f in result.findings if f.kind == "leak"]
+
+
+def train(work: Path) -> dict:
+    """Test accuracy of the frozen-backbone probe: clean labels, 10% moved, moved + --exclude."""
+    root = _copy_tree(FLOWERS, work / "flowers")
+    accuracy = {"clean": _probe(str(FLOWERS), work / "clean")}
+    flip_labels(root, 0.10)
+    accuracy["noisy"] = _probe(str(root), work / "noisy")
+    result, _ = _check(str(root), work / "check")
+    accuracy["noisy_excluded"] = _probe(str(root), work / "excluded",
+                                        exclude=str(work / "check" / "check.csv"))
+    accuracy["excluded_images"] = result.summary["marked_exclude"]
+    return accuracy
+
+
+def _probe(data: str, out: Path, **options) -> float:
+    run = cnnlab.train(data=data, model="timm:efficientnet_lite0", pretrained=True,
+                       freeze="backbone", out=str(out), threads=2, quiet=True, **options)
+    return round(run.test_accuracy, 4)
+
+
+def fashion(work: Path) -> dict:
+    """10,000 seeded Fashion-MNIST training images as a folder of PNGs, 5% of labels moved."""
+    from cnnlab.base.config import DataConfig
+    from cnnlab.data import load_dataset
+
+    data = load_dataset(DataConfig(name="fashion-mnist", val_fraction=0))
+    rng = np.random.default_rng(0)
+    chosen = rng.choice(len(data.train), 10_000, replace=False)
+    root = work / "fashion" / "train"
+    for name in data.class_names:
+        (root / name.replace("/", "-")).mkdir(parents=True)
+    names = [n.replace("/", "-") for n in data.class_names]
+    for i in chosen:
+        label = int(data.train.labels[i])
+        Image.fromarray(data.train.images[i, 0].numpy()).save(root / names[label] / f"{i:05d}.png")
+    moved = flip_labels(work / "fashion", 0.05)
+    result, seconds = _check(str(work / "fashion"), work / "check")
+    flagged = {f.file for f in result.findings if f.kind == "label-issue"}
+    return {**_precision_recall(flagged, set(moved)), "seconds": seconds, "peak_rss_mb": _peak_mb()}
+
+
+def _peak_mb() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+
+
+def main() -> None:
+    task = sys.argv[1] if len(sys.argv) > 1 else "shipped"
+    with tempfile.TemporaryDirectory() as folder:
+        numbers = globals()[task](Path(folder))
+    print(json.dumps({"task": task, **numbers}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""When a prediction is "unknown": its top class's probability below a floor, one for every class
+(`predict --min-prob X`) or each class's own, the threshold that gave the class a target precision
+in the run's evaluation (`predict --min-precision 0.95`).
+
+Thresholds chosen on the test split and then judged on it flatter themselves; the validation
+split's evaluation (`cnnlab evaluate RUN --split val`) is read first for that reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from ..base.config import PredictSettings
+from ..base.errors import CnnlabError
+from ..run.contract import PRETRAINED_PREFIX
+from ..run.results import TARGET_PRECISIONS, EvaluationMetrics
+from .predictor import Prediction
+
+log = logging.getLogger("cnnlab")
+
+# Where the thresholds are read from, in order of preference.
+EVALUATIONS = ("evaluate-val", "evaluate")
+
+
+@dataclass(frozen=True)
+class MinProbability:
+    """A floor on the top class's probability, per class index; `source` says where it came from."""
+
+    floors: tuple[float, ...]
+    source: str
+
+    def accepts(self, prediction: Prediction) -> bool:
+        top = prediction.top[0]
+        return top.probability >= self.floors[top.index]
+
+    def apply(self, predictions: Sequence[Prediction]) -> list[Prediction]:
+        return [replace(p, accepted=self.accepts(p)) for p in predictions]
+
+
+def _evaluation(run: Path) -> tuple[EvaluationMetrics, Path]:
+    for name in EVALUATIONS:
+        path = run / name / "metrics.json"
+        if path.is_file():
+            return EvaluationMetrics.read(path), path
+    raise CnnlabError(f"--min-precision reads the thresholds of the run's evaluation, and {run} "
+                      f"has none yet: run `cnnlab evaluate {run} --split val` (or on its test "
+                      f"split, `cnnlab evaluate {run}`) first")
+
+
+def _precision_floors(run: Path, target: float, class_names: Sequence[str]) -> MinProbability:
+    if not any(math.isclose(target, t) for t in TARGET_PRECISIONS):
+        raise CnnlabError(f"--min-precision must be one of {', '.join(map(str, TARGET_PRECISIONS))} "
+                          f"(the precisions evaluate finds thresholds for), got {target:g}")
+    metrics, path = _evaluation(run)
+    by_class = {row.name: row.at(target) for row in metrics.thresholds}
+    if not by_class:
+        raise CnnlabError(f"{path} has no thresholds (written by an older cnnlab); evaluate the "
+                          f"run again: cnnlab evaluate {run} --split val")
+    missing = [name for name in class_names if by_class.get(name) is None]
+    if missing:
+        raise CnnlabError(f"{path} has no threshold for the classes {missing[:5]}; evaluate the "
+                          f"run again")
+    unreached = [name for name in class_names if by_class[name].threshold is None]
+    if unreached:
+        log.warning("no threshold reached precision %g for %s on %s: every prediction of %s is "
+                    "unknown", target, ", ".join(unreached[:10]), path.parent.name,
+                    "them" if len(unreached) > 1 else "it")
+    floors = tuple(math.inf if by_class[name].threshold is None else by_class[name].threshold
+                   for name in class_names)
+    return MinProbability(floors, f"precision {target:g} per class, from {path}")
+
+
+def min_probability(run: str | Path, settings: PredictSettings,
+                    class_names: Sequence[str]) -> MinProbability | None:
+    """The floor the settings ask for (None: every prediction stands)."""
+    if settings.min_prob is not None and settings.min_precision is not None:
+        raise CnnlabError("give --min-prob (one floor for every class) or --min-precision (each "
+                          "class's own threshold), not both")
+    if settings.min_prob is not None:
+        return MinProbability((settings.min_prob,) * len(class_names),
+                              f"probability {settings.min_prob:g}")
+    if settings.min_precision is None:
+        return None
+    if str(run).startswith(PRETRAINED_PREFIX):
+        raise CnnlabError("--min-precision needs a run folder evaluated by cnnlab evaluate; for "
+                          "a pretrained model use --min-prob")
+    return _precision_floors(Path(run), settings.min_precision, class_names)

@@ -1,0 +1,313 @@
+"""cnnlab tune: the search grammar, tiny real studies on digits (8x8 images, 1-3 epochs, seconds a
+trial), resume after Ctrl-C and after a killed worker, pruning, failed trials, best.yaml trained
+again, and several workers on one study (SQLite on one machine, a real PostgreSQL server)."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+import cnnlab
+from cnnlab.base.errors import CnnlabError
+from cnnlab.cli import main
+from cnnlab.tune.space import load_tune_config, parse_search
+
+# Every trial: digits at 8x8, one thread, no TensorBoard files; a few seconds each.
+TINY = {"data": "digits", "image_size": 8, "threads": 1, "log": "none"}
+# the module whose `fit` the tests replace (`cnnlab.tune` is the function, as cnnlab.train is)
+tune_run = importlib.import_module("cnnlab.tune.run")
+TINY_FLAGS = ["--data", "digits", "--image-size", "8", "--threads", "1", "--log", "none"]
+
+
+def tiny_tune(out: Path, **options):
+    return cnnlab.tune(**TINY, out=str(out), quiet=True, **options)
+
+
+def test_the_grammar_reads_ranges_scales_grids_and_choices():
+    space = parse_search("lr=1e-4..3e-2:log batch-size=32|64|128 label_smoothing=0..0.2 "
+                         "crop_padding=0..4:step=2 flip=true|false optimizer=adamw|sgd")
+    lr, batch, smoothing, padding, flip, optimizer = space.params
+    assert (lr.low, lr.high, lr.log, lr.integer) == (1e-4, 3e-2, True, False)
+    assert (batch.name, batch.choices) == ("batch_size", (32, 64, 128))
+    assert (smoothing.low, smoothing.high, smoothing.log) == (0.0, 0.2, False)
+    assert (padding.key, padding.integer, padding.step) == ("augment.crop_padding", True, 2)
+    assert flip.choices == (True, False) and optimizer.choices == ("adamw", "sgd")
+    # what the study records and a YAML search: mapping holds, read back to the same space
+    assert parse_search(space.to_dict()) == space
+    assert space.to_dict()["lr"] == "0.0001..0.03:log"
+
+
+def test_a_yaml_config_carries_its_search(tmp_path):
+    path = tmp_path / "sweep.yaml"
+    path.write_text("data: digits\nepochs: 2\nsearch:\n  lr: 1e-4..3e-2:log\n"
+                    "  batch_size: [32, 64]\n  model: fast|lenet5\n")
+    config, space = load_tune_config(path)
+    assert config.data.name == "digits" and config.epochs == 2
+    assert space.names() == ["lr", "batch_size", "model"]
+    assert space.params[1].choices == (32, 64)
+    path.write_text("data: digits\nsearch:\n  lr: [0.01]\n")
+    with pytest.raises(CnnlabError, match="search: lr: give two or more choices"):
+        load_tune_config(path)
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("", "the search is empty"),
+    ("lr", "--search part 'lr': write NAME=LOW..HIGH"),
+    ("lrr=1e-4..1e-2", "'lrr' is not a setting (did you mean 'lr'?)"),
+    ("out=a|b", "'out' is set by the sweep, not searched"),
+    ("lr=0..1e-2:log", "a log range must start above 0"),
+    ("lr=1e-2..1e-4", "low end must be below its high end"),
+    ("lr=a..b", "the range's ends and step must be numbers, got 'a'"),
+    ("epochs=1.5..4", "must be whole numbers"),
+    ("lr=1e-4..1e-2:cubic", "after the range comes :log or :step=S"),
+    ("optimizer=adam..sgd", "optimizer is not a number; give choices"),
+    ("optimizer=adam|sdg", "unknown optimizer 'sdg' (did you mean 'sgd'?)"),
+    ("label_smoothing=0..1.5", "--label-smoothing must be a number >= 0 and < 1"),
+    ("batch_size=64", "a single value is a flag: --batch-size"),
+    ("lr=1e-4..1e-2 lr=1e-3..1e-1", "lr is searched twice"),
+])
+def test_a_bad_search_is_one_line_naming_the_part(spec, message, capsys, tmp_path):
+    assert main(["tune", *TINY_FLAGS, "--out", str(tmp_path / "s"), "--search", spec]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: ") and len(error.splitlines()) == 1
+    assert message in error
+    assert not (tmp_path / "s").exists()  # refused before anything is made
+
+
+def test_other_bad_tune_settings_are_one_line(capsys, tmp_path):
+    for flags, message in (([], "say what to search"),
+                           (["--search", "lr=1e-3..1e-2", "--budget", "soon"], "--budget must be"),
+                           (["--search", "lr=1e-3..1e-2", "--pruner", "medain"],
+                            "unknown pruner 'medain' (did you mean 'median'?)"),
+                           (["--search", "lr=1e-3..1e-2", "--storage", "nosuchdb://x"],
+                            "cannot open the study storage nosuchdb://x")):
+        assert main(["tune", *TINY_FLAGS, "--out", str(tmp_path / "s"), *flags]) == 2
+        error = capsys.readouterr().err.strip()
+        assert len(error.splitlines()) == 1 and message in error, error
+
+
+def test_a_study_of_run_folders_then_more_trials_added(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    flags = ["tune", *TINY_FLAGS, "--epochs", "2", "--out", str(out), "--sampler-seed", "0",
+             "--search", "lr=1e-3..3e-2:log batch_size=32|64 label_smoothing=0..0.2"]
+    assert main([*flags, "--trials", "2"]) == 0
+    printed = capsys.readouterr()
+    assert "study 'sweep': 2 of 2 trials" in printed.out and "best: trial" in printed.out
+    assert "trial 1 complete: val_acc" in printed.err
+    for trial in ("trial-000", "trial-001"):  # every trial a whole run folder
+        folder = out / trial
+        assert {"config.yaml", "metrics.csv", "model.safetensors", "model.json", "last.ckpt",
+                "results.json"} <= {p.name for p in folder.iterdir()}
+        assert yaml.safe_load((folder / "results.json").read_text())["status"] == "finished"
+    assert {"study.db", "trials.csv", "best.yaml", "history.png", "slices.png", "importance.png",
+            "intermediate.png"} <= {p.name for p in out.iterdir()}
+
+    # --trials is the study's total: a larger number adds only the trials missing
+    result = tiny_tune(out, epochs=2, sampler_seed=0, trials=3,
+                       search="lr=1e-3..3e-2:log batch_size=32|64 label_smoothing=0..0.2")
+    assert (result.ran, result.counted) == (1, 3)
+    assert [r.number for r in result.trials] == [0, 1, 2]
+    assert {r.state for r in result.trials} == {"complete"}
+    assert set(result.importances) == {"lr", "batch_size", "label_smoothing"}
+    again = tiny_tune(out, epochs=2, trials=3,
+                      search="lr=1e-3..3e-2:log batch_size=32|64 label_smoothing=0..0.2")
+    assert again.ran == 0 and again.best == result.best
+
+    # `cnnlab runs` lists the trials of the sweep
+    assert main(["runs", str(out)]) == 0
+    assert "trial-002" in capsys.readouterr().out
+
+    # another space on the same study is refused, naming what differs
+    with pytest.raises(CnnlabError, match="started with other the search space"):
+        tiny_tune(out, epochs=2, trials=4, search="lr=1e-3..3e-2:log")
+
+
+def test_best_yaml_trains_again_with_cnnlab_train(tmp_path):
+    out = tmp_path / "sweep"
+    result = tiny_tune(out, epochs=1, trials=2, sampler_seed=1, search="lr=1e-3..3e-2:log")
+    best = out / "best.yaml"
+    assert main(["train", "--config", str(best), "--out", str(tmp_path / "again"), "--quiet"]) == 0
+    trained = yaml.safe_load((tmp_path / "again" / "config.yaml").read_text())
+    assert trained["lr"] == pytest.approx(result.best.params["lr"])
+    assert trained["data"]["image_size"] == 8 and trained["epochs"] == 1
+    # the same settings train to the same validation accuracy (CPU training is deterministic)
+    again = yaml.safe_load((tmp_path / "again" / "results.json").read_text())
+    assert again["best_val_accuracy"] == pytest.approx(result.best.value)
+
+
+def test_ctrl_c_keeps_the_study_and_the_same_command_makes_up_the_trial(tmp_path, monkeypatch):
+    real_fit, calls = tune_run.fit, []
+
+    def interrupted_second(config, **kwargs):
+        calls.append(config.out)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("training stopped")
+        return real_fit(config, **kwargs)
+
+    monkeypatch.setattr(tune_run, "fit", interrupted_second)
+    out = tmp_path / "sweep"
+    with pytest.raises(KeyboardInterrupt, match="keeps 1 of its 2 trials"):
+        tiny_tune(out, epochs=1, trials=2, search="lr=1e-3..3e-2:log")
+    monkeypatch.setattr(tune_run, "fit", real_fit)
+    result = tiny_tune(out, epochs=1, trials=2, search="lr=1e-3..3e-2:log")
+    states = {r.number: r.state for r in result.trials}
+    assert states == {0: "complete", 1: "interrupted", 2: "complete"}
+    assert result.ran == 1 and result.counted == 2
+
+
+def test_a_trial_left_running_by_a_killed_worker_is_made_up(tmp_path):
+    out = tmp_path / "sweep"
+    tiny_tune(out, epochs=1, trials=1, search="lr=1e-3..3e-2:log")
+    study = optuna.load_study(study_name="sweep", storage=f"sqlite:///{out / 'study.db'}")
+    orphan = study.ask()  # as a worker SIGKILLed mid-trial leaves it: running, its process gone
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    orphan.set_user_attr("worker", f"{socket.gethostname()}:{dead}")
+    result = tiny_tune(out, epochs=1, trials=2, search="lr=1e-3..3e-2:log")
+    assert [(r.number, r.state) for r in result.trials] == [(0, "complete"), (1, "interrupted"),
+                                                           (2, "complete")]
+
+
+def test_the_median_pruner_stops_a_bad_trial_and_its_run_folder_says_so(tmp_path):
+    out = tmp_path / "sweep"
+    out.mkdir()
+    # Two trials queued on the study first, as Optuna users do: a sound rate, then lr=0, which
+    # leaves the network as initialized, far below the first trial's accuracy after epoch 1.
+    study = optuna.create_study(study_name="sweep", direction="maximize",
+                                storage=f"sqlite:///{out / 'study.db'}")
+    study.enqueue_trial({"lr": 0.01})
+    study.enqueue_trial({"lr": 0.0})
+    result = tiny_tune(out, epochs=3, trials=2, search="lr=0..0.02", pruner="median",
+                       startup_trials=1)
+    good, bad = result.trials
+    assert (good.state, good.epochs) == ("complete", 3)
+    assert (bad.state, bad.epochs, bad.reason) == ("pruned", 1, "after epoch 1")
+    assert bad.value < good.value
+    results = yaml.safe_load((out / "trial-001" / "results.json").read_text())
+    assert results["status"] == "pruned" and results["epochs"] == 1
+    assert (out / "trial-001" / "model.safetensors").is_file()  # the run folder stays whole
+    assert result.best.number == 0
+
+
+def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
+    real_fit, calls = tune_run.fit, []
+
+    def out_of_memory_first(config, **kwargs):
+        calls.append(config.out)
+        if len(calls) == 1:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore detail")
+        return real_fit(config, **kwargs)
+
+    monkeypatch.setattr(tune_run, "fit", out_of_memory_first)
+    result = tiny_tune(tmp_path / "sweep", epochs=1, trials=2, search="lr=1e-3..3e-2:log")
+    failed, complete = result.trials
+    assert failed.state == "failed"
+    assert failed.reason == "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB"
+    assert complete.state == "complete" and result.counted == 2  # a failed trial counts
+
+
+def _worker(out: Path, storage: str | None = None, trials: int = 4) -> subprocess.Popen:
+    command = [sys.executable, "-m", "cnnlab", "tune", *TINY_FLAGS, "--epochs", "1", "--pruner",
+               "none", "--search", "lr=1e-3..3e-2:log batch_size=32|64", "--trials", str(trials),
+               "--out", str(out), "--quiet"]
+    if storage:
+        command += ["--storage", storage, "--study", "shared"]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _check_shared(study: optuna.Study, trials: int, folders: list[Path]) -> None:
+    finished = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(study.trials) == trials and len(finished) == trials
+    assert sorted(t.number for t in study.trials) == list(range(trials))  # none repeats
+    runs = [t.user_attrs["run"] for t in finished]
+    assert len(set(runs)) == trials
+    assert sorted(p.name for f in folders for p in f.glob("trial-*")) == \
+        [f"trial-{n:03d}" for n in range(trials)]
+    workers = {t.user_attrs["worker"] for t in finished}
+    assert len(workers) == 2  # both took a share
+
+
+def _wait(*workers: subprocess.Popen) -> None:
+    for worker in workers:
+        _, err = worker.communicate(timeout=300)
+        assert worker.returncode == 0, err
+
+
+def test_two_workers_share_one_sqlite_study_on_one_machine(tmp_path):
+    out = tmp_path / "sweep"
+    first, second = _worker(out), _worker(out)
+    _wait(first, second)
+    study = optuna.load_study(study_name="sweep", storage=f"sqlite:///{out / 'study.db'}")
+    _check_shared(study, 4, [out])
+
+
+def _postgres_binaries() -> Path | None:
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).resolve().parent
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    return versions[-1].parent if versions else None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def postgres():
+    """A PostgreSQL server of Debian's package in a temporary folder, for this test alone. The
+    server refuses to run as root: as root it runs as the `postgres` user the package makes."""
+    binaries = _postgres_binaries()
+    if binaries is None:
+        pytest.skip("PostgreSQL's initdb and pg_ctl are not installed (Debian: apt install postgresql)")
+    as_user: list[str] = []
+    folder = Path(tempfile.mkdtemp(prefix="cnnlab-pg-"))
+    if os.geteuid() == 0:
+        import pwd
+
+        try:
+            account = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root, and there is no postgres user to run the server as")
+        os.chown(folder, account.pw_uid, account.pw_gid)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    data, port = folder / "data", _free_port()
+
+    def run(*command: str) -> None:
+        subprocess.run([*as_user, *command], check=True, capture_output=True, cwd=folder)
+
+    run(str(binaries / "initdb"), "-D", str(data), "--auth=trust", "-U", "cnnlab")
+    run(str(binaries / "pg_ctl"), "-D", str(data), "-l", str(folder / "log"), "-w", "-o",
+        f"-p {port} -k {folder} -c listen_addresses=127.0.0.1", "start")
+    try:
+        yield f"postgresql+psycopg2://cnnlab@127.0.0.1:{port}/postgres"
+    finally:
+        run(str(binaries / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_two_workers_on_other_folders_share_a_postgresql_study(postgres, tmp_path):
+    # As two machines would: each its own sweep folder, the study in the server.
+    first, second = _worker(tmp_path / "a", postgres), _worker(tmp_path / "b", postgres)
+    _wait(first, second)
+    study = optuna.load_study(study_name="shared", storage=postgres)
+    _check_shared(study, 4, [tmp_path / "a", tmp_path / "b"])
+    # the best settings are the same seen from either side
+    seen = [tiny_tune(tmp_path / side, storage=postgres, study="shared", epochs=1, pruner="none",
+                      trials=4, search="lr=1e-3..3e-2:log batch_size=32|64") for side in "ab"]
+    assert seen[0].ran == seen[1].ran == 0
+    assert seen[0].best == seen[1].best
+    assert (tmp_path / "a" / "best.yaml").read_text() == (tmp_path / "b" / "best.yaml").read_text()
