@@ -9,11 +9,12 @@ from importlib import import_module  # noqa: E402
 # the functions below (light: their names load on use) are imported first, so that the functions
 # replace them as attributes for good: a later `import cnnlab.train.loop` does not set them again.
 for _stage in ("train", "attack", "export", "explain", "report", "evaluate", "baselines", "check",
-               "tune"):
+               "tune", "calibrate"):
     import_module(f".{_stage}", __name__)
 from .api import (  # noqa: E402
     attack,
     baselines,
+    calibrate,
     check,
     compare,
     evaluate,
@@ -31,8 +32,8 @@ from .base.config import TrainConfig  # noqa: E402
 _FROM_PREDICT = ("ClassScore", "Prediction", "Predictor")
 
 __all__ = ["ClassScore", "Prediction", "Predictor", "TrainConfig", "__version__", "attack", "baselines",
-           "check", "compare", "evaluate", "explain", "export", "load", "lr_find", "report", "runs",
-           "train", "tune"]
+           "calibrate", "check", "compare", "evaluate", "explain", "export", "load", "lr_find",
+           "report", "runs", "train", "tune"]
 
 
 def __getattr__(name: str):

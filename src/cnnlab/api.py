@@ -128,13 +128,37 @@ def _after_training(run: Run, quiet: bool) -> Run:
     from the run folder training left; only the process that wrote the folder writes it)."""
     from .base.distributed import ranks_from_environment
 
-    if run.config.report and run.status != "diverged" and ranks_from_environment().is_main:
-        path = report(run.path)
-        if not quiet:
-            from .base.progress import stderr_console
+    if run.status == "diverged" or not ranks_from_environment().is_main:
+        return run
+    from .base.progress import stderr_console
 
-            stderr_console().print(f"report: {path}", highlight=False)
+    say = (lambda text: None) if quiet else \
+        (lambda text: stderr_console().print(text, highlight=False))
+    if run.config.calibrate:
+        _calibrate_after_training(run, quiet, say)
+    if run.config.report:
+        say(f"report: {report(run.path)}")
     return run
+
+
+def _calibrate_after_training(run: Run, quiet: bool, say) -> None:
+    """Temperature and unknown detector; a run without a validation split says why it has none."""
+    from .base.errors import CnnlabError as Refused
+    from .calibrate.run import calibrate_run
+
+    try:
+        say(calibrate_run(run.path, device=run.config.device, quiet=quiet).describe())
+    except Refused as reason:
+        say(f"not calibrated: {reason}")
+
+
+def calibrate(run: str | Path, **options: Any) -> Any:
+    """Fit a run's temperature scaling and unknown-image detector on its validation split and
+    store them in its model.json; see calibrate.run.calibrate_run for the options (score, keep).
+    Returns the CalibrationResult."""
+    from .calibrate.run import calibrate_run
+
+    return calibrate_run(run, **options)
 
 
 def _resumed_config(run: str | Path, settings: dict[str, Any]) -> TrainConfig:

@@ -14,6 +14,7 @@ from .base.config import (
     LR_RULES,
     AttackSettings,
     BaselineSettings,
+    CalibrateSettings,
     CheckSettings,
     CompareSettings,
     EvaluateSettings,
@@ -113,6 +114,10 @@ def _add_run_verbs(sub: argparse._SubParsersAction) -> None:
     parser = _verb(sub, "attack", commands.run_attack,
                    "FGSM/PGD robust accuracy against epsilon, adversarial examples",
                    AttackSettings, description=EPS_UNITS)
+    parser.add_argument("run", help="run folder")
+    parser = _verb(sub, "calibrate", commands.run_calibrate,
+                   "fit temperature scaling and the unknown-image detector on the validation split",
+                   CalibrateSettings)
     parser.add_argument("run", help="run folder")
     parser = _verb(sub, "report", commands.run_report,
                    "RUN/report.html: the whole story of a run in one self-contained file",

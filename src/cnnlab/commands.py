@@ -169,6 +169,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         _print_table("translation invariance: every image shifted by N pixels",
                      ["shift (px)", "accuracy"],
                      [[str(r.shift), f"{r.accuracy:.2%}"] for r in m.translation])
+    if result.open_set is not None:
+        _print_open_set(result.open_set)
     if args.top_losses is not None and result.top_losses:  # asked for by name: the table too
         from .evaluate.top_losses import TABLE_COLUMNS, table_rows
 
@@ -178,8 +180,20 @@ def run_evaluate(args: argparse.Namespace) -> int:
                   f"thresholds.csv, confusion_matrix.csv/.png, reliability.png, mistakes.png, "
                   f"pr_curves.png, roc_curves.png"
                   f"{', top_losses.png' if result.top_losses else ''}"
-                  f"{', shift.png' if m.translation else ''}")
+                  f"{', shift.png' if m.translation else ''}"
+                  f"{', unknown.json, unknown_scores.png' if result.open_set else ''}")
     return 0
+
+
+def _print_open_set(open_set) -> None:
+    """evaluate --unknown: each score's AUROC and FPR at 95% TPR, and the run's own detector."""
+    _print_table(f"unknown images: {open_set.known:,} known (this split) against "
+                 f"{open_set.unknown:,} unknown", ["score", "AUROC", "FPR at 95% TPR"],
+                 [[s.score + (" (the run's detector)" if s.score == open_set.detector else ""),
+                   f"{s.auroc:.4f}", f"{s.fpr_at_95_tpr:.2%}"] for s in open_set.scores])
+    if open_set.detector is not None:
+        console.print(f"with the run's threshold: {open_set.unknown_refused:.1%} of the unknown "
+                      f"images called unknown, {open_set.known_kept:.1%} of the known kept")
 
 
 def _fraction(value: float | None, digits: int = 4) -> str:
@@ -218,7 +232,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from .predict.thresholds import min_probability
 
     settings = _prediction_settings(_settings(args))
-    predictor = load_predictor(args.run, settings.device)
+    predictor = load_predictor(args.run, settings.device, unknown=settings.unknown)
     found = expand_inputs(args.inputs)
     if not found.images and not found.videos:
         if len(found.missing) == len(args.inputs):  # nothing named exists
@@ -293,7 +307,7 @@ def _label(result) -> str:
 
 
 def _print_prediction_table(results: list) -> None:
-    rows = [[_label(r), r.top[0].name if r.accepted is not False else f"unknown ({r.top[0].name}?)",
+    rows = [[_label(r), f"unknown (closest: {r.top[0].name})" if r.is_unknown else r.top[0].name,
              f"{r.top[0].probability:.1%}",
              ", ".join(f"{s.name} {s.probability:.1%}" for s in r.top[1:])] for r in results]
     _print_table("predictions", ["input", "class", "probability", "next"], rows)
@@ -313,14 +327,19 @@ def _predictions_csv(results: list) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     gated = any(r.accepted is not None for r in results)  # --min-prob / --min-precision
+    detected = any(r.known is not None for r in results)  # the model's unknown detector
     writer.writerow(["input", "frame", "time", "rank", "class", "index", "probability",
-                     *(["accepted"] if gated else [])])
+                     *(["accepted"] if gated else []),
+                     *(["known", "unknown_score"] if detected else [])])
     for r in results:
         frame = "clip" if r.frames is not None else ("" if r.frame is None else r.frame)
         for rank, score in enumerate(r.top, start=1):
+            first = rank == 1
             writer.writerow([r.input, frame, "" if r.time is None else r.time, rank, score.name,
                              score.index, score.probability,
-                             *([r.accepted if rank == 1 else ""] if gated else [])])
+                             *([r.accepted if first else ""] if gated else []),
+                             *(([r.known, r.unknown_score] if first else ["", ""])
+                               if detected else [])])
     return buffer.getvalue()
 
 
@@ -458,6 +477,16 @@ def run_datasets(args: argparse.Namespace) -> int:
                  "--data PATH"])
     rows.append(["FILE.csv", "-", "your CSV manifest: path,label[,split] rows", "--data FILE.csv"])
     _print_table("datasets", ["name", "here", "description", "location"], rows)
+    return 0
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    from .calibrate.run import calibrate_run
+
+    settings = _settings(args)
+    result = calibrate_run(args.run, settings)
+    if not settings.quiet:
+        console.print(result.describe())
     return 0
 
 

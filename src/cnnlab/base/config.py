@@ -18,6 +18,8 @@ SCHEDULES = ("onecycle", "cosine", "step", "none")
 SPLITS = ("test", "val")  # the held-out splits a trained run is measured on
 DEFAULT_INTERPOLATION = "bilinear"
 LOCAL_MLFLOW = "local"  # --mlflow without a URI: a store in mlruns/ beside the run folders
+UNKNOWN_SCORE_CHOICES = ("msp", "energy", "maxlogit", "mahalanobis")
+DEFAULT_UNKNOWN_SCORE = "energy"  # chosen by bench/unknown.py (BENCHMARKS.md, "Unknown images")
 
 # The recipes: the settings that depend on what is trained, filled in by train/recipes.py where the
 # user left them unset. Declared here, beside the fields, so that each field's help says them from
@@ -115,8 +117,8 @@ class TrainConfig:
         "transfer learning": ("freeze", "freeze_epochs", "backbone_lr", "feature_cache",
                               "probe_first", "freeze_bn"),
         "adversarial training": ("adversarial", "adv_eps", "adv_steps", "adv_step_size"),
-        "output and machine": ("out", "report", "log", "mlflow", "device", "threads", "amp",
-                               "channels_last"),
+        "output and machine": ("out", "report", "calibrate", "log", "mlflow", "device", "threads",
+                               "amp", "channels_last"),
     }
 
     data: DataConfig = option(factory=DataConfig)
@@ -158,6 +160,8 @@ class TrainConfig:
     amp: bool = option(True, "mixed precision (CUDA only)")
     channels_last: bool = option(True, "channels-last memory format for conv layers")
     report: bool = option(False, "write RUN/report.html when training ends (cnnlab report)")
+    calibrate: bool = option(True, "after training, fit temperature scaling and the unknown-image "
+                                   "detector on the validation split (cnnlab calibrate)")
     log: str = option("tensorboard", "log every epoch to TensorBoard event files in the run folder "
                                      "(tensorboard --logdir runs), or not (none)",
                       choices=("tensorboard", "none"), kind="--log value")
@@ -221,6 +225,8 @@ class LrFindSettings:
 DEVICE_HELP = "auto | cpu | cuda | mps"
 DATA_HELP = "other data with the same classes (default: the run's own)"
 EVAL_BATCH = 256
+UNKNOWN_HELP = ("call an image 'unknown' where the model's unknown-image detector says it is none of "
+                "its classes (cnnlab calibrate)")
 QUIET_HELP = "print nothing but errors (the results are still written)"
 
 
@@ -233,6 +239,10 @@ class EvaluateSettings:
     top_losses: int = option(16, "the N images of highest loss, named by file, in "
                                  "top_losses.png and the report; given here, also a table on "
                                  "the terminal (0: none)", minimum=0)
+    unknown: str | None = option(None, "images of none of the run's classes (a dataset name, a "
+                                       "folder or an image): how well each unknown-image score "
+                                       "tells them from the known, in unknown.json and "
+                                       "unknown_scores.png", metavar="DATA")
     batch_size: int = option(EVAL_BATCH, "images per forward pass", minimum=1)
     out: str | None = option(None, "results folder (default RUN/evaluate; RUN/evaluate-val for "
                                    "--split val, RUN/evaluate-NAME for --data NAME)", metavar="DIR")
@@ -257,6 +267,7 @@ class PredictSettings:
         None, "call an input 'unknown' when its top class's probability is below the threshold "
               "that gave that class this precision in the run's evaluation (0.9, 0.95 or 0.99; "
               "from RUN/evaluate-val when there is one, else RUN/evaluate)", above=0, maximum=1)
+    unknown: bool = option(True, UNKNOWN_HELP)
     device: str = option("auto", DEVICE_HELP)
 
 
@@ -439,6 +450,21 @@ class CheckSettings:
 
 
 @dataclass(frozen=True)
+class CalibrateSettings:
+    score: str = option(DEFAULT_UNKNOWN_SCORE, "what tells known images from others: msp (softmax "
+                                               "probability), energy, maxlogit or mahalanobis "
+                                               "(distance of the features to the classes)",
+                        choices=UNKNOWN_SCORE_CHOICES, kind="unknown score")
+    keep: float = option(0.95, "share of the validation images the unknown threshold keeps",
+                         above=0, below=1)
+    temperature: bool = option(True, "fit temperature scaling of the probabilities")
+    train_images: int = option(5000, "training images whose features the mahalanobis score "
+                                     "describes (the first N)", minimum=2)
+    device: str = option("auto", DEVICE_HELP)
+    quiet: bool = option(False, QUIET_HELP)
+
+
+@dataclass(frozen=True)
 class ReportSettings:
     full: bool = option(False, "first run what the report lacks: evaluate, a quick attack (500 "
                                "images), explanations of 4 test images, the baselines")
@@ -460,6 +486,7 @@ class ServeSettings:
     max_pixels: int = option(MAX_IMAGE_PIXELS, "largest image, in pixels (decompression bombs are "
                                                "refused before decoding)", minimum=1)
     topk: int = option(5, "classes per prediction unless ?topk= says otherwise", minimum=1)
+    unknown: bool = option(True, UNKNOWN_HELP)
     threads: int | None = option(None, "CPU threads for the model (default: one per physical core)",
                                  minimum=1)
 

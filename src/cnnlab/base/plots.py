@@ -368,3 +368,23 @@ def adversarial_examples(clean, adversarial, captions: list[tuple[str, str]], pa
             axes[row, column].set_title(caption, fontsize=8)
     figure.suptitle(title)
     save_figure(figure, path)
+
+
+def score_histograms(scores: dict, path: Path, chosen: str | None = None,
+                     threshold: float | None = None) -> None:
+    """One panel per score: histograms of the known and the unknown images' scores (higher: more
+    like the known), the run's own threshold marked on its own score."""
+    import numpy as np
+
+    figure, axes = plt.subplots(1, len(scores), figsize=(4 * len(scores), 3.4), layout="constrained")
+    for axis, (name, (known, unknown)) in zip(np.atleast_1d(axes), scores.items(), strict=True):
+        bins = np.histogram_bin_edges(np.r_[known, unknown], bins=40)
+        axis.hist(known, bins=bins, alpha=0.6, density=True, label="known (test split)")
+        axis.hist(unknown, bins=bins, alpha=0.6, density=True, label="unknown")
+        if name == chosen and threshold is not None:
+            axis.axvline(threshold, color="black", linestyle="--", label="threshold")
+        axis.set_title(name + (" (the run's detector)" if name == chosen else ""))
+        axis.set_xlabel("score (higher: more like the known)")
+        axis.set_yticks([])
+    np.atleast_1d(axes)[0].legend(fontsize=8)
+    save_figure(figure, path)

@@ -10,7 +10,7 @@ import csv
 import io
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -37,12 +37,16 @@ from .top_losses import TOP_LOSSES, caption, worst
 ECE_BINS = 15
 MISTAKES_SHOWN = 16
 
+if TYPE_CHECKING:
+    from .unknown import OpenSetResult
+
 
 @dataclass
 class Evaluation:
     metrics: EvaluationMetrics
     folder: Path
     top_losses: list[PredictionRow] = field(default_factory=list)  # worst first
+    open_set: OpenSetResult | None = None  # with --unknown: known against unknown images
 
 
 def per_class_table(labels: torch.Tensor, predictions: torch.Tensor, class_names: list[str]
@@ -221,4 +225,16 @@ def evaluate_run(run: str | Path, settings: EvaluateSettings | None = None,
     rows = _write_predictions(out, logits, labels, names, chosen)
     top = _write_top_losses(out, rows, chosen, settings.top_losses)
     atomic_write_json(out / "metrics.json", metrics.to_dict())
-    return Evaluation(metrics, out, top)
+    open_set = _open_set(run, model, card, chosen, settings.unknown, torch_device, out) \
+        if settings.unknown else None
+    return Evaluation(metrics, out, top, open_set)
+
+
+def _open_set(run: Path, model, card, known: Split, unknown: str, device: torch.device,
+              out: Path) -> OpenSetResult:
+    """--unknown DATA: each unknown-image score, the split evaluated against DATA's images."""
+    from ..run.data import run_dataset
+    from .unknown import measure_open_set, unknown_split
+
+    return measure_open_set(model, card, known, run_dataset(run, card).train,
+                            unknown_split(unknown, card), device, out)

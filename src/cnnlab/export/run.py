@@ -85,8 +85,9 @@ def _int8(folder: Path, dataset: DatasetSplits, settings: ExportSettings, test: 
 def _manifest(card: ModelCard, run: Path, files: dict, opset: int, exporter: str,
               parity: ExportParity) -> ExportManifest:
     data = run_data_config(run, card, None)
+    log_probabilities = card.flip_tta or card.temperature != 1.0  # see convert.ExportedGraph
     return ExportManifest(card=card, files=files, input_name=INPUT_NAME, output_name=OUTPUT_NAME,
-                          output="log_probabilities" if card.flip_tta else "logits", opset=opset,
+                          output="log_probabilities" if log_probabilities else "logits", opset=opset,
                           exporter=exporter, data=data.__dict__.copy(), parity=parity,
                           versions=_versions())
 

@@ -34,6 +34,9 @@ class Classifier(nn.Module):
         # Test-time augmentation: predictions average the image and its mirror image. Off for
         # training, attacks and explanations (they call forward); set from model.json on loading.
         self.flip_tta = False
+        # Temperature scaling of the probabilities (fitted on the validation split after
+        # training; 1: none). Logits, training and attacks are untouched; set from model.json.
+        self.temperature = 1.0
         channels = len(mean)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, channels, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, channels, 1, 1))
@@ -56,13 +59,19 @@ class Classifier(nn.Module):
         a layer-language network); everything before it is the backbone."""
         return self.network.get_classifier()
 
+    @property
+    def predicts_log_proba(self) -> bool:
+        """Whether predictions read predict_log_proba rather than the logits: with flip TTA or a
+        temperature the two differ by more than a shift."""
+        return self.flip_tta or self.temperature != 1.0
+
     def predict_log_proba(self, x: torch.Tensor) -> torch.Tensor:
-        """Log-probabilities (B, num_classes); with flip_tta, those of the mean of the softmax
-        over the image and its mirror image."""
-        log_proba = torch.log_softmax(self(x), dim=1)
+        """Log-probabilities (B, num_classes) of the logits divided by the temperature; with
+        flip_tta, those of the mean of the softmax over the image and its mirror image."""
+        log_proba = torch.log_softmax(self(x) / self.temperature, dim=1)
         if not self.flip_tta:
             return log_proba
-        mirrored = torch.log_softmax(self(x.flip(-1)), dim=1)
+        mirrored = torch.log_softmax(self(x.flip(-1)) / self.temperature, dim=1)
         return torch.logaddexp(log_proba, mirrored) - math.log(2)
 
     @torch.no_grad()

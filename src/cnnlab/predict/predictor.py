@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,9 +21,11 @@ from ..base.fileio import is_dir, is_file
 from ..data.images import image_to_tensor, is_image_file, open_image, to_float
 from ..data.splits import DecodeFiles, collate_decoded
 from ..models import Classifier
+from ..models.modes import eval_mode
 from ..models.pretrained import TIMM_PREFIX
 from ..run.contract import PRETRAINED_PREFIX, InputSpec, ModelCard, Preprocessing
-from ..run.folder import load_model
+from ..run.folder import export_of, load_model
+from ..run.unknown import Detector, exported_detector, load_detector
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"})
 
@@ -44,10 +47,17 @@ class Prediction:
     time: float | None = None  # seconds into the video
     frames: int | None = None  # for a clip: how many frames were averaged
     accepted: bool | None = None  # with a minimum probability: False calls the input unknown
+    known: bool | None = None  # the unknown detector's verdict (None: the model has none)
+    unknown_score: float | None = None  # its score: below the model's threshold is unknown
+
+    @property
+    def is_unknown(self) -> bool:
+        """Called "none of my classes", by the detector or by a probability floor."""
+        return self.known is False or self.accepted is False
 
     def to_dict(self) -> dict[str, Any]:
         row: dict[str, Any] = {"input": self.input}
-        for key in ("frame", "time", "frames", "accepted"):
+        for key in ("frame", "time", "frames", "accepted", "known", "unknown_score"):
             if getattr(self, key) is not None:
                 row[key] = getattr(self, key)
         row["top"] = [vars(score) for score in self.top]
@@ -63,13 +73,25 @@ class Failure:
 ImageInput = str | Path | Image.Image | np.ndarray | torch.Tensor
 
 
-class Predictor:
-    """A trained model with the preprocessing it was trained with (from model.json)."""
+class TopK(list):
+    """One input's top classes (ClassScore, best first), with the unknown detector's verdict:
+    `known` (None where the model has no detector) and its `score`."""
 
-    def __init__(self, model: Classifier, card: ModelCard, device: torch.device) -> None:
-        # channels_last: about 20% faster convolutions on CPU (bench/train_step.py)
+    def __init__(self, scores: list[ClassScore], known: bool | None = None,
+                 score: float | None = None) -> None:
+        super().__init__(scores)
+        self.known, self.score = known, score
+
+
+class Predictor:
+    """A trained model with the preprocessing it was trained with (from model.json), and the
+    unknown-image detector fitted with it, where there is one."""
+
+    def __init__(self, model: Classifier, card: ModelCard, device: torch.device,
+                 detector: Detector | None = None) -> None:
+        # channels_last: faster convolutions on CPU (bench/train_step.py)
         self.model = model.eval().to(memory_format=torch.channels_last)
-        self.card, self.device = card, device
+        self.card, self.device, self.detector = card, device, detector
         self.class_names: list[str] = list(card.class_names)
         self.input_shape: tuple[int, int, int] = card.input.shape
         self.resize = (card.preprocessing.interpolation, card.preprocessing.crop_pct)
@@ -98,8 +120,32 @@ class Predictor:
     @torch.no_grad()
     def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
         """float (B, C, H, W) in [0, 1] -> softmax probabilities (B, num_classes) on the CPU."""
+        return self.assess(batch)[0]
+
+    @torch.no_grad()
+    def assess(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """float (B, C, H, W) in [0, 1] -> the probabilities (B, K) (temperature-scaled, flip
+        TTA where the model has them) and the unknown detector's scores (B,), or None without a
+        detector; one forward pass serves both."""
         batch = batch.to(self.device).contiguous(memory_format=torch.channels_last)
-        return self.model.predict_proba(batch).float().cpu()
+        if self.detector is None:
+            return self.model.predict_proba(batch).float().cpu(), None
+        with eval_mode(self.model), _output_layer_input(self.model, self.detector) as features:
+            outputs = self.model(batch)  # raw logits (an export: what its graph gives)
+        if getattr(self.model, "flip_tta", False):  # the mirror image needs its own pass
+            probabilities = self.model.predict_proba(batch)
+        else:
+            probabilities = (outputs / getattr(self.model, "temperature", 1.0)).softmax(1)
+        scores = self.detector.score(outputs.float().cpu(), features[0] if features else None)
+        return probabilities.float().cpu(), scores
+
+    def verdicts(self, scores: torch.Tensor | None, count: int) -> list[tuple[bool | None,
+                                                                             float | None]]:
+        """(known, score) for each of `count` inputs."""
+        if scores is None:
+            return [(None, None)] * count
+        known = self.detector.known(scores)
+        return [(bool(k), round(float(s), 6)) for k, s in zip(known, scores, strict=True)]
 
     def top(self, probabilities: torch.Tensor, topk: int) -> list[list[ClassScore]]:
         values, indices = probabilities.topk(min(topk, len(self.class_names)), dim=1)
@@ -118,9 +164,28 @@ class Predictor:
         results = []
         for start in range(0, len(items), batch_size):
             batch = torch.stack([self.preprocess(x) for x in items[start:start + batch_size]])
-            results.extend(self.top(self.probabilities(batch), topk))
+            probabilities, scores = self.assess(batch)
+            verdicts = self.verdicts(scores, len(batch))
+            results.extend(TopK(top, *verdict) for top, verdict
+                           in zip(self.top(probabilities, topk), verdicts, strict=True))
         return results
 
+
+
+@contextmanager
+def _output_layer_input(model, detector: Detector):
+    """Collects the output layer's input features (B, F) during a forward pass, where the
+    detector's score needs them (a list that holds them once the pass is done)."""
+    captured: list[torch.Tensor] = []
+    if not detector.needs_features:
+        yield captured
+        return
+    handle = model.output_layer.register_forward_hook(
+        lambda _module, inputs, _output: captured.append(inputs[0].detach().float().cpu()))
+    try:
+        yield captured
+    finally:
+        handle.remove()
 
 
 def _as_uint8(array: np.ndarray) -> np.ndarray:
@@ -161,13 +226,18 @@ def _pretrained(name: str, device: torch.device) -> Predictor:
     return Predictor(Classifier(network, cfg.mean, cfg.std).to(device), card, device)
 
 
-def load_predictor(run: str | Path, device: str = PredictSettings.device) -> Predictor:
-    """A run folder's best model, or `pretrained:<name>` for an ImageNet model as it comes."""
+def load_predictor(run: str | Path, device: str = PredictSettings.device,
+                   unknown: bool = True) -> Predictor:
+    """A run folder's best model (or an export's), with its unknown-image detector unless
+    `unknown` is False, or `pretrained:<name>` for an ImageNet model as it comes."""
     torch_device = resolve_device(device)
     if str(run).startswith(PRETRAINED_PREFIX):
         return _pretrained(str(run)[len(PRETRAINED_PREFIX):], torch_device)
     model, card = load_model(run, torch_device)
-    return Predictor(model, card, torch_device)
+    exported = export_of(run)
+    detector = exported_detector(card, exported[0].output) if exported else \
+        load_detector(Path(run), card)
+    return Predictor(model, card, torch_device, detector if unknown else None)
 
 
 @dataclass
@@ -218,9 +288,10 @@ def predict_files(predictor: Predictor, paths: list[Path], topk: int = PredictSe
         for index, reason in bad:
             yield Failure(str(paths[index]), reason.split(": ", 1)[-1])
         if indices:
-            tops = predictor.top(predictor.probabilities(to_float(images)), topk)
-            for index, top in zip(indices, tops, strict=True):
-                yield Prediction(str(paths[index]), top)
+            probabilities, scores = predictor.assess(to_float(images))
+            tops, verdicts = predictor.top(probabilities, topk), predictor.verdicts(scores, len(indices))
+            for index, top, (known, score) in zip(indices, tops, verdicts, strict=True):
+                yield Prediction(str(paths[index]), top, known=known, unknown_score=score)
 
 
 def _video_frames(path: Path, fps: float) -> Iterator[tuple[int, float, Image.Image]]:
@@ -250,10 +321,13 @@ def predict_video(predictor: Predictor, path: Path, fps: float = PredictSettings
     batch: list[tuple[int, float, torch.Tensor]] = []
 
     def flush() -> None:
-        probs = predictor.probabilities(torch.stack([item[2] for item in batch]))
+        probs, scores = predictor.assess(torch.stack([item[2] for item in batch]))
         probabilities.append(probs)
-        for (number, seconds, _), top in zip(batch, predictor.top(probs, topk), strict=True):
-            frames.append(Prediction(str(path), top, frame=number, time=seconds))
+        for (number, seconds, _), top, (known, score) in zip(
+                batch, predictor.top(probs, topk), predictor.verdicts(scores, len(batch)),
+                strict=True):
+            frames.append(Prediction(str(path), top, frame=number, time=seconds, known=known,
+                                     unknown_score=score))
         batch.clear()
 
     for number, seconds, image in _video_frames(path, fps):

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..base.config import UNKNOWN_SCORE_CHOICES
 from ..base.errors import CnnlabError
 from .results import ExportParity
 
@@ -53,6 +54,32 @@ class Preprocessing:
 
 
 @dataclass(frozen=True)
+class Calibration:
+    """Temperature scaling fitted on the validation split after training (Guo et al., 2017): the
+    probabilities are softmax(logits / temperature); the ECE on that split before and after."""
+
+    temperature: float
+    ece_before: float
+    ece_after: float
+    images: int
+
+
+UNKNOWN_SCORES = UNKNOWN_SCORE_CHOICES
+
+
+@dataclass(frozen=True)
+class UnknownDetector:
+    """How the model says "none of my classes": a score (higher: more like the training images)
+    and the threshold below which an image is unknown, set on the validation split so that `keep`
+    of the known images pass. A feature-based score keeps its statistics in `file`."""
+
+    score: str  # one of UNKNOWN_SCORES
+    threshold: float
+    keep: float
+    file: str | None = None  # e.g. unknown.safetensors in the run folder
+
+
+@dataclass(frozen=True)
 class ModelCard:
     """Everything model.json says about a trained model."""
 
@@ -69,7 +96,13 @@ class ModelCard:
     val_accuracy: float | None = None
     test_accuracy: float | None = None  # of these weights on the data's test split, after training
     head: str | None = None  # how the output layer was fitted, where not by gradient steps
+    calibration: Calibration | None = None
+    unknown: UnknownDetector | None = None
     versions: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def temperature(self) -> float:
+        return self.calibration.temperature if self.calibration is not None else 1.0
 
     @property
     def num_classes(self) -> int:
@@ -111,6 +144,8 @@ class ModelCard:
             val_accuracy=reader.get("val_accuracy", float, default=None),
             test_accuracy=reader.get("test_accuracy", float, default=None),
             head=reader.get("head", str, default=None),
+            calibration=_calibration(reader),
+            unknown=_unknown(reader),
             versions=reader.get("versions", dict, default={}),
         )
         if len(card.class_names) < 2:
@@ -196,6 +231,34 @@ def _parity(values: dict[str, Any], where: str) -> ExportParity:
         return ExportParity.from_dict(values)
     except (KeyError, TypeError, ValueError) as error:
         raise CnnlabError(f"{where}: the field 'parity' is malformed ({error})") from None
+
+
+def _calibration(card: _Reader) -> Calibration | None:
+    if card.get("calibration", dict, default=None) is None:
+        return None
+    reader = card.section("calibration")
+    calibration = Calibration(*(reader.get(key, float) for key in ("temperature", "ece_before",
+                                                                    "ece_after")),
+                              images=reader.get("images", int))
+    if not calibration.temperature > 0:
+        raise CnnlabError(f"{reader.where}: the temperature must be positive")
+    return calibration
+
+
+def _unknown(card: _Reader) -> UnknownDetector | None:
+    if card.get("unknown", dict, default=None) is None:
+        return None
+    reader = card.section("unknown")
+    detector = UnknownDetector(score=reader.get("score", str),
+                               threshold=reader.get("threshold", float),
+                               keep=reader.get("keep", float),
+                               file=reader.get("file", str, default=None))
+    if detector.score not in UNKNOWN_SCORES:
+        raise CnnlabError(f"{reader.where}: unknown score {detector.score!r} (this cnnlab knows "
+                          f"{', '.join(UNKNOWN_SCORES)})")
+    if detector.file is not None and Path(detector.file).name != detector.file:
+        raise CnnlabError(f"{reader.where}: 'file' must name a file in the run folder")
+    return detector
 
 
 def _input(reader: _Reader) -> InputSpec:

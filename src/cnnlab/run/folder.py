@@ -137,6 +137,11 @@ def write_results(run_dir: Path, results: TrainingResults) -> None:
         atomic_write_text(run_dir / META, card.to_json())
 
 
+def write_card(run_dir: str | Path, card: ModelCard) -> None:
+    """model.json for weights already saved (a card that gains a calibration, say)."""
+    atomic_write_text(Path(run_dir) / META, card.to_json())
+
+
 def read_card(run_dir: str | Path) -> ModelCard:
     """The run's model.json, checked field by field."""
     return ModelCard.read(Path(run_dir) / META)
@@ -147,7 +152,7 @@ def build_model(card: ModelCard) -> Classifier:
     model, _, _ = create_model(card.architecture, input_shape=card.input.shape,
                                num_classes=card.num_classes, mean=card.preprocessing.mean,
                                std=card.preprocessing.std)
-    model.flip_tta = card.flip_tta
+    model.flip_tta, model.temperature = card.flip_tta, card.temperature
     return model
 
 

@@ -27,7 +27,7 @@ def predict_logits(model: nn.Module, split: Split, device: torch.device, batch_s
             inputs = to_float(images.to(device, non_blocking=True))
             if channels_last:
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
-            outputs = model.predict_log_proba(inputs) if getattr(model, "flip_tta", False) \
+            outputs = model.predict_log_proba(inputs) if getattr(model, "predicts_log_proba", False) \
                 else model(inputs)
             logits.append(outputs.float().cpu())
             labels.append(targets)

@@ -57,9 +57,15 @@ class Service:
     def __init__(self, predictor: Predictor, settings: ServeSettings, metrics: Metrics) -> None:
         self.predictor, self.settings, self.metrics = predictor, settings, metrics
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cnnlab-model")
-        self.batcher = Batcher(predictor.probabilities, max_batch=settings.max_batch,
+        self.batcher = Batcher(self.assess, max_batch=settings.max_batch,
                                max_wait_ms=settings.max_wait_ms, max_queue=settings.max_queue,
                                worker=self.worker, on_batch=metrics.batch_size.observe)
+
+    def assess(self, batch: torch.Tensor) -> list[tuple[torch.Tensor, tuple]]:
+        """(B, C, H, W) -> for each image, its probabilities (K,) and the unknown detector's
+        (known, score)."""
+        probabilities, scores = self.predictor.assess(batch)
+        return list(zip(probabilities, self.predictor.verdicts(scores, len(batch)), strict=True))
 
     def decode(self, name: str, data: bytes) -> torch.Tensor:
         """Bytes of an upload -> the model's input (C, H, W); the name is only ever a label."""
@@ -95,6 +101,16 @@ class Service:
         heatmap = attribute("gradcam", self.predictor.model, batch,
                             torch.tensor([chosen], device=self.predictor.device))[0]
         return heatmap, probabilities
+
+
+def _prediction(name: str, top: list, verdict: tuple[bool | None, float | None]) -> dict[str, Any]:
+    """One image's answer: its top classes, and where the model has an unknown detector, whether
+    the image is one of its classes (`known`) and the detector's score."""
+    answer: dict[str, Any] = {"input": name, "top": [vars(score) for score in top]}
+    known, score = verdict
+    if known is not None:
+        answer.update(known=known, unknown_score=score)
+    return answer
 
 
 async def _uploads(request: Request) -> list[tuple[str, bytes]]:
@@ -155,9 +171,9 @@ def _routes(app: FastAPI, service: Service) -> None:
         topk = _topk(request, service.settings.topk, len(predictor.class_names))
         inputs = await service.inputs(request)
         rows = await service.predict([image for _, image in inputs])
-        tops = predictor.top(torch.stack(rows), topk)
-        return {"predictions": [{"input": name, "top": [vars(score) for score in top]}
-                                for (name, _), top in zip(inputs, tops, strict=True)]}
+        tops = predictor.top(torch.stack([probabilities for probabilities, _ in rows]), topk)
+        return {"predictions": [_prediction(name, top, verdict) for (name, _), top, (_, verdict)
+                                in zip(inputs, tops, rows, strict=True)]}
 
     @app.post("/explain")
     async def explain(request: Request) -> Response:
@@ -214,7 +230,7 @@ def create_app(model: str | Path, settings: ServeSettings | None = None, **optio
         raise CnnlabError("--max-batch and --max-queue must be at least 1")
     set_threads(settings.threads)
     metrics = Metrics()
-    service = Service(load_predictor(model, "cpu"), settings, metrics)
+    service = Service(load_predictor(model, "cpu", unknown=settings.unknown), settings, metrics)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -26,7 +26,8 @@ class _Item:
 
 
 class Batcher:
-    """Collects images into batches for `run_batch` ((B, C, H, W) -> (B, K) probabilities)."""
+    """Collects images into batches for `run_batch` ((B, C, H, W) -> one result per image, in
+    order: what each waiting request gets back)."""
 
     def __init__(self, run_batch: Callable[[torch.Tensor], torch.Tensor], *, max_batch: int,
                  max_wait_ms: float, max_queue: int, worker: ThreadPoolExecutor,

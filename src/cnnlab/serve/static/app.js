@@ -35,6 +35,13 @@ function showTop(top) {
   }
 }
 
+// The model's unknown-image detector: "none of my classes", with the closest one named.
+function showVerdict(prediction) {
+  const verdict = $("verdict");
+  verdict.hidden = prediction.known !== false;
+  verdict.textContent = `unknown: none of the model's classes (closest: ${prediction.top[0].name})`;
+}
+
 async function send(file) {
   $("error").hidden = true;
   const form = new FormData();
@@ -49,6 +56,7 @@ async function send(file) {
   const answer = await response.json();
   $("preview").src = URL.createObjectURL(file);
   showTop(answer.predictions[0].top);
+  showVerdict(answer.predictions[0]);
   $("result").hidden = false;
   const overlay = await fetch("/explain", { method: "POST", body: form });
   if (overlay.ok) {

@@ -1,0 +1,107 @@
+"""How well a run tells its own classes from images of others (`cnnlab evaluate RUN --unknown
+DATA`): every score's AUROC and false-positive rate at 95% true-positive rate, known images (the
+run's test split) against DATA, and what the run's own detector keeps and refuses."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score, roc_curve
+
+from ..base import plots
+from ..base.config import UNKNOWN_SCORE_CHOICES, DataConfig
+from ..base.errors import CnnlabError
+from ..base.fileio import atomic_write_json
+from ..data import TensorImages, load_dataset
+from ..data.images import image_to_tensor, is_image_file, open_image
+from ..data.registry import list_datasets
+from ..data.splits import Split
+from ..run.contract import ModelCard
+from ..run.unknown import FeatureStatistics, Outputs, model_outputs, score_outputs
+
+TPR = 0.95  # the share of known images kept at which the false-positive rate is read
+
+
+@dataclass(frozen=True)
+class ScoreQuality:
+    """One score, known (positive) against unknown images."""
+
+    score: str
+    auroc: float
+    fpr_at_95_tpr: float
+
+
+@dataclass(frozen=True)
+class OpenSetResult:
+    known: int  # images of the run's test split
+    unknown: int  # images of the other data
+    scores: tuple[ScoreQuality, ...]
+    detector: str | None  # the run's own score, where it has one
+    unknown_refused: float | None  # with the run's own threshold: unknown images called unknown
+    known_kept: float | None  # ... and known images kept
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def quality(name: str, known: torch.Tensor, unknown: torch.Tensor) -> ScoreQuality:
+    """AUROC and FPR at 95% TPR of a score (higher: known), as scikit-learn computes them."""
+    truth = np.r_[np.ones(len(known)), np.zeros(len(unknown))]
+    values = torch.cat([known, unknown]).double().numpy()
+    fpr, tpr, _ = roc_curve(truth, values)
+    return ScoreQuality(name, float(roc_auc_score(truth, values)),
+                        float(fpr[np.searchsorted(tpr, TPR, side="left")]))
+
+
+def unknown_split(data: str, card: ModelCard) -> Split:
+    """The other images as the model takes them: a built-in dataset's test split, or every image
+    in a folder (class subfolders or not), converted to the model's channels and size."""
+    if data in {entry.name for entry in list_datasets()}:
+        config = DataConfig(name=data, channels=card.input.channels, image_size=card.input.height)
+        dataset = load_dataset(config)
+        return dataset.test if dataset.test is not None else dataset.train
+    folder = Path(data)
+    files = sorted(p for p in folder.rglob("*") if is_image_file(p)) if folder.is_dir() else \
+        [folder] if folder.is_file() else []
+    if not files:
+        raise CnnlabError(f"--unknown {data}: no images found")
+    resize = (card.preprocessing.interpolation, card.preprocessing.crop_pct)
+    images = torch.stack([image_to_tensor(open_image(path), *card.input.shape, *resize)
+                          for path in files])
+    return TensorImages(images, torch.zeros(len(files), dtype=torch.long))
+
+
+def measure_open_set(model, card: ModelCard, known: Split, train: Split, unknown: Split,
+                     device: torch.device, out: Path) -> OpenSetResult:
+    """Every score on the known and unknown images; writes unknown.json and unknown_scores.png."""
+    inside, outside = model_outputs(model, known, device), model_outputs(model, unknown, device)
+    fitted = model_outputs(model, train, device, limit=5000)
+    statistics = FeatureStatistics.fit(fitted.features, fitted.labels, card.num_classes)
+    by_score = {name: (_score(name, inside, card, statistics), _score(name, outside, card, statistics))
+                for name in UNKNOWN_SCORE_CHOICES}
+    result = _result(card, by_score, len(inside.labels), len(outside.labels))
+    atomic_write_json(out / "unknown.json", result.to_dict())
+    plots.score_histograms({name: (k.numpy(), u.numpy()) for name, (k, u) in by_score.items()},
+                           out / "unknown_scores.png",
+                           card.unknown.score if card.unknown else None,
+                           card.unknown.threshold if card.unknown else None)
+    return result
+
+
+def _score(name: str, outputs: Outputs, card: ModelCard,
+           statistics: FeatureStatistics) -> torch.Tensor:
+    return score_outputs(name, outputs, card.temperature, statistics)
+
+
+def _result(card: ModelCard, by_score: dict, known: int, unknown: int) -> OpenSetResult:
+    qualities = tuple(quality(name, *pair) for name, pair in by_score.items())
+    if card.unknown is None:
+        return OpenSetResult(known, unknown, qualities, None, None, None)
+    inside, outside = by_score[card.unknown.score]
+    threshold = card.unknown.threshold
+    return OpenSetResult(known, unknown, qualities, card.unknown.score,
+                         float((outside < threshold).double().mean()),
+                         float((inside >= threshold).double().mean()))

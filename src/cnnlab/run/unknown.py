@@ -1,0 +1,179 @@
+"""A run's unknown-image detector: the scores that tell the images a model was trained on from
+others (higher: more like its own), and the detector a predictor applies with its model card's
+score and threshold.
+
+- msp: the largest softmax probability (Hendrycks & Gimpel, 2017), after temperature scaling;
+- energy: logsumexp of the logits, the negative free energy (Liu et al., 2020);
+- maxlogit: the largest logit (Hendrycks et al., 2022);
+- mahalanobis: minus the smallest Mahalanobis distance of the output layer's input features to a
+  class mean, with one covariance shared by the classes (Lee et al., 2018).
+
+The first three need the logits only; mahalanobis needs the features and statistics of the
+training features (class means and the shared precision matrix), kept in a safetensors file.
+The detector is fitted by the calibrate stage.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save
+
+from ..base.errors import CnnlabError
+from ..base.fileio import atomic_write
+from ..data.images import to_float
+from ..data.splits import Split
+from ..models.modes import eval_mode
+from .contract import ModelCard, UnknownDetector
+
+# Shrinkage toward the identity (relative to the covariance's mean variance): a few hundred
+# training images give a singular covariance of 1280 features.
+SHRINKAGE = 0.01
+
+
+@dataclass(frozen=True)
+class FeatureStatistics:
+    """What mahalanobis needs of the training features."""
+
+    means: torch.Tensor  # (K, F) class means
+    precision: torch.Tensor  # (F, F) inverse of the shared, shrunk covariance
+
+    @classmethod
+    def fit(cls, features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> FeatureStatistics:
+        features = features.double()
+        means = torch.stack([features[labels == k].mean(0) if (labels == k).any()
+                             else features.mean(0) for k in range(num_classes)])
+        centred = features - means[labels]
+        covariance = centred.T @ centred / len(features)
+        shrink = SHRINKAGE * covariance.diagonal().mean().clamp_min(1e-12)
+        covariance += shrink * torch.eye(covariance.shape[0], dtype=covariance.dtype)
+        return cls(means.float(), torch.linalg.inv(covariance).float())
+
+    def save(self, path: Path) -> None:
+        state = {"means": self.means.contiguous(), "precision": self.precision.contiguous()}
+        atomic_write(path, lambda tmp: tmp.write_bytes(save(state)))
+
+    @classmethod
+    def load(cls, path: Path) -> FeatureStatistics:
+        try:
+            state = load_file(str(path))
+            return cls(state["means"], state["precision"])
+        except Exception as error:  # safetensors raises its own kinds for a damaged file
+            raise CnnlabError(f"cannot load the unknown detector's statistics {path}: "
+                              f"{str(error).splitlines()[0][:200]}") from None
+
+    def score(self, features: torch.Tensor) -> torch.Tensor:
+        """(N, F) -> (N,): minus the smallest squared Mahalanobis distance to a class mean."""
+        centred = features.float()[:, None, :] - self.means[None]  # (N, K, F)
+        distances = torch.einsum("nkf,fg,nkg->nk", centred, self.precision, centred)
+        return -distances.min(1).values
+
+
+def logit_score(name: str, temperature: float = 1.0) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The score of raw logits (N, K) -> (N,) for the logit-based scores."""
+    if name == "msp":
+        return lambda logits: (logits / temperature).softmax(1).max(1).values
+    if name == "energy":
+        return lambda logits: torch.logsumexp(logits, 1)
+    if name == "maxlogit":
+        return lambda logits: logits.max(1).values
+    raise CnnlabError(f"{name} is not a logit score")
+
+
+@dataclass
+class Outputs:
+    """What scoring reads of a model on some images: raw logits (N, K) and the output layer's
+    input features (N, F), with the labels where there are any."""
+
+    logits: torch.Tensor
+    features: torch.Tensor
+    labels: torch.Tensor
+
+
+@torch.no_grad()
+def model_outputs(model, split: Split, device: torch.device, limit: int | None = None,
+                  batch_size: int = 128) -> Outputs:
+    """One pass over the split (its first `limit` images): raw logits and penultimate features."""
+    captured: list[torch.Tensor] = []
+    handle = model.output_layer.register_forward_hook(
+        lambda _module, inputs, _output: captured.append(inputs[0].detach().float().cpu()))
+    logits, labels, seen = [], [], 0
+    try:
+        with eval_mode(model):
+            for images, targets in split.batches(batch_size):
+                take = len(targets) if limit is None else min(len(targets), limit - seen)
+                logits.append(model(to_float(images[:take].to(device))).float().cpu())
+                labels.append(targets[:take])
+                seen += take
+                if limit is not None and seen >= limit:
+                    break
+    finally:
+        handle.remove()
+    return Outputs(torch.cat(logits), torch.cat(captured), torch.cat(labels))
+
+
+def score_outputs(name: str, outputs: Outputs, temperature: float,
+                  statistics: FeatureStatistics | None) -> torch.Tensor:
+    if name == "mahalanobis":
+        if statistics is None:
+            raise CnnlabError("the mahalanobis score needs the training features' statistics")
+        return statistics.score(outputs.features)
+    return logit_score(name, temperature)(outputs.logits)
+
+
+log = logging.getLogger("cnnlab")
+
+
+@dataclass(frozen=True)
+class Detector:
+    spec: UnknownDetector
+    temperature: float
+    statistics: FeatureStatistics | None = None
+
+    @property
+    def needs_features(self) -> bool:
+        return self.spec.score == "mahalanobis"
+
+    def score(self, logits: torch.Tensor, features: torch.Tensor | None) -> torch.Tensor:
+        """(B, K) raw logits and (B, F) features -> (B,) scores; higher: more like known images."""
+        if self.needs_features:
+            return self.statistics.score(features)
+        return logit_score(self.spec.score, self.temperature)(logits)
+
+    def known(self, scores: torch.Tensor) -> torch.Tensor:
+        return scores >= self.spec.threshold
+
+
+def load_detector(run: Path, card: ModelCard) -> Detector | None:
+    """The run's detector, or None (said once) where the run has none."""
+    if card.unknown is None:
+        log.warning("%s has no unknown-image detector, so every image gets one of its classes; "
+                    "add one with `cnnlab calibrate %s`", run, run)
+        return None
+    statistics = None
+    if card.unknown.file is not None:
+        path = run / card.unknown.file
+        if not path.is_file():
+            raise CnnlabError(f"{path} is missing: the unknown detector's statistics; run "
+                              f"`cnnlab calibrate {run}` again")
+        statistics = FeatureStatistics.load(path)
+    return Detector(card.unknown, card.temperature, statistics)
+
+
+def exported_detector(card: ModelCard, output: str) -> Detector | None:
+    """An export's detector: its graph gives logits or log-probabilities, never the features, so
+    only the scores those allow travel (msp always; energy and maxlogit from logits)."""
+    if card.unknown is None:
+        return None
+    score = card.unknown.score
+    if score == "msp" or (score in ("energy", "maxlogit") and output == "logits"):
+        # the graph's log-probabilities already carry the temperature
+        return Detector(card.unknown, 1.0 if output != "logits" else card.temperature)
+    log.warning("this export gives %s, from which the %s score of its detector cannot be computed: "
+                "unknown images are not detected (predict with the run folder instead)",
+                output.replace("_", "-"), score)
+    return None
