@@ -46,6 +46,14 @@ if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
         echo "setup: no apt as root here; the browser tests need chromium and chromium-driver"
 fi
 
+# PostgreSQL's server, for the test of tune workers sharing one study (the test starts its own
+# server in a temporary folder; nothing is started here).
+if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    echo "setup: installing postgresql"
+    apt_install postgresql ||
+        echo "setup: no apt as root here; the PostgreSQL test of cnnlab tune needs postgresql"
+fi
+
 if [ ! -f "$FASHION/train-images-idx3-ubyte.gz" ]; then
     echo "setup: installing Fashion-MNIST"
     apt_install dataset-fashion-mnist || echo "setup: no apt as root here; downloading Fashion-MNIST instead"

@@ -29,7 +29,7 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
         return loss
 
     optimizer.step(closure)
-    return float(log_t.exp())
+    return float(log_t.detach().exp())
 
 
 def calibration_error(logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0) -> float:

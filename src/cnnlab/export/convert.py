@@ -19,16 +19,16 @@ FALLBACK_OPSET = 17  # the TorchScript-based exporter's well-trodden opset
 
 
 class ExportedGraph(nn.Module):
-    """What the exported graph computes: the logits, or with flip test-time augmentation or a
-    temperature the log-probabilities (of the softmax averaged over the image and its mirror
-    image, of the logits divided by the temperature)."""
+    """What the exported graph computes: the logits, or with flip test-time augmentation the
+    log-probabilities of the (temperature-scaled) softmax averaged over the image and its mirror
+    image. Logits stay raw: the temperature travels in export.json's model card."""
 
     def __init__(self, model: Classifier) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) in [0, 1]
-        if self.model.predicts_log_proba:
+        if self.model.flip_tta:
             return self.model.predict_log_proba(pixels)
         return self.model(pixels)  # (B, num_classes)
 

@@ -85,9 +85,8 @@ def _int8(folder: Path, dataset: DatasetSplits, settings: ExportSettings, test: 
 def _manifest(card: ModelCard, run: Path, files: dict, opset: int, exporter: str,
               parity: ExportParity) -> ExportManifest:
     data = run_data_config(run, card, None)
-    log_probabilities = card.flip_tta or card.temperature != 1.0  # see convert.ExportedGraph
     return ExportManifest(card=card, files=files, input_name=INPUT_NAME, output_name=OUTPUT_NAME,
-                          output="log_probabilities" if log_probabilities else "logits", opset=opset,
+                          output="log_probabilities" if card.flip_tta else "logits", opset=opset,
                           exporter=exporter, data=data.__dict__.copy(), parity=parity,
                           versions=_versions())
 
@@ -124,7 +123,9 @@ def export_run(run: str | Path, settings: ExportSettings | None = None,
     with tracked("parity", 2 * min(settings.limit or len(test), len(test)),
                  quiet=settings.quiet) as advance:
         eager, labels = outputs(model, test, settings.limit, settings.batch_size, advance)
-        onnx_fp32, _ = outputs(OnnxClassifier(folder / FP32_FILE), test, settings.limit,
+        graph = OnnxClassifier(folder / FP32_FILE,
+                               temperature=1.0 if card.flip_tta else card.temperature)
+        onnx_fp32, _ = outputs(graph, test, settings.limit,
                                settings.batch_size, advance)
     parity = ExportParity(fp32=compare_fp32(eager, onnx_fp32, labels))
     files = {"fp32": FP32_FILE}

@@ -54,14 +54,16 @@ class OnnxClassifier(nn.Module):
     """An ONNX model file as a (parameter-free) module: forward gives its output as a tensor.
 
     An export with flip test-time augmentation outputs log-probabilities; they serve as logits
-    (their softmax is the averaged probabilities), as Classifier.predict_log_proba's do.
+    (their softmax is the averaged probabilities), as Classifier.predict_log_proba's do. An export
+    that outputs logits divides them by its model card's `temperature` for probabilities, as the
+    Classifier does, so its logits stay the raw ones (the unknown detector's energy reads them).
     """
 
     flip_tta = False  # already inside the exported graph
 
-    def __init__(self, path: Path, threads: int | None = None) -> None:
+    def __init__(self, path: Path, threads: int | None = None, temperature: float = 1.0) -> None:
         super().__init__()
-        self.path = path
+        self.path, self.temperature = path, temperature
         self.session = open_session(path, threads)
         self.input_name = self.session.get_inputs()[0].name
 
@@ -69,8 +71,12 @@ class OnnxClassifier(nn.Module):
         pixels = np.ascontiguousarray(x.detach().float().cpu().numpy())  # (B, C, H, W) in [0, 1]
         return torch.from_numpy(self.session.run(None, {self.input_name: pixels})[0])
 
+    @property
+    def predicts_log_proba(self) -> bool:
+        return self.temperature != 1.0
+
     def predict_log_proba(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.log_softmax(self(x), dim=1)
+        return torch.log_softmax(self(x) / self.temperature, dim=1)
 
     @torch.no_grad()
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:

@@ -181,7 +181,9 @@ def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple
         from ..models.onnx import OnnxClassifier
 
         manifest, model_file = exported
-        return OnnxClassifier(model_file), manifest.card  # type: ignore[return-value]
+        # logits leave the graph raw; the temperature is applied as the Classifier applies it
+        temperature = manifest.card.temperature if manifest.output == "logits" else 1.0
+        return OnnxClassifier(model_file, temperature=temperature), manifest.card  # type: ignore[return-value]
     run_dir = Path(run_dir)
     card = read_card(run_dir)
     model = build_model(card)

@@ -1,0 +1,146 @@
+"""Calibrated probabilities and "none of my classes": temperature scaling against scipy's own fit,
+the detector fitted with every run and carried by predict, serve's answers, exports and the
+Python API, and evaluate --unknown against scikit-learn on independently computed scores."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from scipy.optimize import minimize_scalar
+from scipy.special import log_softmax, logsumexp
+from sklearn.metrics import roc_auc_score
+
+import cnnlab
+from cnnlab.calibrate.temperature import calibration_error, fit_temperature
+from cnnlab.run.folder import read_card
+
+
+def test_temperature_equals_scipys_minimizer_on_the_same_logits():
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 5, (400,), generator=generator)
+    logits = torch.randn(400, 5, generator=generator) * 4
+    logits[torch.arange(400), labels] += 3  # right most of the time, and far too sure of it
+    ours = fit_temperature(logits, labels)
+
+    def nll(t: float) -> float:
+        return -log_softmax(logits.double().numpy() / t, axis=1)[np.arange(400), labels].mean()
+
+    theirs = minimize_scalar(nll, bounds=(0.05, 20), method="bounded",
+                             options={"xatol": 1e-8}).x
+    assert ours == pytest.approx(theirs, rel=1e-4)
+    assert ours > 1  # overconfident logits are softened
+    assert calibration_error(logits, labels, ours) < calibration_error(logits, labels)
+
+
+def test_every_run_is_calibrated_and_gets_a_detector_that_keeps_its_share(digits_run):
+    card = read_card(digits_run.path)
+    assert card.calibration is not None and card.calibration.temperature > 0
+    assert card.calibration.ece_after <= card.calibration.ece_before + 1e-6
+    assert card.unknown is not None and card.unknown.score == "energy" and card.unknown.keep == 0.95
+    from cnnlab.base.config import DataConfig
+    from cnnlab.data import load_dataset
+
+    val = load_dataset(DataConfig(name="digits")).val
+    images = [image.numpy()[0] for image, _ in zip(val.images, val.labels, strict=True)]
+    answers = cnnlab.load(digits_run.path).predict(images, topk=1)
+    kept = np.mean([answer.known for answer in answers])
+    assert kept == pytest.approx(0.95, abs=0.02)  # the threshold is the validation 5% quantile
+
+
+def test_probabilities_are_the_softmax_of_the_logits_over_the_temperature(digits_run):
+    predictor = cnnlab.load(digits_run.path)
+    images = torch.rand(4, *predictor.input_shape)
+    temperature = read_card(digits_run.path).temperature
+    with torch.no_grad():
+        logits = predictor.model(images)
+    expected = (logits / temperature).softmax(1)
+    assert torch.allclose(predictor.probabilities(images), expected, atol=1e-6)
+
+
+def _noise(count: int, size: int = 8) -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 256, (size, size), dtype=np.uint8) for _ in range(count)]
+
+
+def test_predict_says_unknown_with_the_closest_class_and_writes_the_verdict(digits_run, tmp_path):
+    from PIL import Image
+
+    for index, image in enumerate(_noise(6)):
+        Image.fromarray(image).save(tmp_path / f"noise-{index}.png")
+    done = subprocess.run([sys.executable, "-m", "cnnlab", "predict", str(digits_run.path),
+                           str(tmp_path), "--out", str(tmp_path / "answers.json")],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    answers = json.loads((tmp_path / "answers.json").read_text())
+    assert all("known" in answer and "unknown_score" in answer for answer in answers)
+    assert sum(not answer["known"] for answer in answers) >= 4  # noise is none of the digits
+    refused = next(i for i, answer in enumerate(answers) if not answer["known"])
+    for flags, said in (([], True), (["--no-unknown"], False)):
+        table = subprocess.run([sys.executable, "-m", "cnnlab", "predict", str(digits_run.path),
+                                answers[refused]["input"], *flags],
+                               capture_output=True, text=True, timeout=600,
+                               env={**os.environ, "COLUMNS": "200"})
+        assert ("unknown (closest:" in table.stdout) is said
+
+
+def test_an_old_run_without_a_detector_still_predicts_and_says_so_once(digits_run, tmp_path, caplog):
+    old = tmp_path / "old"
+    shutil.copytree(digits_run.path, old)
+    card = json.loads((old / "model.json").read_text())
+    card.pop("unknown"), card.pop("calibration")
+    (old / "model.json").write_text(json.dumps(card))
+    answers = cnnlab.load(old).predict(_noise(2), topk=1)
+    assert [answer.known for answer in answers] == [None, None]
+    assert sum("no unknown-image detector" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_the_export_carries_the_detector_and_agrees_with_pytorch(digits_run, tmp_path):
+    out = tmp_path / "export"
+    cnnlab.export(digits_run.path, out=str(out), limit=64, quiet=True)
+    images = _noise(4) + [np.full((8, 8), 128, np.uint8)]
+    eager = cnnlab.load(digits_run.path).predict(images, topk=1)
+    onnx = cnnlab.load(out).predict(images, topk=1)
+    assert [a.known for a in eager] == [b.known for b in onnx]
+    assert [a.score for a in eager] == pytest.approx([b.score for b in onnx], abs=1e-4)
+    assert [a[0].probability for a in eager] == pytest.approx([b[0].probability for b in onnx],
+                                                               abs=1e-4)
+
+
+def test_evaluate_unknown_auroc_equals_scikit_learn_on_scores_computed_apart(digits_run, tmp_path):
+    from cnnlab.base.config import DataConfig
+    from cnnlab.data import load_dataset
+    from cnnlab.run.folder import load_model
+    from cnnlab.run.inference import predict_logits
+
+    evaluation = cnnlab.evaluate(digits_run.path, max_shift=0, unknown="fashion-mnist",
+                                 out=str(tmp_path / "evaluate"), quiet=True)
+    assert evaluation.images == 359
+    measured = json.loads((tmp_path / "evaluate" / "unknown.json").read_text())
+    model, _ = load_model(digits_run.path)
+    model.temperature, model.flip_tta = 1.0, False  # raw logits
+    known = predict_logits(model, load_dataset(DataConfig(name="digits")).test, torch.device("cpu"))[0]
+    fashion = load_dataset(DataConfig(name="fashion-mnist", image_size=8)).test
+    unknown = predict_logits(model, fashion, torch.device("cpu"))[0]
+    energy = np.r_[logsumexp(known.double().numpy(), axis=1),
+                   logsumexp(unknown.double().numpy(), axis=1)]
+    truth = np.r_[np.ones(len(known)), np.zeros(len(unknown))]
+    ours = next(s for s in measured["scores"] if s["score"] == "energy")
+    assert ours["auroc"] == pytest.approx(roc_auc_score(truth, energy), abs=1e-6)
+    assert measured["detector"] == "energy" and 0 <= measured["known_kept"] <= 1
+    assert (tmp_path / "evaluate" / "unknown_scores.png").is_file()
+
+
+def test_a_run_without_a_validation_split_is_one_line(tmp_path, capfd):
+    run = cnnlab.train(data={"name": "digits", "val_fraction": 0.0, "image_size": 16},
+                       model="lenet5", epochs=1, log="none", out=str(tmp_path / "run"))
+    assert "not calibrated" in capfd.readouterr().err
+    assert read_card(run.path).unknown is None
+    done = subprocess.run([sys.executable, "-m", "cnnlab", "calibrate", str(run.path)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert "no validation split" in done.stderr
