@@ -144,3 +144,27 @@ def test_a_run_without_a_validation_split_is_one_line(tmp_path, capfd):
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 2 and done.stderr.count("\n") == 1
     assert "no validation split" in done.stderr
+
+
+def test_serve_answers_known_and_the_score_and_not_with_no_unknown(digits_run):
+    import io
+
+    from fastapi.testclient import TestClient
+    from PIL import Image
+
+    from cnnlab.serve.app import create_app
+
+    files = []
+    for index, image in enumerate(_noise(4) + [np.full((8, 8), 255, np.uint8)]):
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, format="PNG")
+        files.append(("file", (f"{index}.png", buffer.getvalue())))
+    expected = cnnlab.load(digits_run.path).predict(_noise(4) + [np.full((8, 8), 255, np.uint8)])
+    with TestClient(create_app(digits_run.path)) as client:
+        answers = client.post("/predict", files=files).json()["predictions"]
+    assert [a["known"] for a in answers] == [e.known for e in expected]
+    assert [a["unknown_score"] for a in answers] == pytest.approx([e.score for e in expected],
+                                                                  abs=1e-5)
+    with TestClient(create_app(digits_run.path, unknown=False)) as client:
+        answers = client.post("/predict", files=files).json()["predictions"]
+    assert all("known" not in answer for answer in answers)

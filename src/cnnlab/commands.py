@@ -163,7 +163,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
              ["macro AUROC", _fraction(m.macro_auroc)],
              ["macro average precision", _fraction(m.macro_average_precision)],
              ["calibration error (ECE, 15 bins)", f"{m.ece:.4f}"]]
-    _print_table(f"{m.data} {m.split} split", ["metric", "value"], rows)
+    held = "" if m.held_out else " (NOT held out: the model was fitted on it)"
+    _print_table(f"{m.data} {m.split} split{held}", ["metric", "value"], rows)
     _print_per_class(m)
     if m.translation:
         _print_table("translation invariance: every image shifted by N pixels",

@@ -58,6 +58,10 @@ class DataConfig:
                        flag="--data", metavar="DATA")
     val_fraction: float = option(0.1, "share of train held out for validation (when the data has "
                                       "no val split)", minimum=0, below=1)
+    # A folder without test/ (or a CSV without test rows) has nothing held out to report on
+    # unless a share of it is set aside before anything is fitted.
+    test_fraction: float = option(0.0, "share of train held out as the test split (when the data "
+                                       "has no test split)", minimum=0, below=1)
     split_seed: int = option(0, "seed of the held-out split (the same images for every run)", minimum=0)
     image_size: int | None = option(None, "resize images to this square side (default: as stored)",
                                     minimum=1, maximum=4096)

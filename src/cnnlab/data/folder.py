@@ -12,7 +12,7 @@ from PIL import Image
 from ..base.config import DataConfig
 from ..base.errors import CnnlabError
 from .images import ALLOWED_FORMATS, is_grayscale, is_image_file
-from .splits import DatasetSplits, FileImages, Split, split_off
+from .splits import DatasetSplits, FileImages, Split, held_out_source, split_off
 
 log = logging.getLogger("cnnlab")
 
@@ -103,8 +103,10 @@ def _make_split(samples: Samples, classes: list[str], shape: tuple[int, int, int
                       config.strict, config.workers, config.resize_filter)
 
 
-def _finish(name: str, parts: dict[str, Samples], config: DataConfig) -> DatasetSplits:
-    """Turn sample lists into splits: in memory when they fit, streamed otherwise."""
+def _finish(name: str, parts: dict[str, Samples], config: DataConfig,
+            where: dict[str, str]) -> DatasetSplits:
+    """Turn sample lists into splits: in memory when they fit, streamed otherwise. `where` names
+    each split's source (a folder, the CSV's rows)."""
     if not parts.get("train"):
         raise CnnlabError(f"{name}: no training images found")
     classes = sorted({label for _, label in parts["train"]})
@@ -123,10 +125,18 @@ def _finish(name: str, parts: dict[str, Samples], config: DataConfig) -> Dataset
             if split is not None:
                 splits[key], bad = split.to_memory()
                 skipped.extend(bad)
-    train, val = splits["train"], splits.get("val")
+    sources = {key: where[key] for key, split in splits.items() if split is not None}
+    train, val, test = splits["train"], splits.get("val"), splits.get("test")
+    if test is None:  # held out first, so validation never takes images from the test split
+        train, test = split_off(train, config.test_fraction, config.split_seed, "--test-fraction")
+        if test is not None:
+            sources["test"] = held_out_source(config.test_fraction, where["train"],
+                                              config.split_seed)
     if val is None:
         train, val = split_off(train, config.val_fraction, config.split_seed)
-    return DatasetSplits(name, classes, train, val, splits.get("test"), skipped=skipped)
+        if val is not None:
+            sources["val"] = held_out_source(config.val_fraction, where["train"], config.split_seed)
+    return DatasetSplits(name, classes, train, val, test, skipped=skipped, sources=sources)
 
 
 def load_folder(root: Path, config: DataConfig) -> DatasetSplits:
@@ -135,9 +145,11 @@ def load_folder(root: Path, config: DataConfig) -> DatasetSplits:
     if (root / "train").is_dir():
         parts = {split: _scan_classes(root / split) if (root / split).is_dir() else []
                  for split in ("train", "val", "test")}
+        where = {split: f"{root.name}/{split}/" for split in parts}
     else:
         parts = {"train": _scan_classes(root), "val": [], "test": []}
-    return _finish(root.name, _drop_excluded(parts, root, config), config)
+        where = {"train": f"{root.name}/"}
+    return _finish(root.name, _drop_excluded(parts, root, config), config, where)
 
 
 def _read_manifest(path: Path) -> list[list[str]]:
@@ -170,7 +182,9 @@ def load_csv(path: Path, config: DataConfig) -> DatasetSplits:
         if split not in parts:
             raise CnnlabError(f"{path} row {number}: split must be train, val or test, got {split!r}")
         parts[split].append((image, row[1].strip()))
-    return _finish(path.stem, _drop_excluded(parts, base, config), config)
+    where = {split: f"{path.name} rows marked {split}" for split in parts}
+    where["train"] = f"{path.name} rows marked train (or unmarked)"
+    return _finish(path.stem, _drop_excluded(parts, base, config), config, where)
 
 
 def _drop_excluded(parts: dict[str, Samples], root: Path, config: DataConfig) -> dict[str, Samples]:

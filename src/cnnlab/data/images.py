@@ -5,6 +5,7 @@ model the same pixels."""
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 from typing import BinaryIO
 
@@ -79,7 +80,11 @@ def open_image(path: str | Path, max_pixels: int | None = None) -> Image.Image:
     """
     path = Path(path)
     try:
-        if path.stat().st_size > MAX_FILE_BYTES:
+        status = path.stat()
+        # A FIFO or a device would block the open (or never end): only plain files are images.
+        if not stat.S_ISREG(status.st_mode):
+            raise ImageReadError(f"{path}: not a regular file")
+        if status.st_size > MAX_FILE_BYTES:
             raise ImageTooLarge(f"{path}: larger than {MAX_FILE_BYTES // 2**20} MiB")
         # Our own file handle: after load() the pixels are in memory and the image outlives it,
         # without the copy a `with Image.open(...)` block would need.
@@ -137,10 +142,27 @@ def resize_center_crop(image: Image.Image, height: int, width: int,
         return image
     method = RESAMPLING[interpolation]
     scale = max(height / image.height, width / image.width) / crop_pct
-    covered = image.resize((max(width, round(image.width * scale)),
-                            max(height, round(image.height * scale))), method)
+    size = (max(width, round(image.width * scale)), max(height, round(image.height * scale)))
+    if size[0] * size[1] > _MAX_COVER * width * height:
+        return _resize_kept_region(image, height, width, method, scale)
+    covered = image.resize(size, method)
     left, top = (covered.width - width) // 2, (covered.height - height) // 2
     return covered.crop((left, top, left + width, top + height))
+
+
+# Past this many times the output's area, the covered image is not made whole: a 2,000,000x1 strip
+# would become gigabytes before its centre is cut.
+_MAX_COVER = 16
+
+
+def _resize_kept_region(image: Image.Image, height: int, width: int, method: Image.Resampling,
+                        scale: float) -> Image.Image:
+    """Only the source region the centre crop keeps, resized straight to (height, width): the
+    work is bounded by the output, whatever the aspect ratio."""
+    box_width, box_height = width / scale, height / scale  # in source pixels
+    left, top = (image.width - box_width) / 2, (image.height - box_height) / 2
+    return image.resize((width, height), method,
+                        box=(left, top, left + box_width, top + box_height))
 
 
 def image_to_tensor(image: Image.Image, channels: int, height: int, width: int,

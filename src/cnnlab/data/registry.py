@@ -10,7 +10,8 @@ from pathlib import Path
 from ..base.config import DataConfig
 from ..base.errors import CnnlabError, unknown
 from ..base.fileio import is_dir, is_file
-from .splits import DatasetSplits, convert_splits, first_per_class, split_off
+from .splits import (DatasetSplits, convert_splits, first_per_class, held_out_source,
+                     split_off)
 
 log = logging.getLogger("cnnlab")
 
@@ -93,12 +94,21 @@ def load_dataset(config: DataConfig) -> DatasetSplits:
         raise CnnlabError(f"data {config.name!r}: no such folder or CSV file")
     else:
         raise unknown("dataset", config.name, _DATASETS)
+    if not splits.sources:  # a named dataset: its own training and test sets
+        splits.sources = _builtin_sources(splits, config)
     if config.per_class is not None:
         splits.train = first_per_class(splits.train, config.per_class)
     if splits.skipped:
         log.warning("skipped %d unreadable image file(s); use --strict to stop on them",
                     len(splits.skipped))
     return splits
+
+
+def _builtin_sources(splits: DatasetSplits, config: DataConfig) -> dict[str, str]:
+    sources = {"train": f"{splits.name}'s training set", "test": f"{splits.name}'s test set"}
+    if splits.val is not None:
+        sources["val"] = held_out_source(config.val_fraction, "the training set", config.split_seed)
+    return sources
 
 
 def _record_exclude_list(config: DataConfig) -> None:

@@ -149,6 +149,9 @@ class DatasetSplits:
     test: Split | None
     flip_ok: bool = True  # False where a mirror image changes the class (digits, letters)
     skipped: list[Path] = field(default_factory=list)
+    # Where each split's images come from ("train/", "10% of train/ held out ..."), so training
+    # can say which folder is used for what before it fits anything.
+    sources: dict[str, str] = field(default_factory=dict)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -187,14 +190,15 @@ def first_per_class(split: Split, count: int) -> Split:
     return split.subset(first_per_class_indices(split.labels, count))
 
 
-def split_off(split: Split, fraction: float, seed: int) -> tuple[Split, Split | None]:
-    """Hold out `fraction` of each class (in a fixed random order of `seed`) for validation, so
-    the validation split has the classes in the training proportions: a plain random pick of 12
-    from 3 classes of 60 gave 2/8/3."""
+def split_off(split: Split, fraction: float, seed: int,
+              flag: str = "--val-fraction") -> tuple[Split, Split | None]:
+    """Hold out `fraction` of each class (in a fixed random order of `seed`) for validation (or,
+    with flag "--test-fraction", testing), so the held-out split has the classes in the training
+    proportions: a plain random pick of 12 from 3 classes of 60 gave 2/8/3."""
     if fraction <= 0:
         return split, None
     if not 0 < fraction < 1:
-        raise CnnlabError(f"--val-fraction must be in [0, 1), got {fraction}")
+        raise CnnlabError(f"{flag} must be in [0, 1), got {fraction}")
     order = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))
     labels = split.labels[order]
     held = torch.zeros(len(order), dtype=torch.bool)
@@ -202,8 +206,8 @@ def split_off(split: Split, fraction: float, seed: int) -> tuple[Split, Split | 
         positions = torch.nonzero(labels == label).flatten()
         held[positions[:round(len(positions) * fraction)]] = True
     if not held.any() or held.all():
-        raise CnnlabError(f"--val-fraction {fraction} leaves no images for training or validation "
-                          f"({len(split)} images)")
+        raise CnnlabError(f"{flag} {fraction} leaves no images for training or "
+                          f"{'testing' if 'test' in flag else 'validation'} ({len(split)} images)")
     return split.subset(order[~held]), split.subset(order[held])
 
 
@@ -220,3 +224,23 @@ def channel_stats(split: Split, max_images: int = 20000) -> tuple[list[float], l
     mean = sums / count
     std = (squares / count - mean**2).clamp_min(1e-12).sqrt().clamp_min(1e-3)
     return [round(float(m), 6) for m in mean], [round(float(s), 6) for s in std]
+
+
+def held_out_source(fraction: float, source: str, seed: int) -> str:
+    return f"{fraction:.0%} of {source} held out per class (seed {seed})"
+
+
+def describe_splits(data: DatasetSplits) -> str:
+    """One line: which images train, validate and test, and where each comes from."""
+    parts = []
+    for name, label in (("train", "train"), ("val", "validation"), ("test", "test")):
+        split = getattr(data, name)
+        where = data.sources.get(name)
+        if split is None:
+            parts.append(f"{label}: none")
+        else:
+            parts.append(f"{label} {len(split)} images" + (f" ({where})" if where else ""))
+    line = "splits: " + ", ".join(parts)
+    if data.test is None:
+        line += " (--test-fraction 0.2 holds out a test split)"
+    return line

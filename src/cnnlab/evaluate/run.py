@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -26,19 +27,24 @@ from ..base.progress import tracked
 from ..base.settings import resolve
 from ..data import TensorImages
 from ..data.splits import Split
-from ..run.data import pick_split
+from ..run.data import NOT_HELD_OUT, held_out, pick_split
 from ..run.folder import data_qualifiers, load_model, results_folder
 from ..run.inference import predict_logits
-from ..run.results import AveragedMetrics, ClassMetrics, EvaluationMetrics, ShiftAccuracy
+from ..run.results import (
+    AveragedMetrics,
+    ClassMetrics,
+    EvaluationMetrics,
+    OpenSetResult,
+    ShiftAccuracy,
+)
 from .curves import class_curves, threshold_rows, write_curve_figures
 from .predictions import PREDICTIONS, PredictionRow, prediction_rows, write_predictions
 from .top_losses import TOP_LOSSES, caption, worst
 
+log = logging.getLogger("cnnlab")
+
 ECE_BINS = 15
 MISTAKES_SHOWN = 16
-
-if TYPE_CHECKING:
-    from .unknown import OpenSetResult
 
 
 @dataclass
@@ -200,6 +206,9 @@ def evaluate_run(run: str | Path, settings: EvaluateSettings | None = None,
     model, card = load_model(run, torch_device)
     model.to(memory_format=torch.channels_last)  # about 20% faster convolutions on CPU
     chosen, data_name = pick_split(run, card, settings.data, split)
+    unseen = held_out(card, settings.data, split)
+    if not unseen:
+        log.warning("%s split: %s", split, NOT_HELD_OUT)
     with tracked("evaluating", len(chosen), quiet=settings.quiet) as advance:
         logits, labels = predict_logits(model, chosen, torch_device, settings.batch_size,
                                         channels_last=True, advance=advance)
@@ -211,7 +220,7 @@ def evaluate_run(run: str | Path, settings: EvaluateSettings | None = None,
         run=str(run), data=data_name, split=split, **_summary_metrics(logits, labels, len(names)),
         per_class=per_class, macro_avg=averages["macro"], weighted_avg=averages["weighted"],
         translation=shift_accuracy(model, chosen, torch_device, max_shift, settings.quiet),
-        per_class_auc=curves.auc, thresholds=curves.thresholds)
+        per_class_auc=curves.auc, thresholds=curves.thresholds, held_out=unseen)
     matrix = confusion_matrix(labels, predictions, labels=list(range(len(names))))
     out = results_folder(run, "evaluate", settings.out, data_qualifiers(split, settings.data))
     _write_csv(out / "confusion_matrix.csv", [["true \\ predicted", *names]] +

@@ -4,7 +4,6 @@ run's test split) against DATA, and what the run's own detector keeps and refuse
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,31 +19,10 @@ from ..data.images import image_to_tensor, is_image_file, open_image
 from ..data.registry import list_datasets
 from ..data.splits import Split
 from ..run.contract import ModelCard
+from ..run.results import OpenSetResult, ScoreQuality
 from ..run.unknown import FeatureStatistics, Outputs, model_outputs, score_outputs
 
 TPR = 0.95  # the share of known images kept at which the false-positive rate is read
-
-
-@dataclass(frozen=True)
-class ScoreQuality:
-    """One score, known (positive) against unknown images."""
-
-    score: str
-    auroc: float
-    fpr_at_95_tpr: float
-
-
-@dataclass(frozen=True)
-class OpenSetResult:
-    known: int  # images of the run's test split
-    unknown: int  # images of the other data
-    scores: tuple[ScoreQuality, ...]
-    detector: str | None  # the run's own score, where it has one
-    unknown_refused: float | None  # with the run's own threshold: unknown images called unknown
-    known_kept: float | None  # ... and known images kept
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def quality(name: str, known: torch.Tensor, unknown: torch.Tensor) -> ScoreQuality:

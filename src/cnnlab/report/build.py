@@ -24,6 +24,7 @@ from .sections import (
     robustness,
     trained,
     training,
+    unknowns,
     why,
 )
 
@@ -70,7 +71,8 @@ def fill_in(run: Path, quiet: bool) -> None:
 
 def sections(run: Path) -> list[Section]:
     card = read_card(run)
-    return [trained(run, card), training(run), quality(run), why(run), robustness(run),
+    return [trained(run, card), training(run), quality(run), unknowns(run, card), why(run),
+            robustness(run),
             cost(run, card), baselines(run)]
 
 

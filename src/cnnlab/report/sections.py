@@ -16,7 +16,7 @@ from PIL import Image
 
 from ..run.contract import ModelCard
 from ..run.folder import RESULTS, read_metrics
-from ..run.results import AttackMetrics, EvaluationMetrics, TrainingResults
+from ..run.results import AttackMetrics, EvaluationMetrics, OpenSetResult, TrainingResults
 
 # Figures wider than this are scaled down before they are embedded, so the report stays a few MB.
 MAX_FIGURE_WIDTH = 1400
@@ -140,6 +140,34 @@ def _metric(column: str, value: float | None) -> str:
         return f"{value:.2%}"
     return {"epoch": f"{value:.0f}", "lr": f"{value:.2e}", "seconds": f"{value:.1f}"}.get(
         column, f"{value:.4f}")
+
+
+def unknowns(run: Path, card: ModelCard) -> Section:
+    """Calibration and the unknown-image detector, and how they fared where evaluate --unknown
+    measured them."""
+    section = Section("unknown", "What it does not know")
+    if card.calibration is not None:
+        c = card.calibration
+        section.facts.append(("temperature", f"{c.temperature:.3g} (validation ECE {c.ece_before:.4f}"
+                                             f" before, {c.ece_after:.4f} after)"))
+    if card.unknown is None:
+        section.missing = f"cnnlab calibrate {run}"
+        return section
+    u = card.unknown
+    section.facts.append(("unknown images", f"{u.score} score below {u.threshold:.4g} (keeps "
+                                            f"{u.keep:.0%} of the validation images)"))
+    measured = run / "evaluate" / "unknown.json"
+    if measured.is_file():
+        result = OpenSetResult.read(measured)
+        section.tables.append(Table(
+            f"known (test split, {result.known:,}) against unknown images ({result.unknown:,})",
+            ["score", "AUROC", "FPR at 95% TPR"],
+            [[row.score, f"{row.auroc:.4f}", _percent(row.fpr_at_95_tpr)] for row in result.scores]))
+        section.figures = _figures(run / "evaluate", [("unknown_scores.png", "scores of the known "
+                                                       "and the unknown images")])
+    else:
+        section.missing = f"cnnlab evaluate {run} --unknown DATA (images of other classes)"
+    return section
 
 
 def quality(run: Path) -> Section:

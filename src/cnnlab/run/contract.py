@@ -9,8 +9,11 @@ malformed field in one line. Nothing else reads model.json by string keys.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
+import math
 import platform
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,9 +99,13 @@ class ModelCard:
     val_accuracy: float | None = None
     test_accuracy: float | None = None  # of these weights on the data's test split, after training
     head: str | None = None  # how the output layer was fitted, where not by gradient steps
+    # The splits whose images these weights were fitted to: the linear probe refits on train and
+    # val, after which val is no longer held out and evaluate must not report it as if it were.
+    fitted_on: tuple[str, ...] = ("train",)
     calibration: Calibration | None = None
     unknown: UnknownDetector | None = None
     versions: dict[str, str] = field(default_factory=dict)
+    weights_sha256: str | None = None  # the SHA-256 of model.safetensors: binds card and weights
 
     @property
     def temperature(self) -> float:
@@ -115,6 +122,7 @@ class ModelCard:
         values = dataclasses.asdict(self)
         values["architecture"] = {"spec": self.architecture}
         values["class_names"] = list(self.class_names)
+        values["fitted_on"] = list(self.fitted_on)
         for key in ("mean", "std"):
             values["preprocessing"][key] = list(values["preprocessing"][key])
         return {"format": FORMAT, **values}
@@ -144,12 +152,17 @@ class ModelCard:
             val_accuracy=reader.get("val_accuracy", float, default=None),
             test_accuracy=reader.get("test_accuracy", float, default=None),
             head=reader.get("head", str, default=None),
+            fitted_on=tuple(reader.get("fitted_on", list, item=str, default=["train"])),
             calibration=_calibration(reader),
             unknown=_unknown(reader),
             versions=reader.get("versions", dict, default={}),
+            weights_sha256=_digest(reader),
         )
         if len(card.class_names) < 2:
             raise CnnlabError(f"{where}: class_names must name two or more classes")
+        if len(set(card.class_names)) != len(card.class_names):
+            repeated = sorted({n for n in card.class_names if card.class_names.count(n) > 1})
+            raise CnnlabError(f"{where}: class_names name a class twice ({repeated[:3]})"[:300])
         if len(card.preprocessing.mean) != card.input.channels or \
                 len(card.preprocessing.std) != card.input.channels:
             raise CnnlabError(f"{where}: preprocessing mean and std need one value per input "
@@ -157,7 +170,13 @@ class ModelCard:
         return card
 
     @classmethod
-    def read(cls, path: Path) -> ModelCard:
+    def read(cls, path: str | Path) -> ModelCard:
+        """model.json (or a run folder's), checked field by field."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / "model.json"
+        if not path.parent.is_dir():
+            raise CnnlabError(f"{path.parent}: no such run folder{nearest_folder(path.parent)}")
         if not path.is_file():
             raise CnnlabError(f"{path.parent} is not a run folder with a trained model "
                               f"({path.name} missing); train one with `cnnlab train`")
@@ -166,6 +185,18 @@ class ModelCard:
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise CnnlabError(f"{path} is not valid JSON: {error}") from None
         return cls.from_dict(values, str(path))
+
+
+def nearest_folder(missing: Path) -> str:
+    """' (did you mean runs/X?)' for the existing folder beside `missing` whose name is closest."""
+    parent = missing.parent
+    if not parent.is_dir():
+        return ""
+    names = [p.name for p in parent.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    close = difflib.get_close_matches(missing.name, names, n=1, cutoff=0.5)
+    if not close:  # a run named by its data alone: runs/flowers12 for runs/flowers12-MODEL
+        close = sorted(name for name in names if name.startswith(f"{missing.name}-"))[:1]
+    return f" (did you mean {parent / close[0]}?)" if close else ""
 
 
 EXPORT_FORMAT = "cnnlab-export/1"
@@ -269,13 +300,37 @@ def _input(reader: _Reader) -> InputSpec:
     return spec
 
 
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos")  # data.images.RESAMPLING's keys
+# crop_pct scales the image to cover size / crop_pct before the centre crop: timm's models use
+# 0.8..1.0; below MIN_CROP_PCT the resize would be 1 / crop_pct times the input per side.
+MIN_CROP_PCT = 0.05
+
+
 def _preprocessing(reader: _Reader) -> Preprocessing:
-    return Preprocessing(
+    preprocessing = Preprocessing(
         interpolation=reader.get("interpolation", str, default="bilinear"),
         crop_pct=reader.get("crop_pct", float, default=1.0),
         mean=tuple(reader.get("mean", list, item=float)),
         std=tuple(reader.get("std", list, item=float)),
     )
+    if preprocessing.interpolation not in INTERPOLATIONS:
+        raise CnnlabError(f"{reader.where}: unknown interpolation "
+                          f"{preprocessing.interpolation!r}"[:200] + f" (choose from "
+                          f"{', '.join(INTERPOLATIONS)})")
+    if not MIN_CROP_PCT <= preprocessing.crop_pct <= 1:
+        raise CnnlabError(f"{reader.where}: crop_pct must be a number >= {MIN_CROP_PCT} and "
+                          f"<= 1, got {preprocessing.crop_pct!r}")
+    values = preprocessing.mean + preprocessing.std
+    if not all(math.isfinite(v) for v in values) or not all(s > 0 for s in preprocessing.std):
+        raise CnnlabError(f"{reader.where}: mean must be finite and std positive")
+    return preprocessing
+
+
+def _digest(card: _Reader) -> str | None:
+    digest = card.get("weights_sha256", str, default=None)
+    if digest is not None and not re.fullmatch(r"[0-9a-f]{64}", digest):
+        raise CnnlabError(f"{card.where}: weights_sha256 must be 64 hexadecimal digits")
+    return digest
 
 
 _MISSING = object()

@@ -43,7 +43,19 @@ def pick_split(run: Path, card: ModelCard, data: str | None, split: str) -> tupl
     """The `split` ("test" or "val") of the run's data; returns it and the dataset's name."""
     dataset = run_dataset(run, card, data)
     chosen = getattr(dataset, split)
+    if chosen is None and split == "test":
+        other = "" if "val" in card.fitted_on else "; or --split val"
+        raise CnnlabError(f"{dataset.name} has no test split: train with --test-fraction 0.2 to "
+                          f"hold one out (a test/ folder or test rows work too){other}")
     if chosen is None:
-        raise CnnlabError(f"{dataset.name} has no {split} split; try --split "
-                          f"{'val' if split == 'test' else 'test'}")
+        raise CnnlabError(f"{dataset.name} has no {split} split; try --split test")
     return chosen, dataset.name
+
+
+def held_out(card: ModelCard, data: str | None, split: str) -> bool:
+    """Whether the run's model never saw the images of `split` (other data counts as held out)."""
+    return data is not None or split not in card.fitted_on
+
+
+NOT_HELD_OUT = ("NOT held out: the saved model was fitted on these images (the linear probe is "
+                "refitted on train + val), so these figures flatter it; the test split is held out")

@@ -6,10 +6,13 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 import os
 import pickle
 import re
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -85,21 +88,59 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _record(path: Path) -> Path:
+    return path.with_name(path.name + CHECKSUM_SUFFIX)
+
+
+def _write_record(path: Path, digests: list[str]) -> None:
+    atomic_write_text(_record(path), "".join(f"{digest}  {path.name}\n" for digest in digests))
+
+
+def recorded_digests(path: Path) -> list[str]:
+    """The SHA-256 digests PATH.sha256 accepts: one, or two while a new PATH replaces the old."""
+    record = _record(path)
+    if not record.is_file():
+        return []
+    lines = record.read_text(encoding="utf-8", errors="replace").splitlines()
+    return [line.split()[0] for line in lines if line.split()]
+
+
 def write_checksum(path: Path) -> None:
     """PATH.sha256 beside PATH (sha256sum's format), so damage to PATH is found on loading."""
-    atomic_write_text(path.with_name(path.name + CHECKSUM_SUFFIX), f"{_sha256(path)}  {path.name}\n")
+    _write_record(path, [_sha256(path)])
 
 
-def verify_checksum(path: Path) -> None:
-    """A file whose bytes differ from its recorded SHA-256 is one clear error. Files written before
-    checksums were kept have none and are read as they are."""
-    record = path.with_name(path.name + CHECKSUM_SUFFIX)
-    if not record.is_file():
-        return
-    expected = record.read_text(encoding="utf-8").split()[:1]
-    if expected != [_sha256(path)]:
-        raise CnnlabError(f"{path} is damaged: its SHA-256 does not match {record.name}; "
-                          f"nothing was loaded or overwritten")
+@contextmanager
+def checksum_transition(path: Path, digest: str) -> Iterator[None]:
+    """Around the replacement of PATH by bytes of SHA-256 `digest`: the record first accepts the
+    new digest beside the old one, and drops the old one once the block is done. A kill at any
+    moment leaves a record that accepts the PATH on disk, old or new."""
+    old = recorded_digests(path) or ([_sha256(path)] if path.is_file() else [])
+    _write_record(path, [digest, *(d for d in old if d != digest)])
+    yield
+    _write_record(path, [digest])
+
+
+def write_checked(path: Path, data: bytes) -> str:
+    """PATH and PATH.sha256, replaced so that they agree at every moment; returns the digest."""
+    digest = hashlib.sha256(data).hexdigest()
+    with checksum_transition(path, digest):
+        atomic_write(path, lambda tmp: tmp.write_bytes(data))
+    return digest
+
+
+def verify_checksum(path: Path) -> str | None:
+    """A file whose bytes differ from its recorded SHA-256 is one clear error; returns its digest.
+    Files written before checksums were kept have none and are read as they are (None)."""
+    expected = recorded_digests(path)
+    if not expected:
+        return None
+    actual = _sha256(path)
+    if actual not in expected:
+        raise CnnlabError(f"{path} is damaged: its SHA-256 does not match {_record(path).name}; "
+                          f"nothing was loaded or overwritten (restore it from a copy, or delete "
+                          f"it and its {CHECKSUM_SUFFIX} and train again)")
+    return actual
 
 
 def save_model(run_dir: Path, model: Classifier, card: ModelCard) -> None:
@@ -107,10 +148,17 @@ def save_model(run_dir: Path, model: Classifier, card: ModelCard) -> None:
     and feed them."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     # Serialized in memory and written by Python: a full disk is then an OSError naming the file,
-    # where safetensors' own writer raises an error of its own type without one.
-    atomic_write(run_dir / WEIGHTS, lambda tmp: tmp.write_bytes(save(state)))
-    write_checksum(run_dir / WEIGHTS)
-    atomic_write_text(run_dir / META, card.replace(versions=versions()).to_json())
+    # where safetensors' own writer raises an error of its own type without one. The class names
+    # travel inside the weights, so a model.json that reorders them is found on loading.
+    data = save(state, metadata={"class_names": json.dumps(list(card.class_names))})
+    digest = hashlib.sha256(data).hexdigest()
+    weights = run_dir / WEIGHTS
+    # model.json names the weights' digest (binding the two); it is written while the record
+    # accepts both digests, so a kill between the two files leaves a pair that still loads.
+    with checksum_transition(weights, digest):
+        atomic_write(weights, lambda tmp: tmp.write_bytes(data))
+        atomic_write_text(run_dir / META, card.replace(versions=versions(),
+                                                       weights_sha256=digest).to_json())
 
 
 def results_folder(run_dir: Path, verb: str, out: str | None, qualifiers: list[str]) -> Path:
@@ -188,7 +236,7 @@ def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple
     card = read_card(run_dir)
     model = build_model(card)
     if (run_dir / WEIGHTS).is_file():
-        verify_checksum(run_dir / WEIGHTS)
+        check_weights(run_dir / WEIGHTS, card, list(model.state_dict()))
     try:
         state = load_file(str(run_dir / WEIGHTS))
     except (SafetensorError, OSError, FileNotFoundError) as error:
@@ -204,12 +252,56 @@ def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple
     return model.to(device).eval(), card
 
 
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    def write(tmp: Path) -> None:
-        torch.save(state, tmp)
+def check_weights(path: Path, card: ModelCard, keys: list[str]) -> None:
+    """Before a tensor is read: PATH's bytes match their checksum and the digest model.json names
+    (so weights from another run are refused), and its header names the architecture's tensors
+    and the card's class names."""
+    actual = verify_checksum(path)
+    if card.weights_sha256 is not None:
+        actual = actual or _sha256(path)
+        # A kill between the weights and model.json leaves both digests in the record: whole.
+        if actual != card.weights_sha256 and card.weights_sha256 not in recorded_digests(path):
+            raise CnnlabError(f"{path} is not the weights {META} describes (its SHA-256 differs "
+                              f"from {META}'s weights_sha256): copy a run folder whole, never "
+                              f"its files one by one")
+    header = _safetensors_header(path, len(keys))
+    metadata = header.pop("__metadata__", None)
+    metadata = metadata if isinstance(metadata, dict) else {}
+    if sorted(header) != sorted(keys):
+        raise CnnlabError(f"{path} does not match the architecture in {META} (its tensors are "
+                          f"not the model's: {sorted(set(header) ^ set(keys))[:3]})")
+    saved = metadata.get("class_names")
+    if saved is not None and saved != json.dumps(list(card.class_names)):
+        raise CnnlabError(f"{path.parent / META}: class_names differ from the names the weights "
+                          f"were saved with ({saved[:200]}); restore {META} from the run")
 
-    atomic_write(path, write)
-    write_checksum(path)
+
+# A safetensors header holds a name, dtype, shape and offsets per tensor: a few hundred bytes each.
+_HEADER_BYTES_PER_TENSOR = 4096
+
+
+def _safetensors_header(path: Path, tensors: int) -> dict[str, Any]:
+    """The JSON header of a safetensors file, refused before parsing when it is far larger than
+    one for `tensors` tensors could be."""
+    limit = 65536 + _HEADER_BYTES_PER_TENSOR * tensors
+    try:
+        with open(path, "rb") as handle:
+            size = int.from_bytes(handle.read(8), "little")
+            if size > limit:
+                raise CnnlabError(f"{path}: its header claims {size:,} bytes, more than the "
+                                  f"{limit:,} its architecture needs; not a model of this run")
+            header = json.loads(handle.read(size))
+    except (OSError, ValueError) as error:
+        raise CnnlabError(f"cannot load {path}: {error}") from None
+    if not isinstance(header, dict):
+        raise CnnlabError(f"cannot load {path}: its header is not a JSON object")
+    return header
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    write_checked(path, buffer.getvalue())
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

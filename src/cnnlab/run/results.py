@@ -269,12 +269,15 @@ class EvaluationMetrics:
     top5_accuracy: float | None = None  # with 5 classes or more
     per_class_auc: tuple[ClassAuc, ...] = ()  # one class against the rest, by its probability
     thresholds: tuple[ClassThresholds, ...] = ()  # per class, for each of TARGET_PRECISIONS
+    # False when the model was fitted on this split's images (the probe refits on val): its
+    # figures are then not held-out figures, and every table that shows them says so.
+    held_out: bool = True
     # figures later stages add under their own keys, kept as they are (read by their own types)
     extra: dict[str, Any] = field(default_factory=dict)
 
     KNOWN = ("run", "data", "split", "images", "loss", "accuracy", "ece", "top5_accuracy",
              "per_class", "macro_avg", "weighted_avg", "translation", "per_class_auc",
-             "thresholds")
+             "thresholds", "held_out")
 
     @property
     def macro_auroc(self) -> float | None:
@@ -286,7 +289,8 @@ class EvaluationMetrics:
         return _mean([row.average_precision for row in self.per_class_auc])
 
     def to_dict(self) -> dict[str, Any]:
-        values = {"run": self.run, "data": self.data, "split": self.split, "images": self.images,
+        values = {"run": self.run, "data": self.data, "split": self.split,
+                  "held_out": self.held_out, "images": self.images,
                   "loss": self.loss, "accuracy": self.accuracy, "ece": self.ece}
         if self.top5_accuracy is not None:
             values["top5_accuracy"] = self.top5_accuracy
@@ -312,6 +316,7 @@ class EvaluationMetrics:
                                        for row in values.get("per_class_auc") or []),
                    thresholds=tuple(ClassThresholds.from_dict(row)
                                     for row in values.get("thresholds") or []),
+                   held_out=bool(values.get("held_out", True)),
                    extra={k: v for k, v in values.items() if k not in cls.KNOWN})
 
     @classmethod
@@ -457,3 +462,39 @@ class ExportParity:
     def from_dict(cls, values: dict[str, Any]) -> ExportParity:
         return cls(Fp32Parity.from_dict(values["fp32"]) if values.get("fp32") else None,
                    Int8Parity.from_dict(values["int8"]) if values.get("int8") else None)
+
+
+@dataclass(frozen=True)
+class ScoreQuality:
+    """One unknown-image score, known (positive) against unknown images: evaluate --unknown."""
+
+    score: str
+    auroc: float
+    fpr_at_95_tpr: float
+
+
+@dataclass(frozen=True)
+class OpenSetResult:
+    """evaluate --unknown's unknown.json: every score, and the run's own detector."""
+
+    known: int  # images of the run's test split
+    unknown: int  # images of the other data
+    scores: tuple[ScoreQuality, ...]
+    detector: str | None  # the run's own score, where it has one
+    unknown_refused: float | None  # with the run's own threshold: unknown images called unknown
+    known_kept: float | None  # ... and known images kept
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> OpenSetResult:
+        return cls(int(values["known"]), int(values["unknown"]),
+                   tuple(ScoreQuality(str(row["score"]), float(row["auroc"]),
+                                      float(row["fpr_at_95_tpr"])) for row in values["scores"]),
+                   values.get("detector"), _optional(values.get("unknown_refused")),
+                   _optional(values.get("known_kept")))
+
+    @classmethod
+    def read(cls, path: Path) -> OpenSetResult:
+        return _typed(cls, read_json_file(path), str(path))

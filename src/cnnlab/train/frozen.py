@@ -39,8 +39,14 @@ def fit_probe(session: Session, data: DatasetSplits) -> str:
                             lr=None, seconds=time.perf_counter() - started)
     if trainer.ranks.is_main:
         write_probe_path(session.run_dir, probe.path)
+    if val is not None:  # refitted on train + val: val is no longer held out from this model
+        session.card = session.card.replace(fitted_on=("train", "val"))
     session.end_of_epoch(row, head=f"linear probe, C={probe.c:g}")
     reporter.message(probe_summary(probe, row.seconds))
+    if val is not None:
+        reporter.message("the penalty was chosen on the validation split, then the head refitted "
+                         "on train + validation: validation accuracy above is before the refit, and "
+                         "only the test split is held out from the saved model")
     return "finished"
 
 

@@ -34,6 +34,7 @@ from ..base.distributed import (
 from ..base.errors import CnnlabError
 from ..base.fileio import atomic_write_text, folder_lock
 from ..data import DatasetSplits, load_dataset
+from ..data.splits import describe_splits
 from ..models import Classifier
 from ..run.contract import ModelCard
 from ..run.folder import CONFIG, check_writable, load_model, new_run_dir, write_results
@@ -293,10 +294,18 @@ def _describe_data(config: TrainConfig, data: DatasetSplits, warnings: list[str]
                    reporter: Reporter) -> None:
     """The class sizes, and warnings of imbalance and of too few steps."""
     counts = class_counts(data)
+    reporter.message(describe_splits(data))
     reporter.message(describe_counts(data.class_names, counts))
     imbalance = imbalance_warning(data.class_names, counts, config.class_weights)
     for warning in ([imbalance] if imbalance else []) + warnings:
         log.warning(warning)
+
+
+def run_name(config: TrainConfig, card: ModelCard) -> str:
+    """DATA-MODEL, and -probe for a frozen backbone: the two ways to reuse a pretrained network
+    on the same data get names that say which is which, not NAME and NAME-2."""
+    name = f"{config.data.name.rstrip('/').split('/')[-1]}-{card.name}"
+    return f"{name}-probe" if config.freeze == "backbone" else name
 
 
 def _open_run_dir(config: TrainConfig, resume: str | Path | None, card: ModelCard,
@@ -305,8 +314,7 @@ def _open_run_dir(config: TrainConfig, resume: str | Path | None, card: ModelCar
         return Path(resume)
     run_dir = None
     if ranks.is_main:
-        run_dir = new_run_dir(config.out, f"{config.data.name.rstrip('/').split('/')[-1]}-"
-                                          f"{card.name}")
+        run_dir = new_run_dir(config.out, run_name(config, card))
         if config.out and run_dir != Path(config.out):  # said even under --quiet
             log.warning("%s holds a run already: this run goes to %s", config.out, run_dir)
         atomic_write_text(run_dir / CONFIG, config.to_yaml())

@@ -1,0 +1,51 @@
+"""Run folders are named by what differs, the README's paths are those training writes, and a run
+folder that is not there is answered with the nearest one that is."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from cnnlab.base.config import TrainConfig
+from cnnlab.cli import main
+from cnnlab.run.contract import ModelCard
+from cnnlab.train.loop import run_name
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _card(name: str) -> ModelCard:
+    return ModelCard.from_dict({"format": "cnnlab-model/1", "name": name,
+                                "architecture": {"spec": name}, "class_names": ["a", "b"],
+                                "input": {"channels": 3, "height": 8, "width": 8},
+                                "preprocessing": {"mean": [0, 0, 0], "std": [1, 1, 1]}})
+
+
+def test_fine_tuning_and_the_probe_get_names_that_say_which():
+    card = _card("timm:efficientnet_lite0")
+    fine = TrainConfig(data={"name": "../shared/data/flowers12/"}, pretrained=True)
+    probe = TrainConfig(data={"name": "../shared/data/flowers12"}, pretrained=True,
+                        freeze="backbone")
+    assert run_name(fine, card) == "flowers12-timm:efficientnet_lite0"  # ':' becomes '-' on disk
+    assert run_name(probe, card) == "flowers12-timm:efficientnet_lite0-probe"
+
+
+def test_the_readmes_flowers12_paths_are_the_folder_training_writes():
+    paths = set(re.findall(r"runs/flowers12[\w.-]*", README.read_text()))
+    assert paths == {"runs/flowers12-timm-efficientnet_lite0"}
+
+
+@pytest.mark.parametrize(("asked", "meant"), [
+    ("flowers12", "flowers12-timm-efficientnet_lite0"),
+    ("flowers12-timm-efficientnet_lite", "flowers12-timm-efficientnet_lite0")])
+def test_a_missing_run_folder_suggests_the_nearest(tmp_path, capsys, asked, meant):
+    (tmp_path / "runs" / meant).mkdir(parents=True)
+    (tmp_path / "runs" / "digits-simple").mkdir()
+    assert main(["evaluate", str(tmp_path / "runs" / asked)]) == 2
+    err = capsys.readouterr().err
+    assert f"no such run folder (did you mean {tmp_path / 'runs' / meant}?)" in " ".join(err.split())
+
+
+def test_model_card_read_takes_a_string_or_a_run_folder(digits_run):
+    assert ModelCard.read(str(digits_run.path / "model.json")).class_names[0] == "0"
+    assert ModelCard.read(str(digits_run.path)).num_classes == 10
