@@ -68,7 +68,7 @@ def test_test_fraction_holds_out_a_stratified_seeded_test_split(tmp_path):
     assert torch.bincount(first.test.labels).tolist() == [5, 5, 5]
     assert first.test.paths == again.test.paths  # the same images every run
     assert not set(first.test.paths) & (set(first.train.paths) | set(first.val.paths))
-    assert "25% of photos/ held out per class (seed 0)" == first.sources["test"]
+    assert first.sources["test"] == "25% of photos/ held out per class (seed 0)"
     other = load_dataset(DataConfig(name=str(tmp_path / "photos"), test_fraction=0.25,
                                     split_seed=1))
     assert other.test.paths != first.test.paths

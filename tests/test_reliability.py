@@ -49,7 +49,7 @@ BAD_SETTINGS = [
     (["train", "--erasing", "5"], "--erasing must be a number >= 0 and <= 1"),
     (["train", "--rotation", "nan"], "--rotation must be a number >= 0 and <= 180"),
     (["train", "--patience", "-1"], "--patience must be at least 1"),
-    (["train", "--threads", "-1"], "--threads must be at least 1"),
+    (["train", "--threads", "-1"], "--threads must be a number >= 1 and <= 1024"),
     (["train", "--image-size", "100000"], "--image-size must be a number >= 1 and <= 4096"),
     (["train", "--interpolation", "xyz"], "unknown interpolation 'xyz'"),
     (["evaluate", "RUN", "--batch-size", "0"], "--batch-size must be at least 1"),

@@ -1,9 +1,13 @@
 """The hostile and unlucky cases of the third reliability sweep: each is refused in one line or
 handled, and nothing wrong is saved or loaded."""
 
+import io
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -16,6 +20,8 @@ from cnnlab.base.errors import CnnlabError
 from cnnlab.cli import main
 from cnnlab.data import images
 from cnnlab.run import folder
+
+from .helpers import make_folder
 
 
 @pytest.fixture
@@ -113,12 +119,13 @@ def test_a_kill_between_weights_and_model_json_leaves_a_model_that_loads(run_cop
 
 
 def test_a_kill_before_the_checkpoint_is_replaced_keeps_the_old_one(run_copy, monkeypatch):
-    before = folder.load_checkpoint(run_copy / "last.ckpt")
+    before = (run_copy / "last.ckpt").read_bytes()
     monkeypatch.setattr(folder, "atomic_write", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
     with pytest.raises(KeyboardInterrupt):
         folder.save_checkpoint(run_copy / "last.ckpt", {"epoch": 99})
     monkeypatch.undo()
-    assert folder.load_checkpoint(run_copy / "last.ckpt")["epoch"] == before["epoch"]
+    assert (run_copy / "last.ckpt").read_bytes() == before
+    assert folder.load_checkpoint(run_copy / "last.ckpt")  # its record still accepts it
     folder.save_checkpoint(run_copy / "last.ckpt", {"epoch": 99})
     assert folder.recorded_digests(run_copy / "last.ckpt") == \
         [folder._sha256(run_copy / "last.ckpt")]
@@ -205,3 +212,136 @@ def test_a_fifo_is_not_an_image(digits_run, fifo):
         images.open_image(fifo)
     with pytest.raises(CnnlabError, match="not a regular file"):
         cnnlab.load(digits_run.path).predict(str(fifo))
+
+
+@pytest.fixture
+def no_hang():
+    """Fail a test that would block forever instead of hanging the suite."""
+    def stop(*_):
+        raise TimeoutError("blocked on a FIFO")
+    previous = signal.signal(signal.SIGALRM, stop)
+    signal.alarm(120)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+def test_a_fifo_in_a_csv_manifest_is_skipped_and_named(tmp_path, no_hang):
+    make_folder(tmp_path, per_class=6, broken=False, modes=["L"])
+    rows = [f"{p.relative_to(tmp_path)},{p.parent.name}" for p in sorted(tmp_path.rglob("*.png"))]
+    os.mkfifo(tmp_path / "square" / "pipe.png")
+    manifest = tmp_path / "data.csv"
+    manifest.write_text("\n".join(["square/pipe.png,square", *rows]) + "\n")
+    run = cnnlab.train(data=str(manifest), model="simple", epochs=1, image_size=8, workers=0,
+                       out=str(tmp_path / "run"), quiet=True)
+    assert run.status == "finished" and (tmp_path / "run" / "model.safetensors").is_file()
+
+
+def test_explain_refuses_a_fifo_in_one_line(digits_run, fifo, capsys, no_hang):
+    assert main(["explain", str(digits_run.path), str(fifo), "--method", "saliency",
+                 "--out", str(fifo.parent / "x")]) == 2
+    assert "not a regular file" in _one_error_line(capsys)
+
+
+# 10. Settings with one bound, numbers too large for torch, environment limits, batch sizes.
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["predict", "RUN", "x.mp4", "--fps", "0"], "--fps must be a number > 0, got 0.0"),
+    (["attack", "RUN", "--step-size", "0"], "--step-size must be a number > 0"),
+    (["train", "--adv-step-size", "-1"], "--adv-step-size must be a number > 0"),
+    (["train", "--seed", str(2**64)], "--seed must be a whole number of at most 19 digits"),
+    (["train", "--lr", "1e308"], "--lr must be a number >= 0 and <= 1e+06"),
+    (["train", "--workers", "100000"], "--workers must be a number >= 0 and <= 256"),
+    (["train", "--threads", "100000"], "--threads must be a number >= 1 and <= 1024"),
+])
+def test_settings_out_of_range_are_one_line(run_copy, capsys, args, message):
+    assert main([str(run_copy) if a == "RUN" else a for a in args]) == 2
+    assert message in _one_error_line(capsys)
+
+
+def test_a_bad_pixel_limit_in_the_environment_is_a_warning_not_a_crash():
+    env = {**os.environ, "CNNLAB_MAX_PIXELS": "abc"}
+    result = subprocess.run([sys.executable, "-c", "import cnnlab.base.limits as l; "
+                             "print(l.MAX_IMAGE_PIXELS)"], env=env, capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.strip() == "50000000"
+    assert "CNNLAB_MAX_PIXELS='abc' is not a positive whole number" in result.stderr
+
+
+def test_a_batch_size_below_one_is_refused(digits_run):
+    with pytest.raises(CnnlabError, match="batch_size must be at least 1, got -1"):
+        cnnlab.load(digits_run.path).predict(np.zeros((8, 8), np.uint8), batch_size=-1)
+
+
+# 11. The tensor path of the Python API checks its pixels.
+
+@pytest.mark.parametrize(("value", "message"), [
+    (float("nan"), "NaN or infinite"), (200.0, "values from 200 to 200"),
+    (-5.0, "values from -5 to -5"),
+])
+def test_tensors_outside_the_pixel_range_are_refused(digits_run, value, message):
+    model = cnnlab.load(digits_run.path)
+    tensor = torch.full(model.card.input.shape, value)
+    with pytest.raises(CnnlabError, match=message):
+        model.predict(tensor)
+
+
+# 8. File and class names that are not UTF-8 are written escaped, never a crash.
+
+@pytest.fixture
+def odd_names(tmp_path):
+    root = tmp_path / "odd"
+    for split in ("train", "test"):
+        for digit in range(10):
+            folder = os.fsencode(root / split / str(digit))
+            os.makedirs(folder)
+            for name in (b"caf\xe9-\xff.png", *(b"plain%d.png" % i for i in range(5))):
+                Image.fromarray(np.full((8, 8), digit * 20, np.uint8)).save(folder + b"/" + name)
+    return root
+
+
+def test_predict_and_evaluate_write_names_that_are_not_utf8(digits_run, odd_names, tmp_path):
+    out = tmp_path / "predictions.csv"
+    assert main(["predict", str(digits_run.path), str(odd_names / "test" / "3"),
+                 "--out", str(out)]) == 0
+    text = out.read_text(encoding="utf-8")
+    assert "caf\\udce9-\\udcff.png" in text and "plain0.png" in text
+    evaluated = tmp_path / "evaluate"
+    assert main(["evaluate", str(digits_run.path), "--data", str(odd_names), "--out",
+                 str(evaluated), "--quiet"]) == 0
+    assert "\\udcff" in (evaluated / "predictions.csv").read_text(encoding="utf-8")
+
+
+# 5. Every server error is JSON and counted.
+
+def _png(side: int = 8) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((side, side), np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def served(digits_run):
+    from fastapi.testclient import TestClient
+
+    from cnnlab.serve.app import create_app
+
+    app = create_app(digits_run.path)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield client, app
+
+
+@pytest.mark.parametrize("query", ["topk=%C2%B2", "topk=" + "9" * 5000, "target=%C2%B2"])
+def test_odd_query_values_are_a_json_400(served, query):
+    client, _ = served
+    path = "/explain" if query.startswith("target") else "/predict"
+    response = client.post(f"{path}?{query}", content=_png())
+    assert response.status_code in (400, 422) and "error" in response.json()
+
+
+def test_an_unexpected_error_is_json_and_counted(served, monkeypatch):
+    client, app = served
+    monkeypatch.setattr(app.state.service.predictor, "top",
+                        lambda *a: (_ for _ in ()).throw(RuntimeError("boom")))
+    response = client.post("/predict", content=_png())
+    assert response.status_code == 500 and "error" in response.json()
+    assert 'cnnlab_requests_total{path="/predict",status="500"} 1.0' in client.get("/metrics").text

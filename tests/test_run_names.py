@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cnnlab.base.config import TrainConfig
+from cnnlab.base.config import DataConfig, TrainConfig
 from cnnlab.cli import main
 from cnnlab.run.contract import ModelCard
 from cnnlab.train.loop import run_name
@@ -23,8 +23,8 @@ def _card(name: str) -> ModelCard:
 
 def test_fine_tuning_and_the_probe_get_names_that_say_which():
     card = _card("timm:efficientnet_lite0")
-    fine = TrainConfig(data={"name": "../shared/data/flowers12/"}, pretrained=True)
-    probe = TrainConfig(data={"name": "../shared/data/flowers12"}, pretrained=True,
+    fine = TrainConfig(data=DataConfig(name="../shared/data/flowers12/"), pretrained=True)
+    probe = TrainConfig(data=DataConfig(name="../shared/data/flowers12"), pretrained=True,
                         freeze="backbone")
     assert run_name(fine, card) == "flowers12-timm:efficientnet_lite0"  # ':' becomes '-' on disk
     assert run_name(probe, card) == "flowers12-timm:efficientnet_lite0-probe"

@@ -29,20 +29,51 @@ from .base.config import (
     TuneSettings,
     preset_names,
 )
-from .base.errors import CnnlabError, suggest
+from .base.errors import CnnlabError, printable, suggest
 from .base.settings import add_flags
+
+
+# Other tools' names for our flags (Keras, Ultralytics, timm, fastai): a user who types them gets
+# ours, where the verb has it; spelling distance alone finds nothing for most of them.
+COMMON_FLAGS = {
+    "--learning-rate": "--lr", "--learning_rate": "--lr", "--lr0": "--lr",
+    "--batch": "--batch-size", "--bs": "--batch-size", "--batch_size": "--batch-size",
+    "--gpu": "--device cuda", "--cuda": "--device cuda", "--cpu": "--device cpu",
+    "--val-split": "--val-fraction", "--validation-split": "--val-fraction",
+    "--test-split": "--test-fraction", "--freeze-backbone": "--freeze backbone",
+    "--workers": "--threads", "--num-workers": "--workers", "--imgsz": "--image-size",
+}
 
 
 class Parser(argparse.ArgumentParser):
     """argparse that reports errors as one line with a suggestion, exit code 2."""
 
+    argv: Sequence[str] = ()  # the command line being parsed, to find the verb in an error
+
     def error(self, message: str) -> None:  # type: ignore[override]
         if message.startswith("unrecognized arguments:"):
-            flag = message.split(":", 1)[1].split()[0]
-            message += suggest(flag, self._all_options())
+            flag = message.split(":", 1)[1].split()[0].split("=")[0]
+            message += self._suggest_flag(flag)
         if message.startswith("argument --lr:") and "'find'" in message:  # --lr stays a number
             message += "; to find one, train with --lr-find (or run cnnlab lr-find)"
         raise CnnlabError(f"{self.prog}: {message}")
+
+    def _suggest_flag(self, flag: str) -> str:
+        """' (did you mean X?)' from the verb's own flags, other tools' names first."""
+        options = self._verb_options()
+        common = COMMON_FLAGS.get(flag)
+        if common is not None and common.split()[0] in options:
+            return f" (did you mean '{common}'?)"
+        return suggest(flag, options)
+
+    def _verb_options(self) -> list[str]:
+        """The flags of the verb on the command line (every verb's when there is none)."""
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                verb = next((word for word in self.argv if word in action.choices), None)
+                if verb is not None:
+                    return action.choices[verb]._all_options()
+        return self._all_options()
 
     def _all_options(self) -> list[str]:
         options = []
@@ -203,6 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging()
     try:
         parser = build_parser()
+        parser.argv = argv
         _check_verb(argv, parser)
         args = parser.parse_args(argv)
         if args.verb is None:
@@ -210,7 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         return args.command(args)
     except CnnlabError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {printable(str(error))}", file=sys.stderr)
         return 2
     except OSError as error:  # a full disk, a folder turned read-only mid-run
         where = f" {error.filename}" if error.filename else ""

@@ -14,7 +14,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from .base.errors import CnnlabError, suggest
+from .base.errors import CnnlabError, printable, suggest
 from .base.fileio import is_dir
 from .base.settings import build, values_from
 
@@ -244,7 +244,7 @@ def run_predict(args: argparse.Namespace) -> int:
     if gate is not None:
         results = gate.apply(results)
     for failure in failures:
-        print(f"error: {failure.input}: {failure.reason}", file=sys.stderr)
+        print(f"error: {printable(failure.input)}: {printable(failure.reason)}", file=sys.stderr)
     _emit_predictions(results, settings)
     return 1 if failures else 0
 
@@ -300,11 +300,12 @@ def _emit_predictions(results: list, settings) -> None:
 
 
 def _label(result) -> str:
+    name = printable(result.input)  # a file name's escape sequences are shown, not obeyed
     if result.frames is not None:
-        return f"{result.input} (clip, {result.frames} frames)"
+        return f"{name} (clip, {result.frames} frames)"
     if result.frame is not None:
-        return f"{result.input} @ {result.time:.2f}s"
-    return result.input
+        return f"{name} @ {result.time:.2f}s"
+    return name
 
 
 def _print_prediction_table(results: list) -> None:

@@ -70,7 +70,7 @@ class DataConfig:
     strict: bool = option(False, "stop on an unreadable image instead of skipping it")
     stream: bool | None = option(None, "stream image files instead of holding them in memory "
                                        "(default: hold them when they fit)")
-    workers: int = option(2, "DataLoader workers that decode image files", minimum=0)
+    workers: int = option(2, "DataLoader workers that decode image files", minimum=0, maximum=256)
     per_class: int | None = option(None, "keep only the first N training images of each class", minimum=1)
     # Unset means unset: a pretrained network then gets its weights' own filter, anything else
     # DEFAULT_INTERPOLATION (`resize_filter`), and config.yaml records the one used.
@@ -140,7 +140,7 @@ class TrainConfig:
                             kind="optimizer")
     lr: float | None = option(None, f"peak learning rate ({_lr_by_recipe()}; 0 freezes every "
                                     f"weight)",
-                                 minimum=0)
+                                 minimum=0, maximum=1e6)
     momentum: float = option(0.9, "SGD momentum", minimum=0, below=1)
     nesterov: bool = option(False, "Nesterov momentum for SGD")
     weight_decay: float = option(5e-4, "L2 penalty (decoupled for adamw)", minimum=0)
@@ -160,7 +160,8 @@ class TrainConfig:
     patience: int | None = option(None, "early stopping: epochs without a better val accuracy", minimum=1)
     seed: int = option(0, "random seed (CPU training is deterministic with it)", minimum=0)
     device: str = option("auto", "auto | cpu | cuda | mps")
-    threads: int | None = option(None, "CPU threads (default: one per physical core)", minimum=1)
+    threads: int | None = option(None, "CPU threads (default: one per physical core)", minimum=1,
+                                 maximum=1024)
     amp: bool = option(True, "mixed precision (CUDA only)")
     channels_last: bool = option(True, "channels-last memory format for conv layers")
     report: bool = option(False, "write RUN/report.html when training ends (cnnlab report)")
@@ -238,8 +239,12 @@ QUIET_HELP = "print nothing but errors (the results are still written)"
 class EvaluateSettings:
     data: str | None = option(None, DATA_HELP, metavar="DATA")
     split: str = option("test", "the split evaluated", choices=SPLITS, kind="split")
-    max_shift: int = option(3, "translation test: shift images by 0..N pixels (0 turns it off)",
-                            minimum=0, maximum=16)
+    # A few pixels are a tenth of a 28-px image and nothing on a 224-px photo, where the test
+    # still costs 13 passes over the split (146 s of 164 on flowers12): off there by default.
+    max_shift: int | None = option(None, "translation test: shift images by 0..N pixels (0 turns "
+                                         "it off; default 3 for images up to 64 px trained from "
+                                         "scratch, off for larger or pretrained ones)",
+                                   minimum=0, maximum=16)
     top_losses: int = option(16, "the N images of highest loss, named by file, in "
                                  "top_losses.png and the report; given here, also a table on "
                                  "the terminal (0: none)", minimum=0)
@@ -262,7 +267,7 @@ class PredictSettings:
                                 choices=("table", "json", "csv"), kind="format")
     out: str | None = option(None, "write the predictions to this .json or .csv file", metavar="FILE")
     batch_size: int = option(EVAL_BATCH, "images per forward pass", minimum=1)
-    workers: int = option(2, "DataLoader workers that decode image files", minimum=0)
+    workers: int = option(2, "DataLoader workers that decode image files", minimum=0, maximum=256)
     fps: float = option(1.0, "video frames sampled per second", above=0)
     # A plain floor on the top probability, or per-class thresholds that evaluate measured.
     min_prob: float | None = option(None, "call an input 'unknown' when its top probability is "
@@ -356,7 +361,7 @@ class BaselineSettings:
     only: str | None = option(None, "some of: logistic, hog-svm, forest, pca-svm (comma-separated)")
     out: str | None = option(None, "results folder (default RUN/baselines, or "
                                    "runs/baselines-DATA)", metavar="DIR")
-    threads: int = option(2, "CPU cores the random forest uses", minimum=1)
+    threads: int = option(2, "CPU cores the random forest uses", minimum=1, maximum=1024)
     seed: int = option(0, "seed of the random forest, the solvers and the SVM's subsample", minimum=0)
     device: str = option("auto", DEVICE_HELP)
     quiet: bool = option(False, QUIET_HELP)
@@ -447,8 +452,9 @@ class CheckSettings:
                             maximum=64)
     seed: int = option(0, "seed of the folds and of the per-fold CNN", minimum=0)
     batch_size: int = option(64, "images per forward pass", minimum=1)
-    workers: int = option(2, "processes that decode image files", minimum=0)
-    threads: int | None = option(None, "CPU threads (default: one per physical core)", minimum=1)
+    workers: int = option(2, "processes that decode image files", minimum=0, maximum=256)
+    threads: int | None = option(None, "CPU threads (default: one per physical core)", minimum=1,
+                                 maximum=1024)
     device: str = option("auto", DEVICE_HELP)
     quiet: bool = option(False, QUIET_HELP)
 
@@ -492,7 +498,7 @@ class ServeSettings:
     topk: int = option(5, "classes per prediction unless ?topk= says otherwise", minimum=1)
     unknown: bool = option(True, UNKNOWN_HELP)
     threads: int | None = option(None, "CPU threads for the model (default: one per physical core)",
-                                 minimum=1)
+                                 minimum=1, maximum=1024)
 
 
 CONFIG_SECTIONS = {"data": DataConfig, "augment": AugmentConfig}

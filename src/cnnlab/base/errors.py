@@ -25,3 +25,14 @@ def unknown(kind: str, name: str, choices: Iterable[str]) -> CnnlabError:
     return CnnlabError(
         f"unknown {kind} {name!r}{suggest(name, choices)}; choose from: {', '.join(choices)}"
     )
+
+
+def printable(text: str) -> str:
+    """`text` safe for a terminal, a figure or a UTF-8 file: control characters (a terminal's
+    escape sequences among them) as \\xNN and the lone surrogates of a file name that is not UTF-8
+    as \\udcNN, so a hostile name is shown and never obeyed or crashed on."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c == " " else
+                   c.encode("unicode_escape", "backslashreplace").decode("ascii") for c in text)
+

@@ -49,7 +49,10 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
-    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    # A file name that is not UTF-8 reaches Python as lone surrogates; written as \udcff it keeps
+    # the file valid UTF-8 instead of losing every other row to a UnicodeEncodeError.
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8",
+                                                         errors="backslashreplace"))
 
 
 def atomic_write_json(path: str | Path, data: Any) -> Path:

@@ -10,10 +10,15 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from .errors import printable  # noqa: E402
 from .fileio import atomic_write  # noqa: E402
 
 
 def save_figure(figure: plt.Figure, path: Path) -> None:
+    # File and class names reach captions and ticks: a name that is not UTF-8 would stop the
+    # drawing, a control character draw as a box.
+    for text in figure.findobj(matplotlib.text.Text):
+        text.set_text(printable(text.get_text()))
     atomic_write(path, lambda tmp: figure.savefig(tmp, format=path.suffix[1:], dpi=120,
                                                   bbox_inches="tight"))
     plt.close(figure)

@@ -149,9 +149,17 @@ def _check_type(name: str, value: Any, hint: Any, where: str) -> Any:
     raise CnnlabError(f"setting {where}{name} must be {expected}, got {value!r}")
 
 
+# Whole numbers reach torch and NumPy as 64-bit integers (seeds, counts): larger ones overflow there.
+_LARGEST_INT = 2**63 - 1
+
+
 def _check_range(name: str, value: Any, field: dataclasses.Field) -> None:
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         return
+    if isinstance(value, int) and abs(value) > _LARGEST_INT:
+        flag = field.metadata.get("flag") or "--" + name.replace("_", "-")
+        raise CnnlabError(f"{flag} must be a whole number of at most 19 digits "
+                          f"(below 2**63), got one of {value.bit_length()} bits")
     low, high, below, above = (field.metadata.get(k)
                                for k in ("minimum", "maximum", "below", "above"))
     wanted = []
@@ -168,7 +176,7 @@ def _check_range(name: str, value: Any, field: dataclasses.Field) -> None:
            (above is not None and value <= above))
     if bad:
         flag = field.metadata.get("flag") or "--" + name.replace("_", "-")
-        if wanted == [f">= {low:g}"]:
+        if low is not None and wanted == [f">= {low:g}"]:
             raise CnnlabError(f"{flag} must be at least {low:g}, got {value!r}")
         rule = " and ".join(wanted) if wanted else "finite"
         raise CnnlabError(f"{flag} must be a number {rule}, got {value!r}")

@@ -29,6 +29,7 @@ class CalibrationResult:
 
     card: ModelCard
     val_images: int
+    all_right: bool = False  # every validation image was right: no temperature was fitted
 
     def describe(self) -> str:
         parts = []
@@ -36,6 +37,9 @@ class CalibrationResult:
             c = self.card.calibration
             parts.append(f"temperature {c.temperature:.3g} (ECE {c.ece_before:.3f} -> "
                          f"{c.ece_after:.3f})")
+        elif self.all_right:
+            parts.append("no temperature (every validation image is right, so nothing says how "
+                         "much less sure the model should be)")
         if self.card.unknown is not None:
             u = self.card.unknown
             parts.append(f"unknown images: {u.score} score below {u.threshold:.4g} (keeps "
@@ -55,7 +59,11 @@ def _statistics(model, data, settings: CalibrateSettings, device: torch.device,
 
 
 def _calibration(val: Outputs, settings: CalibrateSettings) -> Calibration | None:
+    """The temperature; where every validation image is right, none: the likelihood then only
+    grows as the temperature falls, so a fit would make the model as sure as it can be."""
     if not settings.temperature:
+        return None
+    if bool((val.logits.argmax(1) == val.labels).all()):
         return None
     temperature = fit_temperature(val.logits, val.labels)
     return Calibration(temperature=round(temperature, 6),
@@ -93,4 +101,5 @@ def calibrate_run(run: str | Path, settings: CalibrateSettings | None = None,
                                settings.keep, STATISTICS if statistics is not None else None)
     card = card.replace(calibration=calibration, unknown=detector)
     write_card(run, card)
-    return CalibrationResult(card, len(val.labels))
+    return CalibrationResult(card, len(val.labels),
+                             bool((val.logits.argmax(1) == val.labels).all()))

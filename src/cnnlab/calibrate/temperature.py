@@ -13,6 +13,9 @@ from torch import nn
 from torchmetrics.functional.classification import multiclass_calibration_error
 
 ECE_BINS = 15  # as evaluate's reliability diagram
+# The temperatures a fit may end at: beyond them the split has too few mistakes (or too many) to
+# say how sure the model should be, and the fit only chases its last few images.
+MIN_TEMPERATURE, MAX_TEMPERATURE = 0.05, 20.0
 
 
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -29,7 +32,7 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
         return loss
 
     optimizer.step(closure)
-    return float(log_t.detach().exp())
+    return float(log_t.detach().exp().clamp(MIN_TEMPERATURE, MAX_TEMPERATURE))
 
 
 def calibration_error(logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0) -> float:

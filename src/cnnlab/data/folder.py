@@ -11,6 +11,7 @@ from PIL import Image
 
 from ..base.config import DataConfig
 from ..base.errors import CnnlabError
+from ..base.fileio import is_file
 from .images import ALLOWED_FORMATS, is_grayscale, is_image_file
 from .splits import DatasetSplits, FileImages, Split, held_out_source, split_off
 
@@ -46,6 +47,8 @@ def _peek(paths: list[Path]) -> list[Image.Image]:
     step = max(1, len(paths) // _SAMPLE)
     seen = []
     for path in paths[::step][:_SAMPLE]:
+        if not is_file(path):  # a FIFO would block the open: bad files are reported when decoded
+            continue
         try:
             seen.append(Image.open(path, formats=ALLOWED_FORMATS))
         except Exception:  # noqa: BLE001  (bad files are reported when decoded)

@@ -4,6 +4,7 @@ run's test split) against DATA, and what the run's own detector keeps and refuse
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -42,14 +43,20 @@ def unknown_split(data: str, card: ModelCard) -> Split:
         dataset = load_dataset(config)
         return dataset.test if dataset.test is not None else dataset.train
     folder = Path(data)
-    files = sorted(p for p in folder.rglob("*") if is_image_file(p)) if folder.is_dir() else \
-        [folder] if folder.is_file() else []
+    files = _images_under(folder) if folder.is_dir() else [folder] if folder.is_file() else []
     if not files:
         raise CnnlabError(f"--unknown {data}: no images found")
     resize = (card.preprocessing.interpolation, card.preprocessing.crop_pct)
     images = torch.stack([image_to_tensor(open_image(path), *card.input.shape, *resize)
                           for path in files])
     return TensorImages(images, torch.zeros(len(files), dtype=torch.long))
+
+
+def _images_under(folder: Path) -> list[Path]:
+    """Every image file below `folder`, through linked folders too (os.walk follows them where
+    Path.rglob does not)."""
+    return sorted(Path(root) / name for root, _, names in os.walk(folder, followlinks=True)
+                  for name in names if is_image_file(Path(root) / name))
 
 
 def measure_open_set(model, card: ModelCard, known: Split, train: Split, unknown: Split,

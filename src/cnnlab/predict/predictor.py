@@ -115,7 +115,15 @@ class Predictor:
         if tuple(tensor.shape) != self.input_shape:
             raise CnnlabError(f"tensor input must be (C, H, W) = {self.input_shape} in [0, 1], got "
                               f"{tuple(tensor.shape)}; pass a PIL image to have it resized")
-        return tensor.float()
+        tensor = tensor.float()
+        # Out-of-range pixels give confident nonsense (200.0: probability 1.0), NaN a NaN answer.
+        if not torch.isfinite(tensor).all():
+            raise CnnlabError("tensor input holds NaN or infinite values; give pixels in [0, 1]")
+        if tensor.min() < 0 or tensor.max() > 1:
+            raise CnnlabError(f"float tensor input must be pixels in [0, 1], got values from "
+                              f"{float(tensor.min()):g} to {float(tensor.max()):g}; pass uint8 "
+                              f"for 0..255")
+        return tensor
 
     @torch.no_grad()
     def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
@@ -158,6 +166,8 @@ class Predictor:
         """Top-k classes with softmax probabilities for each input, best first."""
         if topk < 1:
             raise CnnlabError(f"topk must be at least 1, got {topk}")
+        if batch_size < 1:
+            raise CnnlabError(f"batch_size must be at least 1, got {batch_size}")
         if isinstance(inputs, (np.ndarray, torch.Tensor)) and inputs.ndim == 4:
             inputs = list(inputs)  # a batch (N, H, W, C) / (N, C, H, W): one image per row
         items = inputs if isinstance(inputs, list) else [inputs]

@@ -132,8 +132,8 @@ async def _uploads(request: Request) -> list[tuple[str, bytes]]:
 
 def _topk(request: Request, default: int, classes: int) -> int:
     text = request.query_params.get("topk", str(default))
-    if not text.isdigit() or int(text) < 1:
-        raise ApiError(400, f"topk must be a whole number >= 1, got {text!r}")
+    if not _is_count(text) or int(text) < 1:
+        raise ApiError(400, f"topk must be a whole number >= 1, got {text!r}"[:300])
     return min(int(text), classes)
 
 
@@ -143,9 +143,15 @@ def _target(request: Request, class_names: list[str]) -> int | None:
         return None
     if text in class_names:
         return class_names.index(text)
-    if text.isdigit() and int(text) < len(class_names):
+    if _is_count(text) and int(text) < len(class_names):
         return int(text)
-    raise ApiError(422, f"unknown target class {text!r}")
+    raise ApiError(422, f"unknown target class {text!r}"[:300])
+
+
+def _is_count(text: str) -> bool:
+    """ASCII digits of a sane length: '²'.isdigit() is true and 5,000 digits are slow to convert,
+    both would end in a 500."""
+    return text.isascii() and text.isdigit() and len(text) <= 9
 
 
 def _install_errors(app: FastAPI) -> None:
@@ -198,7 +204,7 @@ def _routes(app: FastAPI, service: Service) -> None:
     @app.get("/model")
     async def model() -> dict[str, Any]:
         runtime = "onnxruntime" if on_onnx_runtime else "pytorch"
-        return {**predictor.card.to_dict(), "runtime": runtime}
+        return {**predictor.card.to_dict(), "runtime": runtime, "run": app.state.run_label}
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -241,12 +247,20 @@ def create_app(model: str | Path, settings: ServeSettings | None = None, **optio
 
     app = FastAPI(title="cnnlab", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.service = service
+    app.state.run_label = _run_label(model)
     _install_errors(app)
     _routes(app, service)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(LimitUpload, max_bytes=int(settings.max_upload_mb * 1e6))
     app.middleware("http")(metrics.middleware)
     return app
+
+
+def _run_label(model: str | Path) -> str:
+    """The run's folder name for the page's header (RUN/export for its ONNX export)."""
+    path = Path(model).resolve()
+    folder = path.parent if path.suffix == ".onnx" else path
+    return f"{folder.parent.name}/{folder.name}" if (folder / "export.json").is_file() else path.name
 
 
 def run_server(model: str | Path, settings: ServeSettings | None = None, **options: Any) -> None:

@@ -6,6 +6,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
+# An over-limit body is read and thrown away up to this many bytes before the 413 goes out (as
+# nginx's lingering close does): a client that sends the whole body before reading the answer
+# (Python's urllib and requests) otherwise meets a closed socket, a BrokenPipeError, and never
+# sees the status. Beyond it the connection is closed regardless.
+DRAIN_LIMIT = 256 * 1024**2
+
 
 class BodyTooLarge(Exception):
     """Raised from the body stream; the app answers 413."""
@@ -26,6 +32,7 @@ class LimitUpload:
             return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            await _drain(receive)
             await self._refuse(send)
             return
         received = 0
@@ -36,6 +43,8 @@ class LimitUpload:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
+                    if message.get("more_body", False):
+                        await _drain(receive, received)
                     raise BodyTooLarge(self._message())
             return message
 
@@ -49,3 +58,14 @@ class LimitUpload:
                                 (b"content-length", str(len(body)).encode()),
                                 (b"connection", b"close")]})
         await send({"type": "http.response.body", "body": body})
+
+
+async def _drain(receive: Any, received: int = 0) -> None:
+    """Read and discard the rest of the request body, up to DRAIN_LIMIT bytes in all."""
+    while received <= DRAIN_LIMIT:
+        message = await receive()
+        if message["type"] != "http.request":
+            return  # the client went away
+        received += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return

@@ -3,12 +3,15 @@ and status, latency, and the sizes of the batches the model ran."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from starlette.requests import Request
-from starlette.responses import Response
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+
+log = logging.getLogger("cnnlab.serve")
 
 KNOWN_PATHS = ("/predict", "/explain", "/model", "/healthz", "/metrics", "/")
 
@@ -33,7 +36,14 @@ class Metrics:
         # Unknown paths are counted as one label, so a scan cannot grow the label set without end.
         path = request.url.path if request.url.path in KNOWN_PATHS else "other"
         started = time.perf_counter()
-        response = await call_next(request)
+        try:
+            response = await call_next(request)
+        except ClientDisconnect:  # the client left mid-upload: nobody to answer, nothing to log
+            response = Response(status_code=499)
+        except Exception:  # noqa: BLE001  (every error is JSON and counted; the cause is logged)
+            log.exception("unexpected error serving %s", path)
+            response = JSONResponse({"error": "internal error: the server log has the cause"},
+                                    status_code=500)
         self.latency.labels(path).observe(time.perf_counter() - started)
         self.requests.labels(path, str(response.status_code)).inc()
         return response

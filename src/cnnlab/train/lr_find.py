@@ -111,18 +111,6 @@ def _batches(trainer: Trainer, data: DatasetSplits) -> Iterator[tuple[torch.Tens
         yield from data.train.batches(trainer.config.batch_size, order)
 
 
-def _step(trainer: Trainer, loss: torch.Tensor) -> None:
-    """One update without the schedule (the sweep sets the rates) or the weights' average."""
-    trainer.optimizer.zero_grad(set_to_none=True)
-    if trainer.scaler is not None:
-        trainer.scaler.scale(loss).backward()
-        trainer.scaler.step(trainer.optimizer)
-        trainer.scaler.update()
-    else:
-        loss.backward()
-        trainer.optimizer.step()
-
-
 def _set_rate(trainer: Trainer, lr: float, shares: list[float]) -> None:
     """The head's rate is `lr`; every other group keeps its share of it (a pretrained backbone's
     fraction, --backbone-lr)."""
@@ -162,7 +150,7 @@ def sweep(trainer: Trainer, data: DatasetSplits, settings: LrFindSettings,
             if not math.isfinite(value):
                 stopped = f"the loss became {value} at rate {lr:.2g}"
                 break
-            _step(trainer, loss)
+            trainer.update(loss)  # no schedule (the sweep sets the rates), no weights' average
             average = SMOOTHING * average + (1 - SMOOTHING) * value
             smoothed = average / (1 - SMOOTHING ** (step + 1))
             lrs.append(lr)

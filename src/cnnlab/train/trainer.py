@@ -83,8 +83,8 @@ class Trainer:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
         return inputs
 
-    def step(self, loss: torch.Tensor) -> None:
-        """Backpropagate, update the weights, their average and the learning rate."""
+    def update(self, loss: torch.Tensor) -> None:
+        """Backpropagate and update the weights (scaled in mixed precision); nothing else."""
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
@@ -93,6 +93,10 @@ class Trainer:
         else:
             loss.backward()
             self.optimizer.step()
+
+    def step(self, loss: torch.Tensor) -> None:
+        """A training step: update the weights, then their average and the learning rate."""
+        self.update(loss)
         if self.ema is not None:
             self.ema.update_parameters(self.model)
         self.last_lr = self.optimizer.param_groups[-1]["lr"]

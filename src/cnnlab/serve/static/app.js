@@ -58,22 +58,37 @@ async function send(file) {
   showTop(answer.predictions[0].top);
   showVerdict(answer.predictions[0]);
   $("result").hidden = false;
+  await showOverlay(form);
+}
+
+// Grad-CAM beside the image; where there is none (an ONNX export has no gradients) the panel
+// stays and says why, instead of a blank space or a broken image.
+async function showOverlay(form) {
+  $("overlay").hidden = true;
+  $("overlay-caption").textContent = "Grad-CAM: computing…";
   const overlay = await fetch("/explain", { method: "POST", body: form });
   if (overlay.ok) {
     $("overlay").src = URL.createObjectURL(await overlay.blob());
-    $("overlay-figure").hidden = false;
+    $("overlay").hidden = false;
+    $("overlay-caption").textContent = "Grad-CAM: where the network looked";
   } else {
-    $("overlay-figure").hidden = true;
-    $("overlay-caption").textContent = await errorOf(overlay);
+    $("overlay-caption").textContent = `no Grad-CAM: ${await errorOf(overlay)}`;
   }
+}
+
+function percent(value) {
+  return `${(value * 100).toFixed(1)}%`;
 }
 
 async function describeModel() {
   try {
     const card = await (await fetch("/model")).json();
-    const accuracy = card.val_accuracy == null ? "" : `, validation accuracy ${(card.val_accuracy * 100).toFixed(1)}%`;
+    const accuracy = card.test_accuracy != null ? `test accuracy ${percent(card.test_accuracy)}`
+      : card.val_accuracy != null ? `validation accuracy ${percent(card.val_accuracy)} (no test split)`
+      : "accuracy not measured";
+    $("run").textContent = `${card.run}: ${accuracy}`;
     $("model").textContent = `${card.name}: ${card.class_names.length} classes ` +
-      `(${card.class_names.slice(0, 6).join(", ")}${card.class_names.length > 6 ? ", …" : ""})${accuracy}`;
+      `(${card.class_names.slice(0, 6).join(", ")}${card.class_names.length > 6 ? ", …" : ""})`;
   } catch (error) {
     showError(`the model description cannot be loaded (${error.message})`);
   }
