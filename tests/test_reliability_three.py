@@ -250,7 +250,7 @@ def test_explain_refuses_a_fifo_in_one_line(digits_run, fifo, capsys, no_hang):
     (["attack", "RUN", "--step-size", "0"], "--step-size must be a number > 0"),
     (["train", "--adv-step-size", "-1"], "--adv-step-size must be a number > 0"),
     (["train", "--seed", str(2**64)], "--seed must be a whole number of at most 19 digits"),
-    (["train", "--lr", "1e308"], "--lr must be a number >= 0 and <= 1e+06"),
+    (["train", "--lr", "1e308"], "--lr must be a number >= 0 and <= 1e+30"),
     (["train", "--workers", "100000"], "--workers must be a number >= 0 and <= 256"),
     (["train", "--threads", "100000"], "--threads must be a number >= 1 and <= 1024"),
 ])

@@ -32,7 +32,6 @@ from .base.config import (
 from .base.errors import CnnlabError, printable, suggest
 from .base.settings import add_flags
 
-
 # Other tools' names for our flags (Keras, Ultralytics, timm, fastai): a user who types them gets
 # ours, where the verb has it; spelling distance alone finds nothing for most of them.
 COMMON_FLAGS = {

@@ -140,7 +140,7 @@ class TrainConfig:
                             kind="optimizer")
     lr: float | None = option(None, f"peak learning rate ({_lr_by_recipe()}; 0 freezes every "
                                     f"weight)",
-                                 minimum=0, maximum=1e6)
+                                 minimum=0, maximum=1e30)
     momentum: float = option(0.9, "SGD momentum", minimum=0, below=1)
     nesterov: bool = option(False, "Nesterov momentum for SGD")
     weight_decay: float = option(5e-4, "L2 penalty (decoupled for adamw)", minimum=0)

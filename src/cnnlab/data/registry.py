@@ -10,8 +10,7 @@ from pathlib import Path
 from ..base.config import DataConfig
 from ..base.errors import CnnlabError, unknown
 from ..base.fileio import is_dir, is_file
-from .splits import (DatasetSplits, convert_splits, first_per_class, held_out_source,
-                     split_off)
+from .splits import DatasetSplits, convert_splits, first_per_class, held_out_source, split_off
 
 log = logging.getLogger("cnnlab")
 
