@@ -303,9 +303,11 @@ def tune(config: TrainConfig | str | Path | None = None, *, say: Callable[[str],
     return run_sweep(base, space, settings, say or (lambda line: None))
 
 
-def load(run: str | Path, device: str = "auto") -> Predictor:
+def load(run: str | Path, device: str = "auto", unknown: bool = True) -> Predictor:
     """Load a run folder's best model (model.safetensors + model.json) for prediction; an export
-    folder (or the .onnx file in one) runs on ONNX Runtime with the same preprocessing."""
+    folder (or the .onnx file in one) runs on ONNX Runtime with the same preprocessing. With
+    `unknown` (the default) each prediction also says whether the image is one of the model's
+    classes, where the run has an unknown-image detector (cnnlab calibrate)."""
     from .predict.predictor import load_predictor
 
-    return load_predictor(run, device)
+    return load_predictor(run, device, unknown=unknown)
