@@ -13,7 +13,7 @@ from PIL import Image
 from ..data.images import ImageReadError, open_image, tensor_to_image
 
 if TYPE_CHECKING:
-    from .run import CheckResult, Finding
+    from .findings import CheckResult, Finding
 
 THUMB = 112  # pixels, the longer side
 SHOWN = 60  # findings of a kind shown with their images; check.csv has all of them

@@ -10,7 +10,6 @@ oddities of size, mode and content. Everything found is one Finding, one row of 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,41 +23,8 @@ from ..base.progress import tracked
 from ..base.settings import resolve
 from ..data.registry import photo_shape
 from . import duplicates, embed, labels, oddities
+from .findings import KINDS, CheckResult, Finding
 from .scan import Items, Scan, decoded_batches, empty_scan, load_items, record
-
-KINDS = ("unreadable", "label-issue", "leak", "duplicate", "outlier", "blank", "size", "aspect",
-         "mode")
-
-
-@dataclass
-class Finding:
-    """One row of check.csv: what is wrong with which image, and whether --exclude drops it."""
-
-    kind: str
-    file: str
-    split: str
-    label: str
-    suggested: str = ""
-    score: float | None = None  # label quality (low: likely wrong); similarity; outlier distance
-    other_file: str = ""
-    other_split: str = ""
-    other_label: str = ""
-    match: str = ""  # duplicates: exact | near
-    exclude: str = "no"
-    note: str = ""
-    index: int = field(default=-1, repr=False)  # the image's row in Items (not written)
-    other: int = field(default=-1, repr=False)
-
-
-@dataclass
-class CheckResult:
-    data: str
-    items: Items
-    scan: Scan
-    findings: list[Finding]
-    summary: dict[str, Any]
-    pool: np.ndarray  # indices (into items) of the images whose labels were checked
-    issues: labels.LabelIssues | None
 
 
 def _embedder(data: str, settings: CheckSettings, device: torch.device,
