@@ -171,9 +171,13 @@ def test_the_readme_snippet_predicts_what_cnnlab_predicts(exported, digits_run, 
     snippet = _readme_snippet()
     assert "import cnnlab" not in snippet and "torch" not in snippet
     for path in _image_files(tmp_path)[-3:]:  # a digit, a 3000x2000 RGBA PNG, a gray JPEG
-        lines = [f"export, image = {str(exported.folder)!r}, Image.open({str(path)!r})"
-                 if line.startswith("export, image = ") else line for line in snippet.splitlines()]
+        given = {"export = ": f"export = {str(exported.folder)!r}",
+                 "image = Image.open(": f"image = Image.open({str(path)!r})"}
+        lines = [next((text for start, text in given.items() if line.startswith(start)), line)
+                 for line in snippet.splitlines()]
         exec("\n".join(lines), {})
-        name, probability = capsys.readouterr().out.split()
-        top = cnnlab.load(digits_run.path).predict(path)[0][0]
-        assert name == top.name and float(probability) == pytest.approx(top.probability, abs=1e-4)
+        name, probability, known = capsys.readouterr().out.split()
+        answer = cnnlab.load(digits_run.path).predict(path)[0]
+        assert name == answer[0].name
+        assert float(probability) == pytest.approx(answer[0].probability, abs=1e-4)
+        assert known == str(answer.known)
