@@ -37,7 +37,7 @@ from ..data import DatasetSplits, load_dataset
 from ..data.splits import describe_splits
 from ..models import Classifier
 from ..run.contract import ModelCard
-from ..run.folder import CONFIG, check_writable, load_model, new_run_dir, write_results
+from ..run.folder import CONFIG, check_writable, load_model, new_run_dir, uses_flip, write_results
 from ..run.inference import loss_and_accuracy, predict_logits
 from ..run.results import EpochRow, TrainingResults
 from .data_checks import class_counts, describe_counts, fit_batch_to_data, imbalance_warning
@@ -47,7 +47,7 @@ from .recipes import resolve
 from .session import Session
 from .trackers import open_trackers
 from .trainer import Trainer, build_trainer
-from .transfer import start_from_run
+from .transfer import can_cache, start_from_run
 from .validate import validate, validate_robust
 
 EpochCallback = Callable[[Classifier, EpochRow], None]
@@ -280,7 +280,10 @@ def _prepare(config: TrainConfig, resume: str | Path | None, reporter: Reporter,
     if choice is not None and resume is None:
         reporter.message(choice)
     data = load_dataset(config.data)
-    if resume is None:  # config.yaml records the batch used, so --resume agrees
+    batch_warnings: list[str] = []
+    # config.yaml records the batch used, so --resume agrees; a probe fitted on cached features
+    # takes no batches, so it has nothing to fit or warn of
+    if resume is None and not can_cache(config, uses_flip(config, data)):
         config, batch_warnings = fit_batch_to_data(config, len(data.train), batch_chosen)
     trainer, card = build_trainer(config, data, device, ranks)
     if resume is None:  # said once the settings are known to be sound

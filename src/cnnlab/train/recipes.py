@@ -48,11 +48,14 @@ def choose_model(config: TrainConfig) -> tuple[TrainConfig, str | None]:
         chosen.model = SCRATCH_MODEL
         return chosen, None
     chosen.model, chosen.pretrained = PHOTO_MODEL, True
-    return chosen, (f"{config.data.name} holds RGB photos (the smallest sampled is "
-                    f"{shape[2]}x{shape[1]}): fine-tuning the ImageNet-pretrained "
-                    f"EfficientNet-Lite0 ({PHOTO_MODEL} --pretrained). Choose otherwise with "
-                    f"--model (e.g. --model {SCRATCH_MODEL} to train a small CNN from scratch) or "
-                    f"--freeze backbone (a linear probe on the pretrained features, faster)")
+    found = (f"{config.data.name} holds RGB photos (the smallest sampled is {shape[2]}x{shape[1]})")
+    if config.freeze == "backbone":
+        return chosen, (f"{found}: a linear probe on the ImageNet-pretrained EfficientNet-Lite0's "
+                        f"features ({PHOTO_MODEL} --pretrained --freeze backbone)")
+    return chosen, (f"{found}: fine-tuning the ImageNet-pretrained EfficientNet-Lite0 "
+                    f"({PHOTO_MODEL} --pretrained). Choose otherwise with --model (e.g. --model "
+                    f"{SCRATCH_MODEL} to train a small CNN from scratch) or --freeze backbone (a "
+                    f"linear probe on the pretrained features, faster)")
 
 
 def recipe_name(config: TrainConfig) -> str:
