@@ -202,6 +202,16 @@ def test_the_real_server_under_concurrent_load_answers_200_or_503(digits_run):
     assert page.status_code == 200 and "<title>cnnlab</title>" in page.text
 
 
+def test_a_port_in_use_is_one_line_and_exit_code_2(digits_run):
+    with serving(digits_run.path) as url:
+        port = url.rsplit(":", 1)[1]
+        second = subprocess.run([sys.executable, "-m", "cnnlab", "serve", str(digits_run.path),
+                                 "--port", port], capture_output=True, text=True, timeout=300)
+        assert httpx.get(f"{url}/healthz", timeout=5).status_code == 200  # the first one serves on
+    assert second.returncode == 2 and second.stdout == ""
+    assert second.stderr.count("\n") == 1 and f"cannot serve at 127.0.0.1:{port}" in second.stderr
+
+
 @pytest.fixture(scope="module")
 def flowers_run(flowers12, tmp_path_factory):
     """A linear probe on EfficientNet-Lite0 features: two species, real photos."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import socket
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -269,7 +270,23 @@ def run_server(model: str | Path, settings: ServeSettings | None = None, **optio
 
     settings = resolve(ServeSettings, settings, options)
     app = create_app(model, settings)
+    listening = _listen(settings.host, settings.port)  # a port in use is one line, before "serving"
     print(f"serving {model} at http://{settings.host}:{settings.port}/ (Ctrl+C stops)", flush=True)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning",
-                timeout_graceful_shutdown=5)
+    config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5)
+    uvicorn.Server(config).run(sockets=[listening])
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The server's socket, bound and listening (as uvicorn binds it), or one clear error."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listening = socket.socket(family, socket.SOCK_STREAM)
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listening.bind((host, port))
+    except OSError as error:
+        listening.close()
+        raise CnnlabError(f"cannot serve at {host}:{port}: {error.strerror or error} (another "
+                          f"server on that port? choose one with --port)") from None
+    listening.listen(2048)
+    return listening
 
