@@ -168,3 +168,14 @@ def test_serve_answers_known_and_the_score_and_not_with_no_unknown(digits_run):
     with TestClient(create_app(digits_run.path, unknown=False)) as client:
         answers = client.post("/predict", files=files).json()["predictions"]
     assert all("known" not in answer for answer in answers)
+
+
+def test_calibrating_on_images_the_probe_was_fitted_on_says_so(digits_run, tmp_path):
+    from cnnlab.calibrate.run import calibrate_run
+
+    refitted = tmp_path / "refitted"
+    shutil.copytree(digits_run.path, refitted)
+    card = json.loads((refitted / "model.json").read_text())
+    (refitted / "model.json").write_text(json.dumps({**card, "fitted_on": ["train", "val"]}))
+    assert "fitted on these validation images" in calibrate_run(refitted, quiet=True).describe()
+    assert "fitted on these" not in calibrate_run(digits_run.path, quiet=True).describe()

@@ -464,7 +464,7 @@ class CalibrateSettings:
     score: str = option(DEFAULT_UNKNOWN_SCORE, "what tells known images from others: msp (softmax "
                                                "probability), energy, maxlogit or mahalanobis "
                                                "(distance of the features to the classes)",
-                        choices=UNKNOWN_SCORE_CHOICES, kind="unknown score")
+                        choices=UNKNOWN_SCORE_CHOICES, kind="--score value")
     keep: float = option(0.95, "share of the validation images the unknown threshold keeps",
                          above=0, below=1)
     temperature: bool = option(True, "fit temperature scaling of the probabilities")

@@ -44,7 +44,10 @@ class CalibrationResult:
             u = self.card.unknown
             parts.append(f"unknown images: {u.score} score below {u.threshold:.4g} (keeps "
                          f"{u.keep:.0%} of the known)")
-        return f"calibrated on {self.val_images:,} validation images: " + "; ".join(parts)
+        # a probe refitted on train + val: its validation scores run high, the threshold with them
+        fitted = ("; note: the model was fitted on these validation images too, so the threshold "
+                  "keeps fewer new known images than it says" if "val" in self.card.fitted_on else "")
+        return f"calibrated on {self.val_images:,} validation images: " + "; ".join(parts) + fitted
 
 
 def _statistics(model, data, settings: CalibrateSettings, device: torch.device,
