@@ -390,6 +390,7 @@ def score_histograms(scores: dict, path: Path, chosen: str | None = None,
             axis.axvline(threshold, color="black", linestyle="--", label="threshold")
         axis.set_title(name + (" (the run's detector)" if name == chosen else ""))
         axis.set_xlabel("score (higher: more like the known)")
+        axis.xaxis.set_major_locator(plt.MaxNLocator(4))  # distances run to 1e5: keep labels apart
         axis.set_yticks([])
     np.atleast_1d(axes)[0].legend(fontsize=8)
     save_figure(figure, path)
