@@ -6,7 +6,6 @@ loopback, its scalars page in headless Chromium.
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -15,13 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.helpers import headless_chromium  # noqa: E402
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from tests.helpers import free_port, headless_chromium  # noqa: E402
 
 
 def _wait(url: str, seconds: float = 120) -> None:
@@ -36,7 +29,7 @@ def _wait(url: str, seconds: float = 120) -> None:
 
 
 def main(logdir: str, out: str) -> None:
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", logdir,
                                "--host", "127.0.0.1", "--port", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

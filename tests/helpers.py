@@ -124,3 +124,12 @@ def headless_chromium(width: int = 1000, height: int = 900):
                      f"--window-size={width},{height}"):
         options.add_argument(argument)
     return webdriver.Chrome(options=options, service=Service("/usr/bin/chromedriver"))
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on now, for a real server a test starts."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

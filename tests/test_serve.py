@@ -3,7 +3,6 @@ that names it, and a real server under concurrent load."""
 
 import io
 import resource
-import socket
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ import cnnlab
 from cnnlab.explain import explain
 from cnnlab.serve.app import create_app
 
-from .helpers import headless_chromium, photo_slice
+from .helpers import free_port, headless_chromium, photo_slice
 
 
 def _digit_png(index: int = 0, size: int = 8) -> bytes:
@@ -155,16 +154,10 @@ def test_a_full_queue_answers_503_with_retry_after(digits_run):
         assert response.status_code == 503 and response.headers["retry-after"] == "1"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextmanager
 def serving(model, *flags):
     """`cnnlab serve` as a user starts it, on a free port; stopped afterwards."""
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "cnnlab", "serve", str(model), "--port",
                                 str(port), *flags], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)

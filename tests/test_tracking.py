@@ -4,7 +4,6 @@ EventAccumulator, MLflow runs read back with MlflowClient, from a local store an
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,8 @@ import pytest
 
 import cnnlab
 from cnnlab.run.folder import read_metrics
+
+from .helpers import free_port
 
 TINY = {"data": "digits", "model": "lenet5", "image_size": 16, "quiet": True}
 
@@ -78,16 +79,10 @@ def test_mlflow_local_store_gets_params_metrics_and_artifacts_and_resume_continu
         pytest.approx([row.val_acc for row in read_metrics(run.path)])
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture
 def mlflow_server(tmp_path):
     """A real MLflow tracking server on loopback, with its own database and artifact store."""
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
          "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
@@ -129,7 +124,7 @@ def test_mlflow_tracking_server_receives_the_run(tmp_path, mlflow_server):
 def test_an_unreachable_mlflow_server_is_one_line_before_training(tmp_path):
     done = subprocess.run([sys.executable, "-m", "cnnlab", "train", "--data", "digits", "--model",
                            "lenet5", "--image-size", "16", "--epochs", "1", "--quiet",
-                           "--mlflow", f"http://127.0.0.1:{_free_port()}",
+                           "--mlflow", f"http://127.0.0.1:{free_port()}",
                            "--out", str(tmp_path / "run")],
                           capture_output=True, text=True, timeout=600,
                           env={**os.environ, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",

@@ -23,6 +23,8 @@ from cnnlab.base.errors import CnnlabError
 from cnnlab.cli import main
 from cnnlab.tune.space import load_tune_config, parse_search
 
+from .helpers import free_port
+
 # Every trial: digits at 8x8, one thread, no TensorBoard files; a few seconds each.
 TINY = {"data": "digits", "image_size": 8, "threads": 1, "log": "none"}
 # the module whose `fit` the tests replace (`cnnlab.tune` is the function, as cnnlab.train is)
@@ -260,12 +262,6 @@ def _postgres_binaries() -> Path | None:
     return versions[-1].parent if versions else None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def postgres():
     """A PostgreSQL server of Debian's package in a temporary folder, for this test alone. The
@@ -284,7 +280,7 @@ def postgres():
             pytest.skip("running as root, and there is no postgres user to run the server as")
         os.chown(folder, account.pw_uid, account.pw_gid)
         as_user = ["runuser", "-u", "postgres", "--"]
-    data, port = folder / "data", _free_port()
+    data, port = folder / "data", free_port()
 
     def run(*command: str) -> None:
         done = subprocess.run([*as_user, *command], capture_output=True, text=True, cwd=folder)
