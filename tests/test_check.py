@@ -3,6 +3,8 @@ probabilities, leaks of modified test photos, the page in a browser, bad input, 
 
 from __future__ import annotations
 
+import io
+import json
 import re
 from pathlib import Path
 
@@ -14,7 +16,9 @@ from PIL import Image, ImageOps
 
 import cnnlab
 from cnnlab.base.config import DataConfig
+from cnnlab.check.findings import CheckResult, Finding
 from cnnlab.check.labels import out_of_sample_probabilities, probe_model
+from cnnlab.check.scan import Items
 from cnnlab.cli import main
 from cnnlab.data import load_dataset
 
@@ -105,6 +109,42 @@ def test_leaked_copies_are_found_as_leaks(checked):
     assert set(leaks.items()) <= pairs
 
 
+def test_the_worst_label_issues_are_drawn_in_one_figure(checked):
+    result, out = checked[:2]
+    figure = out / "label_issues.png"
+    with Image.open(figure) as image:
+        assert image.format == "PNG" and 800 <= image.width <= 3000, image.size
+    assert 20_000 < figure.stat().st_size < 5_000_000
+    assert 'href="label_issues.png"' in (out / "check.html").read_text()
+
+
+def _tiny_gray_issues(count: int) -> CheckResult:
+    """A built-in set's kind of result without a check run: `count` 28x28 gray images (a
+    checkerboard of 4-pixel squares), each a label issue."""
+    squares = (np.indices((28, 28)) // 4).sum(0) % 2 * 200 + 30
+    tensors = torch.from_numpy(np.broadcast_to(squares, (count, 1, 28, 28)).astype(np.uint8).copy())
+    names = [f"train:{i}" for i in range(count)]
+    items = Items(names, [None] * count, np.full(count, "train"), np.zeros(count, np.int64),
+                  ["zero", "one"], "tiny", tensors)
+    findings = [Finding("label-issue", name, "train", "zero", suggested="one", score=i / 100,
+                        index=i) for i, name in enumerate(names)]
+    return CheckResult("tiny", items, None, findings, {"counts": {"label-issue": count}},
+                       np.arange(count), None)
+
+
+def test_the_label_issue_figure_keeps_gray_images_gray_and_shows_the_worst_24():
+    from cnnlab.check.figure import SHOWN, label_issues_figure
+
+    drawn = Image.open(io.BytesIO(label_issues_figure(_tiny_gray_issues(30))))
+    pixels = np.asarray(drawn.convert("RGB")).astype(int)
+    # gray images, black text, a white ground: no colour map turned the gray into colours
+    assert (np.ptp(pixels, axis=2) <= 2).mean() > 0.999
+    # both levels of the checkerboard drawn as they are (not stretched to black and white)
+    levels = np.bincount(pixels[..., 0].ravel(), minlength=256)
+    assert levels[30] > 1000 and levels[230] > 1000
+    assert SHOWN == 24 and label_issues_figure(_tiny_gray_issues(0)) is None
+
+
 def test_out_of_sample_probabilities_never_come_from_a_model_that_saw_the_image():
     """Every image carries a feature of its own (a one-hot of its index) and a random label: a
     model that saw the image learns its label from that feature, one that did not can only guess."""
@@ -192,9 +232,14 @@ def test_bad_input_gets_one_line_and_nothing_written(tmp_path, capsys):
 
 def test_few_images_in_a_class_mean_fewer_folds(tmp_path):
     data = _gray_folder(tmp_path / "few", {"a": 12, "b": 3, "c": 12})
-    result = cnnlab.check(data, out=str(tmp_path / "out"), folds=5, quiet=True, threads=2)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "label_issues.png").write_bytes(b"an earlier check's figure")
+    result = cnnlab.check(data, out=str(out), folds=5, quiet=True, threads=2)
     assert result.summary["folds"] == 3 and "class 'b' has 3" in result.summary["folds_note"]
-    assert {"check.json", "check.csv", "check.html"} <= {p.name for p in (tmp_path / "out").iterdir()}
+    # no label issues here: no figure of them, and not the earlier check's either
+    assert result.summary["counts"]["label-issue"] == 0
+    assert {p.name for p in out.iterdir()} == {"check.json", "check.csv", "check.html"}
 
 
 def test_train_exclude_leaves_the_files_out_and_says_unknown_names(tmp_path, capsys):
@@ -206,9 +251,24 @@ def test_train_exclude_leaves_the_files_out_and_says_unknown_names(tmp_path, cap
     config = yaml.safe_load((run.path / "config.yaml").read_text())
     assert config["data"]["exclude"] == str(listed)
     assert len(config["data"]["exclude_sha256"]) == 64
+    card_file = run.path / "model.json"
+    card = json.loads(card_file.read_text())
+    assert card["excluded"] == {"train": 2}  # a folder without train/ and test/: all is train
+    del card["excluded"]  # as a run made before the card counted them
+    card_file.write_text(json.dumps(card))
+    assert cnnlab.load(run.path).card.excluded == {}
     data_splits = load_dataset(DataConfig(name=str(data), exclude=str(listed), val_fraction=0))
     assert len(data_splits.train) == 18
     listed.write_text("a/000.png\nnot/there.png\nnor/this.png\n")
     _one_line_error(capsys, ["train", "--data", str(data), "--exclude", str(listed), "--epochs", "1",
                              "--out", str(tmp_path / "run2")], r"2 of its 3 names are not images")
     assert not (tmp_path / "run2").exists()
+
+
+def test_the_model_card_counts_what_exclude_left_out_of_each_split(tmp_path):
+    listed = tmp_path / "drop.txt"
+    listed.write_text("train:0\ntrain:5\ntrain:9\ntest:3\n")
+    run = cnnlab.train(data="digits", model="conv(4) relu flatten dense", epochs=1,
+                       exclude=str(listed), out=str(tmp_path / "run"), quiet=True)
+    assert json.loads((run.path / "model.json").read_text())["excluded"] == {"train": 3, "test": 1}
+    assert cnnlab.load(run.path).card.excluded == {"train": 3, "test": 1}

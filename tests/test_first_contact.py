@@ -11,6 +11,7 @@ import pytest
 
 import cnnlab
 from cnnlab.base.config import load_config
+from cnnlab.base.errors import CnnlabError
 from cnnlab.cli import main
 
 from .helpers import make_shape_folder, read_rows
@@ -199,3 +200,159 @@ def test_several_targets_on_one_scale(run_copy):
     assert sorted(result.arrays) == ["curves/3", "curves/8"]
     assert sorted(path.name for path in result.figures) == ["curves-saliency-3.png",
                                                             "curves-saliency-8.png"]
+
+
+def _digit_png(path, index: int = 0):
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray((load_digits().images[index] * (255 / 16)).astype("uint8")).save(path)
+    return path
+
+
+def test_files_of_one_name_in_other_folders_keep_figures_of_their_own(run_copy, tmp_path):
+    from cnnlab.explain import explain
+
+    first, second = _digit_png(tmp_path / "a" / "x.png", 0), _digit_png(tmp_path / "b" / "x.png", 1)
+    result = explain(run_copy, [first, second, first], method="saliency", out=str(tmp_path / "out"),
+                     quiet=True)
+    assert [path.name for path in result.figures] == ["a_x-saliency.png", "b_x-saliency.png",
+                                                      "a_x-2-saliency.png"]
+    assert all(path.is_file() for path in result.figures)
+    assert not (result.arrays["a_x"] == result.arrays["b_x"]).all()
+
+
+@pytest.fixture(scope="module")
+def probe_run(tmp_path_factory):
+    """A frozen pretrained EfficientNet-Lite0 on a few digits: a deep timm network's run."""
+    return cnnlab.train(data={"name": "digits", "per_class": 10, "image_size": 32},
+                        model="timm:efficientnet_lite0", pretrained=True, freeze="backbone",
+                        out=str(tmp_path_factory.mktemp("probe") / "run"), quiet=True)
+
+
+def test_feature_maps_of_a_deep_network_are_a_few_spread_over_its_depth(probe_run, tmp_path,
+                                                                        caplog):
+    from cnnlab.explain.layers import conv_activations, list_layers
+
+    image = str(_digit_png(tmp_path / "seven.png", 7))
+    assert main(["explain", str(probe_run.path), image, "--method", "feature-maps", "--out",
+                 str(tmp_path / "maps")]) == 0
+    written = sorted((tmp_path / "maps").glob("seven-feature-maps-*.png"))
+    assert 3 <= len(written) <= 6
+    said = [r.getMessage() for r in caplog.records if "feature maps of" in r.getMessage()]
+    assert len(said) == 1 and f"feature maps of {len(written)} of the " in said[0]
+    shown = [path.stem.split("-feature-maps-")[1] for path in written]
+    assert "--layer" in said[0] and all(name in said[0] for name in shown)
+    predictor = cnnlab.load(probe_run.path)
+    convs = [layer.name for layer in conv_activations(list_layers(predictor.model,
+                                                                  predictor.input_shape))]
+    assert len(convs) > 40 and {convs[0], convs[-1]} <= set(shown) <= set(convs)
+
+
+def test_the_frozen_probe_plots_accuracy_against_the_penalty(probe_run, tmp_path):
+    from cnnlab.train.frozen import edge_of_grid, probe_curves
+    from cnnlab.train.probe import C_PATH, Probe, ProbeFit
+
+    path = [ProbeFit(**{key: float(value) for key, value in row.items()} |
+                     {"iterations": int(row["iterations"])})
+            for row in read_rows(probe_run.path / "probe.csv")]
+    head = cnnlab.load(probe_run.path).card.head
+    chosen = next(fit.c for fit in path if head == f"linear probe, C={fit.c:g}")
+    probe_curves(path, chosen, tmp_path / "redrawn.png")  # what probe.csv holds, C on a log axis
+    assert (probe_run.path / "curves.png").read_bytes() == (tmp_path / "redrawn.png").read_bytes()
+    fits = [ProbeFit(c, 0.1, 1.0, 0.2, 0.9, 5) for c in C_PATH]
+    assert edge_of_grid(Probe(None, None, C_PATH[3], fits)) is None
+    assert "C=100, the weakest penalty tried (0.001 to 100)" in edge_of_grid(
+        Probe(None, None, C_PATH[-1], fits))
+    assert "strongest" in edge_of_grid(Probe(None, None, C_PATH[0], fits))
+    assert edge_of_grid(Probe(None, None, 1.0, fits[:1])) is None  # no validation: no grid
+
+
+def _without_offline_flags() -> dict:
+    return {k: v for k, v in os.environ.items() if k not in ("CNNLAB_OFFLINE", "HF_HUB_OFFLINE")}
+
+
+@pytest.mark.parametrize("where", ["declared offline", "hub out of reach"])
+def test_pretrained_weights_that_cannot_be_had_are_one_line_at_once(tmp_path, where):
+    from .helpers import free_port
+
+    env = {**_without_offline_flags(), "HF_HOME": str(tmp_path / "hf")}  # an empty cache
+    if where == "declared offline":
+        env["HF_HUB_OFFLINE"] = "1"
+    else:  # a port nothing listens on: refused at once, and nothing leaves the machine
+        env["HF_ENDPOINT"] = f"http://127.0.0.1:{free_port()}"
+    result = _cli("train", "--data", "digits", "--model", "timm:resnet18", "--pretrained",
+                  "--epochs", "1", "--out", str(tmp_path / "run"), env=env)
+    assert result.returncode == 2
+    # one line: no retry warnings (the hub's client retried 45 times over 53 s)
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "pretrained weights for 'resnet18' are not on this machine" in result.stderr
+    assert "hf download timm/resnet18" in result.stderr
+    assert ("downloads are off" if where == "declared offline" else "cannot be reached") \
+        in result.stderr
+
+
+def test_a_tensor_of_another_size_is_resized_as_an_array_is(digits_run):
+    import numpy as np
+    import torch
+    from sklearn.datasets import load_digits
+
+    predictor = cnnlab.load(digits_run.path)
+    digit = np.kron((load_digits().images[3] * (255 / 16)).astype(np.uint8), np.ones((3, 3),
+                                                                                   np.uint8))
+    as_array = predictor.probabilities(predictor.preprocess(digit)[None])  # (24, 24)
+    for tensor in (torch.from_numpy(digit)[None], torch.from_numpy(digit)[None].float() / 255):
+        assert torch.equal(predictor.probabilities(predictor.preprocess(tensor)[None]), as_array)
+    assert predictor.predict(torch.from_numpy(digit)[None])[0][0].probability == \
+        pytest.approx(float(as_array.max()), abs=1e-6)
+    with pytest.raises(CnnlabError, match=r"an image \(C, H, W\) with 1, 3 or 4 channels"):
+        predictor.preprocess(torch.rand(5, 10, 10))
+
+
+def test_config_yaml_records_the_values_used_and_runs_again(tmp_path):
+    first = tmp_path / "first"
+    run = cnnlab.train(data="digits", model="conv(4) relu flatten dense", epochs=1,
+                       out=str(first), quiet=True)
+    recorded = load_config(first / "config.yaml")
+    assert recorded.augment.flip is cnnlab.load(run.path).card.flip_augmented is False
+    assert recorded.out == str(first) and recorded.device == "cpu"
+    again = _cli("train", "--config", str(first / "config.yaml"), "--quiet")
+    assert again.returncode == 0, again.stderr
+    rerun = load_config(tmp_path / "first-2" / "config.yaml")
+    assert rerun.out == str(tmp_path / "first-2")
+    assert rerun.to_dict() | {"out": None} == recorded.to_dict() | {"out": None}
+
+
+def test_the_report_explains_its_own_test_images_one_a_row(run_copy):
+    from cnnlab.explain import explain
+    from cnnlab.report.build import fill_in, render
+    from cnnlab.report.cost import cost
+    from cnnlab.report.sections import why
+    from cnnlab.run.folder import read_card
+
+    explain(run_copy, str(_digit_png(run_copy / "mine" / "three.png", 3)), method="gradcam",
+            quiet=True)  # a person's own explanation, before the report
+    for made in ("evaluate/metrics.json", "attack/metrics.json", "baselines/baselines.json",
+                 "explain/filters.png", "explain/embedding-val-pca.png"):  # all but the maps
+        (run_copy / made).parent.mkdir(exist_ok=True)
+        shutil.copy(run_copy / "curves.png", run_copy / made)
+    fill_in(run_copy, quiet=True)
+    section = why(run_copy)
+    captions = [figure.caption for figure in section.figures]
+    assert captions[:4] == [f"Grad-CAM: test image {n} (one per class)" for n in range(1, 5)]
+    assert "embedding of the penultimate layer (val split, PCA)" in captions
+    assert not any("three" in caption for caption in captions)
+    spent = dict(cost(run_copy, read_card(run_copy)).facts)
+    assert "batch of 1" in spent["latency, one image"] and "batches of 64" in spent["throughput"]
+    html = render(run_copy, [section, cost(run_copy, read_card(run_copy))])
+    assert '<div class="figures one-a-row">' in html
+
+
+def test_the_readme_gives_fine_tunings_peak_memory_and_how_to_lower_it():
+    from pathlib import Path
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    recipe = readme[readme.index("**The fine-tuning recipe**"):]
+    recipe = recipe[:recipe.index("\n\n")]
+    assert "GB" in recipe and "--batch-size" in recipe and "--image-size" in recipe

@@ -2,7 +2,6 @@
 
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -166,11 +165,28 @@ def test_a_run_killed_before_its_first_checkpoint_starts_over_in_place(tmp_path)
     assert (folder / "model.safetensors").is_file() and (folder / "last.ckpt").is_file()
 
 
+HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from cnnlab.base.fileio import folder_lock
+
+with folder_lock(Path(sys.argv[1]), "training"):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
 def test_a_second_resume_of_the_same_folder_is_refused(run_copy):
-    (run_copy / ".lock").write_text(str(os.getpid()))  # a live process holds it
-    result = _cli("train", "--resume", str(run_copy))
-    assert result.returncode == 2 and "is in use" in result.stderr
-    (run_copy / ".lock").write_text("999999999")  # a process that is gone: a stale lock
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(run_copy)], text=True,
+                              stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        result = _cli("train", "--resume", str(run_copy))
+    finally:
+        holder.kill()  # dies holding it: its lock file stays behind, stale
+        holder.wait()
+    assert result.returncode == 2 and f"is in use: training by process {holder.pid}" in result.stderr
+    assert (run_copy / ".lock").read_text() == str(holder.pid)
     assert _cli("train", "--resume", str(run_copy), "--quiet").returncode == 0
     assert not (run_copy / ".lock").exists()
 

@@ -5,9 +5,11 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 import cnnlab
 from cnnlab.base.config import DataConfig
@@ -69,13 +71,61 @@ def test_baselines_beside_a_runs_cnn_written_as_json_and_csv(run_copy):
     assert "RBF SVM" in result.stdout
 
 
-def test_a_report_says_which_command_makes_what_it_lacks(run_copy):
+def test_a_report_says_which_command_makes_what_it_lacks(run_copy, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no checks/digits of an earlier `cnnlab check digits` here
     path = cnnlab.report(run_copy)
     html = path.read_text()
     assert path == run_copy / "report.html"
     for command in (f"cnnlab evaluate {run_copy}", f"cnnlab attack {run_copy}",
-                    f"cnnlab baselines --run {run_copy}"):
+                    f"cnnlab baselines --run {run_copy}", f"cnnlab check digits --run {run_copy}"):
         assert command in html
+
+
+def _banded_folder(root: Path) -> Path:
+    """8x8 gray images of three classes, each a bright band of its own, and one image of class a
+    filed under b: a label error any check finds."""
+    rng = np.random.default_rng(0)
+    for label, name in enumerate("abc"):
+        (root / name).mkdir(parents=True)
+        for i in range(12):
+            pixels = rng.integers(0, 60, (8, 8)).astype(np.uint8)
+            pixels[label * 2:label * 2 + 3] = 220
+            Image.fromarray(pixels).save(root / name / f"{i:03d}.png")
+    (root / "a" / "000.png").rename(root / "b" / "from_a.png")
+    return root
+
+
+def _data_facts(html: str) -> dict[str, str]:
+    section = html[html.index('<section id="data">'):]
+    section = section[:section.index("</section>")]
+    assert "Not measured yet" not in section
+    return dict(re.findall(r"<dt>(.*?)</dt><dd>(.*?)</dd>", section))
+
+
+def test_the_report_shows_what_a_check_of_the_runs_data_found(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data = _banded_folder(tmp_path / "bands")
+    # checked by a relative name, trained on by an absolute one: the same data all the same
+    result = cnnlab.check("bands", out="checked", folds=2, epochs=1, quiet=True, threads=2)
+    counts, marked = result.summary["counts"], result.summary["marked_exclude"]
+    assert counts["label-issue"] >= 1 and marked >= 1
+    run = cnnlab.train(data=str(data), model="conv(4) relu flatten dense", epochs=1,
+                       exclude="checked/check.csv", out=str(tmp_path / "run"), quiet=True)
+    html = cnnlab.report(run.path).read_text()
+    facts = _data_facts(html)
+    assert facts["likely label errors"] == str(counts["label-issue"])
+    assert facts["outliers"] == str(counts["outlier"])
+    images = f"{marked} image{'s' * (marked != 1)}"
+    assert facts["marked exclude"].startswith(images)
+    assert facts["left out of this run"].startswith(f"{images} ({marked} train)")
+    assert facts["the check"] == str(Path("checked") / "check.html")
+    assert "<td>b/from_a.png</td><td>b</td><td>a</td>" in html  # the worst label issues
+    assert 'alt="likely label errors' in html  # label_issues.png
+    # a check of other data in the run's own folder is not taken for this one
+    other = json.loads((tmp_path / "checked" / "check.json").read_text())
+    (run.path / "check").mkdir()
+    (run.path / "check" / "check.json").write_text(json.dumps({**other, "data": "digits"}))
+    assert _data_facts(cnnlab.report(run.path).read_text())["the check"] == facts["the check"]
 
 
 def test_the_full_report_renders_in_a_browser_with_nothing_fetched(run_copy, tmp_path):
@@ -83,12 +133,13 @@ def test_the_full_report_renders_in_a_browser_with_nothing_fetched(run_copy, tmp
     explained.mkdir()
     shutil.copy(run_copy / "curves.png", explained / "filters.png")  # an earlier explain's figure
     result = subprocess.run([sys.executable, "-m", "cnnlab", "report", str(run_copy), "--full",
-                             "--quiet"], capture_output=True, text=True, timeout=900)
+                             "--quiet"], capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     path = run_copy / "report.html"
     html = path.read_text()
     assert path.stat().st_size < 5_000_000
-    assert html.count("Not measured yet") == 1  # only the export, which --full does not run
+    # only the export and the check of the data, which --full does not run
+    assert html.count("Not measured yet") == 2
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", html)  # nothing from the internet
     browser = headless_chromium()
     try:

@@ -157,6 +157,13 @@ def test_a_full_queue_answers_503_with_retry_after(digits_run):
 @contextmanager
 def serving(model, *flags):
     """`cnnlab serve` as a user starts it, on a free port; stopped afterwards."""
+    with server_process(model, *flags) as (url, _):
+        yield url
+
+
+@contextmanager
+def server_process(model, *flags):
+    """The URL of a `cnnlab serve` on a free port, and its process (to read its memory)."""
     port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "cnnlab", "serve", str(model), "--port",
                                 str(port), *flags], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -171,7 +178,7 @@ def serving(model, *flags):
                     break
             except httpx.TransportError:
                 time.sleep(0.2)
-        yield url
+        yield url, process
     finally:
         process.terminate()
         process.wait(timeout=30)

@@ -1,16 +1,20 @@
 """cnnlab tune: the search grammar, tiny real studies on digits (8x8 images, 1-3 epochs, seconds a
 trial), resume after Ctrl-C and after a killed worker, pruning, failed trials, best.yaml trained
-again, and several workers on one study (SQLite on one machine, a real PostgreSQL server)."""
+again, trials trained by two processes each (torchrun, gloo on the CPU), and several workers on one
+study (SQLite on one machine, a real PostgreSQL server)."""
 
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import optuna
@@ -21,6 +25,8 @@ from optuna.trial import TrialState
 import cnnlab
 from cnnlab.base.errors import CnnlabError
 from cnnlab.cli import main
+from cnnlab.run.folder import read_metrics
+from cnnlab.tune.processes import last_error
 from cnnlab.tune.space import load_tune_config, parse_search
 
 from .helpers import free_port
@@ -217,6 +223,123 @@ def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch
     assert failed.state == "failed"
     assert failed.reason == "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB"
     assert complete.state == "complete" and result.counted == 2  # a failed trial counts
+
+
+# Each trial trained by two processes (torchrun, gloo on the CPU), without the calibration that
+# `cnnlab train` adds after training: a trial's score does not need it.
+ON_TWO = {"trial_processes": 2, "calibrate": False}
+
+
+def _queued(out: Path, *params: dict) -> None:
+    """The study made first with these settings queued, so that the trials run in this order."""
+    out.mkdir()
+    study = optuna.create_study(study_name=out.name, direction="maximize",
+                                storage=f"sqlite:///{out / 'study.db'}")
+    for values in params:
+        study.enqueue_trial(values)
+
+
+def test_each_trial_trained_by_two_processes_completes_or_is_pruned(tmp_path):
+    out = tmp_path / "sweep"
+    # Two sound rates finish (the pruner waits for two), then lr=0, far below their median after
+    # epoch 1, is stopped there.
+    _queued(out, {"lr": 0.01}, {"lr": 0.02}, {"lr": 0.0})
+    result = tiny_tune(out, epochs=2, trials=3, search="lr=0..0.02", startup_trials=2, **ON_TWO)
+    assert [(r.state, r.epochs, r.reason) for r in result.trials] == \
+        [("complete", 2, ""), ("complete", 2, ""), ("pruned", 1, "after epoch 1")]
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == \
+        ["trial-000", "trial-001", "trial-002"]  # the second process made no folder
+    for record in result.trials:
+        folder = Path(record.run)
+        assert {"config.yaml", "metrics.csv", "model.safetensors", "model.json", "last.ckpt",
+                "results.json"} <= {p.name for p in folder.iterdir()}  # pruned: its epoch whole
+        assert not list(folder.glob(".*"))  # no lock, no half-written file left
+        # launched from its own YAML, and trained by two processes together
+        assert yaml.safe_load(folder.with_suffix(".yaml").read_text())["lr"] == record.params["lr"]
+        assert "on 2 processes (gloo)" in folder.with_suffix(".log").read_text()
+    complete, _, pruned = result.trials
+    rows = read_metrics(complete.run)
+    assert complete.value == max(row.val_acc for row in rows)  # the best epoch's, from the folder
+    stopped = yaml.safe_load((Path(pruned.run) / "results.json").read_text())
+    assert stopped["status"] == "pruned" and stopped["epochs"] >= 1
+    assert pruned.value < complete.value
+    assert {"trials.csv", "best.yaml"} <= set(result.files)
+    assert result.best.number in (0, 1)
+
+
+def test_on_two_processes_a_diverging_trial_fails_and_a_refused_setting_stops_the_sweep(tmp_path):
+    out = tmp_path / "sweep"
+    # lr=50 with plain SGD diverges in its first epoch; a batch of 33 does not split over two
+    # processes, which train refuses as it would on any trial: the sweep stops with its line.
+    _queued(out, {"lr": 50, "batch_size": 32}, {"lr": 0.01, "batch_size": 33})
+    with pytest.raises(CnnlabError, match="^--batch-size 33 does not split evenly over 2 proc"):
+        tiny_tune(out, epochs=1, trials=2, search="lr=0.01|50 batch_size=32|33", model="simple",
+                  optimizer="sgd", ema=0, pruner="none", **ON_TWO)
+    diverged, refused = optuna.load_study(study_name="sweep",
+                                          storage=f"sqlite:///{out / 'study.db'}").trials
+    assert diverged.state == refused.state == TrialState.FAIL
+    assert diverged.user_attrs["failure"] == "diverged: the loss or the weights stopped being finite"
+    assert json.loads((out / "trial-000" / "results.json").read_text())["status"] == "diverged"
+    assert refused.user_attrs["interrupted"].startswith("--batch-size 33 does not split")
+
+
+def test_under_torchrun_tune_says_how_to_give_each_trial_several_processes(tmp_path, monkeypatch):
+    for name, value in {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0"}.items():
+        monkeypatch.setenv(name, value)  # as torchrun sets them
+    with pytest.raises(CnnlabError, match="without torchrun, with --trial-processes N"):
+        tiny_tune(tmp_path / "sweep", epochs=1, trials=1, search="lr=1e-3..3e-2:log")
+    assert not (tmp_path / "sweep").exists()
+
+
+def _descendants(pid: int) -> list[int]:
+    children = [int(child) for task in Path(f"/proc/{pid}/task").glob("*/children")
+                for child in task.read_text().split()]
+    return children + [grandchild for child in children for grandchild in _descendants(child)]
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")  # a zombie has ended; only its exit status waits
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads processes from /proc")
+def test_ctrl_c_of_the_sweep_stops_the_processes_training_its_trial(tmp_path):
+    out = tmp_path / "sweep"
+    tune = subprocess.Popen([sys.executable, "-m", "cnnlab", "tune", *TINY_FLAGS, "--epochs", "100",
+                             "--search", "lr=1e-3..3e-2:log", "--trials", "1", "--out", str(out),
+                             "--trial-processes", "2", "--no-calibrate"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics, deadline = out / "trial-000" / "metrics.csv", time.monotonic() + 300
+    while not metrics.is_file() and tune.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert metrics.is_file(), tune.communicate()[1]  # training under way: an epoch is done
+    training = _descendants(tune.pid)  # torchrun and its two processes
+    assert len(training) >= 3
+    tune.send_signal(signal.SIGINT)
+    _, err = tune.communicate(timeout=120)
+    assert tune.returncode == 130 and "keeps 0 of its 1 trials" in err
+    assert not [pid for pid in training if _running(pid)]
+    assert not (out / "trial-000" / ".lock").exists()  # train let go of its folder as on Ctrl-C
+    assert "continue with: cnnlab train --resume" in (out / "trial-000.log").read_text()
+
+
+def test_the_reason_of_a_crashed_trial_is_its_processes_error_not_torchruns_report():
+    report = ("E0101 torch/distributed/elastic/multiprocessing/api.py:1002] failed (exitcode: 1)\n"
+              "torch.distributed.elastic.multiprocessing.errors.ChildFailedError: \n"
+              "  error_file: <N/A>\n"
+              "  traceback : To enable traceback see: https://pytorch.org/docs/stable/elastic\n")
+    crash = ("Traceback (most recent call last):\n  File \"loop.py\", line 9, in step\n"
+             "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB\n")
+    assert last_error(crash + crash + report) == \
+        "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"
+    assert last_error("error: --batch-size 33 does not split evenly\n" + report) == \
+        "error: --batch-size 33 does not split evenly"
+    killed = report + "  traceback : Signal 9 (SIGKILL) received by PID 4242\n"
+    assert last_error(killed) == "Signal 9 (SIGKILL) received by PID 4242"
+    assert last_error(report) == ""
 
 
 def _worker(out: Path, storage: str | None = None, trials: int = 4) -> subprocess.Popen:

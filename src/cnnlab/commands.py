@@ -503,7 +503,14 @@ def run_report(args: argparse.Namespace) -> int:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from .check.run import default_folder, run_check, summary_rows, worst_rows, write_check
+    from .check.run import (
+        default_folder,
+        run_check,
+        summary_rows,
+        worst_rows,
+        write_check,
+        written_files,
+    )
 
     settings = _settings(args)
     result = run_check(args.data, settings)
@@ -514,7 +521,7 @@ def run_check(args: argparse.Namespace) -> int:
                  ["finding", "count", "what"], summary_rows(result))
     for title, columns, rows in worst_rows(result):
         _print_table(title, columns, rows)
-    console.print(f"written to {folder}/: check.json, check.csv, check.html; train without the "
+    console.print(f"written to {folder}/: {', '.join(written_files(result))}; train without the "
                   f"rows marked exclude: cnnlab train --data {result.data} --exclude "
                   f"{folder / 'check.csv'}")
     return 0

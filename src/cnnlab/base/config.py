@@ -12,6 +12,7 @@ import yaml
 from .errors import CnnlabError, suggest, unknown
 from .limits import MAX_IMAGE_PIXELS, MAX_UPLOAD_MB
 from .settings import build, option
+from .yamlload import load_yaml
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("onecycle", "cosine", "step", "none")
@@ -425,6 +426,10 @@ class TuneSettings:
                                        "workers on many machines, or journal:FILE, a log file "
                                        "(default: sqlite, OUT/study.db)", metavar="URL")
     study: str | None = option(None, "the study's name in the storage (default: OUT's name)")
+    trial_processes: int = option(1, "processes that train each trial together, as `torchrun "
+                                     "--nproc-per-node N -m cnnlab train` does (one per GPU; "
+                                     "gloo on the CPU); 1 trains each trial in this process",
+                                  minimum=1, metavar="N")
     out: str | None = option(None, "the sweep folder: a run folder per trial (trial-007/), "
                                    "trials.csv, best.yaml, figures (default runs/tune-DATA-MODEL)",
                              metavar="DIR")
@@ -495,6 +500,18 @@ class ServeSettings:
     max_upload_mb: float = option(MAX_UPLOAD_MB, "largest request body, in MB", minimum=0)
     max_pixels: int = option(MAX_IMAGE_PIXELS, "largest image, in pixels (decompression bombs are "
                                                "refused before decoding)", minimum=1)
+    request_timeout: float = option(30.0, "seconds a request's decoding and model work may take; "
+                                          "past it 504, and /healthz answers 503 while one forward "
+                                          "pass runs longer", above=0, maximum=86400)
+    header_timeout: float = option(10.0, "seconds a client has to send a request's headers; a "
+                                         "slower one is disconnected", above=0, maximum=3600)
+    body_timeout: float = option(60.0, "seconds a client has to send a request's body; a slower "
+                                       "one gets 408", above=0, maximum=3600)
+    max_header_kb: int = option(64, "largest request line and headers, in kB; larger ones get 431",
+                                minimum=1, maximum=1_000_000)
+    max_connections: int = option(512, "connections served at once; more get 503, and a quarter "
+                                       "more than that are closed at once", minimum=1,
+                                  maximum=1_000_000)
     topk: int = option(5, "classes per prediction unless ?topk= says otherwise", minimum=1)
     unknown: bool = option(True, UNKNOWN_HELP)
     threads: int | None = option(None, "CPU threads for the model (default: one per physical core)",
@@ -552,11 +569,7 @@ def load_config(path: str | Path) -> TrainConfig:
     if not path.is_file():
         raise CnnlabError(f"config file {path} does not exist (presets: "
                           f"{', '.join(preset_names())}){suggest(str(path), preset_names())}")
-    try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as error:
-        raise CnnlabError(f"config file {path} is not valid YAML: {str(error).splitlines()[0]}") \
-            from None
+    values = load_yaml(path.read_text(encoding="utf-8"), f"config file {path}") or {}
     return config_from_dict(values)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -68,39 +69,67 @@ def remove_stale_temp_files(folder: Path) -> list[Path]:
     return stale
 
 
-def _alive(pid: int) -> bool:
+def sha256_of(path: Path) -> str:
+    """The SHA-256 of a file's bytes, read in blocks (model files may be large)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _holder(lock: Path) -> str:
+    """Who holds a lock, as its file says (nothing while the holder has not written it yet)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        text = lock.read_text(encoding="utf-8", errors="replace").strip()
+    except OSError:
+        text = ""
+    return f"process {text}" if text.isdigit() else "another process"
+
+
+def _still_at(descriptor: int, path: Path) -> bool:
+    """Whether the open file is still the one at `path`: a holder that lets go deletes the file
+    first, so a process that opened it just before has locked a file nobody will see."""
+    try:
+        here, there = os.fstat(descriptor), os.stat(path)
+    except FileNotFoundError:
         return False
-    except PermissionError:  # another user's process: alive
-        return True
-    return True
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
+
+
+def _take_lock(lock: Path, folder: Path, what: str) -> int:
+    """An open descriptor of `lock`, exclusively flock'ed. The kernel drops a flock when its
+    process dies, so a lock left by a crash is free, and two processes can never both hold one
+    (a check-then-delete of a stale pid file lets two in). POSIX only, as fcntl is."""
+    import fcntl
+
+    for _ in range(100):  # each retry means another holder let go meanwhile
+        descriptor = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(descriptor)
+            raise CnnlabError(f"{folder} is in use: {what} by {_holder(lock)} (wait for it to "
+                              f"end)") from None
+        if _still_at(descriptor, lock):
+            return descriptor
+        os.close(descriptor)
+    raise CnnlabError(f"cannot take the lock {lock}")
 
 
 @contextmanager
 def folder_lock(folder: Path, what: str) -> Iterator[None]:
-    """Hold FOLDER/.lock (with this process id) while the block runs; a second holder is refused
-    with one line, and a lock left by a dead process is taken over."""
+    """Hold FOLDER/.lock while the block runs (the file names the holder's process id); a second
+    holder is refused with one line. A lock left by a process that died is taken over."""
     lock = Path(folder) / ".lock"
-    for _ in range(2):
-        try:
-            descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            break
-        except FileExistsError:
-            text = lock.read_text(encoding="utf-8", errors="replace").strip()
-            if text.isdigit() and _alive(int(text)) and int(text) != os.getpid():
-                raise CnnlabError(f"{folder} is in use: {what} by process {text} (remove "
-                                  f"{lock} if that process is gone)") from None
-            lock.unlink(missing_ok=True)  # stale: its process is gone
-    else:
-        raise CnnlabError(f"cannot take the lock {lock}")
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(str(os.getpid()))
+    descriptor = _take_lock(lock, Path(folder), what)
     try:
+        os.ftruncate(descriptor, 0)
+        os.write(descriptor, str(os.getpid()).encode())
         yield
     finally:
-        lock.unlink(missing_ok=True)
+        lock.unlink(missing_ok=True)  # before letting go: see _still_at
+        os.close(descriptor)
 
 
 def is_dir(path: str | Path) -> bool:

@@ -14,14 +14,26 @@ from .errors import printable  # noqa: E402
 from .fileio import atomic_write  # noqa: E402
 
 
-def save_figure(figure: plt.Figure, path: Path) -> None:
+def figure_bytes(figure: plt.Figure, format: str = "png") -> bytes:
+    """The figure as the bytes of a file, drawn before anything is written: a caller that writes
+    several files can write all of them or none."""
+    import io
+
     # File and class names reach captions and ticks: a name that is not UTF-8 would stop the
-    # drawing, a control character draw as a box.
+    # drawing, a control character draw as a box. Line breaks are the captions' own: kept.
     for text in figure.findobj(matplotlib.text.Text):
-        text.set_text(printable(text.get_text()))
-    atomic_write(path, lambda tmp: figure.savefig(tmp, format=path.suffix[1:], dpi=120,
-                                                  bbox_inches="tight"))
-    plt.close(figure)
+        text.set_text("\n".join(printable(line) for line in text.get_text().split("\n")))
+    buffer = io.BytesIO()
+    try:
+        figure.savefig(buffer, format=format, dpi=120, bbox_inches="tight")
+    finally:
+        plt.close(figure)
+    return buffer.getvalue()
+
+
+def save_figure(figure: plt.Figure, path: Path) -> None:
+    drawn = figure_bytes(figure, path.suffix[1:])
+    atomic_write(path, lambda tmp: tmp.write_bytes(drawn))
 
 
 def _integer_epochs(axis) -> None:
@@ -155,6 +167,28 @@ def image_grid(images, captions: list[str], path: Path, title: str, columns: int
         axis.set_title(caption, fontsize=8)
     figure.suptitle(title)
     save_figure(figure, path)
+
+
+def picture_grid(pictures: list, captions: list[str], title: str, columns: int = 6) -> bytes:
+    """uint8 pictures, (H, W) gray or (H, W, 3) colour (None: a cell that says so), each with a
+    caption under it; the PNG's bytes. Gray stays gray at its own levels (no colour map, no
+    stretching), and pixels are drawn as squares, so a 28-pixel image is legible."""
+    columns = max(1, min(columns, len(pictures)))
+    rows = (len(pictures) + columns - 1) // columns
+    figure, axes = plt.subplots(rows, columns, figsize=(columns * 2.3, rows * 3.0 + 0.4),
+                                squeeze=False, layout="constrained")
+    for axis in axes.flat:
+        axis.axis("off")
+    for axis, picture, caption in zip(axes.flat, pictures, captions, strict=False):
+        if picture is None:
+            axis.text(0.5, 0.5, "unreadable", ha="center", va="center", color="firebrick")
+        elif picture.ndim == 2:
+            axis.imshow(picture, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        else:
+            axis.imshow(picture, interpolation="nearest")
+        axis.set_title(caption, fontsize=8, loc="left")
+    figure.suptitle(title, fontsize=11)
+    return figure_bytes(figure)
 
 
 def shift_curve(rows: list[dict], path: Path) -> None:

@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import math
 import os
+import reprlib
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -146,7 +147,8 @@ def _check_type(name: str, value: Any, hint: Any, where: str) -> Any:
                 bool: "true or false"}.get(base)
     if expected is None or (isinstance(value, base) and not (base is int and isinstance(value, bool))):
         return value
-    raise CnnlabError(f"setting {where}{name} must be {expected}, got {value!r}")
+    # reprlib: a value from a YAML file may be a list of lists as long as the file allows
+    raise CnnlabError(f"setting {where}{name} must be {expected}, got {reprlib.repr(value)}")
 
 
 # Whole numbers reach torch and NumPy as 64-bit integers (seeds, counts): larger ones overflow there.

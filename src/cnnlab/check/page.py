@@ -32,13 +32,20 @@ font-size: 0.8rem; } figure.single { width: 128px; } figure img { border: 1px so
 """
 
 
-def thumbnail(result: CheckResult, index: int) -> str:
-    """A data: URI of the image, at most THUMB pixels a side ('' when it cannot be read)."""
+def picture(result: CheckResult, index: int) -> Image.Image | None:
+    """The image of a row of Items as it was checked (None when it cannot be read)."""
     items = result.items
     try:
-        image = tensor_to_image(items.tensors[index]) if items.tensors is not None \
+        return tensor_to_image(items.tensors[index]) if items.tensors is not None \
             else open_image(items.paths[index])
     except ImageReadError:
+        return None
+
+
+def thumbnail(result: CheckResult, index: int) -> str:
+    """A data: URI of the image, at most THUMB pixels a side ('' when it cannot be read)."""
+    image = picture(result, index)
+    if image is None:
         return ""
     image = image.convert("RGB")
     image.thumbnail((THUMB, THUMB), Image.Resampling.LANCZOS)
@@ -80,6 +87,9 @@ def _section(result: CheckResult, kind: str) -> str:
         return ""
     more = (f'<p class="muted">The first {SHOWN} of {len(found)}; check.csv lists them all.</p>'
             if len(found) > SHOWN else "")
+    if kind == "label-issue":  # the figure write_check puts beside this page
+        more += ('<p class="muted">The worst side by side, to print or share: '
+                 '<a href="label_issues.png">label_issues.png</a>.</p>')
     cards = "".join(_card(result, f) for f in found[:SHOWN])
     return (f'<section id="{kind}"><h2>{TITLES[kind]} ({len(found)})</h2>{more}'
             f'<div class="grid">{cards}</div></section>')

@@ -232,12 +232,22 @@ def _row(finding: Finding) -> dict[str, Any]:
     return {column: getattr(finding, column) for column in CSV_COLUMNS}
 
 
+def written_files(result: CheckResult) -> list[str]:
+    """The files write_check writes: the figure only where there are label issues."""
+    from .figure import LABEL_ISSUES_FIGURE
+
+    shown = [LABEL_ISSUES_FIGURE] if result.summary["counts"]["label-issue"] else []
+    return ["check.json", "check.csv", "check.html", *shown]
+
+
 def write_check(result: CheckResult, folder: str | Path) -> Path:
-    """check.json, check.csv and check.html in `folder`, each written whole or not at all."""
+    """check.json, check.csv, check.html and (label issues found) label_issues.png in `folder`,
+    each written whole or not at all."""
     import csv
     import io
 
-    from ..base.fileio import atomic_write_json, atomic_write_text
+    from ..base.fileio import atomic_write, atomic_write_json, atomic_write_text
+    from .figure import LABEL_ISSUES_FIGURE, label_issues_figure
     from .page import render
 
     folder = Path(folder)
@@ -246,10 +256,16 @@ def write_check(result: CheckResult, folder: str | Path) -> Path:
     writer = csv.DictWriter(buffer, fieldnames=list(CSV_COLUMNS))
     writer.writeheader()
     writer.writerows(rows)
-    page = render(result)  # before anything is written: a failure leaves the folder as it was
+    # drawn before anything is written: a failure leaves the folder as it was
+    page = render(result)
+    figure = label_issues_figure(result)
     atomic_write_json(folder / "check.json", {**result.summary, "findings": rows})
     atomic_write_text(folder / "check.csv", buffer.getvalue())
     atomic_write_text(folder / "check.html", page)
+    if figure is None:  # an earlier check's figure would show issues this one did not find
+        (folder / LABEL_ISSUES_FIGURE).unlink(missing_ok=True)
+    else:
+        atomic_write(folder / LABEL_ISSUES_FIGURE, lambda tmp: tmp.write_bytes(figure))
     return folder
 
 

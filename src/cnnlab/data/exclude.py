@@ -101,8 +101,9 @@ class Exclusion:
         self._count(split, int((~keep).sum()))
         return torch.nonzero(keep).flatten()
 
-    def finish(self, data: str) -> None:
-        """Refuse a list that names images the data does not have; say what was left out."""
+    def finish(self, data: str) -> dict[str, int]:
+        """Refuse a list that names images the data does not have; say (and return) how many
+        images of each split were left out."""
         missing = [name for name in self.names if name not in self.matched]
         if missing:
             raise CnnlabError(
@@ -110,6 +111,7 @@ class Exclusion:
                 f"images of {data} (e.g. {missing[0]!r}); names are paths relative to the data "
                 f"folder, or split:index for a built-in dataset")
         log.warning("--exclude %s: left out %s", self.path, _said(self.dropped))
+        return dict(self.dropped)
 
 
 def _said(counts: dict[str, int]) -> str:

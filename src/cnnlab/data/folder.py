@@ -152,7 +152,7 @@ def load_folder(root: Path, config: DataConfig) -> DatasetSplits:
     else:
         parts = {"train": _scan_classes(root), "val": [], "test": []}
         where = {"train": f"{root.name}/"}
-    return _finish(root.name, _drop_excluded(parts, root, config), config, where)
+    return _finish_excluding(root.name, parts, root, config, where)
 
 
 def _read_manifest(path: Path) -> list[list[str]]:
@@ -187,16 +187,20 @@ def load_csv(path: Path, config: DataConfig) -> DatasetSplits:
         parts[split].append((image, row[1].strip()))
     where = {split: f"{path.name} rows marked {split}" for split in parts}
     where["train"] = f"{path.name} rows marked train (or unmarked)"
-    return _finish(path.stem, _drop_excluded(parts, base, config), config, where)
+    return _finish_excluding(path.stem, parts, base, config, where)
 
 
-def _drop_excluded(parts: dict[str, Samples], root: Path, config: DataConfig) -> dict[str, Samples]:
-    """The samples without those --exclude names (before the validation split is held out)."""
+def _finish_excluding(name: str, parts: dict[str, Samples], root: Path, config: DataConfig,
+                      where: dict[str, str]) -> DatasetSplits:
+    """The splits without the files --exclude names, left out before the validation split is
+    held out; the splits record how many each lost."""
     if not config.exclude:
-        return parts
+        return _finish(name, parts, config, where)
     from .exclude import Exclusion
 
     exclusion = Exclusion(config.exclude)
     kept = {split: exclusion.keep_files(split, samples, root) for split, samples in parts.items()}
-    exclusion.finish(config.name)
-    return kept
+    excluded = exclusion.finish(config.name)
+    splits = _finish(name, kept, config, where)
+    splits.excluded = excluded
+    return splits

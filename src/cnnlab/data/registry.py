@@ -143,5 +143,5 @@ def _load_builtin_excluding(config: DataConfig) -> DatasetSplits:
         splits.train, splits.val = split_off(kept, config.val_fraction, config.split_seed)
     if splits.test is not None:
         splits.test = splits.test.subset(exclusion.keep_indices("test", len(splits.test)))
-    exclusion.finish(config.name)
+    splits.excluded = exclusion.finish(config.name)
     return splits

@@ -152,6 +152,8 @@ class DatasetSplits:
     # Where each split's images come from ("train/", "10% of train/ held out ..."), so training
     # can say which folder is used for what before it fits anything.
     sources: dict[str, str] = field(default_factory=dict)
+    # How many images of each split --exclude left out ({"train": 58}); the card records it.
+    excluded: dict[str, int] = field(default_factory=dict)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:

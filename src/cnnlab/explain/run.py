@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,11 +21,10 @@ from ..run.data import pick_split
 from .attributions import attribute
 from .embedding import penultimate_features, project
 from .layers import LayerInfo, list_layers
-from .maps import feature_maps, first_conv_filters
+from .maps import feature_maps, first_conv_filters, map_layers
 
 METHODS = EXPLAIN_METHODS  # declared with the settings, so `cnnlab --help` needs no torch
-
-
+log = logging.getLogger("cnnlab")
 
 @dataclass
 class Explanation:
@@ -39,10 +39,43 @@ def _file_stem(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text)
 
 
-def _name(item: ImageInput, index: int) -> str:
+def _name(item: ImageInput, index: int, folders: int = 0) -> str:
+    """A file's stem, with its `folders` nearest folder names before it (a_x for a/x.png)."""
     if isinstance(item, (str, Path)):
-        return _file_stem(Path(item).stem)
+        path = Path(item)
+        return _file_stem("_".join([*path.parent.parts[len(path.parent.parts) - folders:],
+                                    path.stem] if folders else [path.stem]))
     return f"image{index}"
+
+
+def _numbered(names: list[str]) -> list[str]:
+    """x, x-2, x-3 ...: the same file given twice still gets figures of its own."""
+    seen: dict[str, int] = {}
+    numbered = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        numbered.append(name if seen[name] == 1 else f"{name}-{seen[name]}")
+    return numbered
+
+
+def _same_input(item: ImageInput) -> object:
+    return str(Path(item).resolve()) if isinstance(item, (str, Path)) else id(item)
+
+
+def _names(items: list[ImageInput]) -> list[str]:
+    """A name per input for its figures; files that share a name (a/x.png, b/x.png) get their
+    folders' names too (a_x, b_x), so no figure overwrites another's."""
+    names = [_name(item, i) for i, item in enumerate(items)]
+    for folders in range(1, 4):
+        inputs: dict[str, set] = {}
+        for item, name in zip(items, names, strict=True):
+            inputs.setdefault(name, set()).add(_same_input(item))
+        clashing = {name for name, found in inputs.items() if len(found) > 1}
+        if not clashing:
+            break
+        names = [_name(item, i, folders) if name in clashing else name
+                 for i, (item, name) in enumerate(zip(items, names, strict=True))]
+    return _numbered(names)
 
 
 def _target_index(predictor: Predictor, target: str | int) -> int:
@@ -97,8 +130,13 @@ def _attribution(predictor: Predictor, method: str, inputs: list[ImageInput], na
 def _feature_maps(predictor: Predictor, inputs: list[ImageInput], names: list[str],
                   layer: str | None, out: Path) -> Explanation:
     result = Explanation("feature-maps")
+    chosen, convs = map_layers(predictor.model, predictor.input_shape, layer)
+    if len(chosen) < convs and not layer:
+        log.warning("feature maps of %d of the %d conv layers (the first, then the last before "
+                    "each shrinking of the maps): %s; name others with --layer (see "
+                    "--list-layers)", len(chosen), convs, ", ".join(info.name for info in chosen))
     for item, name in zip(inputs, names, strict=True):
-        maps = feature_maps(predictor.model, predictor.preprocess(item).to(predictor.device), layer)
+        maps = feature_maps(predictor.model, predictor.preprocess(item).to(predictor.device), chosen)
         for layer_name, activation in maps.items():
             result.arrays[f"{name}/{layer_name}"] = activation.numpy()
             path = out / f"{name}-feature-maps-{layer_name}.png"
@@ -154,7 +192,7 @@ def explain(run: str | Path, inputs: ImageInput | list[ImageInput] | None = None
     items = inputs if isinstance(inputs, list) else ([] if inputs is None else [inputs])
     if not items:
         raise CnnlabError(f"--method {method} needs at least one image")
-    names = [_name(item, i) for i, item in enumerate(items)]
+    names = _names(items)
     if method == "feature-maps":
         return _feature_maps(predictor, items, names, layer, out)
     return _attribution(predictor, method, items, names, settings, out)

@@ -20,6 +20,7 @@ from ..models.onnx import OnnxClassifier
 from .parity import accuracy
 
 CALIBRATION_BATCH = 32
+WORK_PREFIX = ".int8-"  # the candidates' folder, inside the export folder
 
 
 @dataclass
@@ -58,7 +59,7 @@ def quantize_int8(fp32: Path, int8: Path, calibration: np.ndarray, held_out: tor
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    with tempfile.TemporaryDirectory(dir=int8.parent, prefix=".int8-") as work:
+    with tempfile.TemporaryDirectory(dir=int8.parent, prefix=WORK_PREFIX) as work:
         prepared = Path(work) / "prepared.onnx"
         quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
         accuracies, paths = {}, {}

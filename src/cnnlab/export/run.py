@@ -12,11 +12,12 @@ import torch
 
 from ..base.config import ExportSettings
 from ..base.errors import CnnlabError
-from ..base.fileio import atomic_write_text
+from ..base.fileio import atomic_write_text, sha256_of
 from ..base.progress import tracked
 from ..base.settings import resolve
 from ..data.images import to_float
 from ..data.splits import DatasetSplits, Split
+from ..models import Classifier
 from ..models.onnx import OnnxClassifier
 from ..run.contract import EXPORT_MANIFEST, ExportManifest, ModelCard, versions
 from ..run.data import run_data_config, run_dataset
@@ -24,10 +25,14 @@ from ..run.folder import export_of, load_model
 from ..run.results import ExportParity, Int8Parity
 from .convert import INPUT_NAME, OUTPUT_NAME, to_onnx
 from .parity import compare_fp32, compare_int8, outputs
-from .quantize import quantize_int8
+from .quantize import WORK_PREFIX, quantize_int8
+from .replace import check_replaceable, replacing
 
 FP32_FILE, INT8_FILE = "model.onnx", "model.int8.onnx"
 HELD_OUT_FOR_INT8 = 512  # images that choose between the int8 candidates
+# What an export writes (and a killed one leaves): a re-export drops these of the old folder, and
+# keeps anything else in it (another verb's results).
+EXPORT_OWN = (FP32_FILE, INT8_FILE, EXPORT_MANIFEST, f"{WORK_PREFIX}*", ".*.tmp")
 
 
 @dataclass
@@ -82,10 +87,13 @@ def _int8(folder: Path, dataset: DatasetSplits, settings: ExportSettings, test: 
                         calibration_images=len(calibration), candidates=choice.accuracies)
 
 
-def _manifest(card: ModelCard, run: Path, files: dict, opset: int, exporter: str,
+def _manifest(card: ModelCard, run: Path, folder: Path, files: dict, opset: int, exporter: str,
               parity: ExportParity) -> ExportManifest:
+    """export.json, with the SHA-256 of each file it lists (checked wherever the export loads)."""
     data = run_data_config(run, card, None)
-    return ExportManifest(card=card, files=files, input_name=INPUT_NAME, output_name=OUTPUT_NAME,
+    sha256 = {name: sha256_of(folder / name) for name in files.values()}
+    return ExportManifest(card=card, files=files, sha256=sha256, input_name=INPUT_NAME,
+                          output_name=OUTPUT_NAME,
                           output="log_probabilities" if card.flip_tta else "logits", opset=opset,
                           exporter=exporter, data=data.__dict__.copy(), parity=parity,
                           versions=_versions())
@@ -100,7 +108,8 @@ def _versions() -> dict[str, str]:
 
 def export_run(run: str | Path, settings: ExportSettings | None = None,
                **options: Any) -> ExportResult:
-    """Export a run's best model to ONNX and measure parity on its test split.
+    """Export a run's best model to ONNX and measure parity on its test split. The export folder
+    is replaced as a whole, in one step, when the export is done.
 
     Args:
         run: the run folder.
@@ -110,10 +119,18 @@ def export_run(run: str | Path, settings: ExportSettings | None = None,
     settings, run = resolve(ExportSettings, settings, options), Path(run)
     if export_of(run) is not None:
         raise CnnlabError(f"{run} is already an export; export the run folder it came from")
-    say = _say(settings)
-    model, card = load_model(run, "cpu")
     folder = Path(settings.out) if settings.out else run / "export"
-    folder.mkdir(parents=True, exist_ok=True)
+    check_replaceable(folder, EXPORT_MANIFEST, chosen=bool(settings.out))
+    model, card = load_model(run, "cpu")
+    with replacing(folder, EXPORT_OWN) as work:
+        manifest = _export_into(work, run, model, card, settings)
+    return ExportResult(folder, manifest)
+
+
+def _export_into(folder: Path, run: Path, model: Classifier, card: ModelCard,
+                 settings: ExportSettings) -> ExportManifest:
+    """Write the ONNX files and export.json into the empty `folder`; returns the manifest."""
+    say = _say(settings)
     exporter = to_onnx(model, card.input.shape, folder / FP32_FILE, settings.opset, say)
     opset = _check_graph(folder / FP32_FILE)
     dataset = run_dataset(run, card)
@@ -133,6 +150,6 @@ def export_run(run: str | Path, settings: ExportSettings | None = None,
         say(f"quantizing to int8 on {settings.calibration} training images")
         parity = ExportParity(parity.fp32, _int8(folder, dataset, settings, test, onnx_fp32, labels))
         files["int8"] = INT8_FILE
-    manifest = _manifest(card, run, files, opset, exporter, parity)
+    manifest = _manifest(card, run, folder, files, opset, exporter, parity)
     atomic_write_text(folder / EXPORT_MANIFEST, manifest.to_json() + "\n")
-    return ExportResult(folder, manifest)
+    return manifest

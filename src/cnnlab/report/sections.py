@@ -245,21 +245,41 @@ def _top_losses_table(folder: Path) -> Table | None:
     return Table("top losses (from predictions.csv)", TABLE_COLUMNS, table_rows(rows))
 
 
+def _own_attributions(folder: Path, method: str) -> list[Path]:
+    """The figures `cnnlab report --full` made of its test images (explain names images given
+    as arrays image0, image1 ...), not those of images a person explained by file."""
+    return [path for path in (folder / f"image{i}-{method}.png" for i in range(EXPLAINED_SHOWN))
+            if path.is_file()]
+
+
+def _embedding_figure(folder: Path) -> Figure | None:
+    """The report's own map (the test split, t-SNE), else another split or projection, named."""
+    found = sorted(folder.glob("embedding-*.png"))
+    own = folder / "embedding-test-tsne.png"
+    path = own if own.is_file() else (found[0] if found else None)
+    if path is None:
+        return None
+    split, _, projection = path.stem.removeprefix("embedding-").rpartition("-")
+    shown = "t-SNE" if projection == "tsne" else projection.upper()
+    return figure(path, f"embedding of the penultimate layer ({split} split, {shown})")
+
+
 def why(run: Path) -> Section:
     section = Section("why", "Why it decides")
     folder = run / "explain"
-    found = sorted(folder.glob("*.png")) if folder.is_dir() else []
     for method, caption in (("gradcam", "Grad-CAM"), ("saliency", "saliency")):
-        chosen = [p for p in found if p.stem.endswith(f"-{method}")][:EXPLAINED_SHOWN]
-        section.figures += [figure(path, f"{caption}: {path.stem.rsplit('-', 1)[0]}")
-                            for path in chosen]
-    section.figures += [figure(path, "first-layer filters") for path in found
-                        if path.name == "filters.png"]
-    section.figures += [figure(path, "embedding of the penultimate layer") for path in found
-                        if path.name.startswith("embedding-")][:1]
+        section.figures += [figure(path, f"{caption}: test image {number} (one per class)")
+                            for number, path in enumerate(_own_attributions(folder, method), 1)]
+    if (folder / "filters.png").is_file():  # the model's own, whoever drew them
+        section.figures.append(figure(folder / "filters.png", "first-layer filters"))
+    embedding = _embedding_figure(folder)
+    section.figures += [embedding] if embedding else []
     if not section.figures:
-        section.missing = (f"cnnlab explain {run} IMAGE... --method gradcam,saliency; cnnlab "
-                           f"explain {run} --method filters,embedding")
+        section.missing = f"cnnlab explain {run} --method filters,embedding"
+    elif not _own_attributions(folder, "gradcam"):
+        section.notes.append(f"Grad-CAM and saliency maps of test images: cnnlab report {run} "
+                             f"--full makes them (maps of images explained by hand stay in "
+                             f"{folder}/, out of the report)")
     return section
 
 

@@ -102,6 +102,7 @@ class ModelCard:
     # The splits whose images these weights were fitted to: the linear probe refits on train and
     # val, after which val is no longer held out and evaluate must not report it as if it were.
     fitted_on: tuple[str, ...] = ("train",)
+    excluded: dict[str, int] = field(default_factory=dict)  # images --exclude left out, by split
     calibration: Calibration | None = None
     unknown: UnknownDetector | None = None
     versions: dict[str, str] = field(default_factory=dict)
@@ -153,6 +154,7 @@ class ModelCard:
             test_accuracy=reader.get("test_accuracy", float, default=None),
             head=reader.get("head", str, default=None),
             fitted_on=tuple(reader.get("fitted_on", list, item=str, default=["train"])),
+            excluded=_excluded(reader),
             calibration=_calibration(reader),
             unknown=_unknown(reader),
             versions=reader.get("versions", dict, default={}),
@@ -211,6 +213,7 @@ class ExportManifest:
 
     card: ModelCard
     files: dict[str, str]  # precision ("fp32", "int8") -> file name in the export folder
+    sha256: dict[str, str] = field(default_factory=dict)  # file name -> its SHA-256 (none: old export)
     input_name: str = "pixels"
     output_name: str = "logits"
     output: str = "logits"  # or "log_probabilities"
@@ -227,7 +230,8 @@ class ExportManifest:
                             "dtype": "float32", "range": [0.0, 1.0]},
                   "output": {"name": self.output_name, "kind": self.output},
                   "class_names": card["class_names"], "preprocessing": card["preprocessing"],
-                  "files": self.files, "opset": self.opset, "exporter": self.exporter,
+                  "files": self.files, "sha256": self.sha256, "opset": self.opset,
+                  "exporter": self.exporter,
                   "parity": self.parity.to_dict(), "data": self.data, "versions": self.versions,
                   "model": card}
         return json.dumps(values, indent=2)
@@ -248,7 +252,8 @@ class ExportManifest:
             raise CnnlabError(f"{where}: 'files' must name model files inside the export folder")
         output = reader.section("output")
         return cls(card=ModelCard.from_dict(reader.get("model", dict), f"{where} model"),
-                   files=files, input_name=reader.section("input").get("name", str),
+                   files=files, sha256=reader.get("sha256", dict, default={}),
+                   input_name=reader.section("input").get("name", str),
                    output_name=output.get("name", str), output=output.get("kind", str),
                    opset=reader.get("opset", int, default=None),
                    exporter=reader.get("exporter", str, default="dynamo"),
@@ -331,6 +336,13 @@ def _digest(card: _Reader) -> str | None:
     if digest is not None and not re.fullmatch(r"[0-9a-f]{64}", digest):
         raise CnnlabError(f"{card.where}: weights_sha256 must be 64 hexadecimal digits")
     return digest
+
+
+def _excluded(card: _Reader) -> dict[str, int]:
+    counts = card.get("excluded", dict, default={})
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in counts.values()):
+        raise CnnlabError(f"{card.where}: excluded must map splits to image counts")
+    return {str(split): n for split, n in counts.items()}
 
 
 _MISSING = object()

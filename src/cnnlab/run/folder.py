@@ -22,9 +22,10 @@ from safetensors.torch import load_file, save
 
 from ..base.config import TrainConfig
 from ..base.errors import CnnlabError
-from ..base.fileio import atomic_write, atomic_write_json, atomic_write_text
+from ..base.fileio import atomic_write, atomic_write_json, atomic_write_text, sha256_of
 from ..models import Classifier, create_model
 from .contract import EXPORT_MANIFEST, ExportManifest, InputSpec, ModelCard, Preprocessing, versions
+from .exported import check_signature, verify_files
 from .results import EpochRow, TrainingResults
 
 if TYPE_CHECKING:
@@ -74,18 +75,10 @@ def training_card(config: TrainConfig, data: DatasetSplits, architecture: str, m
         preprocessing=Preprocessing(interpolation=config.data.resize_filter, mean=tuple(mean),
                                     std=tuple(std)),
         dataset=data.name, flip_augmented=uses_flip(config, data),
-        flip_tta=config.tta and data.flip_ok)
+        flip_tta=config.tta and data.flip_ok, excluded=dict(data.excluded))
 
 
 CHECKSUM_SUFFIX = ".sha256"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _record(path: Path) -> Path:
@@ -107,7 +100,7 @@ def recorded_digests(path: Path) -> list[str]:
 
 def write_checksum(path: Path) -> None:
     """PATH.sha256 beside PATH (sha256sum's format), so damage to PATH is found on loading."""
-    _write_record(path, [_sha256(path)])
+    _write_record(path, [sha256_of(path)])
 
 
 @contextmanager
@@ -115,7 +108,7 @@ def checksum_transition(path: Path, digest: str) -> Iterator[None]:
     """Around the replacement of PATH by bytes of SHA-256 `digest`: the record first accepts the
     new digest beside the old one, and drops the old one once the block is done. A kill at any
     moment leaves a record that accepts the PATH on disk, old or new."""
-    old = recorded_digests(path) or ([_sha256(path)] if path.is_file() else [])
+    old = recorded_digests(path) or ([sha256_of(path)] if path.is_file() else [])
     _write_record(path, [digest, *(d for d in old if d != digest)])
     yield
     _write_record(path, [digest])
@@ -135,7 +128,7 @@ def verify_checksum(path: Path) -> str | None:
     expected = recorded_digests(path)
     if not expected:
         return None
-    actual = _sha256(path)
+    actual = sha256_of(path)
     if actual not in expected:
         raise CnnlabError(f"{path} is damaged: its SHA-256 does not match {_record(path).name}; "
                           f"nothing was loaded or overwritten (restore it from a copy, or delete "
@@ -205,8 +198,8 @@ def build_model(card: ModelCard) -> Classifier:
 
 
 def export_of(path: str | Path) -> tuple[ExportManifest, Path] | None:
-    """An export folder (or an .onnx file in one): its export.json and the model file; None for
-    anything else."""
+    """An export folder (or an .onnx file in one): its export.json and the model file, with every
+    ONNX file checked against the SHA-256 export.json records; None for anything else."""
     path = Path(path)
     folder = path.parent if path.suffix == ".onnx" else path
     if not (folder / EXPORT_MANIFEST).is_file():
@@ -218,6 +211,7 @@ def export_of(path: str | Path) -> tuple[ExportManifest, Path] | None:
     model_file = path if path.suffix == ".onnx" else folder / manifest.files.get("fp32", "")
     if not model_file.is_file():
         raise CnnlabError(f"{model_file} does not exist")
+    verify_files(folder, manifest, model_file)
     return manifest, model_file
 
 
@@ -231,7 +225,9 @@ def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple
         manifest, model_file = exported
         # logits leave the graph raw; the temperature is applied as the Classifier applies it
         temperature = manifest.card.temperature if manifest.output == "logits" else 1.0
-        return OnnxClassifier(model_file, temperature=temperature), manifest.card  # type: ignore[return-value]
+        model = OnnxClassifier(model_file, temperature=temperature)
+        check_signature(model.session, manifest, model_file)
+        return model, manifest.card  # type: ignore[return-value]
     run_dir = Path(run_dir)
     card = read_card(run_dir)
     model = build_model(card)
@@ -258,7 +254,7 @@ def check_weights(path: Path, card: ModelCard, keys: list[str]) -> None:
     and the card's class names."""
     actual = verify_checksum(path)
     if card.weights_sha256 is not None:
-        actual = actual or _sha256(path)
+        actual = actual or sha256_of(path)
         # A kill between the weights and model.json leaves both digests in the record: whole.
         if actual != card.weights_sha256 and card.weights_sha256 not in recorded_digests(path):
             raise CnnlabError(f"{path} is not the weights {META} describes (its SHA-256 differs "

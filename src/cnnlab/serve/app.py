@@ -5,7 +5,8 @@
     GET  /model     the model card; GET /healthz; GET /metrics (Prometheus text); GET / the page
 
 Every error is JSON `{"error": "..."}` with the status that names it: 413 too large, 415 not an
-accepted image, 422 unreadable or missing, 400 malformed, 503 busy (with Retry-After).
+accepted image, 422 unreadable or missing, 400 malformed, 503 busy (with Retry-After), 408 a body
+too slow to arrive, 431 headers too large, 504 the model past the request's deadline.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from __future__ import annotations
 import asyncio
 import io
 import socket
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +34,17 @@ from ..base.settings import resolve
 from ..data.images import ImageReadError, ImageTooLarge, UnsupportedImage, decode_image
 from ..models.onnx import OnnxClassifier
 from ..predict.predictor import Predictor, load_predictor
+from ..run.contract import PRETRAINED_PREFIX
 from .batcher import Batcher, QueueFull
-from .limits import BodyTooLarge, LimitUpload
+from .limits import BodyTimeout, BodyTooLarge, LimitUpload
 from .metrics import Metrics
+from .protocol import ConnectionLimits, guarded_protocol
 
 STATIC = Path(__file__).parent / "static"
 MAX_FORM_FILES, MAX_FORM_FIELDS, MAX_FIELD_BYTES = 64, 64, 64 * 1024
 RETRY_AFTER_SECONDS = "1"
+# Open files the server needs besides its connections: the model, libraries, torch's threads.
+FILE_RESERVE = 128
 FORMS = ("multipart/form-data", "application/x-www-form-urlencoded")
 
 
@@ -57,6 +63,7 @@ class Service:
 
     def __init__(self, predictor: Predictor, settings: ServeSettings, metrics: Metrics) -> None:
         self.predictor, self.settings, self.metrics = predictor, settings, metrics
+        self.computing_since: float | None = None  # when the worker's current job began
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cnnlab-model")
         self.batcher = Batcher(self.assess, max_batch=settings.max_batch,
                                max_wait_ms=settings.max_wait_ms, max_queue=settings.max_queue,
@@ -65,7 +72,8 @@ class Service:
     def assess(self, batch: torch.Tensor) -> list[tuple[torch.Tensor, tuple]]:
         """(B, C, H, W) -> for each image, its probabilities (K,) and the unknown detector's
         (known, score)."""
-        probabilities, scores = self.predictor.assess(batch)
+        with self._computing():
+            probabilities, scores = self.predictor.assess(batch)
         return list(zip(probabilities, self.predictor.verdicts(scores, len(batch)), strict=True))
 
     def decode(self, name: str, data: bytes) -> torch.Tensor:
@@ -80,9 +88,39 @@ class Service:
             raise ApiError(422, str(error)) from None
         return self.predictor.preprocess(image)
 
-    async def inputs(self, request: Request) -> list[tuple[str, torch.Tensor]]:
-        uploads = await _uploads(request)
+    async def decode_all(self, uploads: list[tuple[str, bytes]]) -> list[tuple[str, torch.Tensor]]:
         return [(name, await asyncio.to_thread(self.decode, name, data)) for name, data in uploads]
+
+    @asynccontextmanager
+    async def deadline(self) -> AsyncIterator[None]:
+        """The request's deadline for decoding and model work, once its body is read. A forward
+        pass cannot be interrupted: past the deadline the request is answered 504 while the worker
+        finishes the pass."""
+        seconds = self.settings.request_timeout
+        timeout = asyncio.timeout(seconds)
+        try:
+            async with timeout:
+                yield
+        except TimeoutError:
+            if not timeout.expired():
+                raise
+            raise ApiError(504, f"the model did not answer within the {seconds:g} s deadline "
+                                f"(--request-timeout)") from None
+
+    @contextmanager
+    def _computing(self) -> Iterator[None]:
+        """Marks the worker busy, so that /healthz sees a forward pass that does not end."""
+        self.computing_since = time.monotonic()
+        try:
+            yield
+        finally:
+            self.computing_since = None
+
+    def stuck_seconds(self) -> float | None:
+        """How long the worker's current job has run, where that is past the request deadline."""
+        since = self.computing_since
+        running = 0.0 if since is None else time.monotonic() - since
+        return running if running > self.settings.request_timeout else None
 
     async def predict(self, images: list[torch.Tensor]) -> list[torch.Tensor]:
         try:
@@ -97,10 +135,11 @@ class Service:
         from ..explain.attributions import attribute
 
         batch = image[None].to(self.predictor.device)
-        probabilities = self.predictor.probabilities(batch)[0]
-        chosen = int(probabilities.argmax()) if target is None else target
-        heatmap = attribute("gradcam", self.predictor.model, batch,
-                            torch.tensor([chosen], device=self.predictor.device))[0]
+        with self._computing():
+            probabilities = self.predictor.probabilities(batch)[0]
+            chosen = int(probabilities.argmax()) if target is None else target
+            heatmap = attribute("gradcam", self.predictor.model, batch,
+                                torch.tensor([chosen], device=self.predictor.device))[0]
         return heatmap, probabilities
 
 
@@ -164,6 +203,11 @@ def _install_errors(app: FastAPI) -> None:
     async def too_large(request: Request, error: BodyTooLarge) -> JSONResponse:
         return _error(413, str(error))
 
+    @app.exception_handler(BodyTimeout)
+    async def too_slow(request: Request, error: BodyTimeout) -> JSONResponse:
+        # Closed after the answer: the rest of the body may still be on its way.
+        return _error(408, str(error), {"Connection": "close"})
+
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
         return _error(error.status_code, str(error.detail), getattr(error, "headers", None))
@@ -176,8 +220,10 @@ def _routes(app: FastAPI, service: Service) -> None:
     @app.post("/predict")
     async def predict(request: Request) -> dict[str, Any]:
         topk = _topk(request, service.settings.topk, len(predictor.class_names))
-        inputs = await service.inputs(request)
-        rows = await service.predict([image for _, image in inputs])
+        uploads = await _uploads(request)
+        async with service.deadline():
+            inputs = await service.decode_all(uploads)
+            rows = await service.predict([image for _, image in inputs])
         tops = predictor.top(torch.stack([probabilities for probabilities, _ in rows]), topk)
         return {"predictions": [_prediction(name, top, verdict) for (name, _), top, (_, verdict)
                                 in zip(inputs, tops, rows, strict=True)]}
@@ -188,13 +234,14 @@ def _routes(app: FastAPI, service: Service) -> None:
             raise ApiError(501, "Grad-CAM needs the PyTorch model's gradients: serve the run "
                                 "folder, not its ONNX export")
         target = _target(request, predictor.class_names)
-        inputs = await service.inputs(request)
-        if len(inputs) != 1:
+        uploads = await _uploads(request)
+        if len(uploads) != 1:
             raise ApiError(422, "explain takes one image at a time")
-        name, image = inputs[0]
         loop = asyncio.get_running_loop()
-        heatmap, probabilities = await loop.run_in_executor(service.worker, service.gradcam,
-                                                            image, target)
+        async with service.deadline():
+            [(name, image)] = await service.decode_all(uploads)
+            heatmap, probabilities = await loop.run_in_executor(service.worker, service.gradcam,
+                                                                image, target)
         top = predictor.top(probabilities[None], len(predictor.class_names))[0]
         if request.query_params.get("format") == "json":
             return JSONResponse({"input": name, "top": [vars(s) for s in top],
@@ -208,8 +255,13 @@ def _routes(app: FastAPI, service: Service) -> None:
         return {**predictor.card.to_dict(), "runtime": runtime, "run": app.state.run_label}
 
     @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    async def healthz() -> JSONResponse:
+        stuck = service.stuck_seconds()
+        if stuck is None:
+            return JSONResponse({"status": "ok"})
+        return JSONResponse({"status": "stuck", "error": (
+            f"the model has been computing one batch for {stuck:.0f} s, past the "
+            f"{service.settings.request_timeout:g} s request deadline")}, status_code=503)
 
     @app.get("/metrics")
     async def metrics() -> Response:
@@ -231,8 +283,7 @@ def _png(image: torch.Tensor, heatmap: torch.Tensor) -> bytes:
 def create_app(model: str | Path, settings: ServeSettings | None = None, **options: Any) -> FastAPI:
     """The app serving a run folder, an export folder or an .onnx file in one (never a URL)."""
     settings = resolve(ServeSettings, settings, options)
-    if "://" in str(model):
-        raise CnnlabError(f"{model}: cnnlab serves a model from this machine, not from a URL")
+    _refuse_remote(model)
     if settings.max_batch < 1 or settings.max_queue < 1:
         raise CnnlabError("--max-batch and --max-queue must be at least 1")
     set_threads(settings.threads)
@@ -252,9 +303,22 @@ def create_app(model: str | Path, settings: ServeSettings | None = None, **optio
     _install_errors(app)
     _routes(app, service)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    app.add_middleware(LimitUpload, max_bytes=int(settings.max_upload_mb * 1e6))
+    app.add_middleware(LimitUpload, max_bytes=int(settings.max_upload_mb * 1e6),
+                       timeout=settings.body_timeout)
     app.middleware("http")(metrics.middleware)
     return app
+
+
+def _refuse_remote(model: str | Path) -> None:
+    """Serve loads what is on this machine: not a URL, nor a timm source name after pretrained:
+    (`hf-hub:ORG/NAME` fetches a model's config and weights from the Hugging Face hub)."""
+    text = str(model)
+    if "://" in text:
+        raise CnnlabError(f"{model}: cnnlab serves a model from this machine, not from a URL")
+    if text.startswith(PRETRAINED_PREFIX) and ":" in text[len(PRETRAINED_PREFIX):]:
+        raise CnnlabError(f"{model}: cnnlab serve takes no model from the Hugging Face hub "
+                          f"(hf-hub:ORG/NAME); serve a run folder, its export, or pretrained:NAME "
+                          f"(e.g. pretrained:efficientnet_lite0)")
 
 
 def _run_label(model: str | Path) -> str:
@@ -271,9 +335,35 @@ def run_server(model: str | Path, settings: ServeSettings | None = None, **optio
     settings = resolve(ServeSettings, settings, options)
     app = create_app(model, settings)
     listening = _listen(settings.host, settings.port)  # a port in use is one line, before "serving"
+    limits = _connection_limits(settings)
+    _allow_open_files(limits.ceiling + FILE_RESERVE)
     print(f"serving {model} at http://{settings.host}:{settings.port}/ (Ctrl+C stops)", flush=True)
-    config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5)
+    config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5,
+                            http=guarded_protocol(limits, app.state.service.metrics))
     uvicorn.Server(config).run(sockets=[listening])
+
+
+def _connection_limits(settings: ServeSettings) -> ConnectionLimits:
+    return ConnectionLimits(max_connections=settings.max_connections,
+                            header_timeout=settings.header_timeout,
+                            body_timeout=settings.body_timeout,
+                            max_header_bytes=int(settings.max_header_kb * 1000))
+
+
+def _allow_open_files(needed: int) -> None:
+    """Raises this process's soft limit on open files (often 1,024) toward the hard one, so that
+    the connection cap, not the limit, decides when connections are refused."""
+    try:
+        import resource
+    except ImportError:  # resource is Unix only
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        raise CnnlabError(f"--max-connections needs about {needed} open files and this process may "
+                          f"open {hard} (ulimit -n): lower --max-connections or raise the limit")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
 
 
 def _listen(host: str, port: int) -> socket.socket:

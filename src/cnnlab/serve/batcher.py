@@ -71,7 +71,10 @@ class Batcher:
     async def _serve(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            batch = await self._collect()
+            # A request past its deadline has cancelled its futures: no forward pass for it.
+            batch = [item for item in await self._collect() if not item.done.cancelled()]
+            if not batch:
+                continue
             images = torch.stack([item.image for item in batch])
             try:
                 probabilities = await loop.run_in_executor(self.worker, self.run_batch, images)

@@ -1,5 +1,6 @@
 """Prometheus metrics of the server (prometheus_client, on a registry of its own): requests by path
-and status, latency, and the sizes of the batches the model ran."""
+and status, latency, the sizes of the batches the model ran, and connections the server's limits
+closed unanswered."""
 
 from __future__ import annotations
 
@@ -27,13 +28,19 @@ class Metrics:
         self.batch_size = Histogram("cnnlab_batch_size", "Images per forward pass",
                                     registry=self.registry,
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+        self.dropped = Counter("cnnlab_dropped_connections", "Connections closed unanswered, by "
+                               "reason (header_timeout, body_timeout, over_capacity)", ["reason"],
+                               registry=self.registry)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
+    def count(self, path: str, status: int) -> None:
+        # Unknown paths are counted as one label, so a scan cannot grow the label set without end.
+        self.requests.labels(path if path in KNOWN_PATHS else "other", str(status)).inc()
+
     async def middleware(self, request: Request,
                          call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        # Unknown paths are counted as one label, so a scan cannot grow the label set without end.
         path = request.url.path if request.url.path in KNOWN_PATHS else "other"
         started = time.perf_counter()
         try:
@@ -45,5 +52,5 @@ class Metrics:
             response = JSONResponse({"error": "internal error: the server log has the cause"},
                                     status_code=500)
         self.latency.labels(path).observe(time.perf_counter() - started)
-        self.requests.labels(path, str(response.status_code)).inc()
+        self.count(path, response.status_code)
         return response

@@ -72,21 +72,48 @@ def checkpoint_of(trainer: Trainer, state: TrainState) -> dict:
     }
 
 
+# What a checkpoint must hold to resume at all, as the error names them.
+REQUIRED = {"model": "the model's weights", "optimizer": "the optimizer's state",
+            "scheduler": "the learning-rate schedule's state", "state": "the epoch and history"}
+# What resuming exactly needs besides: the data order and the augmentation draw from these.
+RNG_STATES = ("generator", "torch_rng")
+
+
+def missing_rng_states(checkpoint: dict) -> list[str]:
+    """The random-number-generator states a checkpoint lacks (a checkpoint written by hand or by
+    another tool): without them a resume continues, but not as the uninterrupted run would."""
+    return [key for key in RNG_STATES if key not in checkpoint]
+
+
 def restore(trainer: Trainer, checkpoint: dict) -> TrainState:
-    """Put a checkpoint back into the trainer; returns the bookkeeping to continue from."""
+    """Put a checkpoint back into the trainer; returns the bookkeeping to continue from. The RNG
+    states are restored where the checkpoint has them (see missing_rng_states)."""
+    if not isinstance(checkpoint, dict):
+        raise CnnlabError(f"the checkpoint holds a {type(checkpoint).__name__}, not the dict of "
+                          f"states cnnlab writes; start a new run")
+    missing = [f"{key!r} ({what})" for key, what in REQUIRED.items() if key not in checkpoint]
+    if missing:
+        raise CnnlabError(f"the checkpoint lacks {', '.join(missing)}, so training cannot "
+                          f"continue from it; start a new run")
     try:
         trainer.model.load_state_dict(checkpoint["model"])
         if trainer.ema is not None and checkpoint.get("ema"):  # else its first update copies
             trainer.ema.load_state_dict(checkpoint["ema"])
         trainer.optimizer.load_state_dict(checkpoint["optimizer"])
         trainer.scheduler.load_state_dict(checkpoint["scheduler"])
-        if trainer.scaler and checkpoint["scaler"]:
+        if trainer.scaler and checkpoint.get("scaler"):
             trainer.scaler.load_state_dict(checkpoint["scaler"])
-        trainer.generator.set_state(checkpoint["generator"])
-        torch.set_rng_state(checkpoint["torch_rng"])
-        if checkpoint["cuda_rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(checkpoint["cuda_rng"])
+        _restore_rng(trainer, checkpoint)
         return TrainState.from_dict(checkpoint["state"])
     except (KeyError, RuntimeError, ValueError, TypeError) as error:
         raise CnnlabError(f"the checkpoint does not fit this run's model or settings: "
                           f"{str(error).splitlines()[0][:200]}") from None
+
+
+def _restore_rng(trainer: Trainer, checkpoint: dict) -> None:
+    if "generator" in checkpoint:
+        trainer.generator.set_state(checkpoint["generator"])
+    if "torch_rng" in checkpoint:
+        torch.set_rng_state(checkpoint["torch_rng"])
+    if checkpoint.get("cuda_rng") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(checkpoint["cuda_rng"])

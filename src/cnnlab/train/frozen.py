@@ -4,14 +4,19 @@ trains."""
 
 from __future__ import annotations
 
+import logging
 import time
+from pathlib import Path
 
+from ..base import plots
 from ..data import DatasetSplits
 from ..run.results import EpochRow
-from .probe import Probe, probe_summary, write_probe_path
+from .probe import PROBE_PATH, Probe, ProbeFit, probe_summary, write_probe_path
 from .session import Session
 from .trainer import Trainer
 from .transfer import FeatureSplit, cache_features, fit_probe_head
+
+log = logging.getLogger("cnnlab")
 
 
 def _features(trainer: Trainer, data: DatasetSplits) -> tuple[FeatureSplit, FeatureSplit | None]:
@@ -42,6 +47,11 @@ def fit_probe(session: Session, data: DatasetSplits) -> str:
     if val is not None:  # refitted on train + val: val is no longer held out from this model
         session.card = session.card.replace(fitted_on=("train", "val"))
     session.end_of_epoch(row, head=f"linear probe, C={probe.c:g}")
+    if trainer.ranks.is_main:  # one epoch makes a one-point curve: the penalties tell more
+        probe_curves(probe.path, probe.c, session.run_dir / "curves.png")
+    edge = edge_of_grid(probe)
+    if edge:
+        log.warning(edge)
     reporter.message(probe_summary(probe, row.seconds))
     if val is not None:
         reporter.message("the penalty was chosen on the validation split, then the head refitted "
@@ -65,3 +75,36 @@ def start_from_probe(session: Session, data: DatasetSplits) -> Probe:
                              f"({probe_summary(probe, time.perf_counter() - started)}); now every "
                              f"layer trains")
     return probe
+
+
+def edge_of_grid(probe: Probe) -> str | None:
+    """A warning where the chosen penalty is the strongest or weakest tried: the best may lie
+    beyond the grid."""
+    tried = [fit.c for fit in probe.path]
+    if len(tried) < 2 or min(tried) < probe.c < max(tried):
+        return None
+    side = "weakest" if probe.c == max(tried) else "strongest"
+    return (f"the linear probe chose C={probe.c:g}, the {side} penalty tried "
+            f"({min(tried):g} to {max(tried):g}): a better one may lie beyond; see {PROBE_PATH} "
+            f"and curves.png")
+
+
+def probe_curves(path: list[ProbeFit], chosen: float, out: Path) -> None:
+    """Accuracy (%) and loss against the penalty C (log axis), train beside validation, the
+    chosen C marked: what RUN/probe.csv holds."""
+    values = [fit.c for fit in path]
+    figure, (acc_axis, loss_axis) = plots.plt.subplots(1, 2, figsize=(9.2, 4),
+                                                       layout="constrained")
+    for axis, key, scale in ((acc_axis, "acc", 100), (loss_axis, "loss", 1)):
+        axis.plot(values, [scale * getattr(fit, f"train_{key}") for fit in path], "o--",
+                  label="train")
+        axis.plot(values, [scale * getattr(fit, f"val_{key}") for fit in path], "o-",
+                  label="validation")
+        axis.axvline(chosen, linestyle=":", color="green", label=f"chosen C={chosen:g}")
+        axis.set_xscale("log")
+        axis.set_xlabel("C (inverse L2 penalty; right: weaker)")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    acc_axis.set_title("linear probe: accuracy (%)")
+    loss_axis.set_title("loss")
+    plots.save_figure(figure, out)

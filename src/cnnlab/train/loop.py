@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from ..base.config import TrainConfig
+from ..base.config import TrainConfig, apply_overrides
 from ..base.devices import resolve_device, set_threads
 from ..base.distributed import (
     Ranks,
@@ -230,7 +230,8 @@ def _fit(config: TrainConfig, resume: str | Path | None, reporter: Reporter,
          on_epoch_end: EpochCallback | None, ranks: Ranks, device: torch.device) -> Run:
     started = time.perf_counter()
     config, data, trainer, card = _prepare(config, resume, reporter, ranks, device)
-    session = Session(trainer, card, _open_run_dir(config, resume, card, ranks), reporter)
+    run_dir = _open_run_dir(config, resume, card, ranks, _values_used(config, data, device))
+    session = Session(trainer, card, run_dir, reporter)
     with folder_lock(session.run_dir, "training") if ranks.is_main else nullcontext():
         if resume is not None:
             session.resume()
@@ -311,8 +312,15 @@ def run_name(config: TrainConfig, card: ModelCard) -> str:
     return f"{name}-probe" if config.freeze == "backbone" else name
 
 
+def _values_used(config: TrainConfig, data: DatasetSplits, device: torch.device) -> dict:
+    """The settings that left the choice to cnnlab, as it chose: config.yaml records these, so it
+    says what ran and `--config` runs it again."""
+    return {"augment.flip": uses_flip(config, data),
+            "device": device.type if config.device == "auto" else config.device}
+
+
 def _open_run_dir(config: TrainConfig, resume: str | Path | None, card: ModelCard,
-                  ranks: Ranks) -> Path:
+                  ranks: Ranks, used: dict) -> Path:
     if resume is not None:
         return Path(resume)
     run_dir = None
@@ -320,6 +328,7 @@ def _open_run_dir(config: TrainConfig, resume: str | Path | None, card: ModelCar
         run_dir = new_run_dir(config.out, run_name(config, card))
         if config.out and run_dir != Path(config.out):  # said even under --quiet
             log.warning("%s holds a run already: this run goes to %s", config.out, run_dir)
-        atomic_write_text(run_dir / CONFIG, config.to_yaml())
+        recorded = apply_overrides(config, {**used, "out": str(run_dir)})
+        atomic_write_text(run_dir / CONFIG, recorded.to_yaml())
     return Path(from_main(str(run_dir), ranks))
 

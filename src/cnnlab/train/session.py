@@ -4,6 +4,7 @@ and the bookkeeping of epochs, with what they do together: record an epoch, resu
 from __future__ import annotations
 
 import dataclasses
+import logging
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,10 +20,12 @@ from ..base.plots import training_curves
 from ..run.contract import ModelCard
 from ..run.folder import CHECKPOINT, CONFIG, load_checkpoint, save_checkpoint, save_model, write_metrics
 from ..run.results import EpochRow, TrainingResults
-from .checkpoint import TrainState, checkpoint_of, restore
+from .checkpoint import TrainState, checkpoint_of, missing_rng_states, restore
 from .optim import make_scheduler
 from .progress import Reporter
 from .trainer import Trainer
+
+log = logging.getLogger("cnnlab")
 
 
 @dataclass
@@ -91,12 +94,21 @@ class Session:
             self.reporter.message(f"{self.run_dir} has no checkpoint yet (it stopped before its "
                                   f"first epoch ended): starting it over in the same folder")
             return
-        self.state = restore(self.trainer, load_checkpoint(self.run_dir / CHECKPOINT))
+        checkpoint = load_checkpoint(self.run_dir / CHECKPOINT)
+        self.state = restore(self.trainer, checkpoint)
+        self._warn_if_inexact(missing_rng_states(checkpoint))
         self.saved_model_epoch, self.saved_checkpoint_epoch = self.state.best_epoch, self.state.epoch
         planned = load_config(self.run_dir / CONFIG).epochs
         if self.trainer.config.epochs != planned:
             self._extend(planned)
         self.reporter.message(f"resuming {self.run_dir} after epoch {self.state.epoch}")
+
+    def _warn_if_inexact(self, missing: list[str]) -> None:
+        if missing:
+            log.warning("%s has no random-number-generator state (%s): resuming anyway, but the "
+                        "data order and augmentation from epoch %d on will differ from an "
+                        "uninterrupted run's, so its results will not be identical",
+                        self.run_dir / CHECKPOINT, ", ".join(missing), self.state.epoch + 1)
 
     def _extend(self, planned: int) -> None:
         """--resume with other --epochs: the epochs left get a schedule of their own (a new
@@ -118,6 +130,9 @@ class Session:
         return bool(self.state.history) and self.state.history[-1].has_validation
 
     def what_is_kept(self) -> str:
+        if not self.saved_checkpoint_epoch and self.saved_model_epoch:
+            return (f"kept in {self.run_dir}: the best model (epoch {self.saved_model_epoch}), "
+                    f"but no checkpoint yet (a resume starts over)")
         if not self.saved_checkpoint_epoch:
             return f"nothing was saved in {self.run_dir}"
         return (f"kept in {self.run_dir}: the best model (epoch {self.saved_model_epoch}) and the "

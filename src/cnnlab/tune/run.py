@@ -17,9 +17,9 @@ from optuna.trial import FrozenTrial, Trial
 from ..base.config import TrainConfig, TuneSettings, apply_overrides
 from ..base.distributed import ranks_from_environment
 from ..base.errors import CnnlabError
-from ..models import Classifier
 from ..run.results import EpochRow
 from ..train.loop import Run, TrainingStopped, fit
+from .processes import TrialCrashed, fit_on_processes
 from .results import (
     BEST_YAML,
     TRIALS_CSV,
@@ -143,14 +143,19 @@ class Objective:
         return metric_value(run.history, self.settings.metric)
 
     def _train(self, trial: Trial, config: TrainConfig) -> Run:
+        report, processes = self._reporter(trial), self.settings.trial_processes
         try:
-            return fit(config, quiet=True, on_epoch_end=self._reporter(trial))
+            if processes > 1:
+                return fit_on_processes(config, processes, on_epoch_end=report)
+            return fit(config, quiet=True, on_epoch_end=lambda _model, row: report(row))
         except KeyboardInterrupt:
             trial.set_user_attr(INTERRUPTED, "stopped by Ctrl-C")
             raise
         except CnnlabError as error:  # the user's to fix: every trial would fail alike
             trial.set_user_attr(INTERRUPTED, str(error))
             raise
+        except TrialCrashed as crash:  # its processes' own error, said by them
+            self._fail(trial, str(crash))
         except Exception as error:  # out of memory, a setting the network cannot take
             self._fail(trial, f"{type(error).__name__}: {str(error).strip().splitlines()[0][:200]}"
                        if str(error).strip() else type(error).__name__)
@@ -159,11 +164,11 @@ class Objective:
         trial.set_user_attr(FAILURE, reason)
         raise TrialFailed(reason)
 
-    def _reporter(self, trial: Trial) -> Callable[[Classifier, EpochRow], None]:
+    def _reporter(self, trial: Trial) -> Callable[[EpochRow], None]:
         """The epoch callback: report the epoch's score; stop the run when the pruner says so."""
         metric, pruner = self.settings.metric, self.settings.pruner
 
-        def report(model: Classifier, row: EpochRow) -> None:
+        def report(row: EpochRow) -> None:
             trial.report(metric_value([row], metric), row.epoch)
             if trial.should_prune():
                 raise TrainingStopped("pruned", f"pruned by the {pruner} pruner after epoch "
@@ -177,8 +182,9 @@ def run_sweep(config: TrainConfig, space: SearchSpace, settings: TuneSettings,
     """Run trials of the study until it has `settings.trials`, the budget ends or Ctrl-C; then
     write trials.csv, best.yaml, the figures, and return the TuneResult."""
     if ranks_from_environment().enabled:
-        raise CnnlabError("cnnlab tune runs each trial in its own process; to share the work, start "
-                          "several tune workers on one --storage instead of torchrun")
+        raise CnnlabError("cnnlab tune starts torchrun for each trial itself: run it without "
+                          "torchrun, with --trial-processes N to train each trial on N processes; "
+                          "to share the trials, start several tune workers on one --storage")
     budget = parse_budget(settings.budget)
     folder = Path(settings.out) if settings.out else default_folder(config)
     folder.mkdir(parents=True, exist_ok=True)

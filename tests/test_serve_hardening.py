@@ -1,0 +1,216 @@
+"""A real `cnnlab serve` against clients that misbehave at the connection level (slow-loris headers,
+bodies that never end, huge headers, more connections than the cap) and a model that is too slow:
+each one is cut off or answered, and everyone else is still served."""
+
+import io
+import select
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import numpy as np
+from PIL import Image
+
+from .test_serve import _digit_png, server_process, serving
+
+
+def _connect(url: str) -> socket.socket:
+    host, port = url.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=30)
+
+
+def _closed_within(sock: socket.socket, seconds: float, trickle: bytes = b"") -> float | None:
+    """Seconds until the server closes `sock` (sending `trickle` every quarter second meanwhile),
+    or None if it is still open after `seconds`."""
+    started = time.monotonic()
+    sock.settimeout(0.25)
+    while time.monotonic() - started < seconds:
+        try:
+            if trickle:
+                sock.sendall(trickle)
+            if sock.recv(4096) == b"":
+                return time.monotonic() - started
+        except TimeoutError:
+            continue
+        except OSError:  # reset or broken pipe: closed as well
+            return time.monotonic() - started
+    return None
+
+
+def _rss_mb(process: subprocess.Popen) -> float:
+    with open(f"/proc/{process.pid}/status") as status:
+        line = next(line for line in status if line.startswith("VmRSS:"))
+    return int(line.split()[1]) / 1024
+
+
+def _answer(sock: socket.socket) -> bytes:
+    sock.settimeout(30)
+    answer = b""
+    while chunk := sock.recv(65536):
+        answer += chunk
+    return answer
+
+
+def test_a_slow_loris_is_cut_off_while_others_are_served(digits_run):
+    with serving(digits_run.path, "--header-timeout", "1") as url:
+        silent = _connect(url)
+        loris = _connect(url)
+        loris.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        during = httpx.post(f"{url}/predict", files={"file": ("3.png", _digit_png(3))}, timeout=30)
+        cut_after = _closed_within(loris, 30, trickle=b"a")
+        assert during.status_code == 200 and during.json()["predictions"]
+        assert cut_after is not None, "a header sent a byte at a time was never cut off"
+        assert _closed_within(silent, 30) is not None, "a connection that sent nothing stays"
+        assert httpx.get(f"{url}/healthz", timeout=30).status_code == 200
+        metrics = httpx.get(f"{url}/metrics", timeout=30).text
+    assert 'cnnlab_dropped_connections_total{reason="header_timeout"} 2.0' in metrics
+
+
+def test_a_body_that_does_not_come_is_answered_408(digits_run):
+    with serving(digits_run.path, "--body-timeout", "1") as url:
+        slow = _connect(url)
+        slow.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\ncontent-type: image/png\r\n"
+                     b"content-length: 1000\r\n\r\nabc")
+        answer = _answer(slow)
+        # a body nobody reads (the 405 went out before it) is cut off a little later
+        unread = _connect(url)
+        unread.sendall(b"POST /model HTTP/1.1\r\nHost: x\r\ncontent-length: 1000000\r\n\r\n")
+        cut_after = _closed_within(unread, 60, trickle=b"a")
+        metrics = httpx.get(f"{url}/metrics", timeout=30).text
+    assert answer.startswith(b"HTTP/1.1 408") and b'"error":"the request body did not arrive' in answer
+    assert cut_after is not None
+    assert 'cnnlab_requests_total{path="/predict",status="408"} 1.0' in metrics
+    assert 'cnnlab_dropped_connections_total{reason="body_timeout"} 1.0' in metrics
+
+
+def test_headers_over_the_cap_get_431_and_cost_no_memory(digits_run):
+    with server_process(digits_run.path, "--max-header-kb", "8") as (url, process):
+        before = _rss_mb(process)
+        one_packet = _connect(url)
+        one_packet.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000 +
+                           b"\r\n\r\n")
+        answer = _answer(one_packet)
+        endless = _connect(url)
+        endless.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Endless: ")
+        sent = 0
+        try:
+            while sent < 64 * 1024**2:  # a header that never ends, 64 MB of it
+                endless.sendall(b"a" * 65536)
+                sent += 65536
+            endless_answer = _answer(endless)
+        except OSError:  # closed while still sending: refused as well
+            endless_answer = b""
+        grown = _rss_mb(process) - before
+        assert httpx.get(f"{url}/healthz", timeout=30).status_code == 200
+    assert answer.startswith(b"HTTP/1.1 431") and b"larger than the 8 kB allowed" in answer
+    assert endless_answer == b"" or endless_answer.startswith(b"HTTP/1.1 431")
+    assert grown < 50, f"the server grew by {grown:.0f} MB"
+
+
+def test_connections_over_the_cap_get_503_and_the_server_recovers(digits_run):
+    with serving(digits_run.path, "--max-connections", "4", "--header-timeout", "60") as url:
+        idle = [_connect(url) for _ in range(4)]
+        for _ in range(100):  # until the server has taken in the four
+            refused = httpx.get(f"{url}/healthz", timeout=30)
+            if refused.status_code == 503:
+                break
+            time.sleep(0.1)
+        flood = [_connect(url) for _ in range(40)]
+        closed = _count_closed(flood, at_least=40 - 16, seconds=30)
+        for sock in idle + flood:
+            sock.close()
+        after = _eventually_ok(f"{url}/healthz")
+        metrics = httpx.get(f"{url}/metrics", timeout=30).text
+    assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+    assert "too many connections" in refused.json()["error"]
+    assert closed >= 40 - 16, "connections far over the cap must be closed at once"
+    assert after.status_code == 200
+    assert 'cnnlab_requests_total{path="/healthz",status="503"}' in metrics
+    assert 'cnnlab_dropped_connections_total{reason="over_capacity"}' in metrics
+
+
+def _count_closed(socks: list[socket.socket], at_least: int, seconds: float) -> int:
+    """How many of `socks` the server closes, waiting until `at_least` are or time is up."""
+    open_ones, closed = list(socks), 0
+    started = time.monotonic()
+    while closed < at_least and open_ones and time.monotonic() - started < seconds:
+        readable, _, _ = select.select(open_ones, [], [], 0.25)
+        for sock in readable:
+            try:
+                ended = sock.recv(4096) == b""
+            except OSError:
+                ended = True
+            if ended:
+                open_ones.remove(sock)
+                closed += 1
+    return closed
+
+
+def _eventually_ok(url: str) -> httpx.Response:
+    """The server drops closed connections from its count as it notices them."""
+    for _ in range(100):
+        response = httpx.get(url, timeout=30)
+        if response.status_code == 200:
+            break
+        time.sleep(0.1)
+    return response
+
+
+def test_a_request_past_its_deadline_gets_504(digits_run):
+    with serving(digits_run.path, "--request-timeout", "0.001") as url:
+        # the batcher alone waits --max-wait-ms (5 ms) for company, past the 1 ms deadline
+        predicted = httpx.post(f"{url}/predict", files={"file": ("3.png", _digit_png(3))},
+                               timeout=30)
+        explained = httpx.post(f"{url}/explain", files={"file": ("3.png", _digit_png(3))},
+                               timeout=30)
+        metrics = httpx.get(f"{url}/metrics", timeout=30).text
+    assert predicted.status_code == 504 and "deadline" in predicted.json()["error"]
+    assert explained.status_code in (200, 504)  # a fast machine may explain in under 1 ms
+    assert 'cnnlab_requests_total{path="/predict",status="504"} 1.0' in metrics
+
+
+def _photos(count: int) -> list:
+    rng = np.random.default_rng(0)
+    files = []
+    for index in range(count):
+        buffer = io.BytesIO()
+        Image.fromarray(rng.integers(0, 255, (224, 224, 3), np.uint8)).save(buffer, format="PNG")
+        files.append(("file", (f"{index}.png", buffer.getvalue())))
+    return files
+
+
+def test_healthz_says_so_while_the_model_is_stuck():
+    """EfficientNet-Lite0 on one thread takes seconds for 32 photos: one forward pass longer than
+    the 1 s deadline, as a hung model would be. Decoding them takes a small part of that."""
+    with serving("pretrained:efficientnet_lite0", "--threads", "1", "--max-batch", "32",
+                 "--request-timeout", "1") as url:
+        answers = []
+        slow = threading.Thread(target=lambda: answers.append(
+            httpx.post(f"{url}/predict", files=_photos(32), timeout=120)))
+        slow.start()
+        health = _health_until(url, 503)
+        slow.join()
+        recovered = _health_until(url, 200)
+    assert answers[0].status_code == 504
+    assert health.status_code == 503 and health.json()["status"] == "stuck"
+    assert "past the 1 s request deadline" in health.json()["error"]
+    assert recovered.status_code == 200
+
+
+def _health_until(url: str, status: int) -> httpx.Response:
+    for _ in range(600):
+        health = httpx.get(f"{url}/healthz", timeout=30)
+        if health.status_code == status:
+            break
+        time.sleep(0.1)
+    return health
+
+
+def test_serve_refuses_a_model_from_the_hub():
+    refused = subprocess.run([sys.executable, "-m", "cnnlab", "serve", "pretrained:hf-hub:org/name"],
+                             capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert refused.stderr.count("\n") == 1 and "Hugging Face hub" in refused.stderr
