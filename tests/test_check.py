@@ -16,6 +16,8 @@ from PIL import Image, ImageOps
 
 import cnnlab
 from cnnlab.base.config import DataConfig
+from cnnlab.check import embed
+from cnnlab.check import labels as check_labels
 from cnnlab.check.findings import CheckResult, Finding
 from cnnlab.check.labels import out_of_sample_probabilities, probe_model
 from cnnlab.check.scan import Items
@@ -272,3 +274,33 @@ def test_the_model_card_counts_what_exclude_left_out_of_each_split(tmp_path):
                        exclude=str(listed), out=str(tmp_path / "run"), quiet=True)
     assert json.loads((run.path / "model.json").read_text())["excluded"] == {"train": 3, "test": 1}
     assert cnnlab.load(run.path).card.excluded == {"train": 3, "test": 1}
+
+
+def _copies(result: CheckResult) -> set[tuple[str, str, str]]:
+    return {(f.kind, f.file, f.other_file) for f in result.findings if f.kind in ("leak", "duplicate")}
+
+
+def _knows_every_label(images, given, count, *_):
+    return lambda _train, held_out: np.eye(count)[given[held_out]]
+
+
+def test_a_check_with_a_run_finds_copies_in_the_pixels_and_labels_in_the_runs_features(
+        digits_run, tmp_path, monkeypatch):
+    """A trained network pulls each class together (on this run a fifth of the pairs within a
+    class are past 0.97 cosine), so with --run copies are found as in a check of the data alone."""
+    fast = {"folds": 2, "quiet": True, "threads": 2}
+    with_run = cnnlab.check(run=str(digits_run.path), out=str(tmp_path / "with_run"), **fast)
+    # without --run the label model is a CNN per fold, beside the point here and most of the time
+    monkeypatch.setattr(check_labels, "cnn_model", _knows_every_label)
+    alone = cnnlab.check("digits", out=str(tmp_path / "alone"), **fast)
+    assert _copies(alone) and _copies(with_run) == _copies(alone)
+    assert with_run.summary["duplicate_pairs"] == alone.summary["duplicate_pairs"]
+    assert with_run.summary["copies_embedding"] == alone.summary["embedding"] == "pixels (1x8x8)"
+    assert str(digits_run.path) in with_run.summary["embedding"]
+    # the label issues still come from the linear probe on the run's features, fold by fold
+    cpu = torch.device("cpu")
+    features = embed.run_embedder(digits_run.path, cpu)(with_run.items.tensors[with_run.pool], cpu)
+    given = with_run.items.labels[with_run.pool]
+    count = len(with_run.items.class_names)
+    expected = out_of_sample_probabilities(given, count, 2, 0, probe_model(features, given, count))
+    assert np.allclose(with_run.issues.probabilities, expected, atol=1e-3)

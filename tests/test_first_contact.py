@@ -331,6 +331,7 @@ def test_the_report_explains_its_own_test_images_one_a_row(run_copy):
     from cnnlab.report.sections import why
     from cnnlab.run.folder import read_card
 
+    shutil.rmtree(run_copy / "explain", ignore_errors=True)  # what other tests explained
     explain(run_copy, str(_digit_png(run_copy / "mine" / "three.png", 3)), method="gradcam",
             quiet=True)  # a person's own explanation, before the report
     for made in ("evaluate/metrics.json", "attack/metrics.json", "baselines/baselines.json",
@@ -338,6 +339,8 @@ def test_the_report_explains_its_own_test_images_one_a_row(run_copy):
         (run_copy / made).parent.mkdir(exist_ok=True)
         shutil.copy(run_copy / "curves.png", run_copy / made)
     fill_in(run_copy, quiet=True)
+    for stand_in in ("evaluate", "attack", "baselines"):
+        shutil.rmtree(run_copy / stand_in)
     section = why(run_copy)
     captions = [figure.caption for figure in section.figures]
     assert captions[:4] == [f"Grad-CAM: test image {n} (one per class)" for n in range(1, 5)]
@@ -353,6 +356,26 @@ def test_the_readme_gives_fine_tunings_peak_memory_and_how_to_lower_it():
     from pathlib import Path
 
     readme = (Path(__file__).parent.parent / "README.md").read_text()
-    recipe = readme[readme.index("**The fine-tuning recipe**"):]
-    recipe = recipe[:recipe.index("\n\n")]
-    assert "GB" in recipe and "--batch-size" in recipe and "--image-size" in recipe
+    after_the_recipe = readme[readme.index("**The fine-tuning recipe**"):].split("\n\n")[1]
+    assert after_the_recipe.startswith("**Memory.**") and "7 GB" in after_the_recipe
+    assert "--batch-size" in after_the_recipe and "--image-size" in after_the_recipe
+
+
+def test_pretrained_weights_in_the_hub_cache_load_offline(tmp_path, monkeypatch):
+    import huggingface_hub
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    from cnnlab.models.pretrained import create_timm_model
+
+    name = "mobilenetv3_small_050"  # small weights, as `hf download` would have cached them
+    reference = timm.create_model(name)
+    repo = tmp_path / f"models--{timm.models.get_pretrained_cfg(name).hf_hub_id.replace('/', '--')}"
+    (repo / "snapshots" / ("0" * 40)).mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    save_file(reference.state_dict(), repo / "snapshots" / ("0" * 40) / "model.safetensors")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    model = create_timm_model(name, num_classes=1000, in_chans=3, pretrained=True)  # offline
+    assert torch.equal(model.conv_stem.weight, reference.conv_stem.weight)

@@ -2,6 +2,7 @@
 re-export replaces its folder in one step, the run lock lets exactly one process in, and a full
 disk, a YAML anchor bomb or a checkpoint without RNG state each end in one clear line."""
 
+import hashlib
 import json
 import os
 import shutil
@@ -110,8 +111,6 @@ def _drop_checksums(export: Path) -> None:
 # 1. An export folder is checked as a whole when it loads.
 
 def test_export_json_records_the_sha256_of_every_file(exported_run):
-    import hashlib
-
     values = json.loads((exported_run / "export" / "export.json").read_text())
     assert set(values["sha256"]) == {"model.onnx", "model.int8.onnx"}
     for name, digest in values["sha256"].items():
@@ -217,6 +216,33 @@ def test_a_re_export_keeps_other_results_in_the_folder(exported_run, tmp_path):
     cnnlab.export(run, limit=50, quiet=True)
     assert results.read_text() == "{}"
     assert not (run / "export" / "model.int8.onnx").exists()  # this export made no int8 model
+
+
+def _folder_with(folder: Path, text: str) -> Path:
+    folder.mkdir()
+    (folder / "model.onnx").write_text(text)
+    return folder
+
+
+def test_without_renameat2_two_renames_replace_the_folder(tmp_path, monkeypatch):
+    from cnnlab.export import replace
+
+    monkeypatch.setattr(replace, "_exchange", lambda first, second: False)  # as on macOS
+    export = _folder_with(tmp_path / "export", "old")
+    with replace.replacing(export, ("model.onnx",)) as work:
+        (work / "model.onnx").write_text("new")
+    assert (export / "model.onnx").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
+
+
+def test_an_old_folder_left_under_its_hidden_name_is_put_back(tmp_path):
+    from cnnlab.export.replace import remove_leftovers
+
+    _folder_with(tmp_path / ".export.old-1-ab.tmp", "old")  # killed between the two renames
+    _folder_with(tmp_path / ".export.new-1-cd.tmp", "new, perhaps half-written")
+    remove_leftovers(tmp_path / "export")
+    assert (tmp_path / "export" / "model.onnx").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
 
 
 def test_an_out_folder_with_other_files_is_not_replaced(digits_run, tmp_path, capsys):

@@ -509,9 +509,9 @@ class ServeSettings:
                                        "one gets 408", above=0, maximum=3600)
     max_header_kb: int = option(64, "largest request line and headers, in kB; larger ones get 431",
                                 minimum=1, maximum=1_000_000)
-    max_connections: int = option(512, "connections served at once; more get 503, and a quarter "
-                                       "more than that are closed at once", minimum=1,
-                                  maximum=1_000_000)
+    max_connections: int = option(512, "connections open at once; over it the one waiting longest "
+                                       "for a request is closed, or with none waiting the new one "
+                                       "gets 503", minimum=1, maximum=1_000_000)
     topk: int = option(5, "classes per prediction unless ?topk= says otherwise", minimum=1)
     unknown: bool = option(True, UNKNOWN_HELP)
     threads: int | None = option(None, "CPU threads for the model (default: one per physical core)",

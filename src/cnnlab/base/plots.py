@@ -171,7 +171,7 @@ def image_grid(images, captions: list[str], path: Path, title: str, columns: int
 
 def picture_grid(pictures: list, captions: list[str], title: str, columns: int = 6) -> bytes:
     """uint8 pictures, (H, W) gray or (H, W, 3) colour (None: a cell that says so), each with a
-    caption under it; the PNG's bytes. Gray stays gray at its own levels (no colour map, no
+    caption over it; the PNG's bytes. Gray stays gray at its own levels (no colour map, no
     stretching), and pixels are drawn as squares, so a 28-pixel image is legible."""
     columns = max(1, min(columns, len(pictures)))
     rows = (len(pictures) + columns - 1) // columns

@@ -5,7 +5,8 @@ test measures an image the model was trained on).
 A pair is near when its embedding vectors point the same way (cosine similarity at least
 `similarity`) or when the difference hashes of the two images, or of one and the other's mirror
 image, differ in at most `hash_bits` of 64 bits (and the vectors agree loosely). One pass over
-all pairs, in blocks of rows, also gives each image's nearest neighbours for the outlier test.
+all pairs, in blocks of rows, also gives each image's nearest neighbours for the outlier test (in
+the same vectors, or in others, such as a trained run's features).
 """
 
 from __future__ import annotations
@@ -45,30 +46,40 @@ def _hamming(block: np.ndarray, hashes: np.ndarray) -> np.ndarray:
     return bits.sum(-1, dtype=np.int16)
 
 
+def _similarities(kept: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    """Cosine similarities of rows start:stop to every row, (B, N); -2 to itself."""
+    sims = kept[start:stop] @ kept.T
+    rows = torch.arange(stop - start)
+    sims[rows, rows + start] = -2.0  # not its own neighbour
+    return sims
+
+
 def find_pairs(vectors: torch.Tensor, usable: np.ndarray, pixel_hashes: list[str],
                dhashes: np.ndarray, mirror_dhashes: np.ndarray, similarity: float, hash_bits: int,
-               advance: Callable[[int], None] | None = None) -> Neighbourhood:
+               advance: Callable[[int], None] | None = None,
+               features: torch.Tensor | None = None) -> Neighbourhood:
     """Every pair (i < j) of usable images that is a copy, and each image's neighbour distance.
 
     Args:
-        vectors: (N, F) unit vectors (rows of unusable images are ignored).
+        vectors: (N, F) unit vectors copies are found in (rows of unusable images are ignored).
         usable: (N,) bool, the images that were read.
         similarity: the cosine similarity from which two images are near copies.
         hash_bits: the difference-hash distance up to which two images are near copies (-1: off).
+        features: (N, F') unit vectors the neighbour distances are measured in (default: vectors).
     """
     index = np.flatnonzero(usable)
     kept = vectors[torch.from_numpy(index)].float()
+    kept_features = None if features is None else features[torch.from_numpy(index)].float()
     hashes, mirrors = dhashes[index], mirror_dhashes[index]
     k = min(NEIGHBOURS, len(index) - 1)
     knn = np.full(len(usable), np.nan)
     pairs: list[Pair] = []
     for start in range(0, len(index), BLOCK):
         stop = min(start + BLOCK, len(index))
-        sims = kept[start:stop] @ kept.T  # (B, N)
-        rows = torch.arange(stop - start)
-        sims[rows, rows + start] = -2.0  # not its own neighbour
+        sims = _similarities(kept, start, stop)  # (B, N)
         if k > 0:
-            knn[index[start:stop]] = (1 - sims.topk(k, dim=1).values).mean(1).numpy()
+            neighbours = sims if kept_features is None else _similarities(kept_features, start, stop)
+            knn[index[start:stop]] = (1 - neighbours.topk(k, dim=1).values).mean(1).numpy()
         near = sims.numpy() >= similarity
         if hash_bits >= 0:
             bits = np.minimum(_hamming(hashes[start:stop], hashes),

@@ -120,7 +120,7 @@ def render(result: CheckResult) -> str:
     method = [("images", f"{summary['read']:,} read of {summary['images']:,}"),
               ("embedding", summary["embedding"]),
               ("label model", f"{summary['label_model']}, {summary['folds']} folds"),
-              ("copies", f"cosine >= {summary['similarity']}" +
+              ("copies", f"{summary['copies_embedding']}, cosine >= {summary['similarity']}" +
                (f" or hash distance <= {summary['hash_bits']}" if summary["hash_bits"] >= 0 else "")),
               ("time", f"{summary['seconds']:.0f} s")]
     sections = "".join(_section(result, kind) for kind in TITLES)

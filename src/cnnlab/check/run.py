@@ -1,15 +1,17 @@
 """`cnnlab check DATA`: what is wrong with a dataset, before it trains a model.
 
-One pass decodes every image (naming those that cannot be read) and embeds it; k-fold
-cross-validation gives each training image class probabilities from a model that never saw it, and
-cleanlab's confident learning finds the likely label errors among them; one pass over all pairs
-finds copies within and across the splits and each image's nearest neighbours; the rest are
-oddities of size, mode and content. Everything found is one Finding, one row of check.csv.
+One pass decodes every image (naming those that cannot be read) and embeds it (with --run, twice:
+in the run's features and in the data's own embedding); k-fold cross-validation gives each training
+image class probabilities from a model that never saw it, and cleanlab's confident learning finds
+the likely label errors among them; one pass over all pairs finds copies within and across the
+splits and each image's nearest neighbours; the rest are oddities of size, mode and content.
+Everything found is one Finding, one row of check.csv.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +29,30 @@ from .findings import KINDS, CheckResult, Finding
 from .scan import Items, Scan, decoded_batches, empty_scan, load_items, record
 
 
-def _embedder(data: str, settings: CheckSettings, device: torch.device,
-              items: Items) -> embed.Embedder:
-    if settings.run:
-        return embed.run_embedder(settings.run, device)
+@dataclass
+class Embedders:
+    """What gives the label model and the outliers their vectors, and what finds copies."""
+
+    features: embed.Embedder
+    copies: embed.Embedder
+
+    def distinct(self) -> list[embed.Embedder]:
+        """Each embedder once, features first."""
+        return [self.features] if self.copies is self.features else [self.features, self.copies]
+
+
+def _embedders(data: str, settings: CheckSettings, device: torch.device, items: Items) -> Embedders:
+    """The data's own embedding for everything; with --run, the run's features for the label model
+    and the outliers, while copies are still found in the data's own embedding: a trained network
+    pulls each class together, so its features would make many pairs of a class look like copies.
+    For photos that runs EfficientNet-Lite0 over every image besides the run's network (the
+    embedding time of a check without --run, on top); small images' pixels cost next to nothing."""
+    copies = _data_embedder(data, device, items)
+    features = embed.run_embedder(settings.run, device) if settings.run else copies
+    return Embedders(features, copies)
+
+
+def _data_embedder(data: str, device: torch.device, items: Items) -> embed.Embedder:
     shape = photo_shape(DataConfig(name=data))
     if embed.is_photo(shape):
         return embed.pretrained_embedder(device)
@@ -41,33 +63,53 @@ def _embedder(data: str, settings: CheckSettings, device: torch.device,
     return embed.pixel_embedder(dataset_of(data).input_shape)
 
 
-def _scan_and_embed(items: Items, embedder: embed.Embedder, settings: CheckSettings,
-                    device: torch.device) -> tuple[Scan, torch.Tensor, torch.Tensor | None]:
-    """Decode every image once: its facts, its vector, and (pixels) the CNN's input."""
+@dataclass
+class Embedded:
+    """One pass over the images: their facts and vectors, rows following Items."""
+
+    scan: Scan
+    features: torch.Tensor  # (N, F) for the label model and the outliers
+    copies: torch.Tensor  # (N, F') for copies: the same tensor where one embedder does both
+    pixels: torch.Tensor | None  # uint8 (N, C, H, W): the per-fold CNN's input, files only
+
+
+def _scan_and_embed(items: Items, embedders: Embedders, settings: CheckSettings,
+                    device: torch.device) -> Embedded:
+    """Decode every image once: its facts, its vector by each embedder, and (pixels) the CNN's
+    input."""
     scan = empty_scan(len(items))
-    vectors: torch.Tensor | None = None
-    pixels = torch.zeros((len(items), *embedder.shape), dtype=torch.uint8) \
-        if embedder.kind == "pixels" else None
+    used = embedders.distinct()
+    vectors: list[torch.Tensor | None] = [None] * len(used)
+    # a built-in set's images are in memory already
+    pixels = torch.zeros((len(items), *used[0].shape), dtype=torch.uint8) \
+        if used[0].kind == "pixels" and items.tensors is None else None
+    inputs = [(embedder.shape, embedder.interpolation) for embedder in used]
     with tracked("reading and embedding images", len(items), quiet=settings.quiet) as advance:
-        for batch in decoded_batches(items, embedder.shape, embedder.interpolation,
-                                     settings.batch_size, settings.workers):
+        for batch in decoded_batches(items, inputs, settings.batch_size, settings.workers):
             for index, facts, _, error in batch:
                 record(scan, index, facts, error)
-            good = [(index, image) for index, facts, image, _ in batch if facts is not None]
+            good = [(index, images) for index, facts, images, _ in batch if facts is not None]
             if good:
                 rows = torch.tensor([index for index, _ in good])
-                stacked = torch.stack([image for _, image in good])
-                batch_vectors = embedder(stacked, device)
-                if vectors is None:
-                    vectors = torch.zeros((len(items), batch_vectors.shape[1]))
-                vectors[rows] = batch_vectors
+                stacked = [torch.stack([images[k] for _, images in good]) for k in range(len(used))]
+                for k, embedder in enumerate(used):
+                    vectors[k] = _stored(vectors[k], rows, embedder(stacked[k], device), len(items))
                 if pixels is not None:
-                    pixels[rows] = stacked
+                    pixels[rows] = stacked[0]
             advance(len(batch))
-    if vectors is None:
+    if vectors[0] is None:
         raise CnnlabError(f"none of the {len(items)} images of {items.data} could be read "
                           f"(e.g. {next(iter(scan.errors.values()), '')})")
-    return scan, vectors, pixels
+    return Embedded(scan, vectors[0], vectors[-1], pixels)
+
+
+def _stored(store: torch.Tensor | None, rows: torch.Tensor, batch_vectors: torch.Tensor,
+            count: int) -> torch.Tensor:
+    """`batch_vectors` put into their rows of `store`, made (count, F) on the first batch."""
+    if store is None:
+        store = torch.zeros((count, batch_vectors.shape[1]))
+    store[rows] = batch_vectors
+    return store
 
 
 def _label_issues(items: Items, scan: Scan, vectors: torch.Tensor, pixels: torch.Tensor | None,
@@ -99,17 +141,20 @@ def run_check(data: str | None = None, settings: CheckSettings | None = None,
     set_threads(settings.threads)
     device = resolve_device(settings.device)
     items = load_items(data)
-    embedder = _embedder(data, settings, device, items)
-    scan, vectors, pixels = _scan_and_embed(items, embedder, settings, device)
-    pool, issues, plan = _label_issues(items, scan, vectors, pixels, embedder, settings, device)
+    embedders = _embedders(data, settings, device, items)
+    embedded = _scan_and_embed(items, embedders, settings, device)
+    scan = embedded.scan
+    pool, issues, plan = _label_issues(items, scan, embedded.features, embedded.pixels,
+                                       embedders.features, settings, device)
     # a built-in set's tiny images make hashes of 8x8 differences meaningless
     hash_bits = settings.hash_bits if items.tensors is None else -1
-    similarity = settings.similarity or embed.SIMILARITY[embedder.kind]
+    similarity = settings.similarity or embed.SIMILARITY[embedders.copies.kind]
+    features = None if embedded.features is embedded.copies else embedded.features
     with tracked("comparing every pair", len(items), quiet=settings.quiet) as advance:
-        near = duplicates.find_pairs(vectors, scan.ok, scan.pixel_hashes, scan.dhashes,
-                                     scan.mirror_dhashes, similarity, hash_bits, advance)
+        near = duplicates.find_pairs(embedded.copies, scan.ok, scan.pixel_hashes, scan.dhashes,
+                                     scan.mirror_dhashes, similarity, hash_bits, advance, features)
     found = _findings(items, scan, pool, issues, near)
-    summary = _summary(items, scan, found, embedder, plan, similarity, hash_bits)
+    summary = _summary(items, scan, found, embedders, plan, similarity, hash_bits)
     summary["duplicate_pairs"] = _pair_counts(items, near.pairs)
     summary["seconds"] = round(time.perf_counter() - started, 1)
     return CheckResult(data, items, scan, found, summary, pool, issues)
@@ -203,7 +248,7 @@ def _pair_counts(items: Items, pairs: list[duplicates.Pair]) -> dict[str, int]:
                 if duplicates.scope(items.splits[p.first], items.splits[p.second]) == "leak"})}
 
 
-def _summary(items: Items, scan: Scan, found: list[Finding], embedder: embed.Embedder,
+def _summary(items: Items, scan: Scan, found: list[Finding], embedders: Embedders,
              plan: labels.FoldPlan, similarity: float, hash_bits: int) -> dict[str, Any]:
     counts = {kind: sum(f.kind == kind for f in found) for kind in KINDS}
     pairs = [f for f in found if f.kind in ("leak", "duplicate")]
@@ -215,8 +260,10 @@ def _summary(items: Items, scan: Scan, found: list[Finding], embedder: embed.Emb
         "pairs_with_different_labels": len({tuple(sorted((f.file, f.other_file))) for f in pairs
                                             if f.label != f.other_label}),
         "marked_exclude": len({f.file for f in found if f.exclude == "yes"}),
-        "embedding": embedder.description, "folds": plan.folds, "folds_note": plan.note,
-        "label_model": "small CNN (fast), per fold" if embedder.kind == "pixels"
+        "embedding": embedders.features.description,
+        "copies_embedding": embedders.copies.description, "folds": plan.folds,
+        "folds_note": plan.note,
+        "label_model": "small CNN (fast), per fold" if embedders.features.kind == "pixels"
         else "exact linear probe, per fold",
         "similarity": similarity, "hash_bits": hash_bits,
         "balance": oddities.class_balance(items.labels, items.splits, scan.ok, items.class_names),

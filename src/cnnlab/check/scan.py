@@ -1,7 +1,7 @@
 """What is checked, and one decoding pass over it: every image of every split, with a name a person
 can act on (its path, or split:index in a built-in dataset), and per image its size, colour mode,
 a hash of its decoded pixels, a difference hash (and its mirror image's), how blank it is, and the
-pixels the embedding network takes."""
+pixels each embedding takes."""
 
 from __future__ import annotations
 
@@ -108,11 +108,14 @@ def describe(image: Image.Image) -> dict:
             "spread": float(np.asarray(small, dtype=np.float32).std())}
 
 
-class _Decode(Dataset):
-    """One item: (index, facts or None, model input or None, error)."""
+Input = tuple[tuple[int, int, int], str]  # an embedding's (C, H, W) and interpolation
 
-    def __init__(self, items: Items, shape: tuple[int, int, int], interpolation: str) -> None:
-        self.items, self.shape, self.interpolation = items, shape, interpolation
+
+class _Decode(Dataset):
+    """One item: (index, facts or None, one model input per Input or None, error)."""
+
+    def __init__(self, items: Items, inputs: list[Input]) -> None:
+        self.items, self.inputs = items, inputs
 
     def __len__(self) -> int:
         return len(self.items)
@@ -123,7 +126,8 @@ class _Decode(Dataset):
                 image = tensor_to_image(self.items.tensors[index])
             else:
                 image = open_image(self.items.paths[index])
-            pixels = image_to_tensor(image, *self.shape, self.interpolation)
+            pixels = [image_to_tensor(image, *shape, interpolation)
+                      for shape, interpolation in self.inputs]
             return index, describe(image), pixels, ""
         except ImageReadError as error:
             return index, None, None, str(error)
@@ -133,12 +137,12 @@ def _collate(batch: list) -> list:
     return batch
 
 
-def decoded_batches(items: Items, shape: tuple[int, int, int], interpolation: str,
-                    batch_size: int, workers: int) -> Iterator[list]:
-    """Batches of (index, facts, model input (C, H, W) uint8, error), in order; files are decoded
-    in `workers` processes."""
-    loader = DataLoader(_Decode(items, shape, interpolation), batch_size=batch_size,
-                        collate_fn=_collate, num_workers=workers)
+def decoded_batches(items: Items, inputs: list[Input], batch_size: int,
+                    workers: int) -> Iterator[list]:
+    """Batches of (index, facts, [model input (C, H, W) uint8 per Input], error), in order; each
+    file is decoded once, in `workers` processes, however many embeddings take it."""
+    loader = DataLoader(_Decode(items, inputs), batch_size=batch_size, collate_fn=_collate,
+                        num_workers=workers)
     yield from loader
 
 

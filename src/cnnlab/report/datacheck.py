@@ -13,7 +13,6 @@ from ..run.folder import CONFIG
 from .sections import Section, Table, figure, read_json
 
 CHECK_JSON, CHECK_PAGE = "check.json", "check.html"
-WORST_SHOWN = 10  # label issues in the table (as the terminal shows them)
 
 
 def data_checked(run: Path, card: ModelCard) -> Section:
@@ -36,6 +35,7 @@ def data_checked(run: Path, card: ModelCard) -> Section:
 def _show_label_issues(section: Section, folder: Path, summary: dict[str, Any]) -> None:
     """The worst label issues as a table, and the check's figure of them where it drew one."""
     from ..check.figure import LABEL_ISSUES_FIGURE
+    from ..check.run import WORST  # as many as the terminal shows
 
     issues = [row for row in summary.get("findings", []) if row["kind"] == "label-issue"]
     if issues:
@@ -43,7 +43,7 @@ def _show_label_issues(section: Section, folder: Path, summary: dict[str, Any]) 
             f"worst label issues (of {len(issues)}; {folder / 'check.csv'} lists every finding)",
             ["file", "given", "suggested", "label quality"],
             [[row["file"], row["label"], row["suggested"], f"{row['score']:.3f}"]
-             for row in issues[:WORST_SHOWN]]))
+             for row in issues[:WORST]]))
     if is_file(folder / LABEL_ISSUES_FIGURE):
         section.figures.append(figure(folder / LABEL_ISSUES_FIGURE, "likely label errors, lowest "
                                       "label quality first, each with its given and suggested "

@@ -336,7 +336,7 @@ def run_server(model: str | Path, settings: ServeSettings | None = None, **optio
     app = create_app(model, settings)
     listening = _listen(settings.host, settings.port)  # a port in use is one line, before "serving"
     limits = _connection_limits(settings)
-    _allow_open_files(limits.ceiling + FILE_RESERVE)
+    _allow_open_files(limits.max_connections + FILE_RESERVE)
     print(f"serving {model} at http://{settings.host}:{settings.port}/ (Ctrl+C stops)", flush=True)
     config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5,
                             http=guarded_protocol(limits, app.state.service.metrics))

@@ -29,7 +29,7 @@ class Metrics:
                                     registry=self.registry,
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
         self.dropped = Counter("cnnlab_dropped_connections", "Connections closed unanswered, by "
-                               "reason (header_timeout, body_timeout, over_capacity)", ["reason"],
+                               "reason (header_timeout, body_timeout, evicted)", ["reason"],
                                registry=self.registry)
 
     def render(self) -> bytes:

@@ -1,5 +1,6 @@
 """uvicorn's HTTP protocol (httptools) with the limits it lacks: a deadline for a request's headers
-and body, a cap on the headers' size and a cap on open connections.
+and body, a cap on the headers' size and a cap on open connections that makes room by closing the
+connection that has waited longest for a request.
 
 uvicorn times out only an idle keep-alive connection between requests. A connection that sends
 nothing, or a header a byte every few seconds (slow-loris), or a body without end, is held forever,
@@ -35,12 +36,6 @@ class ConnectionLimits:
     header_timeout: float
     body_timeout: float
     max_header_bytes: int
-
-    @property
-    def ceiling(self) -> int:
-        """Connections beyond which a new one is closed at once: those between max_connections and
-        here are answered 503, which costs each a descriptor until its headers arrive."""
-        return self.max_connections + max(16, self.max_connections // 4)
 
 
 class HeadersTooLarge(Exception):
@@ -86,11 +81,8 @@ class GuardedProtocol(HttpToolsProtocol):
         self.discarding = False
         self._reset_head()
         self._arm(self.limits.header_timeout, "header_timeout")
-        if len(self.connections) > self.limits.ceiling:
-            self.metrics.dropped.labels("over_capacity").inc()
-            self.transport.close()
-        elif len(self.connections) > self.limits.max_connections:
-            self.app = self.refuse_app
+        if len(self.connections) > self.limits.max_connections:
+            self._over_the_cap()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_timer()
@@ -135,9 +127,32 @@ class GuardedProtocol(HttpToolsProtocol):
         else:
             super().send_400_response(msg)
 
+    def _over_the_cap(self) -> None:
+        """Room for this connection, made by closing the one that has waited longest for a
+        request (a slow-loris one, an idle keep-alive one): a flood of connections that never send
+        their headers then cannot lock out a client that does. Where every connection has a
+        request in progress, this one is answered 503; it waits for its headers like any other,
+        so the next one over the cap closes it if it is slow, and the count stays bounded."""
+        others = [c for c in self.connections if c is not self and not c.transport.is_closing()]
+        if len(others) < self.limits.max_connections:
+            return
+        waiting = [c for c in others if isinstance(c, GuardedProtocol) and c._waiting()]
+        if waiting:
+            oldest = min(waiting, key=lambda connection: connection.head_since)
+            self.metrics.dropped.labels("evicted").inc()
+            oldest.transport.close()
+        else:
+            self.app = self.refuse_app
+
+    def _waiting(self) -> bool:
+        """Waiting for a request's headers, with no request of its own in progress."""
+        idle = self.cycle is None or self.cycle.response_complete
+        return self.in_head and not self.discarding and idle
+
     def _reset_head(self) -> None:
         """What comes next is a request's line and headers."""
         self.in_head, self.head_received, self.head_parsed = True, 0, 0
+        self.head_since = self.loop.time()
 
     def _add_header_bytes(self, count: int) -> None:
         self.head_parsed += count

@@ -42,16 +42,11 @@ def fit_probe(session: Session, data: DatasetSplits) -> str:
     row = EpochRow.measured(1, (chosen.train_loss, chosen.train_acc),
                             (chosen.val_loss, chosen.val_acc) if val is not None else None,
                             lr=None, seconds=time.perf_counter() - started)
-    if trainer.ranks.is_main:
-        write_probe_path(session.run_dir, probe.path)
     if val is not None:  # refitted on train + val: val is no longer held out from this model
         session.card = session.card.replace(fitted_on=("train", "val"))
     session.end_of_epoch(row, head=f"linear probe, C={probe.c:g}")
-    if trainer.ranks.is_main:  # one epoch makes a one-point curve: the penalties tell more
-        probe_curves(probe.path, probe.c, session.run_dir / "curves.png")
-    edge = edge_of_grid(probe)
-    if edge:
-        log.warning(edge)
+    if trainer.ranks.is_main:
+        _record_path(session.run_dir, probe)
     reporter.message(probe_summary(probe, row.seconds))
     if val is not None:
         reporter.message("the penalty was chosen on the validation split, then the head refitted "
@@ -75,6 +70,16 @@ def start_from_probe(session: Session, data: DatasetSplits) -> Probe:
                              f"({probe_summary(probe, time.perf_counter() - started)}); now every "
                              f"layer trains")
     return probe
+
+
+def _record_path(run_dir: Path, probe: Probe) -> None:
+    """probe.csv, and as curves.png its plot: the one epoch would make a one-point curve, where the
+    penalties tried show how the choice was made. A choice at the grid's edge is warned of."""
+    write_probe_path(run_dir, probe.path)
+    probe_curves(probe.path, probe.c, run_dir / "curves.png")
+    edge = edge_of_grid(probe)
+    if edge:
+        log.warning(edge)
 
 
 def edge_of_grid(probe: Probe) -> str | None:

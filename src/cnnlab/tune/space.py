@@ -32,6 +32,7 @@ from ..base.config import (
     load_config,
 )
 from ..base.errors import CnnlabError, suggest
+from ..base.yamlload import load_yaml
 
 GRAMMAR = "NAME=LOW..HIGH[:log|:step=S] or NAME=A|B|C"
 EXAMPLE = "lr=1e-4..3e-2:log batch_size=32|64|128 label_smoothing=0..0.2"
@@ -235,11 +236,7 @@ def load_tune_config(path: str | Path) -> tuple[TrainConfig, SearchSpace | None]
     """A training config from YAML (or a preset) with an optional `search:` mapping or string."""
     if not Path(path).is_file():
         return load_config(path), None  # a preset, or load_config's error for a missing file
-    try:
-        values = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as error:
-        raise CnnlabError(f"config file {path} is not valid YAML: {str(error).splitlines()[0]}") \
-            from None
+    values = load_yaml(Path(path).read_text(encoding="utf-8"), f"config file {path}") or {}
     if not isinstance(values, dict):
         raise CnnlabError(f"config file {path} must be a mapping of settings")
     search = values.pop("search", None)
