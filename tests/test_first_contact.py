@@ -143,6 +143,17 @@ def test_resume_with_more_epochs_extends_a_finished_run(run_copy):
     assert rates[0] > 1e-4 and rates[-1] < rates[0]  # a schedule of their own, annealed again
 
 
+def test_a_run_recorded_on_a_gpu_resumes_on_the_cpu_when_asked(run_copy):
+    config = run_copy / "config.yaml"
+    config.write_text(config.read_text().replace("device: cpu", "device: cuda"))
+    done = len(read_rows(run_copy / "metrics.csv"))
+    refused = _cli("train", "--resume", str(run_copy), "--epochs", str(done + 1))
+    assert refused.returncode == 2 and "--device cpu" in refused.stderr
+    result = _cli("train", "--resume", str(run_copy), "--epochs", str(done + 1), "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    assert len(read_rows(run_copy / "metrics.csv")) == done + 1
+
+
 def test_init_starts_a_new_run_from_a_runs_weights(digits_run, tmp_path):
     same = cnnlab.train(data="digits", init=str(digits_run.path), epochs=1, lr=0,
                         out=str(tmp_path / "same"), quiet=True)
@@ -225,10 +236,20 @@ def test_files_of_one_name_in_other_folders_keep_figures_of_their_own(run_copy, 
 
 @pytest.fixture(scope="module")
 def probe_run(tmp_path_factory):
-    """A frozen pretrained EfficientNet-Lite0 on a few digits: a deep timm network's run."""
-    return cnnlab.train(data={"name": "digits", "per_class": 10, "image_size": 32},
-                        model="timm:efficientnet_lite0", pretrained=True, freeze="backbone",
-                        out=str(tmp_path_factory.mktemp("probe") / "run"), quiet=True)
+    """A frozen pretrained EfficientNet-Lite0 on a few digits: a deep timm network's run. Its probe
+    tries three penalties of 20 steps each: the full path takes a minute on two cores."""
+    from functools import partial
+
+    from cnnlab.train import probe, transfer
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(probe, "MAX_ITERATIONS", 20)
+        patch.setattr(transfer, "linear_probe", partial(probe.linear_probe,
+                                                        c_path=(0.1, 1.0, 10.0)))
+        return cnnlab.train(data={"name": "digits", "per_class": 10, "image_size": 32},
+                            model="timm:efficientnet_lite0", pretrained=True, freeze="backbone",
+                            calibrate=False, log="none", quiet=True,
+                            out=str(tmp_path_factory.mktemp("probe") / "run"))
 
 
 def test_feature_maps_of_a_deep_network_are_a_few_spread_over_its_depth(probe_run, tmp_path,
@@ -259,6 +280,7 @@ def test_the_frozen_probe_plots_accuracy_against_the_penalty(probe_run, tmp_path
             for row in read_rows(probe_run.path / "probe.csv")]
     head = cnnlab.load(probe_run.path).card.head
     chosen = next(fit.c for fit in path if head == f"linear probe, C={fit.c:g}")
+    assert [fit.c for fit in path] == [0.1, 1.0, 10.0]
     probe_curves(path, chosen, tmp_path / "redrawn.png")  # what probe.csv holds, C on a log axis
     assert (probe_run.path / "curves.png").read_bytes() == (tmp_path / "redrawn.png").read_bytes()
     fits = [ProbeFit(c, 0.1, 1.0, 0.2, 0.9, 5) for c in C_PATH]
@@ -311,12 +333,14 @@ def test_a_tensor_of_another_size_is_resized_as_an_array_is(digits_run):
 
 
 def test_config_yaml_records_the_values_used_and_runs_again(tmp_path):
+    from cnnlab.base.devices import resolve_device
+
     first = tmp_path / "first"
     run = cnnlab.train(data="digits", model="conv(4) relu flatten dense", epochs=1,
                        out=str(first), quiet=True)
     recorded = load_config(first / "config.yaml")
     assert recorded.augment.flip is cnnlab.load(run.path).card.flip_augmented is False
-    assert recorded.out == str(first) and recorded.device == "cpu"
+    assert recorded.out == str(first) and recorded.device == resolve_device("auto").type
     again = _cli("train", "--config", str(first / "config.yaml"), "--quiet")
     assert again.returncode == 0, again.stderr
     rerun = load_config(tmp_path / "first-2" / "config.yaml")

@@ -79,6 +79,10 @@ def test_a_report_says_which_command_makes_what_it_lacks(run_copy, tmp_path, mon
     for command in (f"cnnlab evaluate {run_copy}", f"cnnlab attack {run_copy}",
                     f"cnnlab baselines --run {run_copy}", f"cnnlab check digits --run {run_copy}"):
         assert command in html
+    # --full makes the evaluation but not a check of the data: each missing line says so
+    full = "(or <code>cnnlab report RUN --full</code>)"
+    assert f"cnnlab evaluate {run_copy}</code> makes it {full}" in html
+    assert f"cnnlab check digits --run {run_copy}</code> makes it." in html
 
 
 def _banded_folder(root: Path) -> Path:

@@ -162,17 +162,21 @@ def calibrate(run: str | Path, **options: Any) -> Any:
 
 
 def _resumed_config(run: str | Path, settings: dict[str, Any]) -> TrainConfig:
-    """The run's own config.yaml; `epochs` may change (to extend the run), nothing else."""
+    """The run's own config.yaml; `epochs` may change (to extend the run), and where it runs
+    (`device`, `threads`: config.yaml records the device used, which another machine may lack)."""
     from .run.folder import CONFIG
 
     config = load_config(Path(run) / CONFIG)
-    others = sorted(set(settings) - {"epochs"})
+    others = sorted(set(settings) - {"epochs", *MACHINE_SETTINGS})
     if others:
         raise CnnlabError(f"--resume continues a run with its own config.yaml (only --epochs may "
-                          f"change, to extend it); drop {', '.join(others)}")
-    if settings.get("epochs") is not None:
-        config = apply_overrides(config, {"epochs": settings["epochs"]})
-    return config
+                          f"change, to extend it, and --device or --threads); drop "
+                          f"{', '.join(others)}")
+    changes = {key: value for key, value in settings.items() if value is not None}
+    return apply_overrides(config, changes) if changes else config
+
+
+MACHINE_SETTINGS = ("device", "threads")  # where a run continues, not what it trains
 
 
 def evaluate(run: str | Path, **options: Any) -> EvaluationMetrics:

@@ -500,9 +500,10 @@ class ServeSettings:
     max_upload_mb: float = option(MAX_UPLOAD_MB, "largest request body, in MB", minimum=0)
     max_pixels: int = option(MAX_IMAGE_PIXELS, "largest image, in pixels (decompression bombs are "
                                                "refused before decoding)", minimum=1)
-    request_timeout: float = option(30.0, "seconds a request's decoding and model work may take; "
-                                          "past it 504, and /healthz answers 503 while one forward "
-                                          "pass runs longer", above=0, maximum=86400)
+    request_timeout: float = option(30.0, "seconds a request may wait for the model (queue and "
+                                          "forward pass); past it 504, and /healthz answers 503 "
+                                          "while one forward pass runs longer", above=0,
+                                    maximum=86400)
     header_timeout: float = option(10.0, "seconds a client has to send a request's headers; a "
                                          "slower one is disconnected", above=0, maximum=3600)
     body_timeout: float = option(60.0, "seconds a client has to send a request's body; a slower "

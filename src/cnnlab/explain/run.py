@@ -45,7 +45,7 @@ def _name(item: ImageInput, index: int, folders: int = 0) -> str:
         path = Path(item)
         return _file_stem("_".join([*path.parent.parts[len(path.parent.parts) - folders:],
                                     path.stem] if folders else [path.stem]))
-    return f"image{index}"
+    return f"image{index}"  # the report knows its own explanations by these names (sections.why)
 
 
 def _numbered(names: list[str]) -> list[str]:

@@ -114,7 +114,7 @@ class Predictor:
         NumPy array or a picture of it would be."""
         if tensor.dtype == torch.uint8:
             tensor = to_float(tensor)
-        tensor = tensor.detach().float()
+        tensor = tensor.float()
         # Out-of-range pixels give confident nonsense (200.0: probability 1.0), NaN a NaN answer.
         if not torch.isfinite(tensor).all():
             raise CnnlabError("tensor input holds NaN or infinite values; give pixels in [0, 1]")
@@ -207,7 +207,7 @@ def _as_image_array(tensor: torch.Tensor) -> np.ndarray:
     if tensor.ndim != 3 or tensor.shape[0] not in (1, 3, 4) or not tensor.numel():
         raise CnnlabError(f"tensor input must be an image (C, H, W) with 1, 3 or 4 channels in "
                           f"[0, 1], got shape {tuple(tensor.shape)}")
-    return (tensor.cpu().permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+    return (tensor.detach().cpu().permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
 
 
 def _as_uint8(array: np.ndarray) -> np.ndarray:

@@ -30,6 +30,8 @@ from .sections import (
 )
 
 EXPLAINED_IMAGES = 4  # test images --full explains, one per class
+# The sections whose inputs --full makes (fill_in); the others name their own command only.
+MADE_BY_FULL = ("quality", "why", "robustness", "baselines")
 
 
 def _explained_images(run: Path) -> list:
@@ -106,6 +108,7 @@ def render(run: Path, parts: list[Section]) -> str:
     card = read_card(run)
     return environment.get_template("template.html").render(
         run=run.name, card=card, sections=parts, headline=headline(run, card, parts),
+        made_by_full=MADE_BY_FULL,
         made=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"))
 
 

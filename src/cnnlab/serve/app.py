@@ -93,9 +93,9 @@ class Service:
 
     @asynccontextmanager
     async def deadline(self) -> AsyncIterator[None]:
-        """The request's deadline for decoding and model work, once its body is read. A forward
-        pass cannot be interrupted: past the deadline the request is answered 504 while the worker
-        finishes the pass."""
+        """The request's deadline for the model: its wait in the queue and its forward pass.
+        A forward pass cannot be interrupted: past the deadline the request is answered 504 while
+        the worker finishes the pass."""
         seconds = self.settings.request_timeout
         timeout = asyncio.timeout(seconds)
         try:
@@ -220,9 +220,8 @@ def _routes(app: FastAPI, service: Service) -> None:
     @app.post("/predict")
     async def predict(request: Request) -> dict[str, Any]:
         topk = _topk(request, service.settings.topk, len(predictor.class_names))
-        uploads = await _uploads(request)
+        inputs = await service.decode_all(await _uploads(request))
         async with service.deadline():
-            inputs = await service.decode_all(uploads)
             rows = await service.predict([image for _, image in inputs])
         tops = predictor.top(torch.stack([probabilities for probabilities, _ in rows]), topk)
         return {"predictions": [_prediction(name, top, verdict) for (name, _), top, (_, verdict)
@@ -237,9 +236,9 @@ def _routes(app: FastAPI, service: Service) -> None:
         uploads = await _uploads(request)
         if len(uploads) != 1:
             raise ApiError(422, "explain takes one image at a time")
+        [(name, image)] = await service.decode_all(uploads)
         loop = asyncio.get_running_loop()
         async with service.deadline():
-            [(name, image)] = await service.decode_all(uploads)
             heatmap, probabilities = await loop.run_in_executor(service.worker, service.gradcam,
                                                                 image, target)
         top = predictor.top(probabilities[None], len(predictor.class_names))[0]
@@ -310,12 +309,13 @@ def create_app(model: str | Path, settings: ServeSettings | None = None, **optio
 
 
 def _refuse_remote(model: str | Path) -> None:
-    """Serve loads what is on this machine: not a URL, nor a timm source name after pretrained:
+    """Serve loads what is on this machine: not a URL, nor a hub name after pretrained:
     (`hf-hub:ORG/NAME` fetches a model's config and weights from the Hugging Face hub)."""
     text = str(model)
     if "://" in text:
         raise CnnlabError(f"{model}: cnnlab serves a model from this machine, not from a URL")
-    if text.startswith(PRETRAINED_PREFIX) and ":" in text[len(PRETRAINED_PREFIX):]:
+    name = text.removeprefix(PRETRAINED_PREFIX)
+    if name != text and (":" in name or "/" in name):  # hf-hub:ORG/NAME, or ORG/NAME alone
         raise CnnlabError(f"{model}: cnnlab serve takes no model from the Hugging Face hub "
                           f"(hf-hub:ORG/NAME); serve a run folder, its export, or pretrained:NAME "
                           f"(e.g. pretrained:efficientnet_lite0)")

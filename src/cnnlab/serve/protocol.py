@@ -26,8 +26,7 @@ LINGER_SECONDS = 2.0
 # The app answers a slow body 408 itself (limits.LimitUpload); this much later the protocol cuts
 # off a body nobody reads (one sent after an early answer, such as a 404 or a 413).
 BODY_GRACE_SECONDS = 5.0
-REASONS = {408: "Request Timeout", 431: "Request Header Fields Too Large",
-           503: "Service Unavailable"}
+REASONS = {431: "Request Header Fields Too Large"}
 
 
 @dataclass(frozen=True)
@@ -42,12 +41,11 @@ class HeadersTooLarge(Exception):
     """Raised from the parser's callbacks, which stops parsing at once."""
 
 
-def json_response(status: int, message: str, headers: dict[str, str] | None = None) -> bytes:
+def json_response(status: int, message: str) -> bytes:
     """A whole HTTP/1.1 response that closes the connection, for answers outside a request cycle."""
     body = json.dumps({"error": message}).encode()
     lines = [f"HTTP/1.1 {status} {REASONS[status]}", "content-type: application/json",
-             f"content-length: {len(body)}", "connection: close",
-             *(f"{name}: {value}" for name, value in (headers or {}).items())]
+             f"content-length: {len(body)}", "connection: close"]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
