@@ -435,3 +435,23 @@ def test_two_workers_on_other_folders_share_a_postgresql_study(postgres, tmp_pat
     assert seen[0].best == seen[1].best
     best = [yaml.safe_load((tmp_path / side / "best.yaml").read_text()) for side in "ab"]
     assert best[0] == best[1]
+
+
+def test_a_trial_is_never_pruned_after_its_last_epoch(tmp_path):
+    """Its work is done by then: the pruner may stop it early, not throw its result away."""
+    from cnnlab.base.config import TrainConfig, TuneSettings
+    from cnnlab.run.results import EpochRow
+    from cnnlab.train.loop import TrainingStopped
+    from cnnlab.tune.run import Objective
+    from cnnlab.tune.space import parse_search
+
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=1))
+    trial = study.ask()
+    objective = Objective(parse_search("lr=1e-3..1e-2:log"), TrainConfig(), TuneSettings(),
+                          tmp_path, say=lambda line: None)
+    report = objective._reporter(trial, last=3)
+    row = {"train_loss": 1.0, "train_acc": 0.5, "val_loss": 1.0, "val_acc": 0.5, "lr": 1e-3,
+           "seconds": 1.0}
+    with pytest.raises(TrainingStopped):  # below the threshold after epoch 2 of 3: pruned
+        report(EpochRow(epoch=2, **row))
+    report(EpochRow(epoch=3, **row))  # below it after the last epoch: kept

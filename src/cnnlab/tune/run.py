@@ -143,7 +143,7 @@ class Objective:
         return metric_value(run.history, self.settings.metric)
 
     def _train(self, trial: Trial, config: TrainConfig) -> Run:
-        report, processes = self._reporter(trial), self.settings.trial_processes
+        report, processes = self._reporter(trial, config.epochs), self.settings.trial_processes
         try:
             if processes > 1:
                 return fit_on_processes(config, processes, on_epoch_end=report)
@@ -164,13 +164,14 @@ class Objective:
         trial.set_user_attr(FAILURE, reason)
         raise TrialFailed(reason)
 
-    def _reporter(self, trial: Trial) -> Callable[[EpochRow], None]:
+    def _reporter(self, trial: Trial, last: int) -> Callable[[EpochRow], None]:
         """The epoch callback: report the epoch's score; stop the run when the pruner says so."""
         metric, pruner = self.settings.metric, self.settings.pruner
 
         def report(row: EpochRow) -> None:
             trial.report(metric_value([row], metric), row.epoch)
-            if trial.should_prune():
+            # after the last epoch the trial's work is done: pruning it would only discard it
+            if row.epoch < last and trial.should_prune():
                 raise TrainingStopped("pruned", f"pruned by the {pruner} pruner after epoch "
                                                 f"{row.epoch}")
 
