@@ -3,7 +3,7 @@
     python bench/check_quality.py shipped     # flowers12 as it ships: copies, leaks, time
     python bench/check_quality.py flips       # flowers12, 10% of train labels moved: precision, recall
     python bench/check_quality.py leaks       # 30 test photos leaked into train, modified
-    python bench/check_quality.py train       # test accuracy: clean, noisy, noisy --exclude (probe)
+    python bench/check_quality.py train       # test accuracy: clean, without copies, noisy, --exclude (probe)
     python bench/check_quality.py fashion     # a 10,000-image Fashion-MNIST subset, 5% flipped
 
 Each prints one JSON line of numbers. Flips and leaks are seeded (seed 0).
