@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 
 import cnnlab
 from cnnlab.base.errors import CnnlabError
+from cnnlab.base.fileio import sha256_of
 from cnnlab.cli import main
 from cnnlab.data import images
 from cnnlab.run import folder
@@ -128,7 +129,7 @@ def test_a_kill_before_the_checkpoint_is_replaced_keeps_the_old_one(run_copy, mo
     assert folder.load_checkpoint(run_copy / "last.ckpt")  # its record still accepts it
     folder.save_checkpoint(run_copy / "last.ckpt", {"epoch": 99})
     assert folder.recorded_digests(run_copy / "last.ckpt") == \
-        [folder._sha256(run_copy / "last.ckpt")]
+        [sha256_of(run_copy / "last.ckpt")]
 
 
 # 3. Non-finite batch-norm statistics are never saved.
