@@ -308,9 +308,10 @@ def _running(pid: int) -> bool:
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads processes from /proc")
 def test_ctrl_c_of_the_sweep_stops_the_processes_training_its_trial(tmp_path):
     out = tmp_path / "sweep"
-    tune = subprocess.Popen([sys.executable, "-m", "cnnlab", "tune", *TINY_FLAGS, "--epochs", "100",
-                             "--search", "lr=1e-3..3e-2:log", "--trials", "1", "--out", str(out),
-                             "--trial-processes", "2", "--no-calibrate"],
+    # epochs enough that the trial never ends before the Ctrl-C, however fast its epochs run
+    tune = subprocess.Popen([sys.executable, "-m", "cnnlab", "tune", *TINY_FLAGS,
+                             "--epochs", "10000", "--search", "lr=1e-3..3e-2:log", "--trials", "1",
+                             "--out", str(out), "--trial-processes", "2", "--no-calibrate"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     metrics, deadline = out / "trial-000" / "metrics.csv", time.monotonic() + 300
     while not metrics.is_file() and tune.poll() is None and time.monotonic() < deadline:
