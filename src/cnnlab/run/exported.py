@@ -49,13 +49,19 @@ def check_signature(session: Any, manifest: ExportManifest, model_file: Path) ->
                           f"{'; '.join(problems)}; {_REMEDY}")
 
 
+def _the_one(ends: list[Any], kind: str, name: str) -> tuple[Any, list[str]]:
+    """The graph's one input or output (`kind`) and what is wrong with its count or name."""
+    if len(ends) != 1:
+        return None, [f"its graph has {len(ends)} {kind}s, not one"]
+    if ends[0].name != name:
+        return ends[0], [f"its {kind} is named {ends[0].name!r}, {EXPORT_MANIFEST} says {name!r}"]
+    return ends[0], []
+
+
 def _input_problems(inputs: list[Any], manifest: ExportManifest) -> list[str]:
-    if len(inputs) != 1:
-        return [f"its graph takes {len(inputs)} inputs, not one"]
-    graph, problems = inputs[0], []
-    if graph.name != manifest.input_name:
-        problems.append(f"its input is named {graph.name!r}, {EXPORT_MANIFEST} says "
-                        f"{manifest.input_name!r}")
+    graph, problems = _the_one(inputs, "input", manifest.input_name)
+    if graph is None:
+        return problems
     if graph.type != "tensor(float)":
         problems.append(f"its input is {graph.type}, not float32 pixels")
     expected = ["batch", *manifest.card.input.shape]
@@ -66,12 +72,9 @@ def _input_problems(inputs: list[Any], manifest: ExportManifest) -> list[str]:
 
 
 def _output_problems(outputs: list[Any], manifest: ExportManifest) -> list[str]:
-    if len(outputs) != 1:
-        return [f"its graph gives {len(outputs)} outputs, not one"]
-    graph, problems = outputs[0], []
-    if graph.name != manifest.output_name:
-        problems.append(f"its output is named {graph.name!r}, {EXPORT_MANIFEST} says "
-                        f"{manifest.output_name!r}")
+    graph, problems = _the_one(outputs, "output", manifest.output_name)
+    if graph is None:
+        return problems
     expected = ["batch", manifest.card.num_classes]
     if _agree(graph.shape, expected):
         return problems
