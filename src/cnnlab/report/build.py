@@ -74,7 +74,7 @@ def fill_in(run: Path, quiet: bool) -> None:
 
 def sections(run: Path) -> list[Section]:
     card = read_card(run)
-    return [trained(run, card), data_checked(run, card), training(run), quality(run),
+    return [trained(run, card), data_checked(run, card), training(run, card), quality(run),
             unknowns(run, card), why(run),
             robustness(run),
             cost(run, card), baselines(run)]

@@ -114,13 +114,16 @@ def _flat_settings(values: dict, prefix: str = "") -> list[list[str]]:
     return rows
 
 
-def training(run: Path) -> Section:
+def training(run: Path, card: ModelCard) -> Section:
     section = Section("training", "How training went")
+    # a probe refitted on train + val: its validation figure is the one it was chosen by, before
+    # the refit, not a held-out score of the final model
+    val = "validation accuracy" + (" (before the refit on it)" if "val" in card.fitted_on else "")
     if (run / RESULTS).is_file():
         results = TrainingResults.read(run / RESULTS)
         section.facts = [("status", results.status), ("epochs", str(results.epochs)),
                          ("best epoch", str(results.best_epoch)),
-                         ("validation accuracy", _percent(results.best_val_accuracy)),
+                         (val, _percent(results.best_val_accuracy)),
                          ("test accuracy", _percent(results.test_accuracy)),
                          ("time", f"{results.seconds:.0f} s")]
     section.figures = _figures(run, [("curves.png", "loss, accuracy and learning rate per epoch")])
