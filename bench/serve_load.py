@@ -1,6 +1,7 @@
 """`cnnlab serve` under load: dynamic batching on against off, on this machine's loopback.
 
     .venv/bin/python bench/serve_load.py RUN [--clients 200] [--seconds 30] [--image PHOTO]
+    .venv/bin/python bench/serve_load.py RUN --engines    # PyTorch against ONNX Runtime
 
 For each case a fresh `cnnlab serve` process (batching on: --max-batch 32; off: --max-batch 1) and
 an asyncio client (httpx) with `--clients` concurrent clients posting the same photo in a loop for
@@ -26,6 +27,9 @@ import numpy as np
 FLOWERS = Path(__file__).resolve().parents[2] / "shared" / "data" / "flowers12"
 CASES = {"batching off (--max-batch 1)": ["--max-batch", "1"],
          "batching on (--max-batch 32)": ["--max-batch", "32"]}
+# --engines: a run folder served by PyTorch against ONNX Runtime (its graph made before the load)
+ENGINE_CASES = {"PyTorch (--engine torch)": ["--max-batch", "1", "--engine", "torch"],
+                "ONNX Runtime (--engine onnx)": ["--max-batch", "1", "--engine", "onnx"]}
 
 
 def _free_port() -> int:
@@ -99,15 +103,22 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--image", default=None, help="the photo posted (default: a flowers12 one)")
+    parser.add_argument("--engines", action="store_true",
+                        help="PyTorch against ONNX Runtime (batching off) instead of batching")
     args = parser.parse_args()
     image_path = Path(args.image) if args.image else sorted((FLOWERS / "test" / "daisy").iterdir())[0]
     image = image_path.read_bytes()
+    cases = ENGINE_CASES if args.engines else CASES
+    if args.engines:  # the graph is made once, before any load
+        subprocess.run([sys.executable, "-m", "cnnlab", "predict", args.run, str(image_path),
+                        "--engine", "onnx"], check=True, stdout=subprocess.DEVNULL)
     results = {name: _case(args.run, flags, image, args.clients, args.seconds)
-               for name, flags in CASES.items()}
+               for name, flags in cases.items()}
     base = next(iter(results.values()))["requests/s"]
     print(f"{args.clients} clients, {args.seconds:g} s each, posting {image_path.name} "
           f"({len(image) / 1e3:.0f} kB) to {args.run}")
-    print("| case | requests/s | vs off | p50 ms | p95 ms | p99 ms | statuses | server peak RSS |")
+    print(f"| case | requests/s | vs {next(iter(cases))} | p50 ms | p95 ms | p99 ms | statuses "
+          f"| server peak RSS |")
     print("|---|---|---|---|---|---|---|---|")
     for name, r in results.items():
         statuses = ", ".join(f"{code}: {count}" for code, count in sorted(r["statuses"].items(),

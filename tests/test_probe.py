@@ -60,7 +60,7 @@ def photo_features(flowers12, tmp_path_factory):
     model, _, _ = create_model("timm:efficientnet_lite0", input_shape=data.input_shape,
                                num_classes=12, pretrained=True)
     device = torch.device("cpu")
-    return {name: cache_features(model, getattr(data, name), device)
+    return {name: cache_features(model, getattr(data, name), device, data.input_shape)
             for name in ("train", "val", "test")}
 
 

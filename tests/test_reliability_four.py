@@ -21,7 +21,7 @@ import cnnlab
 from cnnlab.base.config import load_config
 from cnnlab.base.errors import CnnlabError
 from cnnlab.cli import main
-from cnnlab.export.convert import to_onnx
+from cnnlab.models.onnx_graph import to_onnx
 from cnnlab.run.contract import InputSpec
 from cnnlab.run.folder import build_model, load_checkpoint, read_card, save_checkpoint
 

@@ -307,11 +307,14 @@ def tune(config: TrainConfig | str | Path | None = None, *, say: Callable[[str],
     return run_sweep(base, space, settings, say or (lambda line: None))
 
 
-def load(run: str | Path, device: str = "auto", unknown: bool = True) -> Predictor:
+def load(run: str | Path, device: str = "auto", unknown: bool = True,
+         engine: str = "auto") -> Predictor:
     """Load a run folder's best model (model.safetensors + model.json) for prediction; an export
     folder (or the .onnx file in one) runs on ONNX Runtime with the same preprocessing. With
     `unknown` (the default) each prediction also says whether the image is one of the model's
-    classes, where the run has an unknown-image detector (cnnlab calibrate)."""
+    classes, where the run has an unknown-image detector (cnnlab calibrate). `engine`: what runs
+    the predictions, "onnx" (ONNX Runtime on a graph exported once into RUN/engine/), "torch",
+    or "auto" (onnx on the CPU where its outputs match PyTorch's within 1e-4)."""
     from .predict.predictor import load_predictor
 
-    return load_predictor(run, device, unknown=unknown)
+    return load_predictor(run, device, unknown=unknown, engine=engine)

@@ -233,7 +233,8 @@ def run_predict(args: argparse.Namespace) -> int:
     from .predict.thresholds import min_probability
 
     settings = _prediction_settings(_settings(args))
-    predictor = load_predictor(args.run, settings.device, unknown=settings.unknown)
+    predictor = load_predictor(args.run, settings.device, unknown=settings.unknown,
+                               engine=settings.engine)
     found = expand_inputs(args.inputs)
     if not found.images and not found.videos:
         if len(found.missing) == len(args.inputs):  # nothing named exists

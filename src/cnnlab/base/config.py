@@ -21,6 +21,10 @@ DEFAULT_INTERPOLATION = "bilinear"
 LOCAL_MLFLOW = "local"  # --mlflow without a URI: a store in mlruns/ beside the run folders
 UNKNOWN_SCORE_CHOICES = ("msp", "energy", "maxlogit", "mahalanobis")
 DEFAULT_UNKNOWN_SCORE = "energy"  # chosen by bench/unknown.py (BENCHMARKS.md, "Unknown images")
+ENGINES = ("auto", "torch", "onnx")
+ENGINE_HELP = ("what runs the network forward: onnx (ONNX Runtime, on a graph exported once into "
+               "RUN/engine/ and checked against PyTorch), torch, or auto: onnx on the CPU where the "
+               "graph matches PyTorch's outputs, else torch")
 
 # The recipes: the settings that depend on what is trained, filled in by train/recipes.py where the
 # user left them unset. Declared here, beside the fields, so that each field's help says them from
@@ -123,7 +127,7 @@ class TrainConfig:
                               "probe_first", "freeze_bn"),
         "adversarial training": ("adversarial", "adv_eps", "adv_steps", "adv_step_size"),
         "output and machine": ("out", "report", "calibrate", "log", "mlflow", "device", "threads",
-                               "amp", "channels_last"),
+                               "amp", "channels_last", "engine"),
     }
 
     data: DataConfig = option(factory=DataConfig)
@@ -165,6 +169,12 @@ class TrainConfig:
                                  maximum=1024)
     amp: bool = option(True, "mixed precision (CUDA only)")
     channels_last: bool = option(True, "channels-last memory format for conv layers")
+    engine: str = option("auto", "what computes pretrained features for the linear probe (of "
+                                 "--freeze backbone, and fine-tuning's first head): onnx (ONNX "
+                                 "Runtime, on a graph exported once into the cache folder and "
+                                 "checked against PyTorch), torch, or auto: onnx on the CPU where "
+                                 "the graph matches PyTorch's outputs, else torch",
+                         choices=ENGINES, kind="engine")
     report: bool = option(False, "write RUN/report.html when training ends (cnnlab report)")
     calibrate: bool = option(True, "after training, fit temperature scaling and the unknown-image "
                                    "detector on the validation split (cnnlab calibrate)")
@@ -254,6 +264,7 @@ class EvaluateSettings:
                                        "tells them from the known, in unknown.json and "
                                        "unknown_scores.png", metavar="DATA")
     batch_size: int = option(EVAL_BATCH, "images per forward pass", minimum=1)
+    engine: str = option("auto", ENGINE_HELP, choices=ENGINES, kind="engine")
     out: str | None = option(None, "results folder (default RUN/evaluate; RUN/evaluate-val for "
                                    "--split val, RUN/evaluate-NAME for --data NAME)", metavar="DIR")
     device: str = option("auto", DEVICE_HELP)
@@ -278,6 +289,7 @@ class PredictSettings:
               "that gave that class this precision in the run's evaluation (0.9, 0.95 or 0.99; "
               "from RUN/evaluate-val when there is one, else RUN/evaluate)", above=0, maximum=1)
     unknown: bool = option(True, UNKNOWN_HELP)
+    engine: str = option("auto", ENGINE_HELP, choices=ENGINES, kind="engine")
     device: str = option("auto", DEVICE_HELP)
 
 
@@ -491,6 +503,7 @@ class ReportSettings:
 class ServeSettings:
     host: str = option("127.0.0.1", "address to listen on; 0.0.0.0 opens the server to the network")
     port: int = option(8000, "TCP port", minimum=1, maximum=65535)
+    engine: str = option("auto", ENGINE_HELP, choices=ENGINES, kind="engine")
     max_batch: int = option(32, "dynamic batching: at most this many images per forward pass "
                                 "(1 turns batching off)", minimum=1)
     max_wait_ms: float = option(5.0, "dynamic batching: how long the first image of a batch waits "

@@ -20,6 +20,7 @@ from torch import nn
 
 from ..data.images import to_float
 from ..models.classifier import Classifier
+from ..run.engine import feature_engine
 from ..run.inference import output_layer
 
 PHOTO_MIN_SIDE = 64  # as train's recipes: RGB images this large are photos ImageNet features suit
@@ -40,6 +41,8 @@ class Embedder:
     interpolation: str
     model: nn.Module | None
     description: str
+    # ONNX Runtime's graph of the same features where it matches PyTorch (run.engine): 5x faster
+    engine: nn.Module | None = None
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -47,6 +50,8 @@ class Embedder:
         if self.model is None:
             flat = to_float(images).flatten(1)
             vectors = flat - flat.mean(1, keepdim=True)  # brightness is not what makes a copy
+        elif self.engine is not None:
+            vectors = self.engine(to_float(images))
         else:  # channels-last: 1.6x faster convolutions on a CPU
             inputs = to_float(images.to(device)).contiguous(memory_format=torch.channels_last)
             vectors = _penultimate(self.model, inputs)
@@ -73,19 +78,22 @@ def pretrained_embedder(device: torch.device) -> Embedder:
 
     cfg = pretrained_config(PHOTO_NETWORK)
     network = create_timm_model(PHOTO_NETWORK, num_classes=1000, in_chans=3, pretrained=True)
-    model = Classifier(network, cfg.mean, cfg.std).to(device, memory_format=torch.channels_last)
-    return Embedder("pretrained", tuple(cfg.input_size), cfg.interpolation, model.eval(),
+    model = Classifier(network, cfg.mean, cfg.std).to(device).eval()
+    engine = feature_engine(model, tuple(cfg.input_size), "auto", device)
+    return Embedder("pretrained", tuple(cfg.input_size), cfg.interpolation,
+                    model.to(memory_format=torch.channels_last),
                     f"ImageNet-pretrained EfficientNet-Lite0 features ({cfg.input_size[1]}x"
-                    f"{cfg.input_size[2]})")
+                    f"{cfg.input_size[2]})", engine)
 
 
 def run_embedder(run: str | Path, device: torch.device) -> Embedder:
     from ..run.folder import load_model
 
     model, card = load_model(run, device)
+    engine = feature_engine(model, card.input.shape, "auto", device)
     model = model.to(memory_format=torch.channels_last).eval()
     return Embedder("run", card.input.shape, card.preprocessing.interpolation, model,
-                    f"the features of {run}'s network ({card.name})")
+                    f"the features of {run}'s network ({card.name})", engine)
 
 
 def pixel_embedder(shape: tuple[int, int, int]) -> Embedder:

@@ -28,6 +28,7 @@ from ..base.settings import resolve
 from ..data import TensorImages
 from ..data.splits import Split
 from ..run.data import NOT_HELD_OUT, held_out, pick_split
+from ..run.engine import forward_engine
 from ..run.folder import data_qualifiers, load_model, results_folder
 from ..run.inference import predict_logits
 from ..run.results import (
@@ -215,13 +216,14 @@ def evaluate_run(run: str | Path, settings: EvaluateSettings | None = None,
     torch_device = resolve_device(settings.device)
     model, card = load_model(run, torch_device)
     max_shift = default_max_shift(card) if settings.max_shift is None else settings.max_shift
+    network = forward_engine(run, model, card, settings.engine, torch_device)
     model.to(memory_format=torch.channels_last)  # about 20% faster convolutions on CPU
     chosen, data_name = pick_split(run, card, settings.data, split)
     unseen = held_out(card, settings.data, split)
     if not unseen:
         log.warning("%s split: %s", split, NOT_HELD_OUT)
     with tracked("evaluating", len(chosen), quiet=settings.quiet) as advance:
-        logits, labels = predict_logits(model, chosen, torch_device, settings.batch_size,
+        logits, labels = predict_logits(network, chosen, torch_device, settings.batch_size,
                                         channels_last=True, advance=advance)
     names = list(card.class_names)
     predictions, probabilities = logits.argmax(1), logits.softmax(1)
@@ -230,7 +232,7 @@ def evaluate_run(run: str | Path, settings: EvaluateSettings | None = None,
     metrics = EvaluationMetrics(
         run=str(run), data=data_name, split=split, **_summary_metrics(logits, labels, len(names)),
         per_class=per_class, macro_avg=averages["macro"], weighted_avg=averages["weighted"],
-        translation=shift_accuracy(model, chosen, torch_device, max_shift, settings.quiet),
+        translation=shift_accuracy(network, chosen, torch_device, max_shift, settings.quiet),
         per_class_auc=curves.auc, thresholds=curves.thresholds, held_out=unseen)
     matrix = confusion_matrix(labels, predictions, labels=list(range(len(names))))
     out = results_folder(run, "evaluate", settings.out, data_qualifiers(split, settings.data))

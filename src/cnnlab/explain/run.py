@@ -182,7 +182,7 @@ def explain(run: str | Path, inputs: ImageInput | list[ImageInput] | None = None
     if method not in METHODS:
         raise unknown("explain method", method, METHODS)
     run = Path(run)
-    predictor = load_predictor(run, settings.device)
+    predictor = load_predictor(run, settings.device, engine="torch")
     out = Path(out) if out else run / "explain"
     out.mkdir(parents=True, exist_ok=True)
     if method == "filters":
@@ -200,7 +200,7 @@ def explain(run: str | Path, inputs: ImageInput | list[ImageInput] | None = None
 
 def describe_layers(run: str | Path) -> list[LayerInfo]:
     """The model's layers with output shapes: the names `--layer` accepts."""
-    predictor = load_predictor(run, "cpu")
+    predictor = load_predictor(run, "cpu", engine="torch")
     return list_layers(predictor.model, predictor.input_shape)
 
 

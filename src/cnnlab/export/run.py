@@ -19,11 +19,11 @@ from ..data.images import to_float
 from ..data.splits import DatasetSplits, Split
 from ..models import Classifier
 from ..models.onnx import OnnxClassifier
+from ..models.onnx_graph import INPUT_NAME, OUTPUT_NAME, to_onnx
 from ..run.contract import EXPORT_MANIFEST, ExportManifest, ModelCard, versions
 from ..run.data import run_data_config, run_dataset
 from ..run.folder import export_of, load_model
 from ..run.results import ExportParity, Int8Parity
-from .convert import INPUT_NAME, OUTPUT_NAME, to_onnx
 from .parity import compare_fp32, compare_int8, outputs
 from .quantize import WORK_PREFIX, quantize_int8
 from .replace import check_replaceable, replacing

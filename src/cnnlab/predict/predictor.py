@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+from torch import nn
 from torch.utils.data import DataLoader
 
 from ..base.config import PredictSettings
@@ -24,8 +25,9 @@ from ..models import Classifier
 from ..models.modes import eval_mode
 from ..models.pretrained import TIMM_PREFIX
 from ..run.contract import PRETRAINED_PREFIX, InputSpec, ModelCard, Preprocessing
+from ..run.engine import forward_engine, graph_output
 from ..run.folder import export_of, load_model
-from ..run.unknown import Detector, exported_detector, load_detector
+from ..run.unknown import Detector, detector_from_outputs, exported_detector, load_detector
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"})
 
@@ -88,9 +90,12 @@ class Predictor:
     unknown-image detector fitted with it, where there is one."""
 
     def __init__(self, model: Classifier, card: ModelCard, device: torch.device,
-                 detector: Detector | None = None) -> None:
+                 detector: Detector | None = None, engine: nn.Module | None = None) -> None:
         # channels_last: faster convolutions on CPU (bench/train_step.py)
         self.model = model.eval().to(memory_format=torch.channels_last)
+        # What runs the forward passes of predictions: ONNX Runtime's graph of the model (see
+        # run.engine), or the model; gradients (Grad-CAM) always come from the model.
+        self.engine = engine if engine is not None else self.model
         self.card, self.device, self.detector = card, device, detector
         self.class_names: list[str] = list(card.class_names)
         self.input_shape: tuple[int, int, int] = card.input.shape
@@ -126,6 +131,11 @@ class Predictor:
             return tensor
         return self.preprocess(_as_image_array(tensor))
 
+    @property
+    def runtime(self) -> str:
+        """What runs the predictions: "onnxruntime" or "pytorch"."""
+        return "pytorch" if isinstance(self.engine, Classifier) else "onnxruntime"
+
     @torch.no_grad()
     def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
         """float (B, C, H, W) in [0, 1] -> softmax probabilities (B, num_classes) on the CPU."""
@@ -136,15 +146,17 @@ class Predictor:
         """float (B, C, H, W) in [0, 1] -> the probabilities (B, K) (temperature-scaled, flip
         TTA where the model has them) and the unknown detector's scores (B,), or None without a
         detector; one forward pass serves both."""
-        batch = batch.to(self.device).contiguous(memory_format=torch.channels_last)
+        batch, network = batch.to(self.device), self.engine
+        if isinstance(network, Classifier):
+            batch = batch.contiguous(memory_format=torch.channels_last)
         if self.detector is None:
-            return self.model.predict_proba(batch).float().cpu(), None
-        with eval_mode(self.model), _output_layer_input(self.model, self.detector) as features:
-            outputs = self.model(batch)  # raw logits (an export: what its graph gives)
-        if getattr(self.model, "flip_tta", False):  # the mirror image needs its own pass
-            probabilities = self.model.predict_proba(batch)
+            return network.predict_proba(batch).float().cpu(), None
+        with eval_mode(network), _output_layer_input(network, self.detector) as features:
+            outputs = network(batch)  # raw logits (ONNX Runtime: what its graph gives)
+        if getattr(network, "flip_tta", False):  # the mirror image needs its own pass
+            probabilities = network.predict_proba(batch)
         else:
-            probabilities = (outputs / getattr(self.model, "temperature", 1.0)).softmax(1)
+            probabilities = (outputs / getattr(network, "temperature", 1.0)).softmax(1)
         scores = self.detector.score(outputs.float().cpu(), features[0] if features else None)
         return probabilities.float().cpu(), scores
 
@@ -249,17 +261,37 @@ def _pretrained(name: str, device: torch.device) -> Predictor:
 
 
 def load_predictor(run: str | Path, device: str = PredictSettings.device,
-                   unknown: bool = True) -> Predictor:
+                   unknown: bool = True, engine: str = "auto") -> Predictor:
     """A run folder's best model (or an export's), with its unknown-image detector unless
-    `unknown` is False, or `pretrained:<name>` for an ImageNet model as it comes."""
+    `unknown` is False, or `pretrained:<name>` for an ImageNet model as it comes. `engine` (auto,
+    onnx or torch) says what runs the predictions: see run.engine."""
     torch_device = resolve_device(device)
     if str(run).startswith(PRETRAINED_PREFIX):
         return _pretrained(str(run)[len(PRETRAINED_PREFIX):], torch_device)
     model, card = load_model(run, torch_device)
     exported = export_of(run)
-    detector = exported_detector(card, exported[0].output) if exported else \
-        load_detector(Path(run), card)
-    return Predictor(model, card, torch_device, detector if unknown else None)
+    if exported:
+        detector = exported_detector(card, exported[0].output) if unknown else None
+        return Predictor(model, card, torch_device, detector)
+    detector = load_detector(Path(run), card) if unknown else None
+    if detector is not None and engine != "torch":
+        # The graph gives logits (log-probabilities with flip TTA), never the features.
+        on_graph = detector_from_outputs(card, graph_output(card))
+        if on_graph is None:
+            engine = _engine_for_features(engine, card)
+        else:
+            detector = on_graph
+    runner = forward_engine(Path(run), model, card, engine, torch_device)
+    return Predictor(model, card, torch_device, detector, runner)
+
+
+def _engine_for_features(engine: str, card: ModelCard) -> str:
+    """torch, where the unknown detector's score reads what the ONNX graph does not give."""
+    if engine == "onnx":
+        raise CnnlabError(f"--engine onnx: the {card.unknown.score} score of the run's unknown "
+                          f"detector needs the network's features, which only PyTorch gives; use "
+                          f"--engine torch, or --no-unknown")
+    return "torch"
 
 
 @dataclass

@@ -164,15 +164,25 @@ def load_detector(run: Path, card: ModelCard) -> Detector | None:
     return Detector(card.unknown, card.temperature, statistics)
 
 
-def exported_detector(card: ModelCard, output: str) -> Detector | None:
-    """An export's detector: its graph gives logits or log-probabilities, never the features, so
-    only the scores those allow travel (msp always; energy and maxlogit from logits)."""
+def detector_from_outputs(card: ModelCard, output: str) -> Detector | None:
+    """The detector where a graph that gives `output` (logits or log-probabilities, never the
+    features) allows its score: msp always, energy and maxlogit from logits; else None."""
     if card.unknown is None:
         return None
     score = card.unknown.score
     if score == "msp" or (score in ("energy", "maxlogit") and output == "logits"):
         # the graph's log-probabilities already carry the temperature
         return Detector(card.unknown, 1.0 if output != "logits" else card.temperature)
+    return None
+
+
+def exported_detector(card: ModelCard, output: str) -> Detector | None:
+    """An export's detector (see detector_from_outputs), or None said once where its graph does
+    not allow the score."""
+    detector = detector_from_outputs(card, output)
+    if detector is not None or card.unknown is None:
+        return detector
+    score = card.unknown.score
     log.warning("this export gives %s, from which the %s score of its detector cannot be computed: "
                 "unknown images are not detected (predict with the run folder instead)",
                 output.replace("_", "-"), score)

@@ -250,8 +250,7 @@ def _routes(app: FastAPI, service: Service) -> None:
 
     @app.get("/model")
     async def model() -> dict[str, Any]:
-        runtime = "onnxruntime" if on_onnx_runtime else "pytorch"
-        return {**predictor.card.to_dict(), "runtime": runtime, "run": app.state.run_label}
+        return {**predictor.card.to_dict(), "runtime": predictor.runtime, "run": app.state.run_label}
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:
@@ -287,7 +286,8 @@ def create_app(model: str | Path, settings: ServeSettings | None = None, **optio
         raise CnnlabError("--max-batch and --max-queue must be at least 1")
     set_threads(settings.threads)
     metrics = Metrics()
-    service = Service(load_predictor(model, "cpu", unknown=settings.unknown), settings, metrics)
+    predictor = load_predictor(model, "cpu", unknown=settings.unknown, engine=settings.engine)
+    service = Service(predictor, settings, metrics)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -21,8 +21,10 @@ log = logging.getLogger("cnnlab")
 
 def _features(trainer: Trainer, data: DatasetSplits) -> tuple[FeatureSplit, FeatureSplit | None]:
     """The train and val splits as the backbone sees them (no augmentation)."""
-    train = cache_features(trainer.model, data.train, trainer.device)
-    val = cache_features(trainer.model, data.val, trainer.device) if data.val else None
+    shape, engine = data.input_shape, trainer.config.engine
+    train = cache_features(trainer.model, data.train, trainer.device, shape, engine)
+    val = cache_features(trainer.model, data.val, trainer.device, shape, engine) \
+        if data.val else None
     return train, val
 
 

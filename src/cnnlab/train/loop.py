@@ -38,7 +38,7 @@ from ..data.splits import describe_splits
 from ..models import Classifier
 from ..run.contract import ModelCard
 from ..run.folder import CONFIG, check_writable, load_model, new_run_dir, uses_flip, write_results
-from ..run.inference import loss_and_accuracy, predict_logits
+from ..run.inference import loss_and_accuracy, output_layer, predict_logits
 from ..run.results import EpochRow, TrainingResults
 from .data_checks import class_counts, describe_counts, fit_batch_to_data, imbalance_warning
 from .frozen import fit_probe, start_from_probe
@@ -47,7 +47,7 @@ from .recipes import resolve
 from .session import Session
 from .trackers import open_trackers
 from .trainer import Trainer, build_trainer
-from .transfer import can_cache, start_from_run
+from .transfer import cache_features, can_cache, start_from_run
 from .validate import validate, validate_robust
 
 EpochCallback = Callable[[Classifier, EpochRow], None]
@@ -251,7 +251,7 @@ def _fit(config: TrainConfig, resume: str | Path | None, reporter: Reporter,
 def _finish(session: Session, data: DatasetSplits, status: str, seconds: float) -> Run:
     """The Run, its results.json, and the trackers told how it ended (rank 0 only)."""
     state, main = session.state, session.trainer.ranks.is_main
-    tested = _test_predictions(session.run_dir, data, session.trainer.device) if main else None
+    tested = _test_predictions(session, data) if main else None
     run = Run(session.run_dir, session.trainer.config, state.history, state.best_epoch,
               state.best_score if data.val is not None and state.best_epoch else None,
               loss_and_accuracy(*tested)[1] if tested else None, seconds, status)
@@ -261,12 +261,19 @@ def _finish(session: Session, data: DatasetSplits, status: str, seconds: float) 
     return run
 
 
-def _test_predictions(run_dir: Path, data: DatasetSplits,
-                      device: torch.device) -> tuple[torch.Tensor, torch.Tensor] | None:
+def _test_predictions(session: Session,
+                      data: DatasetSplits) -> tuple[torch.Tensor, torch.Tensor] | None:
     """The saved model's logits (N, K) and the labels on the test split, where there are both."""
+    run_dir, device = session.run_dir, session.trainer.device
     if data.test is None or not (run_dir / "model.safetensors").is_file():
         return None
-    model, _ = load_model(run_dir, device)
+    model, card = load_model(run_dir, device)
+    if session.trainer.config.freeze == "backbone" and not card.flip_tta:
+        # the backbone is the pretrained one, whose features the probe's graph already gives
+        test = cache_features(model, data.test, device, data.input_shape,
+                              session.trainer.config.engine)
+        with torch.no_grad():
+            return output_layer(model)(test.features.to(device)).float().cpu(), test.labels
     return predict_logits(model, data.test, device)
 
 

@@ -15,7 +15,8 @@ from torch import nn
 from ..base.config import TrainConfig
 from ..base.errors import CnnlabError
 from ..data.splits import Split
-from ..run.inference import output_layer, penultimate_features
+from ..run.engine import feature_engine
+from ..run.inference import output_layer, penultimate_features, predict_logits
 from .probe import Probe, linear_probe
 
 
@@ -70,7 +71,13 @@ class FeatureSplit:
         return self.features, self.labels
 
 
-def cache_features(model: nn.Module, split: Split, device: torch.device) -> FeatureSplit:
+def cache_features(model: nn.Module, split: Split, device: torch.device,
+                   input_shape: tuple[int, int, int], engine: str = "auto") -> FeatureSplit:
+    """What the model's output layer sees for every image of the split: from ONNX Runtime's graph
+    of the backbone where it matches PyTorch (see run.engine; 5x faster on a CPU), else PyTorch."""
+    extractor = feature_engine(model, input_shape, engine, device)
+    if extractor is not None:
+        return FeatureSplit(*predict_logits(extractor, split, device, batch_size=64))
     features, labels = penultimate_features(model, split, limit=len(split), device=device,
                                             channels_last=True)
     return FeatureSplit(torch.from_numpy(features), torch.from_numpy(labels))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import warnings
 from collections.abc import Callable
@@ -12,7 +13,7 @@ import torch
 from torch import nn
 
 from ..base.fileio import atomic_write
-from ..models import Classifier
+from .classifier import Classifier
 
 INPUT_NAME, OUTPUT_NAME = "pixels", "logits"
 FALLBACK_OPSET = 17  # the TorchScript-based exporter's well-trodden opset
@@ -56,7 +57,13 @@ def to_onnx(model: Classifier, input_shape: tuple[int, int, int], path: Path,
             opset: int | None = None, say: Callable[[str], None] = print) -> str:
     """Write `model` (eval mode, on the CPU) to `path` atomically; returns the exporter used:
     "dynamo" (torch.export, the recommended one), or "torchscript" where dynamo fails."""
-    graph = ExportedGraph(model.cpu().eval()).eval()
+    return module_to_onnx(ExportedGraph(model.cpu().eval()), input_shape, path, opset, say)
+
+
+def module_to_onnx(graph: nn.Module, input_shape: tuple[int, int, int], path: Path,
+                   opset: int | None = None, say: Callable[[str], None] = print) -> str:
+    """Write any module of pixels (B, C, H, W) to one output (B, ...) as to_onnx does."""
+    graph = graph.eval()
     example = torch.rand(2, *input_shape)
     try:
         atomic_write(path, lambda tmp: _dynamo_export(graph, example, tmp, opset))
@@ -66,3 +73,21 @@ def to_onnx(model: Classifier, input_shape: tuple[int, int, int], path: Path,
         say(f"the dynamo exporter failed ({reason}); using the TorchScript-based exporter")
     atomic_write(path, lambda tmp: _torchscript_export(graph, example, tmp, opset))
     return "torchscript"
+
+
+class FeatureGraph(nn.Module):
+    """What a Classifier's output layer sees: its input vectors (B, F), for a graph that
+    extracts features (the linear probe's). A copy of the model with that layer as identity."""
+
+    def __init__(self, model: Classifier) -> None:
+        super().__init__()
+        self.model = copy.deepcopy(model).cpu().eval()
+        head = self.model.output_layer
+        for parent in self.model.modules():
+            for name, child in parent.named_children():
+                if child is head:
+                    setattr(parent, name, nn.Identity())
+        self.model.flip_tta = False
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) in [0, 1]
+        return self.model(pixels)  # (B, F)

@@ -1,0 +1,266 @@
+"""The fast engine: a network run by ONNX Runtime wherever a verb only runs it forward (predict,
+evaluate, serve, the linear probe's features). Gradients (training, explanations, attacks) stay
+in PyTorch.
+
+On 2 CPU cores ONNX Runtime runs EfficientNet-Lite0 5.6 times as fast as eager PyTorch with logits
+equal to 4e-6 (BENCHMARKS.md, "Export"). A graph is exported once and kept beside a record of
+what it was made from and of the parity measured when it was made: a run's in RUN/engine/ (keyed
+by the weights' SHA-256, which model.json binds to the weights, and by the flip test-time
+augmentation and temperature inside the graph), a pretrained backbone's features in the cache
+folder (keyed by the SHA-256 of its tensors). A graph made from anything else (a resumed run's
+new weights, a new calibration) or damaged on disk is remade, never used; one whose outputs
+differ from eager PyTorch's by more than 1e-4 is kept out, said in one line, and PyTorch runs
+instead. A passing `cnnlab export` of the same weights is used as it is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..base.config import ENGINES
+from ..base.errors import CnnlabError
+from ..base.fileio import atomic_write_json, sha256_of
+from ..base.progress import stderr_console
+from ..models import Classifier
+from .contract import EXPORT_MANIFEST, ExportManifest, ModelCard, versions
+
+log = logging.getLogger("cnnlab")
+
+ENGINE_FOLDER, ENGINE_RECORD, ENGINE_GRAPH = "engine", "engine.json", "graph.onnx"
+MAX_DIFFERENCE = 1e-4  # largest |ONNX Runtime - PyTorch| of an output for the graph to be used
+PARITY_BATCHES = (3, 1)  # batch sizes of the parity check: the graph's batch size is free
+
+
+class EngineUnavailable(Exception):
+    """Why ONNX Runtime cannot run a model; `said`: worth a warning under auto (not for the
+    expected cases: a GPU, a run from before weights were checksummed)."""
+
+    def __init__(self, reason: str, said: bool = True) -> None:
+        super().__init__(reason)
+        self.said = said
+
+
+@dataclass(frozen=True)
+class EngineRecord:
+    """The JSON record beside a graph: what it was made from, and how well it matched PyTorch."""
+
+    key: dict[str, Any]  # what the graph computes with: weights' SHA-256, flip TTA, temperature
+    graph_sha256: str | None  # None where no graph is kept (the export failed or did not match)
+    max_abs_difference: float | None
+    passed: bool
+    reason: str | None  # why it is not used
+    versions: dict[str, str]
+
+
+def forward_engine(run: Path, model: Classifier, card: ModelCard, engine: str,
+                   device: torch.device) -> nn.Module:
+    """What runs a run's `model` forward for a verb: `model` itself, or its ONNX Runtime graph (a
+    module with the same interface: pixels in, logits out, predict_proba)."""
+    if not _wanted(engine, model):
+        return model
+    try:
+        _check_possible(device)
+        if card.weights_sha256 is None:
+            raise EngineUnavailable("model.json names no weights checksum to key the graph by",
+                                    said=False)
+        graph = _passing_export(Path(run), card) or _graph(
+            Path(run) / ENGINE_FOLDER / ENGINE_RECORD, Path(run) / ENGINE_FOLDER / ENGINE_GRAPH,
+            _key(card), lambda: _exported_graph(model), card.input.shape)
+        return _session(graph, temperature=1.0 if card.flip_tta else card.temperature)
+    except EngineUnavailable as reason:
+        return _fallback(engine, reason, model)
+
+
+def feature_engine(model: Classifier, input_shape: tuple[int, int, int], engine: str,
+                   device: torch.device) -> nn.Module | None:
+    """ONNX Runtime's graph of what `model`'s output layer sees, features (B, F), kept in the
+    cache folder under the SHA-256 of the backbone's tensors; None where PyTorch should run."""
+    if not _wanted(engine, model):
+        return None
+    try:
+        _check_possible(device)
+        from ..data.builtin import cache_dir
+
+        digest = _backbone_sha256(model, input_shape)
+        stem = cache_dir() / ENGINE_FOLDER / f"features-{digest[:24]}"
+        graph = _graph(stem.with_suffix(".json"), stem.with_suffix(".onnx"),
+                       {"backbone_sha256": digest}, lambda: _feature_graph(model), input_shape)
+        return _session(graph)
+    except EngineUnavailable as reason:
+        return _fallback(engine, reason, None)
+
+
+def graph_output(card: ModelCard) -> str:
+    """What a run's graph gives: the logits, or with flip TTA the averaged log-probabilities."""
+    return "log_probabilities" if card.flip_tta else "logits"
+
+
+def _wanted(engine: str, model: nn.Module) -> bool:
+    if engine not in ENGINES:
+        raise CnnlabError(f"unknown engine {engine!r}: choose one of {', '.join(ENGINES)}")
+    return engine != "torch" and isinstance(model, Classifier)  # an export is already ORT
+
+
+def _fallback(engine: str, reason: EngineUnavailable, instead: Any) -> Any:
+    if engine == "onnx":
+        raise CnnlabError(f"--engine onnx: {reason}; use --engine torch") from None
+    if reason.said:
+        log.warning("%s: PyTorch runs it instead (--engine torch says nothing)", reason)
+    return instead
+
+
+def _check_possible(device: torch.device) -> None:
+    if device.type != "cpu":
+        raise EngineUnavailable(f"the model runs on {device.type}, ONNX Runtime here on the CPU",
+                                said=False)
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        raise EngineUnavailable("onnxruntime is not installed") from None
+
+
+def _key(card: ModelCard) -> dict[str, Any]:
+    # With flip TTA the graph gives the log-probabilities of the temperature-scaled softmax, so
+    # the temperature is inside it; otherwise it gives raw logits and the temperature stays out.
+    return {"weights_sha256": card.weights_sha256, "flip_tta": card.flip_tta,
+            "temperature": card.temperature if card.flip_tta else 1.0}
+
+
+def _session(graph: Path, temperature: float = 1.0) -> nn.Module:
+    from ..models.onnx import OnnxClassifier
+
+    try:
+        return OnnxClassifier(graph, threads=torch.get_num_threads(), temperature=temperature)
+    except CnnlabError as error:
+        raise EngineUnavailable(str(error)) from None
+
+
+def _passing_export(run: Path, card: ModelCard) -> Path | None:
+    """RUN/export/model.onnx where `cnnlab export` made it from these weights and it passed."""
+    folder = run / "export"
+    if not (folder / EXPORT_MANIFEST).is_file():
+        return None
+    try:
+        manifest = ExportManifest.read(folder / EXPORT_MANIFEST)
+    except CnnlabError:
+        return None
+    graph = folder / manifest.files.get("fp32", "")
+    recorded = manifest.sha256.get(graph.name)
+    if (_key(manifest.card) != _key(card) or not manifest.parity.fp32.passed or recorded is None
+            or not graph.is_file() or sha256_of(graph) != recorded):
+        return None
+    return graph
+
+
+def _graph(record_path: Path, graph_path: Path, key: dict[str, Any], module: Any,
+           input_shape: tuple[int, int, int]) -> Path:
+    """The graph at `graph_path` for `key`: the one made before, or made now from `module()`."""
+    record = _read_record(record_path)
+    if record is None or record.key != key or (record.passed and not _intact(graph_path, record)):
+        record = _make(record_path, graph_path, key, module(), input_shape)
+    if not record.passed:
+        raise EngineUnavailable(f"the ONNX graph {graph_path} {record.reason}")
+    return graph_path
+
+
+def _read_record(path: Path) -> EngineRecord | None:
+    try:
+        return EngineRecord(**json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):  # none, unreadable or from another version: remade
+        return None
+
+
+def _intact(graph: Path, record: EngineRecord) -> bool:
+    return graph.is_file() and sha256_of(graph) == record.graph_sha256
+
+
+def _make(record_path: Path, graph_path: Path, key: dict[str, Any], module: nn.Module,
+          input_shape: tuple[int, int, int]) -> EngineRecord:
+    """Export the graph, measure it against PyTorch, and record both (a failure too, so that it
+    is not tried again for the same key)."""
+    from ..models.onnx_graph import module_to_onnx
+
+    # Seconds to a minute for a large network, once: said, so that the wait is not a mystery.
+    stderr_console().print(f"exporting the network to {graph_path} for ONNX Runtime (once; "
+                           f"--engine torch skips it)", highlight=False)
+    try:
+        graph_path.parent.mkdir(parents=True, exist_ok=True)
+        module_to_onnx(module, input_shape, graph_path, say=log.info)
+    except OSError as error:
+        raise EngineUnavailable(f"cannot write {graph_path}: {error.strerror or error}") from None
+    except Exception as error:  # the exporters raise many kinds for unsupported code
+        return _write_record(record_path, key, None, None, f"could not be made ({_first(error)})")
+    difference = _parity(graph_path, module, input_shape)
+    if difference > MAX_DIFFERENCE:
+        graph_path.unlink()
+        return _write_record(record_path, key, None, difference, f"differs from PyTorch by "
+                             f"{difference:.1e} (more than {MAX_DIFFERENCE:g})")
+    return _write_record(record_path, key, graph_path, difference, None)
+
+
+def _write_record(path: Path, key: dict[str, Any], graph: Path | None, difference: float | None,
+                  reason: str | None) -> EngineRecord:
+    import onnxruntime
+
+    record = EngineRecord(key=key, graph_sha256=sha256_of(graph) if graph else None,
+                          max_abs_difference=difference, passed=reason is None, reason=reason,
+                          versions={**versions(), "onnxruntime": onnxruntime.__version__})
+    try:
+        atomic_write_json(path, asdict(record))
+    except OSError as error:
+        raise EngineUnavailable(f"cannot write {path}: {error.strerror or error}") from None
+    return record
+
+
+@torch.no_grad()
+def _parity(graph: Path, module: nn.Module, input_shape: tuple[int, int, int]) -> float:
+    """The largest difference between the graph's outputs and eager PyTorch's, on seeded random
+    pixels in batches of several sizes."""
+    from ..models.onnx import open_session
+
+    session = open_session(graph)
+    name = session.get_inputs()[0].name
+    generator = torch.Generator().manual_seed(0)
+    largest = 0.0
+    for size in PARITY_BATCHES:
+        pixels = torch.rand(size, *input_shape, generator=generator)
+        theirs = torch.from_numpy(session.run(None, {name: pixels.numpy()})[0])
+        largest = max(largest, float((module(pixels) - theirs).abs().max()))
+    return largest
+
+
+def _exported_graph(model: Classifier) -> nn.Module:
+    from ..models.onnx_graph import ExportedGraph
+
+    return ExportedGraph(model.cpu().eval())
+
+
+def _feature_graph(model: Classifier) -> nn.Module:
+    from ..models.onnx_graph import FeatureGraph
+
+    return FeatureGraph(model)
+
+
+def _backbone_sha256(model: Classifier, input_shape: tuple[int, int, int]) -> str:
+    """SHA-256 of everything but the output layer: names, shapes and bytes of every tensor."""
+    head = {id(t) for t in model.output_layer.parameters()}
+    digest = hashlib.sha256(repr((type(model.network).__name__, input_shape)).encode())
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        if id(tensor) in head:
+            continue
+        data = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}{tuple(data.shape)}{data.dtype}".encode())
+        digest.update(data.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _first(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]

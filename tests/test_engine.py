@@ -1,0 +1,132 @@
+"""The fast engine: ONNX Runtime behind predict, evaluate and serve, on a graph exported once into
+RUN/engine/, checked against eager PyTorch, remade when the weights change, and left for PyTorch
+(said in one line) when it does not match."""
+
+import json
+import logging
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import cnnlab
+from cnnlab.base.errors import CnnlabError
+from cnnlab.base.fileio import sha256_of
+from cnnlab.run import engine as engine_module
+from cnnlab.run.folder import load_model, read_card, save_model
+
+CLI = [sys.executable, "-m", "cnnlab"]
+
+
+def _digits(count: int = 24) -> list[np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    return [(image * (255 / 16)).astype(np.uint8) for image in load_digits().images[-count:]]
+
+
+def _record(run: Path) -> dict:
+    return json.loads((run / "engine" / "engine.json").read_text())
+
+
+def _probabilities(predictor, images) -> np.ndarray:
+    """(N, K) probabilities in class order, with the detector's scores as a last column."""
+    answers = predictor.predict(images, topk=len(predictor.class_names))
+    rows = [[s.probability for s in sorted(a, key=lambda s: s.index)] + [a.score] for a in answers]
+    return np.array(rows)
+
+
+@pytest.fixture
+def run(digits_run, tmp_path) -> Path:
+    copy = tmp_path / "digits"
+    shutil.copytree(digits_run.path, copy, ignore=shutil.ignore_patterns("engine", "export*"))
+    return copy
+
+
+def test_onnx_runtime_predicts_what_pytorch_predicts_and_the_graph_is_made_once(run):
+    onnx = cnnlab.load(run, engine="onnx")
+    torch_ = cnnlab.load(run, engine="torch")
+    assert (onnx.runtime, torch_.runtime) == ("onnxruntime", "pytorch")
+    ours, theirs = _probabilities(onnx, _digits()), _probabilities(torch_, _digits())
+    assert np.abs(ours - theirs).max() <= 1e-4
+    assert (ours[:, :-1].argmax(1) == theirs[:, :-1].argmax(1)).all()
+    record = _record(run)
+    assert record["passed"] and record["max_abs_difference"] <= 1e-4
+    assert record["key"]["weights_sha256"] == read_card(run).weights_sha256
+    made = (run / "engine" / "engine.json").stat().st_mtime_ns
+    assert cnnlab.load(run).runtime == "onnxruntime"  # auto: the same graph, not made again
+    assert (run / "engine" / "engine.json").stat().st_mtime_ns == made
+
+
+def test_new_weights_remake_the_graph_and_a_damaged_one_is_never_used(run):
+    before = _probabilities(cnnlab.load(run, engine="onnx"), _digits())
+    model, card = load_model(run)
+    with torch.no_grad():
+        model.output_layer.bias += torch.arange(10.0)  # the run's new best weights
+    save_model(run, model, card)
+    after = _probabilities(cnnlab.load(run, engine="onnx"), _digits())
+    expected = _probabilities(cnnlab.load(run, engine="torch"), _digits())
+    assert np.abs(after - expected).max() <= 1e-4 and np.abs(after - before).max() > 0.01
+    assert _record(run)["key"]["weights_sha256"] == read_card(run).weights_sha256
+    graph = run / "engine" / "graph.onnx"
+    graph.write_bytes(graph.read_bytes()[:-64] + bytes(64))  # damaged on disk
+    repaired = _probabilities(cnnlab.load(run, engine="onnx"), _digits())
+    assert np.abs(repaired - expected).max() <= 1e-4
+    assert _record(run)["graph_sha256"] == sha256_of(graph)
+
+
+def test_a_graph_that_differs_from_pytorch_is_left_for_pytorch_in_one_line(run, monkeypatch,
+                                                                            caplog):
+    monkeypatch.setattr(engine_module, "MAX_DIFFERENCE", -1.0)  # no graph can match
+    with caplog.at_level(logging.WARNING, logger="cnnlab"):
+        predictor = cnnlab.load(run)
+    assert predictor.runtime == "pytorch" and not _record(run)["passed"]
+    said = [r.getMessage() for r in caplog.records if "PyTorch runs it instead" in r.getMessage()]
+    assert len(said) == 1 and "differs from PyTorch by" in said[0]
+    made = (run / "engine" / "engine.json").stat().st_mtime_ns
+    with pytest.raises(CnnlabError, match="--engine onnx: .*differs from PyTorch"):
+        cnnlab.load(run, engine="onnx")
+    assert (run / "engine" / "engine.json").stat().st_mtime_ns == made  # not exported again
+
+
+def test_a_passing_export_of_the_same_weights_is_used_as_it_is(run):
+    cnnlab.export(run, limit=64, quiet=True)
+    assert cnnlab.load(run, engine="onnx").engine.path == run / "export" / "model.onnx"
+    assert not (run / "engine").exists()
+
+
+def test_a_detector_on_features_keeps_pytorch(run, tmp_path):
+    cnnlab.calibrate(run, score="mahalanobis", quiet=True)
+    assert cnnlab.load(run).runtime == "pytorch"
+    with pytest.raises(CnnlabError, match="needs the network's features"):
+        cnnlab.load(run, engine="onnx")
+    assert cnnlab.load(run, engine="onnx", unknown=False).runtime == "onnxruntime"
+
+
+def test_evaluate_gives_the_same_numbers_on_either_engine(run, tmp_path):
+    onnx = cnnlab.evaluate(run, engine="onnx", out=str(tmp_path / "onnx"), quiet=True)
+    eager = cnnlab.evaluate(run, engine="torch", out=str(tmp_path / "torch"), quiet=True)
+    assert onnx.accuracy == eager.accuracy and onnx.images == eager.images
+    assert [row.accuracy for row in onnx.translation] == [row.accuracy for row in eager.translation]
+    assert onnx.translation and onnx.loss == pytest.approx(eager.loss, abs=1e-5)
+
+
+def test_the_command_line_takes_the_engine_and_refuses_another(run, tmp_path):
+    from PIL import Image
+
+    image = tmp_path / "seven.png"
+    Image.fromarray(_digits(1)[0]).save(image)
+    done = subprocess.run([*CLI, "predict", str(run), str(image), "--engine", "onnx", "--topk",
+                           "3", "--format", "json"], capture_output=True, text=True, check=True)
+    expected = cnnlab.load(run, engine="torch").predict(image, topk=3)[0]
+    answer = json.loads(done.stdout)[0]["top"]
+    assert [s["name"] for s in answer] == [s.name for s in expected]
+    assert [s["probability"] for s in answer] == pytest.approx([s.probability for s in expected],
+                                                               abs=1e-4)
+    wrong = subprocess.run([*CLI, "predict", str(run), str(image), "--engine", "tensorrt"],
+                           capture_output=True, text=True)
+    assert wrong.returncode == 2 and wrong.stderr.count("\n") == 1
+    assert "engine" in wrong.stderr and "onnx" in wrong.stderr
