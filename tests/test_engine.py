@@ -57,8 +57,30 @@ def test_onnx_runtime_predicts_what_pytorch_predicts_and_the_graph_is_made_once(
     assert record["passed"] and record["max_abs_difference"] <= 1e-4
     assert record["key"]["weights_sha256"] == read_card(run).weights_sha256
     made = (run / "engine" / "engine.json").stat().st_mtime_ns
-    assert cnnlab.load(run).runtime == "onnxruntime"  # auto: the same graph, not made again
-    assert (run / "engine" / "engine.json").stat().st_mtime_ns == made
+    assert cnnlab.load(run, engine="onnx").runtime == "onnxruntime"
+    assert (run / "engine" / "engine.json").stat().st_mtime_ns == made  # not made again
+
+
+def test_auto_runs_onnx_runtime_only_where_the_network_is_costly(run, monkeypatch):
+    shutil.rmtree(run / "engine", ignore_errors=True)
+    assert cnnlab.load(run).runtime == "pytorch"  # 0.7 MFLOPs an image: not worth an export
+    assert not (run / "engine").exists()
+    monkeypatch.setattr(engine_module, "AUTO_MIN_FLOPS", 0.5e6)
+    assert cnnlab.load(run).runtime == "onnxruntime"
+
+
+@pytest.mark.parametrize(("architecture", "shape"), [("fast", (1, 28, 28)),
+                                                     ("timm:efficientnet_lite0", (3, 64, 64))])
+def test_the_flops_that_decide_are_pytorchs_flop_counter(architecture, shape):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from cnnlab.models import create_model
+
+    model, _, _ = create_model(architecture, input_shape=shape, num_classes=10,
+                               mean=[0.5] * shape[0], std=[0.5] * shape[0])
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model.eval()(torch.zeros(1, *shape))
+    assert engine_module.flops_per_image(model, shape) == counter.get_total_flops()
 
 
 def test_new_weights_remake_the_graph_and_a_damaged_one_is_never_used(run):
@@ -81,6 +103,7 @@ def test_new_weights_remake_the_graph_and_a_damaged_one_is_never_used(run):
 def test_a_graph_that_differs_from_pytorch_is_left_for_pytorch_in_one_line(run, monkeypatch,
                                                                             caplog):
     monkeypatch.setattr(engine_module, "MAX_DIFFERENCE", -1.0)  # no graph can match
+    monkeypatch.setattr(engine_module, "AUTO_MIN_FLOPS", 0)
     with caplog.at_level(logging.WARNING, logger="cnnlab"):
         predictor = cnnlab.load(run)
     assert predictor.runtime == "pytorch" and not _record(run)["passed"]
@@ -100,10 +123,10 @@ def test_a_passing_export_of_the_same_weights_is_used_as_it_is(run):
 
 def test_a_detector_on_features_keeps_pytorch(run, tmp_path):
     cnnlab.calibrate(run, score="mahalanobis", quiet=True)
+    assert cnnlab.load(run, engine="onnx", unknown=False).runtime == "onnxruntime"
     assert cnnlab.load(run).runtime == "pytorch"
     with pytest.raises(CnnlabError, match="needs the network's features"):
         cnnlab.load(run, engine="onnx")
-    assert cnnlab.load(run, engine="onnx", unknown=False).runtime == "onnxruntime"
 
 
 def test_evaluate_gives_the_same_numbers_on_either_engine(run, tmp_path):

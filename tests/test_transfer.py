@@ -90,7 +90,8 @@ def _features(run):
     """The run's own train and val split through its own (frozen) backbone."""
     model, _ = load_model(run.path)
     data = load_dataset(run.config.data)
-    return [cache_features(model, split, torch.device("cpu")) for split in (data.train, data.val)]
+    return [cache_features(model, split, torch.device("cpu"), data.input_shape)
+            for split in (data.train, data.val)]
 
 
 def _assert_same_head(run, probe, vectors):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -30,12 +31,18 @@ from ..base.errors import CnnlabError
 from ..base.fileio import atomic_write_json, sha256_of
 from ..base.progress import stderr_console
 from ..models import Classifier
+from ..models.modes import eval_mode
 from .contract import EXPORT_MANIFEST, ExportManifest, ModelCard, versions
 
 log = logging.getLogger("cnnlab")
 
 ENGINE_FOLDER, ENGINE_RECORD, ENGINE_GRAPH = "engine", "engine.json", "graph.onnx"
 MAX_DIFFERENCE = 1e-4  # largest |ONNX Runtime - PyTorch| of an output for the graph to be used
+# auto runs ONNX Runtime from this many conv and dense FLOPs an image (EfficientNet-Lite0 at 224
+# px: 768M, 17 images/s eager on 2 cores). Below it eager PyTorch runs hundreds to tens of
+# thousands of images a second (the default network: 8.5M, 2,800/s in NCHW), and the one-off
+# export (3-4 s for a small network) costs more than ONNX Runtime would save on any folder.
+AUTO_MIN_FLOPS = 100e6
 PARITY_BATCHES = (3, 1)  # batch sizes of the parity check: the graph's batch size is free
 
 
@@ -64,7 +71,7 @@ def forward_engine(run: Path, model: Classifier, card: ModelCard, engine: str,
                    device: torch.device) -> nn.Module:
     """What runs a run's `model` forward for a verb: `model` itself, or its ONNX Runtime graph (a
     module with the same interface: pixels in, logits out, predict_proba)."""
-    if not _wanted(engine, model):
+    if not _wanted(engine, model, card.input.shape):
         return model
     try:
         _check_possible(device)
@@ -83,7 +90,7 @@ def feature_engine(model: Classifier, input_shape: tuple[int, int, int], engine:
                    device: torch.device) -> nn.Module | None:
     """ONNX Runtime's graph of what `model`'s output layer sees, features (B, F), kept in the
     cache folder under the SHA-256 of the backbone's tensors; None where PyTorch should run."""
-    if not _wanted(engine, model):
+    if not _wanted(engine, model, input_shape):
         return None
     try:
         _check_possible(device)
@@ -103,10 +110,38 @@ def graph_output(card: ModelCard) -> str:
     return "log_probabilities" if card.flip_tta else "logits"
 
 
-def _wanted(engine: str, model: nn.Module) -> bool:
+def _wanted(engine: str, model: nn.Module, input_shape: tuple[int, int, int]) -> bool:
     if engine not in ENGINES:
         raise CnnlabError(f"unknown engine {engine!r}: choose one of {', '.join(ENGINES)}")
-    return engine != "torch" and isinstance(model, Classifier)  # an export is already ORT
+    if engine == "torch" or not isinstance(model, Classifier):  # an export is already ORT
+        return False
+    return engine == "onnx" or flops_per_image(model, input_shape) >= AUTO_MIN_FLOPS
+
+
+@torch.no_grad()
+def flops_per_image(model: nn.Module, input_shape: tuple[int, int, int]) -> float:
+    """The conv and dense layers' FLOPs (2 per multiply-add) for one image, from the shapes one
+    forward pass gives. Hand-written: torch's FlopCounterMode takes 1.4 s to start in a fresh
+    process, longer than a small network's whole prediction; this takes one forward pass."""
+    total = [0.0]
+
+    def count(module: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
+        if isinstance(module, nn.Conv2d):
+            per_output = module.in_channels // module.groups * math.prod(module.kernel_size)
+        else:
+            per_output = module.in_features
+        total[0] += 2.0 * per_output * output.numel()
+
+    handles = [m.register_forward_hook(count) for m in model.modules()
+               if isinstance(m, (nn.Conv2d, nn.Linear))]
+    device = next(model.parameters()).device
+    try:
+        with eval_mode(model):
+            model(torch.zeros(1, *input_shape, device=device))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return total[0]
 
 
 def _fallback(engine: str, reason: EngineUnavailable, instead: Any) -> Any:
