@@ -15,7 +15,7 @@ from PIL import Image
 
 import cnnlab
 from cnnlab.base.errors import CnnlabError
-from cnnlab.models.onnx import OnnxClassifier, check_external_data
+from cnnlab.models.onnx import OnnxClassifier, check_external_data, open_session
 from cnnlab.run.contract import ExportManifest
 
 from .helpers import make_shape_folder
@@ -132,6 +132,8 @@ def test_external_data_outside_the_folder_is_refused(tmp_path):
     onnx.save_model(loaded, str(folder / "model.onnx"))
     with pytest.raises(CnnlabError, match="outside the model's folder"):
         check_external_data(folder / "model.onnx")
+    with pytest.raises(CnnlabError, match="escapes model directory"):  # ONNX Runtime's own check
+        open_session(folder / "model.onnx", own=True)
 
 
 def test_a_network_without_conv_and_one_with_flip_tta_export(tmp_path):

@@ -28,8 +28,8 @@ from ..base.settings import resolve
 from ..data import TensorImages
 from ..data.splits import Split
 from ..run.data import NOT_HELD_OUT, held_out, pick_split
-from ..run.engine import forward_engine
-from ..run.folder import data_qualifiers, load_model, results_folder
+from ..run.engine import cached_engine, forward_engine
+from ..run.folder import data_qualifiers, export_of, load_model, read_card, results_folder
 from ..run.inference import predict_logits
 from ..run.results import (
     AveragedMetrics,
@@ -214,10 +214,8 @@ def evaluate_run(run: str | Path, settings: EvaluateSettings | None = None,
     run, settings = Path(run), resolve(EvaluateSettings, settings, options)
     split = settings.split
     torch_device = resolve_device(settings.device)
-    model, card = load_model(run, torch_device)
+    model, card, network = _networks(run, settings, torch_device)
     max_shift = default_max_shift(card) if settings.max_shift is None else settings.max_shift
-    network = forward_engine(run, model, card, settings.engine, torch_device)
-    model.to(memory_format=torch.channels_last)  # about 20% faster convolutions on CPU
     chosen, data_name = pick_split(run, card, settings.data, split)
     unseen = held_out(card, settings.data, split)
     if not unseen:
@@ -250,6 +248,19 @@ def evaluate_run(run: str | Path, settings: EvaluateSettings | None = None,
     open_set = _open_set(run, model, card, chosen, settings.unknown, torch_device, out) \
         if settings.unknown else None
     return Evaluation(metrics, out, top, open_set)
+
+
+def _networks(run: Path, settings: EvaluateSettings, device: torch.device):
+    """The PyTorch model (None where it is not needed), the model card, and what runs the
+    forward passes: a cached ONNX Runtime graph needs no PyTorch model unless --unknown does."""
+    if settings.unknown is None and export_of(run) is None:
+        card = read_card(run)
+        ready = cached_engine(run, card, settings.engine, device)
+        if ready is not None:
+            return None, card, ready
+    model, card = load_model(run, device)
+    network = forward_engine(run, model, card, settings.engine, device)
+    return model.to(memory_format=torch.channels_last), card, network  # 20% faster convs on CPU
 
 
 def _open_set(run: Path, model, card, known: Split, unknown: str, device: torch.device,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import glob
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,8 +25,8 @@ from ..models import Classifier
 from ..models.modes import eval_mode
 from ..models.pretrained import TIMM_PREFIX
 from ..run.contract import PRETRAINED_PREFIX, InputSpec, ModelCard, Preprocessing
-from ..run.engine import forward_engine, graph_output
-from ..run.folder import export_of, load_model
+from ..run.engine import cached_engine, forward_engine, graph_output
+from ..run.folder import export_of, load_model, read_card
 from ..run.unknown import Detector, detector_from_outputs, exported_detector, load_detector
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"})
@@ -89,12 +89,13 @@ class Predictor:
     """A trained model with the preprocessing it was trained with (from model.json), and the
     unknown-image detector fitted with it, where there is one."""
 
-    def __init__(self, model: Classifier, card: ModelCard, device: torch.device,
-                 detector: Detector | None = None, engine: nn.Module | None = None) -> None:
-        # channels_last: faster convolutions on CPU (bench/train_step.py)
-        self.model = model.eval().to(memory_format=torch.channels_last)
+    def __init__(self, model: Classifier | Callable[[], Classifier], card: ModelCard,
+                 device: torch.device, detector: Detector | None = None,
+                 engine: nn.Module | None = None) -> None:
+        # The model, or with an `engine` what loads it when gradients (Grad-CAM) first need it.
+        self._model = model
         # What runs the forward passes of predictions: ONNX Runtime's graph of the model (see
-        # run.engine), or the model; gradients (Grad-CAM) always come from the model.
+        # run.engine), or the model.
         self.engine = engine if engine is not None else self.model
         self.card, self.device, self.detector = card, device, detector
         self.class_names: list[str] = list(card.class_names)
@@ -130,6 +131,14 @@ class Predictor:
         if tuple(tensor.shape) == self.input_shape:
             return tensor
         return self.preprocess(_as_image_array(tensor))
+
+    @property
+    def model(self) -> Classifier:
+        """The PyTorch model (loaded on first use where ONNX Runtime predicts)."""
+        if not isinstance(self._model, nn.Module):
+            self._model = self._model()
+        # channels_last: faster convolutions on CPU (bench/train_step.py)
+        return self._model.eval().to(memory_format=torch.channels_last)
 
     @property
     def runtime(self) -> str:
@@ -268,11 +277,12 @@ def load_predictor(run: str | Path, device: str = PredictSettings.device,
     torch_device = resolve_device(device)
     if str(run).startswith(PRETRAINED_PREFIX):
         return _pretrained(str(run)[len(PRETRAINED_PREFIX):], torch_device)
-    model, card = load_model(run, torch_device)
     exported = export_of(run)
     if exported:
+        model, card = load_model(run, torch_device)
         detector = exported_detector(card, exported[0].output) if unknown else None
         return Predictor(model, card, torch_device, detector)
+    card = read_card(run)
     detector = load_detector(Path(run), card) if unknown else None
     if detector is not None and engine != "torch":
         # The graph gives logits (log-probabilities with flip TTA), never the features.
@@ -281,6 +291,11 @@ def load_predictor(run: str | Path, device: str = PredictSettings.device,
             engine = _engine_for_features(engine, card)
         else:
             detector = on_graph
+    ready = cached_engine(Path(run), card, engine, torch_device)
+    if ready is not None:
+        return Predictor(lambda: load_model(run, torch_device)[0], card, torch_device, detector,
+                         ready)
+    model, card = load_model(run, torch_device)
     runner = forward_engine(Path(run), model, card, engine, torch_device)
     return Predictor(model, card, torch_device, detector, runner)
 

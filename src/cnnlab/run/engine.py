@@ -81,9 +81,29 @@ def forward_engine(run: Path, model: Classifier, card: ModelCard, engine: str,
         graph = _passing_export(Path(run), card) or _graph(
             Path(run) / ENGINE_FOLDER / ENGINE_RECORD, Path(run) / ENGINE_FOLDER / ENGINE_GRAPH,
             _key(card), lambda: _exported_graph(model), card.input.shape)
-        return _session(graph, temperature=1.0 if card.flip_tta else card.temperature)
+        return _run_session(run, graph, card)
     except EngineUnavailable as reason:
         return _fallback(engine, reason, model)
+
+
+def cached_engine(run: Path, card: ModelCard, engine: str,
+                  device: torch.device) -> nn.Module | None:
+    """A run's ONNX Runtime graph where one made for these weights is already there and intact,
+    without building the PyTorch model at all (timm's import alone takes 3 s); else None."""
+    if engine == "torch" or device.type != "cpu" or card.weights_sha256 is None:
+        return None
+    run = Path(run)
+    graph = _passing_export(run, card)
+    if graph is None:
+        graph = run / ENGINE_FOLDER / ENGINE_GRAPH
+        record = _read_record(run / ENGINE_FOLDER / ENGINE_RECORD)
+        if record is None or record.key != _key(card) or not record.passed \
+                or not _intact(graph, record):
+            return None
+    try:
+        return _run_session(run, graph, card)
+    except EngineUnavailable:
+        return None
 
 
 def feature_engine(model: Classifier, input_shape: tuple[int, int, int], engine: str,
@@ -169,11 +189,17 @@ def _key(card: ModelCard) -> dict[str, Any]:
             "temperature": card.temperature if card.flip_tta else 1.0}
 
 
-def _session(graph: Path, temperature: float = 1.0) -> nn.Module:
+def _run_session(run: Path, graph: Path, card: ModelCard) -> nn.Module:
+    own = graph == Path(run) / ENGINE_FOLDER / ENGINE_GRAPH  # else the user's export
+    return _session(graph, temperature=1.0 if card.flip_tta else card.temperature, own=own)
+
+
+def _session(graph: Path, temperature: float = 1.0, own: bool = True) -> nn.Module:
     from ..models.onnx import OnnxClassifier
 
     try:
-        return OnnxClassifier(graph, threads=torch.get_num_threads(), temperature=temperature)
+        return OnnxClassifier(graph, threads=torch.get_num_threads(), temperature=temperature,
+                              own=own)
     except CnnlabError as error:
         raise EngineUnavailable(str(error)) from None
 
