@@ -26,7 +26,7 @@ NOT_WALKED = ("scripts/setup.sh", "torchrun", "createdb")
 # What the README's Tests section says the walk shortens (flag, value), appended to each command
 # of the verb, so that an explicit flag of the README's is overridden by the later one.
 SHORTER = {"train": ["--epochs", "1", "--per-class", "30"], "tune": ["--trials", "2"],
-           "lr-find": ["--steps", "30"]}
+           "lr-find": ["--steps", "30"], "evaluate": ["--max-shift", "1"]}
 
 
 def _joined(lines: list[str]) -> list[str]:
