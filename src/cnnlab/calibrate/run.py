@@ -16,7 +16,9 @@ from ..base.errors import CnnlabError
 from ..base.settings import resolve
 from ..run.contract import Calibration, ModelCard, UnknownDetector
 from ..run.data import run_dataset
+from ..run.engine import feature_engine
 from ..run.folder import export_of, load_model, write_card
+from ..run.inference import output_layer, predict_logits
 from ..run.unknown import FeatureStatistics, Outputs, model_outputs, score_outputs
 from .temperature import calibration_error, fit_temperature
 
@@ -61,6 +63,19 @@ def _statistics(model, data, settings: CalibrateSettings, device: torch.device,
     return statistics
 
 
+def _outputs(model, card: ModelCard, split, device: torch.device) -> Outputs:
+    """The split's raw logits and features: where ONNX Runtime's graph of this backbone is
+    already made (the linear probe made it, see run.engine), its features and the output layer's
+    logits on them, 5x faster on a CPU; else one pass of PyTorch."""
+    extractor = feature_engine(model, card.input.shape, "auto", device, make=False)
+    if extractor is None:
+        return model_outputs(model, split, device)
+    features, labels = predict_logits(extractor, split, device, batch_size=64)
+    with torch.no_grad():
+        logits = output_layer(model)(features.to(device)).float().cpu()
+    return Outputs(logits, features, labels)
+
+
 def _calibration(val: Outputs, settings: CalibrateSettings) -> Calibration | None:
     """The temperature; where every validation image is right, none: the likelihood then only
     grows as the temperature falls, so a fit would make the model as sure as it can be."""
@@ -95,7 +110,7 @@ def calibrate_run(run: str | Path, settings: CalibrateSettings | None = None,
     if data.val is None or len(data.val) < 2:
         raise CnnlabError(f"{run}: its data has no validation split to calibrate on (set "
                           f"--val-fraction when training)")
-    val = model_outputs(model, data.val, device)
+    val = _outputs(model, card, data.val, device)
     calibration = _calibration(val, settings)
     statistics = _statistics(model, data, settings, device, run)
     temperature = calibration.temperature if calibration else 1.0

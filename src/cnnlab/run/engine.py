@@ -107,9 +107,10 @@ def cached_engine(run: Path, card: ModelCard, engine: str,
 
 
 def feature_engine(model: Classifier, input_shape: tuple[int, int, int], engine: str,
-                   device: torch.device) -> nn.Module | None:
+                   device: torch.device, make: bool = True) -> nn.Module | None:
     """ONNX Runtime's graph of what `model`'s output layer sees, features (B, F), kept in the
-    cache folder under the SHA-256 of the backbone's tensors; None where PyTorch should run."""
+    cache folder under the SHA-256 of the backbone's tensors; None where PyTorch should run.
+    Without `make`, only a graph already made (by the linear probe, say) is used."""
     if not _wanted(engine, model, input_shape):
         return None
     try:
@@ -119,7 +120,8 @@ def feature_engine(model: Classifier, input_shape: tuple[int, int, int], engine:
         digest = _backbone_sha256(model, input_shape)
         stem = cache_dir() / ENGINE_FOLDER / f"features-{digest[:24]}"
         graph = _graph(stem.with_suffix(".json"), stem.with_suffix(".onnx"),
-                       {"backbone_sha256": digest}, lambda: _feature_graph(model), input_shape)
+                       {"backbone_sha256": digest}, lambda: _feature_graph(model), input_shape,
+                       make)
         return _session(graph)
     except EngineUnavailable as reason:
         return _fallback(engine, reason, None)
@@ -222,10 +224,12 @@ def _passing_export(run: Path, card: ModelCard) -> Path | None:
 
 
 def _graph(record_path: Path, graph_path: Path, key: dict[str, Any], module: Any,
-           input_shape: tuple[int, int, int]) -> Path:
+           input_shape: tuple[int, int, int], make: bool = True) -> Path:
     """The graph at `graph_path` for `key`: the one made before, or made now from `module()`."""
     record = _read_record(record_path)
     if record is None or record.key != key or (record.passed and not _intact(graph_path, record)):
+        if not make:
+            raise EngineUnavailable("no graph made yet", said=False)
         record = _make(record_path, graph_path, key, module(), input_shape)
     if not record.passed:
         raise EngineUnavailable(f"the ONNX graph {graph_path} {record.reason}")
