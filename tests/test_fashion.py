@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from cnnlab.base.config import DataConfig
 from cnnlab.data import load_dataset
 from cnnlab.data.builtin import FASHION_CLASSES
@@ -17,6 +19,7 @@ def test_fashion_mnist_loads_with_its_classes():
     assert sorted(data.test.labels.bincount().tolist()) == [1000] * 10
 
 
+@pytest.mark.slow
 def test_time_to_accuracy_benchmark_runs(tmp_path):
     """The benchmark is not a test; this runs it for one tiny epoch of each method so it cannot rot."""
     bench = Path(__file__).parent.parent / "bench" / "time_to_accuracy.py"

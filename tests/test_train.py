@@ -88,6 +88,7 @@ def _epochs_done(run: Path) -> int:
         return 0
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_is_bit_identical(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     reference = tmp_path / "reference"

@@ -171,6 +171,7 @@ def test_two_photo_classes_train_far_above_chance(two_flowers, tmp_path):
     assert run.test_accuracy >= 0.9
 
 
+@pytest.mark.slow
 def test_transfer_benchmark_runs(flowers12):
     """The benchmark is not a test; this runs it on a few photos so it cannot rot."""
     bench = Path(__file__).parent.parent / "bench" / "transfer.py"

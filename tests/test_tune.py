@@ -26,7 +26,7 @@ import cnnlab
 from cnnlab.base.errors import CnnlabError
 from cnnlab.cli import main
 from cnnlab.run.folder import read_metrics
-from cnnlab.tune.processes import last_error
+from cnnlab.tune.processes import STOP_SECONDS, last_error
 from cnnlab.tune.space import load_tune_config, parse_search
 
 from .helpers import free_port
@@ -239,6 +239,7 @@ def _queued(out: Path, *params: dict) -> None:
         study.enqueue_trial(values)
 
 
+@pytest.mark.slow
 def test_each_trial_trained_by_two_processes_completes_or_is_pruned(tmp_path):
     out = tmp_path / "sweep"
     # Two sound rates finish (the pruner waits for two), then lr=0, far below their median after
@@ -267,6 +268,7 @@ def test_each_trial_trained_by_two_processes_completes_or_is_pruned(tmp_path):
     assert result.best.number in (0, 1)
 
 
+@pytest.mark.slow
 def test_on_two_processes_a_diverging_trial_fails_and_a_refused_setting_stops_the_sweep(tmp_path):
     out = tmp_path / "sweep"
     # lr=50 with plain SGD diverges in its first epoch; a batch of 33 does not split over two
@@ -305,6 +307,7 @@ def _running(pid: int) -> bool:
     return state not in ("Z", "X")  # a zombie has ended; only its exit status waits
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads processes from /proc")
 def test_ctrl_c_of_the_sweep_stops_the_processes_training_its_trial(tmp_path):
     out = tmp_path / "sweep"
@@ -320,7 +323,15 @@ def test_ctrl_c_of_the_sweep_stops_the_processes_training_its_trial(tmp_path):
     training = _descendants(tune.pid)  # torchrun and its two processes
     assert len(training) >= 3
     tune.send_signal(signal.SIGINT)
-    _, err = tune.communicate(timeout=120)
+    try:  # the sweep waits up to STOP_SECONDS for torchrun, then kills; then it sums up
+        _, err = tune.communicate(timeout=STOP_SECONDS + 120)
+    except subprocess.TimeoutExpired:
+        tune.kill()
+        states = {pid: _running(pid) for pid in training}
+        log = out / "trial-000.log"
+        pytest.fail(f"the sweep did not end; still running: {states}; its stderr: "
+                    f"{tune.communicate()[1]}; the trial's log: "
+                    f"{log.read_text()[-3000:] if log.is_file() else 'none'}")
     assert tune.returncode == 130 and "keeps 0 of its 1 trials" in err
     assert not [pid for pid in training if _running(pid)]
     assert not (out / "trial-000" / ".lock").exists()  # train let go of its folder as on Ctrl-C
@@ -370,6 +381,7 @@ def _wait(*workers: subprocess.Popen) -> None:
         assert worker.returncode == 0, err
 
 
+@pytest.mark.slow
 def test_two_workers_share_one_sqlite_study_on_one_machine(tmp_path):
     out = tmp_path / "sweep"
     first, second = _worker(out), _worker(out)
