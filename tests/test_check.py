@@ -304,3 +304,30 @@ def test_a_check_with_a_run_finds_copies_in_the_pixels_and_labels_in_the_runs_fe
     count = len(with_run.items.class_names)
     expected = out_of_sample_probabilities(given, count, 2, 0, probe_model(features, given, count))
     assert np.allclose(with_run.issues.probabilities, expected, atol=1e-3)
+
+
+def test_look_alike_small_images_in_a_folder_are_not_copies_and_a_copy_is(tmp_path, monkeypatch):
+    """Fashion-MNIST trousers share their 8x8 difference hash and sit at pixel cosine 0.8 and
+    more: in a folder of small images copies are found in the pixels alone, by default."""
+    from cnnlab.data.builtin import FASHION_CLASSES
+
+    test = load_dataset(DataConfig(name="fashion-mnist", val_fraction=0)).test
+    root = tmp_path / "fashion"
+    for split, part in (("train", slice(0, 1000)), ("test", slice(1000, 2000))):
+        labels = test.labels[part]
+        for cls in (1, 8):  # trousers and bags, 100 of each
+            (root / split / FASHION_CLASSES[cls]).mkdir(parents=True)
+            for i in torch.nonzero(labels == cls).flatten()[:100].tolist():
+                Image.fromarray(test.images[part][i, 0].numpy()).save(
+                    root / split / FASHION_CLASSES[cls] / f"{part.start + i:05d}.png")
+    original = sorted((root / "test" / "Trouser").iterdir())[0]
+    copy = root / "train" / "Trouser" / f"copy_{original.name}"
+    Image.open(original).save(copy)  # the same pixels, saved again
+    monkeypatch.setattr(check_labels, "cnn_model", _knows_every_label)  # labels beside the point
+    result = cnnlab.check(root, out=str(tmp_path / "out"), folds=2, quiet=True, threads=2)
+    assert result.summary["hash_bits"] == -1
+    assert _copies(result) == {("leak", f"train/Trouser/{copy.name}",
+                                f"test/Trouser/{original.name}")}
+    hashed = cnnlab.check(root, out=str(tmp_path / "hashed"), folds=2, quiet=True, threads=2,
+                          hash_bits=4)
+    assert len(_copies(hashed)) > 100  # what the hash alone would call copies here

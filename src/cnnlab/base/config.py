@@ -464,9 +464,10 @@ class CheckSettings:
     similarity: float | None = option(None, "near copies: cosine similarity of the embeddings from "
                                             "which two images are copies (default 0.97; 0.99 for "
                                             "pixels)", minimum=0, maximum=1)
-    hash_bits: int = option(4, "near copies: difference-hash bits (of 64) that may differ, an "
-                               "image or its mirror image (-1 turns the hash off)", minimum=-1,
-                            maximum=64)
+    hash_bits: int | None = option(None, "near copies: difference-hash bits (of 64) that may "
+                                         "differ, an image or its mirror image (default 4 for "
+                                         "photos, off for small images; -1 turns the hash off)",
+                                   minimum=-1, maximum=64)
     seed: int = option(0, "seed of the folds and of the per-fold CNN", minimum=0)
     batch_size: int = option(64, "images per forward pass", minimum=1)
     workers: int = option(2, "processes that decode image files", minimum=0, maximum=256)

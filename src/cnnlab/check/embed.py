@@ -30,6 +30,7 @@ PHOTO_NETWORK = "efficientnet_lite0"
 # pixel does, and different small images of one class are often 0.97 apart. A run's features find
 # no copies: see above.
 SIMILARITY = {"pretrained": 0.97, "pixels": 0.99}
+HASH_BITS = 4  # photos: difference-hash bits that may differ between near copies
 
 
 @dataclass
