@@ -27,6 +27,7 @@ from .average import moving_average
 from .data_checks import warn_if_input_too_small
 from .optim import make_optimizer, make_scheduler
 from .transfer import can_cache, keep_batch_norm_statistics, set_backbone_frozen
+from .whiten import whiten_first_conv
 
 
 @dataclass
@@ -155,6 +156,8 @@ def build_trainer(config: TrainConfig, data: DatasetSplits, device: torch.device
                                   num_classes=data.num_classes, mean=mean, std=std,
                                   pretrained=config.pretrained and not config.init)
     warn_if_input_too_small(model.network, config.model, data.input_shape)
+    if config.whiten and not config.init:  # --init's first conv is the run's, as it trained
+        whiten_first_conv(model, data.train)
     model.to(device)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
