@@ -167,8 +167,6 @@ def _resumed_config(run: str | Path, settings: dict[str, Any]) -> TrainConfig:
     from .run.folder import CONFIG
 
     config = load_config(Path(run) / CONFIG)
-    if config.whiten is None:  # a run from before the whitened first layer: its first conv trains
-        config.whiten = False
     others = sorted(set(settings) - {"epochs", *MACHINE_SETTINGS})
     if others:
         raise CnnlabError(f"--resume continues a run with its own config.yaml (only --epochs may "

@@ -163,9 +163,9 @@ class TrainConfig:
     # never is.
     tta: bool | None = option(None, "predict and evaluate on each image and its mirror image, "
                                     f"averaged ({_by_recipe('tta')})")
-    whiten: bool | None = option(None, "a frozen first conv whose filters whiten the training "
-                                       "images' patches, set from them before the first step "
-                                       f"({_by_recipe('whiten')})")
+    whiten: bool | None = option(None, "start the first conv's filters as whitening filters of "
+                                       "the training images' patches (computed from them before "
+                                       f"the first step; {_by_recipe('whiten')})")
     class_weights: bool = option(False, "weigh the loss by inverse class frequency")
     patience: int | None = option(None, "early stopping: epochs without a better val accuracy", minimum=1)
     seed: int = option(0, "random seed (CPU training is deterministic with it)", minimum=0)

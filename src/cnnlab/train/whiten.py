@@ -1,9 +1,9 @@
-"""A frozen first layer that whitens the data's patches, the first lever of airbench (Jordan, 2024,
-"94% on CIFAR-10 in 3.29 seconds on a single GPU"): the first conv's filters are the eigenvectors
-of the covariance of the training images' k x k patches, each scaled by 1/sqrt(its eigenvalue) and
-paired with its negative, and they do not train. The layers above see decorrelated inputs of equal
-variance from the first step, and the first conv's weight gradient, the least efficient part of
-a small network's step on a CPU (BENCHMARKS.md), is not computed at all.
+"""A first layer that starts by whitening the data's patches, the first lever of airbench (Jordan,
+2024, "94% on CIFAR-10 in 3.29 seconds on a single GPU"): the first conv's filters start as the
+eigenvectors of the covariance of the training images' k x k patches, each scaled by
+1/sqrt(its eigenvalue), and their negatives. The layers above see decorrelated inputs of equal
+variance from the first step. The filters then train with the rest (airbench freezes them), and
+move little: Adam's steps are small beside their size.
 
 Hand-written: the eigendecomposition of one small covariance matrix (9 x 9 for a gray 3 x 3
 conv), which no library offers as a layer initialization.
@@ -58,9 +58,8 @@ def whitening_filters(covariance: torch.Tensor, channels: int, kernel: tuple[int
 
 @torch.no_grad()
 def whiten_first_conv(model: nn.Module, split: Split) -> bool:
-    """Set the first conv's filters to whiten `images`' patches and freeze it (the filters beyond
-    twice the patch size keep their random start, frozen too), from the patches of `split`'s
-    images. False where the network's first layer is not a plain conv. `model`: a Classifier
+    """Start the first conv's filters as whitening filters of the patches of `split`'s images
+    (the filters beyond twice the patch size keep their random start). False where the network's first layer is not a plain conv. `model`: a Classifier
     (its mean and std normalize the pixels)."""
     conv = first_conv(model)
     if conv is None:
@@ -70,5 +69,4 @@ def whiten_first_conv(model: nn.Module, split: Split) -> bool:
     conv.weight[:len(filters)] = filters.to(conv.weight)
     if conv.bias is not None:
         conv.bias.zero_()
-    conv.requires_grad_(False)
     return True
