@@ -59,8 +59,8 @@ def whitening_filters(covariance: torch.Tensor, channels: int, kernel: tuple[int
 @torch.no_grad()
 def whiten_first_conv(model: nn.Module, split: Split) -> bool:
     """Start the first conv's filters as whitening filters of the patches of `split`'s images
-    (the filters beyond twice the patch size keep their random start). False where the network's first layer is not a plain conv. `model`: a Classifier
-    (its mean and std normalize the pixels)."""
+    (the filters beyond twice the patch size keep their random start). False where the network's
+    first layer is not a plain conv. `model`: a Classifier (its mean and std normalize pixels)."""
     conv = first_conv(model)
     if conv is None:
         return False
