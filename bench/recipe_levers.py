@@ -30,7 +30,7 @@ VARIANTS: dict[str, tuple[dict, str]] = {
     "b128-ema-w02": ({"batch_size": 128, "warmup": 0.02, "ema": 0.99, "whiten": False},
                      "batch 128 with the EMA and a 2% warmup"),
     "b128-ema-w02-whiten": ({"batch_size": 128, "warmup": 0.02, "ema": 0.99, "whiten": True},
-                            "the same with the whitened, frozen first conv (the default now)"),
+                            "the same with the first conv started whitened (the fashion-quick preset)"),
     "b64-ema-w05": ({"batch_size": 64, "warmup": 0.05, "ema": 0.99, "whiten": False},
                     "the same at batch 64"),
     "b64-w05": ({"batch_size": 64, "warmup": 0.05, "ema": 0.0, "whiten": False},

@@ -246,7 +246,7 @@ def test_one_cycle_rises_once_and_falls_for_any_number_of_steps(total_steps):
     from cnnlab.models import create_model
     from cnnlab.train.optim import make_optimizer, make_scheduler
 
-    config = TrainConfig(epochs=total_steps, optimizer="adam", lr=1.0)
+    config = TrainConfig(epochs=total_steps, optimizer="adam", lr=1.0, warmup=0.1)
     model, _, _ = create_model("flatten dense", input_shape=(1, 2, 1), num_classes=2)
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, config, steps_per_epoch=1)  # 10: one warmup step

@@ -1,6 +1,6 @@
-"""The whitened start of the first layer in training from scratch: its outputs decorrelated with
-unit variance (measured with NumPy's own patches and covariance), set where the recipe says so,
-left alone where it does not or where the first layer is no plain conv."""
+"""--whiten, the whitened start of the first layer in training from scratch: its outputs
+decorrelated with unit variance (measured with NumPy's own patches and covariance), set where asked,
+left alone by default, for pretrained networks and where the first layer is no plain conv."""
 
 from __future__ import annotations
 
@@ -60,9 +60,8 @@ def _built_first_conv(**settings):
     return first_conv(trainer.model).weight.detach(), config, data, trainer.model
 
 
-def test_training_from_scratch_starts_whitened_and_no_whiten_at_random():
-    whitened, config, data, model = _built_first_conv()
-    assert config.whiten is True and config.warmup == 0.02
+def test_whiten_starts_the_first_conv_whitened_and_the_default_at_random():
+    whitened, config, data, model = _built_first_conv(whiten=True)
     torch.manual_seed(config.seed)  # as training seeds the network it builds
     start, _, _ = create_model("fast", input_shape=(1, 8, 8), num_classes=10,
                                mean=model.mean.flatten().tolist(), std=model.std.flatten().tolist())
@@ -70,17 +69,23 @@ def test_training_from_scratch_starts_whitened_and_no_whiten_at_random():
     whiten_first_conv(start, data.train)
     torch.testing.assert_close(whitened, first_conv(start).weight.detach())
     torch.testing.assert_close(whitened[18:], random[18:])  # beyond 2 x 9 filters: as drawn
-    plain, config, _, _ = _built_first_conv(whiten=False)
+    plain, config, _, _ = _built_first_conv()
     assert config.whiten is False
     torch.testing.assert_close(plain, random)
-    probe, config, _, _ = _built_first_conv(model="timm:efficientnet_lite0", pretrained=True,
-                                            freeze="backbone")
-    assert config.whiten is False and config.warmup == 0.1  # ImageNet's filters stay
+    pretrained, *_ = _built_first_conv(model="timm:efficientnet_lite0", pretrained=True,
+                                       freeze="backbone")
+    ours, *_ = _built_first_conv(model="timm:efficientnet_lite0", pretrained=True,
+                                 freeze="backbone", whiten=True)
+    torch.testing.assert_close(ours, pretrained)  # ImageNet's filters stay
 
 
-def test_a_whitened_run_trains_its_first_layer_and_its_config_records_it(tmp_path):
-    start, *_ = _built_first_conv()
-    run = cnnlab.train(**DIGITS, out=str(tmp_path / "run"))
+def test_the_fashion_quick_preset_whitens_and_a_run_trains_its_first_layer(tmp_path):
+    from cnnlab.base.config import load_config
+
+    preset = load_config("fashion-quick")
+    assert preset.whiten is True and preset.warmup == 0.02
+    start, *_ = _built_first_conv(whiten=True, warmup=0.02)
+    run = cnnlab.train(**DIGITS, whiten=True, warmup=0.02, out=str(tmp_path / "run"))
     config = yaml.safe_load((run.path / "config.yaml").read_text())
     assert config["whiten"] is True and config["warmup"] == 0.02
     assert run.test_accuracy > 0.5  # ten classes; one epoch of ten steps

@@ -156,7 +156,8 @@ def build_trainer(config: TrainConfig, data: DatasetSplits, device: torch.device
                                   num_classes=data.num_classes, mean=mean, std=std,
                                   pretrained=config.pretrained and not config.init)
     warn_if_input_too_small(model.network, config.model, data.input_shape)
-    if config.whiten and not config.init:  # --init's first conv is the run's, as it trained
+    # ImageNet's or --init's first conv is kept as it trained
+    if config.whiten and not (config.pretrained or config.init):
         whiten_first_conv(model, data.train)
     model.to(device)
     if config.channels_last:
