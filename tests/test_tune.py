@@ -307,6 +307,12 @@ def _running(pid: int) -> bool:
     return state not in ("Z", "X")  # a zombie has ended; only its exit status waits
 
 
+def _interruptible() -> None:
+    """SIGINT as a terminal gives it: a suite started in the background (`pytest &`, nohup)
+    passes SIGINT on ignored, and Python then installs no KeyboardInterrupt at all."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads processes from /proc")
 def test_ctrl_c_of_the_sweep_stops_the_processes_training_its_trial(tmp_path):
@@ -315,7 +321,8 @@ def test_ctrl_c_of_the_sweep_stops_the_processes_training_its_trial(tmp_path):
     tune = subprocess.Popen([sys.executable, "-m", "cnnlab", "tune", *TINY_FLAGS,
                              "--epochs", "10000", "--search", "lr=1e-3..3e-2:log", "--trials", "1",
                              "--out", str(out), "--trial-processes", "2", "--no-calibrate"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_interruptible)
     metrics, deadline = out / "trial-000" / "metrics.csv", time.monotonic() + 300
     while not metrics.is_file() and tune.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)
