@@ -335,6 +335,11 @@ def test_ctrl_c_of_the_sweep_stops_the_processes_training_its_trial(tmp_path):
     except subprocess.TimeoutExpired:
         tune.kill()
         states = {pid: _running(pid) for pid in training}
+        for pid in training:  # in sessions of their own: nothing else would stop them
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                continue
         log = out / "trial-000.log"
         pytest.fail(f"the sweep did not end; still running: {states}; its stderr: "
                     f"{tune.communicate()[1]}; the trial's log: "
