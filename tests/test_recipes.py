@@ -38,7 +38,8 @@ def test_builtin_data_trains_the_small_cnn_from_scratch():
 def test_a_folder_of_photos_fine_tunes_the_pretrained_network(photos):
     config, message = resolve(_config(str(photos)))
     assert config.model == "timm:efficientnet_lite0" and config.pretrained
-    assert (config.epochs, config.batch_size, config.lr, config.backbone_lr) == (6, 32, 5e-4, 0.2)
+    assert (config.epochs, config.batch_size, config.lr, config.backbone_lr) == (4, 32, 5e-4, 0.2)
+    assert config.freeze_stages == 4  # the stem and the stages at 1/2, 1/4 and 1/8 of the side
     assert config.data.image_size == 224 and config.data.interpolation == "bicubic"
     assert (config.augment.resized_crop, config.augment.crop_size) == (0.35, 192)
     assert "RGB photos" in message and "--model fast" in message

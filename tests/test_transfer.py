@@ -18,7 +18,7 @@ from cnnlab.base.config import DataConfig, TrainConfig
 from cnnlab.base.errors import CnnlabError
 from cnnlab.data import load_dataset
 from cnnlab.models import create_model
-from cnnlab.models.pretrained import create_timm_model
+from cnnlab.models.pretrained import create_timm_model, stages_down_to
 from cnnlab.run.folder import load_model
 from cnnlab.train.loop import _check_first_loss
 from cnnlab.train.optim import make_optimizer
@@ -136,8 +136,7 @@ def _batch_norm_means(state: dict) -> dict:
 def test_fine_tuning_keeps_the_pretrained_batch_norm_statistics(tmp_path, freeze_bn):
     run = cnnlab.train(**{**SETTINGS, "epochs": 1}, freeze_bn=freeze_bn, out=str(tmp_path / "bn"))
     trained = _batch_norm_means(load_file(run.path / "model.safetensors"))
-    reference = _batch_norm_means(create_timm_model("efficientnet_lite0", num_classes=10,
-                                                    in_chans=1, pretrained=True).state_dict())
+    reference = _batch_norm_means(_pretrained_digits_network())
     same = [torch.equal(value, reference[key.removeprefix("network.")])
             for key, value in trained.items()]
     assert all(same) if freeze_bn else not any(same)
@@ -157,6 +156,39 @@ def test_fine_tuning_with_a_frozen_first_epoch_runs(tmp_path):
     card = cnnlab.load(run.path).card
     assert card.pretrained and card.preprocessing.interpolation == "bicubic"
     assert card.preprocessing.mean == (pytest.approx(0.5),)
+
+
+def _pretrained_digits_network() -> dict:
+    return create_timm_model("efficientnet_lite0", num_classes=10, in_chans=1,
+                             pretrained=True).state_dict()
+
+
+def test_fine_tuning_keeps_the_first_stages_as_imagenet_trained_them(tmp_path):
+    run = cnnlab.train(**{**SETTINGS, "epochs": 1}, out=str(tmp_path / "kept"))
+    assert run.config.freeze_stages == 4
+    trained, reference = load_file(run.path / "model.safetensors"), _pretrained_digits_network()
+    weights = {key.removeprefix("network."): value for key, value in trained.items()
+               if not key.endswith(("running_mean", "running_var", "num_batches_tracked"))}
+    kept = ("conv_stem.", "bn1.", "blocks.0.", "blocks.1.", "blocks.2.")
+    assert all(torch.equal(value, reference[key]) for key, value in weights.items()
+               if key.startswith(kept))
+    later = [torch.equal(value, reference[key]) for key, value in weights.items()
+             if key.startswith(("blocks.3.", "blocks.6.", "conv_head."))]
+    assert later and not any(later)
+
+
+@pytest.mark.parametrize(("network", "stages"), [("efficientnet_lite0", 4), ("resnet18", 3),
+                                                  ("convnext_tiny", 3)])
+def test_the_stages_kept_are_those_at_an_eighth_of_the_input_or_finer(network, stages):
+    # timm's feature_info: lite0's blocks.2, resnet's layer2, convnext's stages.1 end at 1/8
+    assert stages_down_to(network, 8) == stages
+
+
+def test_freeze_stages_needs_a_trained_network_and_no_more_stages_than_it_has(tmp_path):
+    with pytest.raises(CnnlabError, match="--freeze-stages keeps the first stages"):
+        cnnlab.train(data=DIGITS, freeze_stages=2, epochs=1, quiet=True, out=str(tmp_path / "a"))
+    with pytest.raises(CnnlabError, match="has 8 stages before its head"):
+        cnnlab.train(**SETTINGS, freeze_stages=9, out=str(tmp_path / "b"))
 
 
 def test_freeze_without_pretrained_is_an_error():
@@ -183,6 +215,18 @@ def test_transfer_benchmark_runs(flowers12):
     table = [line for line in result.stdout.splitlines() if line.startswith("| ")][1:]
     assert [row.split("|")[1].strip() for row in table] == methods
     assert all(0 < float(row.split("|")[-2].strip().rstrip("%")) <= 100 for row in table)
+
+
+@pytest.mark.slow
+def test_fine_tuning_benchmark_runs():
+    """bench/fine_tune.py on 3 photos a class: both recipes' rows, each with what it ran."""
+    bench = Path(__file__).parent.parent / "bench" / "fine_tune.py"
+    result = subprocess.run([sys.executable, str(bench), "--per-class", "3"], capture_output=True,
+                            text=True, timeout=900, check=True)
+    table = [line.split("|") for line in result.stdout.splitlines() if line.startswith("| ")][1:]
+    assert [(row[1].strip(), row[2].strip(), row[3].strip()) for row in table] == [
+        ("last round's recipe", "6", "0"), ("this round's recipe (default)", "4", "4")]
+    assert all(0 < float(row[-2].strip().rstrip("%")) <= 100 for row in table)
 
 
 @pytest.mark.parametrize(("asked", "used"), [(None, "bicubic"), ("bilinear", "bilinear"),

@@ -32,11 +32,11 @@ ENGINE_HELP = ("what runs the network forward: onnx (ONNX Runtime, on a graph ex
 # values are in BENCHMARKS.md.
 RECIPES: dict[str, dict[str, Any]] = {
     "scratch": {"epochs": 15, "batch_size": 128, "ema": 0.99, "tta": True, "backbone_lr": 1.0,
-                "augment.resized_crop": 0.0},
+                "augment.resized_crop": 0.0, "freeze_stages": 0},
     "probe": {"epochs": 15, "batch_size": 128, "ema": 0.0, "tta": False, "backbone_lr": 1.0,
-              "augment.resized_crop": 0.0},
-    "fine-tune": {"epochs": 6, "batch_size": 32, "ema": 0.0, "tta": False, "backbone_lr": 0.2,
-                  "augment.resized_crop": 0.35},
+              "augment.resized_crop": 0.0, "freeze_stages": 0},
+    "fine-tune": {"epochs": 4, "batch_size": 32, "ema": 0.0, "tta": False, "backbone_lr": 0.2,
+                  "augment.resized_crop": 0.35},  # freeze_stages: by network, train/recipes.py
 }
 DEFAULT_LR = {"sgd": 0.1, "adam": 5e-3, "adamw": 5e-3}  # from scratch, by optimizer
 FINE_TUNE_LR = {"adam": 5e-4, "adamw": 5e-4, "sgd": 0.01}
@@ -123,8 +123,8 @@ class TrainConfig:
                          "weight_decay", "schedule", "warmup", "label_smoothing", "ema", "class_weights",
                          "patience", "seed"),
         "augmentation": ("augment",),
-        "transfer learning": ("freeze", "freeze_epochs", "backbone_lr", "feature_cache",
-                              "probe_first", "freeze_bn"),
+        "transfer learning": ("freeze", "freeze_epochs", "freeze_stages", "backbone_lr",
+                              "feature_cache", "probe_first", "freeze_bn"),
         "adversarial training": ("adversarial", "adv_eps", "adv_steps", "adv_step_size"),
         "output and machine": ("out", "report", "calibrate", "log", "mlflow", "device", "threads",
                                "amp", "channels_last", "engine"),
@@ -205,6 +205,11 @@ class TrainConfig:
                                       "head, to convergence (an exact linear probe)",
                                 choices=("backbone",), kind="--freeze value")
     freeze_epochs: int = option(0, "fine-tuning: train the head alone this many epochs first", minimum=0)
+    freeze_stages: int | None = option(
+        None, "fine-tuning: the first N stages of the pretrained timm network keep their weights, "
+              "its stem counting as the first (no gradients through them: faster steps; default "
+              "when fine-tuning: the stages at 1/8 of the input side or finer, 4 of "
+              "EfficientNet-Lite0's; 0 otherwise)", minimum=0, metavar="N")
     backbone_lr: float | None = option(
         None, f"backbone learning rate as a fraction of --lr ({_by_recipe('backbone_lr')})",
         minimum=0)

@@ -65,6 +65,23 @@ def pretrained_config(name: str) -> PretrainedConfig:
                             tuple(cfg["mean"]), tuple(cfg["std"]), float(cfg.get("crop_pct", 1.0)))
 
 
+def stages_down_to(name: str, reduction: int) -> int:
+    """How many of timm:NAME's parameter groups, from its stem on (timm's coarse grouping), run at
+    1/`reduction` of the input side or finer: those up to the last stage timm's feature_info gives
+    at that reduction. The network is built on the meta device: no weights are made."""
+    timm = _timm()
+    from timm.models import group_parameters
+
+    with torch.device("meta"):
+        model = timm.create_model(architecture(name), pretrained=False)
+    fine = [info["module"] for info in model.feature_info if info["reduction"] <= reduction]
+    groups = group_parameters(model, model.group_matcher(coarse=True))
+    for index, key in enumerate(sorted(groups)):
+        if fine and any(param.startswith(fine[-1] + ".") for param in groups[key]):
+            return index + 1
+    return 0
+
+
 def _timm_name(model: str) -> str:
     return model.removeprefix(TIMM_PREFIX)
 

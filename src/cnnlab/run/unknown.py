@@ -29,6 +29,7 @@ from ..data.images import to_float
 from ..data.splits import Split
 from ..models.modes import eval_mode
 from .contract import ModelCard, UnknownDetector
+from .inference import inference_batch
 
 # Shrinkage toward the identity (relative to the covariance's mean variance): a few hundred
 # training images give a singular covariance of 1280 features.
@@ -96,17 +97,20 @@ class Outputs:
 
 @torch.no_grad()
 def model_outputs(model, split: Split, device: torch.device, limit: int | None = None,
-                  batch_size: int = 128) -> Outputs:
-    """One pass over the split (its first `limit` images): raw logits and penultimate features."""
+                  batch_size: int | None = None) -> Outputs:
+    """One pass over the split (its first `limit` images): raw logits and penultimate features,
+    in channels-last (2-3x the default layout's speed on a CPU, for small networks and large)."""
     captured: list[torch.Tensor] = []
     handle = model.output_layer.register_forward_hook(
         lambda _module, inputs, _output: captured.append(inputs[0].detach().float().cpu()))
     logits, labels, seen = [], [], 0
     try:
         with eval_mode(model):
-            for images, targets in split.batches(batch_size):
+            for images, targets in split.batches(batch_size or inference_batch(split)):
                 take = len(targets) if limit is None else min(len(targets), limit - seen)
-                logits.append(model(to_float(images[:take].to(device))).float().cpu())
+                inputs = to_float(images[:take].to(device))
+                logits.append(model(inputs.contiguous(memory_format=torch.channels_last))
+                              .float().cpu())
                 labels.append(targets[:take])
                 seen += take
                 if limit is not None and seen >= limit:

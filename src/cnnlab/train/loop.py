@@ -274,7 +274,10 @@ def _test_predictions(session: Session,
                               session.trainer.config.engine)
         with torch.no_grad():
             return output_layer(model)(test.features.to(device)).float().cpu(), test.labels
-    return predict_logits(model, data.test, device)
+    channels_last = session.trainer.config.channels_last  # as it trained: 2-3x eager's NCHW
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    return predict_logits(model, data.test, device, channels_last=channels_last)
 
 
 def _prepare(config: TrainConfig, resume: str | Path | None, reporter: Reporter, ranks: Ranks,

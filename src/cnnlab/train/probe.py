@@ -5,7 +5,8 @@ fitted as scikit-learn's LogisticRegression fits it: full-batch L-BFGS on the cr
 L2 penalty on the weights (not the bias), in float64, until the gradient vanishes. The result does
 not depend on epochs, batch size or learning rate. The penalty is chosen on the validation split
 along a path from strong to weak (each fit warm-starts the next), then the chosen one is refitted on
-train and validation together, as LogisticRegressionCV(refit=True) does.
+train and validation together, as LogisticRegressionCV(refit=True) does. Where there are fewer
+vectors than features, the fit runs in their span (exactly the same probe, fewer dimensions).
 
 Written in torch rather than calling scikit-learn so the fit runs on the training device, takes the
 class weights of the loss, and writes straight into the model's own head (a test checks it against
@@ -119,6 +120,23 @@ class Probe:
             head.bias.copy_(self.bias.to(head.bias))
 
 
+def _span(features: torch.Tensor) -> torch.Tensor | None:
+    """An orthonormal basis (F, r) of the span of the vectors (N, F), where there are fewer of
+    them than dimensions; else None. With the penalty on the weights alone, the optimal weights lie
+    in that span (the gradient of the loss does, and the penalty's pulls back into it), so fitting
+    the coordinates in the basis gives the same probe: 648 flowers12 vectors of 1,280 features fit
+    in 648 dimensions, 2-4 times as fast."""
+    if len(features) >= features.shape[1]:
+        return None
+    _, singular, rows = torch.linalg.svd(features.double(), full_matrices=False)
+    rank = int((singular > singular[0] * 1e-10).sum())
+    return rows[:rank].T
+
+
+def _in_span(features: torch.Tensor, basis: torch.Tensor | None) -> torch.Tensor:
+    return features.double() @ basis if basis is not None else features
+
+
 def _better(fit: ProbeFit, best: ProbeFit | None) -> bool:
     """Higher validation accuracy wins; on a tie, the lower validation loss."""
     return best is None or (fit.val_acc, -fit.val_loss) > (best.val_acc, -best.val_loss)
@@ -138,23 +156,32 @@ def linear_probe(train: tuple[torch.Tensor, torch.Tensor],
         loss, acc = _score(weight, bias, features, labels)
         return Probe(weight, bias, DEFAULT_C,
                      [ProbeFit(DEFAULT_C, loss, acc, math.nan, math.nan, iterations)])
+    basis = _span(features)
+    reduced, val_reduced = _in_span(features, basis), _in_span(val[0], basis)
     path, best, start, chosen = [], None, None, None
     for c in sorted(c_path):
-        weight, bias, iterations = fit_logistic(features, labels, num_classes, c,
+        weight, bias, iterations = fit_logistic(reduced, labels, num_classes, c,
                                                 class_weights=class_weights,
                                                 label_smoothing=label_smoothing, start=start)
         start = (weight, bias)
-        fit = ProbeFit(c, *_score(weight, bias, features, labels), *_score(weight, bias, *val),
-                       iterations)
+        fit = ProbeFit(c, *_score(weight, bias, reduced, labels),
+                       *_score(weight, bias, val_reduced, val[1]), iterations)
         path.append(fit)
         if _better(fit, best):
             best, chosen = fit, (weight, bias)
     if not refit:
-        return Probe(*chosen, best.c, path)
-    everything = torch.cat([features, val[0]]), torch.cat([labels, val[1]])
-    weight, bias, _ = fit_logistic(*everything, num_classes, best.c, class_weights=class_weights,
-                                                label_smoothing=label_smoothing)
-    return Probe(weight, bias, best.c, path)
+        return Probe(_out_of_span(chosen[0], basis), chosen[1], best.c, path)
+    everything = torch.cat([features, val[0]])
+    basis = _span(everything)
+    weight, bias, _ = fit_logistic(_in_span(everything, basis), torch.cat([labels, val[1]]),
+                                   num_classes, best.c, class_weights=class_weights,
+                                   label_smoothing=label_smoothing)
+    return Probe(_out_of_span(weight, basis), bias, best.c, path)
+
+
+def _out_of_span(weight: torch.Tensor, basis: torch.Tensor | None) -> torch.Tensor:
+    """Weights (K, r) on the basis's coordinates as weights (K, F) on the features."""
+    return weight @ basis.T if basis is not None else weight
 
 
 PROBE_PATH = "probe.csv"

@@ -26,7 +26,7 @@ from ..run.folder import read_card, training_card, uses_flip
 from .average import moving_average
 from .data_checks import warn_if_input_too_small
 from .optim import make_optimizer, make_scheduler
-from .transfer import can_cache, keep_batch_norm_statistics, set_backbone_frozen
+from .transfer import can_cache, early_stage_parameters, keep_batch_norm_statistics, set_backbone_frozen
 from .whiten import whiten_first_conv
 
 
@@ -50,6 +50,7 @@ class Trainer:
     ema: AveragedModel | None = None  # the weights' moving average, updated after every step
     network: nn.Module | None = None  # the model as it trains: DDP-wrapped where there are ranks
     last_lr: float = math.nan  # the head's learning rate in the last step taken
+    kept_stages: list[nn.Parameter] = field(default_factory=list)  # --freeze-stages: never train
 
     @property
     def kept(self) -> Classifier:
@@ -71,6 +72,8 @@ class Trainer:
     def start_epoch(self, epoch: int) -> None:
         self.model.train()
         set_backbone_frozen(self.model, epoch <= self.frozen_epochs)
+        for parameter in self.kept_stages:
+            parameter.requires_grad_(False)
         if self.config.pretrained and self.config.freeze_bn:
             keep_batch_norm_statistics(self.model)
 
@@ -144,6 +147,9 @@ def _check_freeze(config: TrainConfig) -> None:
     if config.freeze and not config.pretrained:
         raise CnnlabError("--freeze backbone keeps pretrained features; add --pretrained (and a "
                           "timm model, e.g. --model timm:efficientnet_lite0)")
+    if config.freeze_stages and not (config.pretrained or config.init):
+        raise CnnlabError("--freeze-stages keeps the first stages of a network trained before; "
+                          "add --pretrained or --init RUN")
 
 
 def build_trainer(config: TrainConfig, data: DatasetSplits, device: torch.device,
@@ -174,8 +180,10 @@ def build_trainer(config: TrainConfig, data: DatasetSplits, device: torch.device
         scaler=torch.amp.GradScaler("cuda") if config.amp and device.type == "cuda" else None,
         adversary=_adversary(config, model, generator),
         frozen_epochs=config.epochs if config.freeze == "backbone" else config.freeze_epochs,
-        ranks=ranks)
+        ranks=ranks, kept_stages=early_stage_parameters(model, config.freeze_stages or 0))
     if not trainer.probe_only:  # a probe fitted once on cached features has no steps to average
+        for parameter in trainer.kept_stages:  # DDP leaves out what never trains
+            parameter.requires_grad_(False)
         trainer.ema = moving_average(model, config.ema)
         trainer.network = data_parallel(model, ranks, device, trainer.frozen_epochs > 0)
     return trainer, training_card(config, data, spec, _card_name(config), mean, std)

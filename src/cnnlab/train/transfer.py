@@ -35,6 +35,27 @@ def set_backbone_frozen(model: nn.Module, frozen: bool) -> None:
         model.eval()
 
 
+def early_stage_parameters(model: nn.Module, stages: int) -> list[nn.Parameter]:
+    """The parameters of the stem and the stages after it, `stages` in all, from the input on,
+    as timm's own grouping of the network says them (the groups its layer-wise learning-rate decay
+    uses): the same call names the stages of every timm family."""
+    if stages == 0:
+        return []
+    network = getattr(model, "network", model)
+    if not hasattr(network, "group_matcher"):
+        raise CnnlabError("--freeze-stages needs a timm network (--model timm:NAME), whose stages "
+                          "timm names")
+    from timm.models import group_parameters
+
+    groups = group_parameters(network, network.group_matcher(coarse=True))
+    ordered = [groups[key] for key in sorted(groups)]
+    if stages >= len(ordered):  # the last group holds the head, which always trains
+        raise CnnlabError(f"--freeze-stages {stages}: {type(network).__name__} has "
+                          f"{len(ordered) - 1} stages before its head (its stem the first)")
+    names = {name for group in ordered[:stages] for name in group}
+    return [parameter for name, parameter in network.named_parameters() if name in names]
+
+
 def keep_batch_norm_statistics(model: nn.Module) -> None:
     """Batch norm in eval mode: the pretrained running statistics stay (its scale and shift still
     train). Small batches of augmented crops would otherwise replace statistics gathered on
