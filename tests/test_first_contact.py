@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -381,7 +382,8 @@ def test_the_readme_gives_fine_tunings_peak_memory_and_how_to_lower_it():
 
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     after_the_recipe = readme[readme.index("**The fine-tuning recipe**"):].split("\n\n")[1]
-    assert after_the_recipe.startswith("**Memory.**") and "7 GB" in after_the_recipe
+    assert after_the_recipe.startswith("**Memory.**")
+    assert re.search(r"peaks at \d+(\.\d+)? GiB", after_the_recipe)
     assert "--batch-size" in after_the_recipe and "--image-size" in after_the_recipe
 
 

@@ -68,9 +68,11 @@ def start_from_probe(session: Session, data: DatasetSplits) -> Probe:
     train, val = _features(trainer, data)
     probe = fit_probe_head(trainer.model, train, val, trainer.loss_weights(), refit=False,
                            label_smoothing=trainer.config.label_smoothing)
+    kept = trainer.config.freeze_stages
+    rest = (f"the network after its first {kept} stages trains (--freeze-stages 0: all of it)"
+            if kept else "every layer trains")
     session.reporter.message(f"head fitted first as a linear probe on the pretrained features "
-                             f"({probe_summary(probe, time.perf_counter() - started)}); now every "
-                             f"layer trains")
+                             f"({probe_summary(probe, time.perf_counter() - started)}); now {rest}")
     return probe
 
 
