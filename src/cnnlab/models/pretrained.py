@@ -69,17 +69,22 @@ def stages_down_to(name: str, reduction: int) -> int:
     """How many of timm:NAME's parameter groups, from its stem on (timm's coarse grouping), run at
     1/`reduction` of the input side or finer: those up to the last stage timm's feature_info gives
     at that reduction. The network is built on the meta device: no weights are made."""
-    timm = _timm()
-    from timm.models import group_parameters
-
     with torch.device("meta"):
-        model = timm.create_model(architecture(name), pretrained=False)
+        model = _timm().create_model(architecture(name), pretrained=False)
     fine = [info["module"] for info in model.feature_info if info["reduction"] <= reduction]
-    groups = group_parameters(model, model.group_matcher(coarse=True))
-    for index, key in enumerate(sorted(groups)):
-        if fine and any(param.startswith(fine[-1] + ".") for param in groups[key]):
+    for index, names in enumerate(stage_groups(model)):
+        if fine and any(param.startswith(fine[-1] + ".") for param in names):
             return index + 1
     return 0
+
+
+def stage_groups(network: nn.Module) -> list[list[str]]:
+    """A timm network's parameter names in groups from the input on: its stem, each stage, and
+    last the head (timm's coarse grouping, the one its layer-wise learning-rate decay uses)."""
+    from timm.models import group_parameters
+
+    groups = group_parameters(network, network.group_matcher(coarse=True))
+    return [groups[key] for key in sorted(groups)]
 
 
 def _timm_name(model: str) -> str:

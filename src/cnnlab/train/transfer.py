@@ -15,6 +15,7 @@ from torch import nn
 from ..base.config import TrainConfig
 from ..base.errors import CnnlabError
 from ..data.splits import Split
+from ..models.pretrained import stage_groups
 from ..run.engine import feature_engine
 from ..run.inference import output_layer, penultimate_features, predict_logits
 from .probe import Probe, linear_probe
@@ -45,10 +46,7 @@ def early_stage_parameters(model: nn.Module, stages: int) -> list[nn.Parameter]:
     if not hasattr(network, "group_matcher"):
         raise CnnlabError("--freeze-stages needs a timm network (--model timm:NAME), whose stages "
                           "timm names")
-    from timm.models import group_parameters
-
-    groups = group_parameters(network, network.group_matcher(coarse=True))
-    ordered = [groups[key] for key in sorted(groups)]
+    ordered = stage_groups(network)
     if stages >= len(ordered):  # the last group holds the head, which always trains
         raise CnnlabError(f"--freeze-stages {stages}: {type(network).__name__} has "
                           f"{len(ordered) - 1} stages before its head (its stem the first)")
