@@ -1,11 +1,18 @@
 import os
+import shutil
+import signal
 from pathlib import Path
 
 import pytest
 import torch
 
+import cnnlab
+
 # Tests never reach the internet: built-in downloads are switched off and the cache is private.
 os.environ["CNNLAB_OFFLINE"] = "1"
+
+# helpers.py asserts for the tests that call it: its failures show their values as a test's do.
+pytest.register_assert_rewrite("tests.helpers")
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -24,6 +31,31 @@ def digits_run(tmp_path_factory):
     return cnnlab.train(data="digits", model="simple", epochs=10, batch_size=64, out=str(out), quiet=True)
 
 
+@pytest.fixture
+def run_copy(digits_run, tmp_path):
+    target = tmp_path / "run"
+    shutil.copytree(digits_run.path, target)
+    return target
+
+
+@pytest.fixture(scope="session")
+def probe_run(tmp_path_factory):
+    """A frozen pretrained EfficientNet-Lite0 on a few digits: a deep timm network's run. Its probe
+    tries three penalties of 20 steps each: the full path takes a minute on two cores."""
+    from functools import partial
+
+    from cnnlab.train import probe, transfer
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(probe, "MAX_ITERATIONS", 20)
+        patch.setattr(transfer, "linear_probe", partial(probe.linear_probe,
+                                                        c_path=(0.1, 1.0, 10.0)))
+        return cnnlab.train(data={"name": "digits", "per_class": 10, "image_size": 32},
+                            model="timm:efficientnet_lite0", pretrained=True, freeze="backbone",
+                            calibrate=False, log="none", quiet=True,
+                            out=str(tmp_path_factory.mktemp("probe") / "run"))
+
+
 FLOWERS12 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "flowers12"
 
 
@@ -33,3 +65,22 @@ def flowers12() -> Path:
     if not (FLOWERS12 / "train").is_dir():
         pytest.skip(f"the flowers12 photos are not at {FLOWERS12}")
     return FLOWERS12
+
+
+@pytest.fixture
+def fifo(tmp_path):
+    path = tmp_path / "pipe.png"
+    os.mkfifo(path)
+    return path
+
+
+@pytest.fixture
+def no_hang():
+    """Fail a test that would block forever instead of hanging the suite."""
+    def stop(*_):
+        raise TimeoutError("blocked on a FIFO")
+    previous = signal.signal(signal.SIGALRM, stop)
+    signal.alarm(120)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)

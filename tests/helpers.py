@@ -1,8 +1,12 @@
-"""Test data made on the fly: image folders in every mode, with broken files among them."""
+"""What many test files share: test data made on the fly (image folders in every mode, with broken
+files among them; shapes; digits), the command line run in a process of its own and its one error
+line, a free port, a headless browser."""
 
 from __future__ import annotations
 
 import csv
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -133,3 +137,33 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def run_cnnlab(*args: str, **options) -> subprocess.CompletedProcess:
+    """`python -m cnnlab ARGS` in a process of its own, its output captured as text."""
+    return subprocess.run([sys.executable, "-m", "cnnlab", *args], capture_output=True, text=True,
+                          timeout=600, **options)
+
+
+def error_line(text: str) -> str:
+    """The one line of a command's error output, which must start with 'error: '."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    return lines[0]
+
+
+def captured_error_line(capsys) -> str:
+    """The one line that `cnnlab.cli.main` wrote to stderr, which must start with 'error: '."""
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    return lines[0]
+
+
+def digit_png(path, index: int = 0):
+    """scikit-learn's digit number `index` as an 8x8 PNG at `path`."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray((load_digits().images[index] * (255 / 16)).astype("uint8")).save(path)
+    return path

@@ -1,19 +1,25 @@
-"""Datasets: digits, generated image folders (every mode, broken files), CSV manifests, IDX."""
+"""Datasets: digits, generated image folders (every mode, broken files), CSV manifests, IDX; files
+too large (IDX headers, pixel limits) and FIFOs are refused or skipped and named."""
 
 import gzip
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+import cnnlab
 from cnnlab.base.config import DataConfig
 from cnnlab.base.errors import CnnlabError
-from cnnlab.data import FileImages, TensorImages, load_dataset
+from cnnlab.data import FileImages, TensorImages, images, load_dataset
 from cnnlab.data.idx import read_idx
 from cnnlab.data.images import ImageReadError, convert_mode, image_to_tensor, open_image
 
 from .helpers import make_folder, save_in_mode, shape_image
+from .helpers import run_cnnlab as _cli
 
 
 def test_digits_splits():
@@ -208,3 +214,69 @@ def test_rgb_to_gray_uses_luma():
     red = torch.zeros(1, 3, 2, 2, dtype=torch.uint8)
     red[:, 0] = 255
     assert convert_tensor_images(red, 1, None).unique().tolist() == [76]  # 0.299 * 255
+
+
+def test_an_idx_header_claiming_gigabytes_is_refused_before_inflating(tmp_path):
+    import gzip
+
+    from cnnlab.data.idx import read_idx
+
+    path = tmp_path / "huge-idx3-ubyte.gz"
+    header = bytes([0, 0, 8, 3]) + (1).to_bytes(4, "big") + (40000).to_bytes(4, "big") * 2
+    with gzip.open(path, "wb") as handle:
+        handle.write(header + bytes(1000))
+    with pytest.raises(CnnlabError, match="more than the 1 GiB allowed"):
+        read_idx(path)
+
+
+def test_an_image_over_the_pixel_limit_is_skipped_and_named(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from cnnlab.base.config import DataConfig
+    from cnnlab.data import images, load_dataset
+
+    from .helpers import make_shape_folder
+
+    monkeypatch.setattr(images, "MAX_PIXELS", 10_000)
+    make_shape_folder(tmp_path / "shapes", per_class=10)
+    big = tmp_path / "shapes" / "square" / "big.png"
+    Image.new("L", (200, 100)).save(big)  # 20,000 pixels
+    data = load_dataset(DataConfig(name=str(tmp_path / "shapes"), workers=0))
+    assert big in data.skipped
+
+
+def test_a_bad_pixel_limit_in_the_environment_is_a_warning_not_a_crash():
+    env = {**os.environ, "CNNLAB_MAX_PIXELS": "abc"}
+    result = subprocess.run([sys.executable, "-c", "import cnnlab.base.limits as l; "
+                             "print(l.MAX_IMAGE_PIXELS)"], env=env, capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.strip() == "50000000"
+    assert "CNNLAB_MAX_PIXELS='abc' is not a positive whole number" in result.stderr
+
+
+def test_strict_names_the_bad_file_in_one_line(tmp_path):
+    from .helpers import make_folder
+
+    make_folder(tmp_path / "shapes")
+    result = _cli("train", "--data", str(tmp_path / "shapes"), "--strict", "--epochs", "1",
+                  "--out", str(tmp_path / "run"))
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: unreadable image") and "--strict" in lines[0]
+
+
+def test_a_fifo_is_not_an_image(digits_run, fifo):
+    with pytest.raises(images.ImageReadError, match="not a regular file"):
+        images.open_image(fifo)
+    with pytest.raises(CnnlabError, match="not a regular file"):
+        cnnlab.load(digits_run.path).predict(str(fifo))
+
+
+def test_a_fifo_in_a_csv_manifest_is_skipped_and_named(tmp_path, no_hang):
+    make_folder(tmp_path, per_class=6, broken=False, modes=["L"])
+    rows = [f"{p.relative_to(tmp_path)},{p.parent.name}" for p in sorted(tmp_path.rglob("*.png"))]
+    os.mkfifo(tmp_path / "square" / "pipe.png")
+    manifest = tmp_path / "data.csv"
+    manifest.write_text("\n".join(["square/pipe.png,square", *rows]) + "\n")
+    run = cnnlab.train(data=str(manifest), model="simple", epochs=1, image_size=8, workers=0,
+                       out=str(tmp_path / "run"), quiet=True)
+    assert run.status == "finished" and (tmp_path / "run" / "model.safetensors").is_file()

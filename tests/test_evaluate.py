@@ -1,4 +1,5 @@
-"""Evaluate: metrics equal scikit-learn's on the same predictions; the files and figures exist."""
+"""Evaluate: metrics equal scikit-learn's on the same predictions; the files and figures exist;
+other splits and attacks write beside the default results."""
 
 import csv
 import json
@@ -17,6 +18,7 @@ from sklearn.metrics import (
 import cnnlab
 from cnnlab.base.config import DataConfig
 from cnnlab.base.errors import CnnlabError
+from cnnlab.cli import main
 from cnnlab.data import load_dataset
 from cnnlab.evaluate.run import evaluate_run, shift_images
 from cnnlab.run.folder import load_model
@@ -118,3 +120,22 @@ def test_api_functions_stay_functions_after_their_modules_load(digits_run):
     again = cnnlab.evaluate(digits_run.path, max_shift=0)  # the module is loaded by now
     assert first.accuracy == again.accuracy
     assert all(callable(getattr(cnnlab, name)) for name in ("train", "evaluate", "attack", "load"))
+
+
+def test_other_splits_and_attacks_write_beside_the_default_results(run_copy, tmp_path):
+    cnnlab.evaluate(run_copy, max_shift=1, quiet=True)
+    test_metrics = (run_copy / "evaluate" / "metrics.json").read_text()
+    cnnlab.evaluate(run_copy, split="val", max_shift=0, quiet=True)
+    assert (run_copy / "evaluate" / "metrics.json").read_text() == test_metrics
+    val = json.loads((run_copy / "evaluate-val" / "metrics.json").read_text())
+    assert val["split"] == "val" and val["translation"] == []
+    assert not (run_copy / "evaluate-val" / "shift.png").exists()  # --max-shift 0: no shift test
+    cnnlab.attack(run_copy, eps="0,8/255", limit=20, quiet=True)
+    cnnlab.attack(run_copy, method="fgsm", eps="0,0.1", limit=20, quiet=True)
+    pgd = json.loads((run_copy / "attack" / "metrics.json").read_text())
+    assert pgd["method"] == "pgd" and pgd["results"][1]["eps"] == pytest.approx(8 / 255)
+    assert json.loads((run_copy / "attack-fgsm" / "metrics.json").read_text())["method"] == "fgsm"
+    assert main(["evaluate", str(run_copy), "--out", str(tmp_path / "ev"), "--quiet"]) == 0
+    assert main(["attack", str(run_copy), "--out", str(tmp_path / "at"), "--limit", "10",
+                 "--quiet"]) == 0
+    assert (tmp_path / "ev" / "metrics.json").is_file() and (tmp_path / "at" / "metrics.json").is_file()

@@ -1,5 +1,6 @@
 """Explain: Grad-CAM points at the object, saliency depends on the learned weights, heatmaps have
-the input's size, hooks never pile up."""
+the input's size, hooks never pile up; lists of methods, targets and layers, the feature maps of a
+deep network, figures of their own for files of one name."""
 
 import copy
 
@@ -11,11 +12,14 @@ from scipy.stats import spearmanr
 
 import cnnlab
 from cnnlab.base.errors import CnnlabError
+from cnnlab.cli import main
 from cnnlab.explain import METHODS, attribute, explain, list_layers
 from cnnlab.explain.layers import conv_activations, conv_layers, last_conv_activation
 from cnnlab.models import create_model
 
 from .helpers import SHAPES, draw_shape, make_shape_folder
+from .helpers import captured_error_line as _one_error_line
+from .helpers import digit_png as _digit_png
 
 POINTING_MODEL = ("conv(16, k=3, p=same) bn relu maxpool(2) conv(32, k=3, p=same) bn relu "
                   "maxpool(2) conv(64, k=3, p=same) bn relu gap dense")
@@ -194,3 +198,61 @@ def test_cnnlab_explain_is_a_function_like_evaluate_and_attack(digits_run, tmp_p
 
     result = cnnlab.explain(digits_run.path, method="filters", out=tmp_path)
     assert callable(cnnlab.explain) and result.figures and result.figures[0].is_file()
+
+
+def test_lists_of_methods_and_layers_by_their_summary_number(run_copy, capsys):
+    image = str(run_copy / "curves.png")
+    assert main(["explain", str(run_copy), image, "--method", "saliency,occlusion"]) == 0
+    assert main(["explain", str(run_copy), image, "--method", "feature-maps", "--layer", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "curves-saliency.png" in out and "curves-occlusion.png" in out
+    assert "feature-maps-network.features.4.png" in out  # layer 5 of `cnnlab summary simple`
+    assert main(["explain", str(run_copy), "--list-layers"]) == 0
+    assert "conv(64, k=3, p=same)" in capsys.readouterr().out
+
+
+def test_several_targets_on_one_scale(run_copy):
+    from cnnlab.explain import explain
+
+    result = explain(run_copy, str(run_copy / "curves.png"), method="saliency", target="3,8",
+                     shared_scale=True, quiet=True)
+    assert sorted(result.arrays) == ["curves/3", "curves/8"]
+    assert sorted(path.name for path in result.figures) == ["curves-saliency-3.png",
+                                                            "curves-saliency-8.png"]
+
+
+def test_files_of_one_name_in_other_folders_keep_figures_of_their_own(run_copy, tmp_path):
+    from cnnlab.explain import explain
+
+    first, second = _digit_png(tmp_path / "a" / "x.png", 0), _digit_png(tmp_path / "b" / "x.png", 1)
+    result = explain(run_copy, [first, second, first], method="saliency", out=str(tmp_path / "out"),
+                     quiet=True)
+    assert [path.name for path in result.figures] == ["a_x-saliency.png", "b_x-saliency.png",
+                                                      "a_x-2-saliency.png"]
+    assert all(path.is_file() for path in result.figures)
+    assert not (result.arrays["a_x"] == result.arrays["b_x"]).all()
+
+
+def test_feature_maps_of_a_deep_network_are_a_few_spread_over_its_depth(probe_run, tmp_path,
+                                                                        caplog):
+    from cnnlab.explain.layers import conv_activations, list_layers
+
+    image = str(_digit_png(tmp_path / "seven.png", 7))
+    assert main(["explain", str(probe_run.path), image, "--method", "feature-maps", "--out",
+                 str(tmp_path / "maps")]) == 0
+    written = sorted((tmp_path / "maps").glob("seven-feature-maps-*.png"))
+    assert 3 <= len(written) <= 6
+    said = [r.getMessage() for r in caplog.records if "feature maps of" in r.getMessage()]
+    assert len(said) == 1 and f"feature maps of {len(written)} of the " in said[0]
+    shown = [path.stem.split("-feature-maps-")[1] for path in written]
+    assert "--layer" in said[0] and all(name in said[0] for name in shown)
+    predictor = cnnlab.load(probe_run.path)
+    convs = [layer.name for layer in conv_activations(list_layers(predictor.model,
+                                                                  predictor.input_shape))]
+    assert len(convs) > 40 and {convs[0], convs[-1]} <= set(shown) <= set(convs)
+
+
+def test_explain_refuses_a_fifo_in_one_line(digits_run, fifo, capsys, no_hang):
+    assert main(["explain", str(digits_run.path), str(fifo), "--method", "saliency",
+                 "--out", str(fifo.parent / "x")]) == 2
+    assert "not a regular file" in _one_error_line(capsys)

@@ -1,8 +1,10 @@
-"""Every registered network: forward, backward, a gradient for every parameter, no NaN."""
+"""Every registered network: forward, backward, a gradient for every parameter, no NaN; `cnnlab
+models` lists their sizes and timm's models."""
 
 import pytest
 import torch
 
+from cnnlab.cli import main
 from cnnlab.models import create_model, list_models, register_model
 
 
@@ -46,3 +48,11 @@ def test_duplicate_registration_raises():
 
 def test_list_models_filters():
     assert [entry.name for entry in list_models("res*")] == ["resnet-small"]
+
+
+def test_models_lists_sizes_and_timm_models(capsys):
+    assert main(["models", "res"]) == 0
+    out = capsys.readouterr().out
+    assert "resnet-small" in out and "308k" in out and "lenet5" not in out
+    assert main(["models", "timm:resnet1*"]) == 0
+    assert "resnet18*" in capsys.readouterr().out  # * marks ImageNet weights

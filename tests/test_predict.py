@@ -1,8 +1,10 @@
-"""Predict: any image mode and size, bad files named, folders, globs, video frames, JSON/CSV."""
+"""Predict: any image mode and size, bad files named, folders, globs, video frames, JSON/CSV; Python
+arrays and tensors checked as pixels; names that are not UTF-8 written escaped."""
 
 import csv
 import io
 import json
+import os
 import subprocess
 import sys
 
@@ -13,6 +15,8 @@ import torch
 from PIL import Image
 
 import cnnlab
+from cnnlab.base.errors import CnnlabError
+from cnnlab.cli import main
 from cnnlab.predict.predictor import expand_inputs, predict_files, predict_video
 
 from .helpers import MODES, make_shape_folder, save_in_mode, shape_image
@@ -166,3 +170,113 @@ def test_flip_tta_averages_an_image_and_its_mirror_image(tmp_path):
     # digits forbid flips: the setting is dropped there rather than mirroring a 2 into a 5-like shape
     digits = cnnlab.train(data="digits", epochs=1, tta=True, quiet=True, out=str(tmp_path / "d"))
     assert cnnlab.load(digits.path).card.flip_tta is False
+
+
+@pytest.mark.parametrize(("array", "message"), [
+    (np.full((8, 8), np.nan), "NaN or infinite"),
+    (np.full((8, 8), 300.0), r"must be in \[0, 1\] or 0\.\.255"),
+    (np.full((8, 8), -1.0), r"got -1\.\.-1"),
+    (np.zeros((0, 0)), "not empty"),
+])
+def test_python_arrays_that_are_not_images_are_refused(digits_run, array, message):
+    with pytest.raises(CnnlabError, match=message):
+        cnnlab.load(digits_run.path).predict(array)
+
+
+def test_python_arrays_in_0_to_255_are_pixels_not_white(digits_run):
+    from sklearn.datasets import load_digits
+
+    image = load_digits().images[0] * (255 / 16)  # float64 in 0..255
+    predictor = cnnlab.load(digits_run.path)
+    as_float = predictor.predict(image)[0][0]
+    as_uint8 = predictor.predict(image.round().astype(np.uint8))[0][0]
+    assert as_float.index == as_uint8.index == 0
+    assert as_float.probability == pytest.approx(as_uint8.probability, abs=1e-6)
+    with pytest.raises(CnnlabError, match="topk must be at least 1"):
+        predictor.predict(image, topk=-1)
+
+
+def test_a_numpy_batch_is_predicted_like_a_list(digits_run):
+    from sklearn.datasets import load_digits
+
+    batch = (load_digits().images[:3] * (255 / 16)).round().astype(np.uint8)[..., None]  # N, H, W, C
+    predictor = cnnlab.load(digits_run.path)
+    assert [top[0].index for top in predictor.predict(batch)] == \
+        [top[0].index for top in predictor.predict(list(batch))]
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    (float("nan"), "NaN or infinite"), (200.0, "values from 200 to 200"),
+    (-5.0, "values from -5 to -5"),
+])
+def test_tensors_outside_the_pixel_range_are_refused(digits_run, value, message):
+    model = cnnlab.load(digits_run.path)
+    tensor = torch.full(model.card.input.shape, value)
+    with pytest.raises(CnnlabError, match=message):
+        model.predict(tensor)
+
+
+def test_a_tensor_of_another_size_is_resized_as_an_array_is(digits_run):
+    import numpy as np
+    import torch
+    from sklearn.datasets import load_digits
+
+    predictor = cnnlab.load(digits_run.path)
+    digit = np.kron((load_digits().images[3] * (255 / 16)).astype(np.uint8), np.ones((3, 3),
+                                                                                   np.uint8))
+    as_array = predictor.probabilities(predictor.preprocess(digit)[None])  # (24, 24)
+    for tensor in (torch.from_numpy(digit)[None], torch.from_numpy(digit)[None].float() / 255):
+        assert torch.equal(predictor.probabilities(predictor.preprocess(tensor)[None]), as_array)
+    assert predictor.predict(torch.from_numpy(digit)[None])[0][0].probability == \
+        pytest.approx(float(as_array.max()), abs=1e-6)
+    with pytest.raises(CnnlabError, match=r"an image \(C, H, W\) with 1, 3 or 4 channels"):
+        predictor.preprocess(torch.rand(5, 10, 10))
+
+
+def test_a_batch_size_below_one_is_refused(digits_run):
+    with pytest.raises(CnnlabError, match="batch_size must be at least 1, got -1"):
+        cnnlab.load(digits_run.path).predict(np.zeros((8, 8), np.uint8), batch_size=-1)
+
+
+def test_a_long_thin_file_is_predicted_among_others(digits_run, tmp_path):
+    strip = tmp_path / "strip.png"
+    Image.fromarray(np.full((1, 2_000_000), 200, np.uint8)).save(strip)
+    assert strip.stat().st_size < 100_000
+    normal = tmp_path / "normal.png"
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(normal)
+    results = cnnlab.load(digits_run.path).predict([str(strip), str(normal)])
+    assert len(results) == 2 and all(r[0].probability > 0 for r in results)
+
+
+def test_predict_takes_the_format_from_the_out_files_extension(digits_run, tmp_path, capsys):
+    image = str(digits_run.path / "curves.png")
+    assert main(["predict", str(digits_run.path), image, "--out", str(tmp_path / "p.json")]) == 0
+    assert json.loads((tmp_path / "p.json").read_text())[0]["input"] == image
+    assert main(["predict", str(digits_run.path), image, "--out", str(tmp_path / "p.txt")]) == 2
+    assert main(["predict", str(digits_run.path), str(tmp_path / "nothere.png")]) == 2
+    err = capsys.readouterr().err
+    assert "name a .json or .csv file" in err and "nothere.png: no such file or folder" in err
+
+
+@pytest.fixture
+def odd_names(tmp_path):
+    root = tmp_path / "odd"
+    for split in ("train", "test"):
+        for digit in range(10):
+            folder = os.fsencode(root / split / str(digit))
+            os.makedirs(folder)
+            for name in (b"caf\xe9-\xff.png", *(b"plain%d.png" % i for i in range(5))):
+                Image.fromarray(np.full((8, 8), digit * 20, np.uint8)).save(folder + b"/" + name)
+    return root
+
+
+def test_predict_and_evaluate_write_names_that_are_not_utf8(digits_run, odd_names, tmp_path):
+    out = tmp_path / "predictions.csv"
+    assert main(["predict", str(digits_run.path), str(odd_names / "test" / "3"),
+                 "--out", str(out)]) == 0
+    text = out.read_text(encoding="utf-8")
+    assert "caf\\udce9-\\udcff.png" in text and "plain0.png" in text
+    evaluated = tmp_path / "evaluate"
+    assert main(["evaluate", str(digits_run.path), "--data", str(odd_names), "--out",
+                 str(evaluated), "--quiet"]) == 0
+    assert "\\udcff" in (evaluated / "predictions.csv").read_text(encoding="utf-8")

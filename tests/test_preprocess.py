@@ -1,5 +1,6 @@
 """One preprocessing: the pixels a model trains on are the pixels it predicts on, for files and for
-built-in datasets resized with --image-size."""
+built-in datasets resized with --image-size; a long thin image is resized without growing to its
+aspect ratio."""
 
 import numpy as np
 import pytest
@@ -7,7 +8,7 @@ import torch
 from PIL import Image
 
 from cnnlab.base.config import DataConfig
-from cnnlab.data import load_dataset
+from cnnlab.data import images, load_dataset
 from cnnlab.data.images import tensor_to_image
 from cnnlab.predict.predictor import Predictor
 from cnnlab.run.contract import InputSpec, ModelCard, Preprocessing
@@ -52,3 +53,23 @@ def test_builtin_data_resized_as_its_images_would_be(tmp_path, size, channels):
         path = tmp_path / f"{index}.png"
         tensor_to_image(image).save(path)
         assert torch.equal(_as_uint8(predictor.preprocess(path)), data.train.images[index])
+
+
+def test_a_long_thin_image_is_resized_without_growing_to_its_aspect_ratio(monkeypatch):
+    strip = Image.fromarray((np.arange(2_000_000) % 251).astype(np.uint8)[None, :])  # 2,000,000x1
+    sizes = []
+    resize = Image.Image.resize
+    monkeypatch.setattr(Image.Image, "resize",
+                        lambda self, size, *a, **k: sizes.append(size) or resize(self, size, *a, **k))
+    out = images.resize_center_crop(strip, 224, 224)
+    assert out.size == (224, 224)
+    assert max(w * h for w, h in sizes) <= 16 * 224 * 224
+
+
+def test_ordinary_images_are_resized_as_before():
+    photo = Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 64), np.uint8))
+    scale = 24 / 48
+    covered = photo.resize((round(64 * scale), 24), Image.Resampling.BILINEAR)
+    left = (covered.width - 24) // 2
+    expected = np.asarray(covered.crop((left, 0, left + 24, 24)))
+    assert np.array_equal(np.asarray(images.resize_center_crop(photo, 24, 24)), expected)

@@ -1,5 +1,7 @@
 """ImageNet-pretrained backbones: the offline weights classify real photos, grayscale adaptation,
-and the errors that say how to get weights."""
+weights in the hub's cache load offline, and the errors that say how to get weights."""
+
+import os
 
 import pytest
 import torch
@@ -9,6 +11,8 @@ from skimage import data as samples
 from cnnlab.base.errors import CnnlabError
 from cnnlab.models.pretrained import create_timm_model, map_in_order
 from cnnlab.predict.predictor import load_predictor
+
+from .helpers import run_cnnlab as _cli
 
 
 @pytest.fixture(scope="module")
@@ -63,3 +67,47 @@ def test_weights_that_cannot_be_had_offline(monkeypatch):
 def test_unknown_timm_model_suggests():
     with pytest.raises(CnnlabError, match=r"timm has no model 'resnet181' \(did you mean"):
         create_timm_model("resnet181", num_classes=10, in_chans=3)
+
+
+def _without_offline_flags() -> dict:
+    return {k: v for k, v in os.environ.items() if k not in ("CNNLAB_OFFLINE", "HF_HUB_OFFLINE")}
+
+
+@pytest.mark.parametrize("where", ["declared offline", "hub out of reach"])
+def test_pretrained_weights_that_cannot_be_had_are_one_line_at_once(tmp_path, where):
+    from .helpers import free_port
+
+    env = {**_without_offline_flags(), "HF_HOME": str(tmp_path / "hf")}  # an empty cache
+    if where == "declared offline":
+        env["HF_HUB_OFFLINE"] = "1"
+    else:  # a port nothing listens on: refused at once, and nothing leaves the machine
+        env["HF_ENDPOINT"] = f"http://127.0.0.1:{free_port()}"
+    result = _cli("train", "--data", "digits", "--model", "timm:resnet18", "--pretrained",
+                  "--epochs", "1", "--out", str(tmp_path / "run"), env=env)
+    assert result.returncode == 2
+    # one line: no retry warnings (the hub's client retried 45 times over 53 s)
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "pretrained weights for 'resnet18' are not on this machine" in result.stderr
+    assert "hf download timm/resnet18" in result.stderr
+    assert ("downloads are off" if where == "declared offline" else "cannot be reached") \
+        in result.stderr
+
+
+def test_pretrained_weights_in_the_hub_cache_load_offline(tmp_path, monkeypatch):
+    import huggingface_hub
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    from cnnlab.models.pretrained import create_timm_model
+
+    name = "mobilenetv3_small_050"  # small weights, as `hf download` would have cached them
+    reference = timm.create_model(name)
+    repo = tmp_path / f"models--{timm.models.get_pretrained_cfg(name).hf_hub_id.replace('/', '--')}"
+    (repo / "snapshots" / ("0" * 40)).mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    save_file(reference.state_dict(), repo / "snapshots" / ("0" * 40) / "model.safetensors")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    model = create_timm_model(name, num_classes=1000, in_chans=3, pretrained=True)  # offline
+    assert torch.equal(model.conv_stem.weight, reference.conv_stem.weight)

@@ -1,5 +1,6 @@
 """The exact linear probe: the same fit as scikit-learn's LogisticRegression on the same vectors,
-on raw digits pixels and on pretrained features of real photos."""
+on raw digits pixels and on pretrained features of real photos; its curve of accuracy against
+the penalty."""
 
 import math
 
@@ -9,13 +10,14 @@ import torch
 from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
 
+import cnnlab
 from cnnlab.base.config import DataConfig
 from cnnlab.data import load_dataset
 from cnnlab.models import create_model
 from cnnlab.train.probe import DEFAULT_C, fit_logistic, linear_probe
 from cnnlab.train.transfer import cache_features
 
-from .helpers import photo_slice
+from .helpers import photo_slice, read_rows
 
 
 def _probabilities(weight, bias, features) -> np.ndarray:
@@ -96,3 +98,23 @@ def test_probe_without_validation_uses_the_default_penalty(photo_features):
     assert probe.c == DEFAULT_C and len(probe.path) == 1
     assert math.isnan(probe.chosen.val_acc)
     assert probe.chosen.train_acc == 1.0
+
+
+def test_the_frozen_probe_plots_accuracy_against_the_penalty(probe_run, tmp_path):
+    from cnnlab.train.frozen import edge_of_grid, probe_curves
+    from cnnlab.train.probe import C_PATH, Probe, ProbeFit
+
+    path = [ProbeFit(**{key: float(value) for key, value in row.items()} |
+                     {"iterations": int(row["iterations"])})
+            for row in read_rows(probe_run.path / "probe.csv")]
+    head = cnnlab.load(probe_run.path).card.head
+    chosen = next(fit.c for fit in path if head == f"linear probe, C={fit.c:g}")
+    assert [fit.c for fit in path] == [0.1, 1.0, 10.0]
+    probe_curves(path, chosen, tmp_path / "redrawn.png")  # what probe.csv holds, C on a log axis
+    assert (probe_run.path / "curves.png").read_bytes() == (tmp_path / "redrawn.png").read_bytes()
+    fits = [ProbeFit(c, 0.1, 1.0, 0.2, 0.9, 5) for c in C_PATH]
+    assert edge_of_grid(Probe(None, None, C_PATH[3], fits)) is None
+    assert "C=100, the weakest penalty tried (0.001 to 100)" in edge_of_grid(
+        Probe(None, None, C_PATH[-1], fits))
+    assert "strongest" in edge_of_grid(Probe(None, None, C_PATH[0], fits))
+    assert edge_of_grid(Probe(None, None, 1.0, fits[:1])) is None  # no validation: no grid

@@ -1,5 +1,5 @@
 """README.md's Python blocks run as written, from a copy of the project's layout: the only changes
-are the small data the README itself says the tests use."""
+are the small data the README itself says the tests use. What it says of fine-tuning's memory."""
 
 import os
 import re
@@ -67,3 +67,13 @@ def test_every_python_block_runs_as_written(index, workspace, flowers12):
     result = _run_block(code, workspace)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip(), "every block prints what it shows"
+
+
+def test_the_readme_gives_fine_tunings_peak_memory_and_how_to_lower_it():
+    from pathlib import Path
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    after_the_recipe = readme[readme.index("**The fine-tuning recipe**"):].split("\n\n")[1]
+    assert after_the_recipe.startswith("**Memory.**")
+    assert re.search(r"peaks at \d+(\.\d+)? GiB", after_the_recipe)
+    assert "--batch-size" in after_the_recipe and "--image-size" in after_the_recipe

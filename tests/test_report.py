@@ -16,6 +16,7 @@ from cnnlab.base.config import DataConfig
 from cnnlab.baselines.classic import as_arrays, hog_features, measure_baselines
 from cnnlab.data import load_dataset
 
+from .helpers import digit_png as _digit_png
 from .helpers import headless_chromium
 
 
@@ -166,3 +167,31 @@ def test_train_writes_the_report_at_the_end(tmp_path):
     run = cnnlab.train(data="digits", model="conv(4) relu flatten dense", epochs=1, report=True,
                        out=str(tmp_path / "r"), quiet=True)
     assert "How training went" in (run.path / "report.html").read_text()
+
+
+def test_the_report_explains_its_own_test_images_one_a_row(run_copy):
+    from cnnlab.explain import explain
+    from cnnlab.report.build import fill_in, render
+    from cnnlab.report.cost import cost
+    from cnnlab.report.sections import why
+    from cnnlab.run.folder import read_card
+
+    shutil.rmtree(run_copy / "explain", ignore_errors=True)  # what other tests explained
+    explain(run_copy, str(_digit_png(run_copy / "mine" / "three.png", 3)), method="gradcam",
+            quiet=True)  # a person's own explanation, before the report
+    for made in ("evaluate/metrics.json", "attack/metrics.json", "baselines/baselines.json",
+                 "explain/filters.png", "explain/embedding-val-pca.png"):  # all but the maps
+        (run_copy / made).parent.mkdir(exist_ok=True)
+        shutil.copy(run_copy / "curves.png", run_copy / made)
+    fill_in(run_copy, quiet=True)
+    for stand_in in ("evaluate", "attack", "baselines"):
+        shutil.rmtree(run_copy / stand_in)
+    section = why(run_copy)
+    captions = [figure.caption for figure in section.figures]
+    assert captions[:4] == [f"Grad-CAM: test image {n} (one per class)" for n in range(1, 5)]
+    assert "embedding of the penultimate layer (val split, PCA)" in captions
+    assert not any("three" in caption for caption in captions)
+    spent = dict(cost(run_copy, read_card(run_copy)).facts)
+    assert "batch of 1" in spent["latency, one image"] and "batches of 64" in spent["throughput"]
+    html = render(run_copy, [section, cost(run_copy, read_card(run_copy))])
+    assert '<div class="figures one-a-row">' in html

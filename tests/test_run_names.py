@@ -1,5 +1,6 @@
-"""Run folders are named by what differs, the README's paths are those training writes, and a run
-folder that is not there is answered with the nearest one that is."""
+"""Run folders are named by what differs, the README's paths are those training writes, a run
+folder that is not there is answered with the nearest one that is, and an --out that holds a run
+or is a file is never written over."""
 
 import re
 from pathlib import Path
@@ -10,6 +11,8 @@ from cnnlab.base.config import DataConfig, TrainConfig
 from cnnlab.cli import main
 from cnnlab.run.contract import ModelCard
 from cnnlab.train.loop import run_name
+
+from .helpers import run_cnnlab as _cli
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -51,3 +54,20 @@ def test_a_missing_run_folder_suggests_the_nearest(tmp_path, capsys, asked, mean
 def test_model_card_read_takes_a_string_or_a_run_folder(digits_run):
     assert ModelCard.read(str(digits_run.path / "model.json")).class_names[0] == "0"
     assert ModelCard.read(str(digits_run.path)).num_classes == 10
+
+
+def test_an_existing_out_folder_is_kept_and_the_new_run_says_where_it_went(run_copy):
+    before = sorted(p.name for p in run_copy.iterdir())
+    result = _cli("train", "--data", "digits", "--model", "conv(4) relu flatten dense", "--epochs",
+                  "1", "--out", str(run_copy), "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert f"{run_copy} holds a run already: this run goes to {run_copy}-2" in result.stderr
+    assert sorted(p.name for p in run_copy.iterdir()) == before
+
+
+def test_an_out_that_is_a_file_is_refused_before_the_data_loads(tmp_path, capsys):
+    taken = tmp_path / "taken"
+    taken.write_text("a file")
+    assert main(["train", "--data", "digits", "--out", str(taken)]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    assert taken.read_text() == "a file"

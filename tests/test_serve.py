@@ -1,5 +1,5 @@
-"""The HTTP API: the same numbers as predict and explain, every bad upload answered with the status
-that names it, and a real server under concurrent load."""
+"""The HTTP API: the same numbers as predict and explain, every bad upload or query answered with
+the status that names it, every error JSON and counted, and a real server under concurrent load."""
 
 import io
 import resource
@@ -250,3 +250,37 @@ def test_the_page_in_a_real_browser(flowers_run, flowers12, tmp_path):
             assert "not an image" in browser.find_element(By.ID, "error").text
         finally:
             browser.quit()
+
+
+def _png(side: int = 8) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((side, side), np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def served(digits_run):
+    from fastapi.testclient import TestClient
+
+    from cnnlab.serve.app import create_app
+
+    app = create_app(digits_run.path)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield client, app
+
+
+@pytest.mark.parametrize("query", ["topk=%C2%B2", "topk=" + "9" * 5000, "target=%C2%B2"])
+def test_odd_query_values_are_a_json_400(served, query):
+    client, _ = served
+    path = "/explain" if query.startswith("target") else "/predict"
+    response = client.post(f"{path}?{query}", content=_png())
+    assert response.status_code in (400, 422) and "error" in response.json()
+
+
+def test_an_unexpected_error_is_json_and_counted(served, monkeypatch):
+    client, app = served
+    monkeypatch.setattr(app.state.service.predictor, "top",
+                        lambda *a: (_ for _ in ()).throw(RuntimeError("boom")))
+    response = client.post("/predict", content=_png())
+    assert response.status_code == 500 and "error" in response.json()
+    assert 'cnnlab_requests_total{path="/predict",status="500"} 1.0' in client.get("/metrics").text

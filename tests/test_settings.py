@@ -1,13 +1,17 @@
-"""Settings declared once: flags, defaults and checks come from the dataclass fields."""
+"""Settings declared once: flags, defaults and checks come from the dataclass fields. Config files:
+values of the wrong type and YAML that expands without bound are refused in one line, and
+config.yaml records the values a run used."""
 
 import argparse
 import dataclasses
+import tracemalloc
 import typing
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+import cnnlab
 from cnnlab.base.config import (
     AttackSettings,
     EvaluateSettings,
@@ -17,10 +21,14 @@ from cnnlab.base.config import (
     TrainConfig,
     config_from_dict,
     flat_key,
+    load_config,
 )
 from cnnlab.base.errors import CnnlabError
 from cnnlab.base.settings import add_flags, build, option, resolve, values_from
-from cnnlab.cli import build_parser
+from cnnlab.cli import build_parser, main
+
+from .helpers import error_line as _one_error_line
+from .helpers import run_cnnlab as _cli
 
 VERB_SETTINGS = {"evaluate": (EvaluateSettings, ["RUN"]), "predict": (PredictSettings, ["RUN", "x.png"]),
                  "explain": (ExplainSettings, ["RUN"]), "attack": (AttackSettings, ["RUN"]),
@@ -144,3 +152,64 @@ def test_training_takes_flat_names_and_the_data_shorthand():
     assert config.data.name == "digits" and config.epochs == 3
     with pytest.raises(CnnlabError, match="setting epochs must be a whole number, got '3'"):
         config_from_dict({"epochs": "3"})
+
+
+@pytest.mark.parametrize(("yaml", "message"), [
+    ("epochs: ten\n", "setting epochs must be a whole number, got 'ten'"),
+    ("lr: fast\n", "setting lr must be a number, got 'fast'"),
+    ("data:\n  strict: 'no'\n", "setting data.strict must be true or false, got 'no'"),
+])
+def test_config_files_with_wrong_types_are_refused(tmp_path, capsys, yaml, message):
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml)
+    assert main(["train", "--config", str(config)]) == 2
+    assert message in capsys.readouterr().err
+
+
+def _anchor_bomb(levels: int = 9) -> str:
+    lines = ["augment:", "  rotation:", '    - &a0 ["lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"    - &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, levels + 1)]
+    return "\n".join([*lines, f"epochs: *a{levels}", ""])  # 6 * 9**9: two billion strings
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    (_anchor_bomb(), "stands for more than 1,000,000 values once its YAML aliases"),
+    ("loop: &a [*a]\nepochs: *a\n", "stands for more than 1,000,000 values"),
+    ("epochs: " + "[" * 5000 + "]" * 5000 + "\n", "is not valid YAML"),
+])
+def test_a_config_file_that_expands_without_bound_is_one_line(tmp_path, capsys, text, message):
+    config = tmp_path / "bomb.yaml"
+    config.write_text(text)
+    tracemalloc.start()
+    try:
+        with pytest.raises(CnnlabError, match="config file .*bomb.yaml"):
+            load_config(config)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 50 << 20  # the expansion would take hundreds of gigabytes
+    assert main(["train", "--config", str(config)]) == 2
+    assert message in _one_error_line(capsys.readouterr().err)
+
+
+def test_anchors_and_aliases_within_bounds_still_load(tmp_path):
+    config = tmp_path / "anchors.yaml"
+    config.write_text("epochs: &n 3\npatience: *n\ndata:\n  name: digits\n")
+    loaded = load_config(config)
+    assert (loaded.epochs, loaded.patience, loaded.data.name) == (3, 3, "digits")
+
+
+def test_config_yaml_records_the_values_used_and_runs_again(tmp_path):
+    from cnnlab.base.devices import resolve_device
+
+    first = tmp_path / "first"
+    run = cnnlab.train(data="digits", model="conv(4) relu flatten dense", epochs=1,
+                       out=str(first), quiet=True)
+    recorded = load_config(first / "config.yaml")
+    assert recorded.augment.flip is cnnlab.load(run.path).card.flip_augmented is False
+    assert recorded.out == str(first) and recorded.device == resolve_device("auto").type
+    again = _cli("train", "--config", str(first / "config.yaml"), "--quiet")
+    assert again.returncode == 0, again.stderr
+    rerun = load_config(tmp_path / "first-2" / "config.yaml")
+    assert rerun.out == str(tmp_path / "first-2")
+    assert rerun.to_dict() | {"out": None} == recorded.to_dict() | {"out": None}

@@ -1,11 +1,15 @@
-"""The summary's FLOPs equal torch.utils.flop_counter's, and its other numbers hold."""
+"""The summary's FLOPs equal torch.utils.flop_counter's, and its other numbers hold; it fits 80
+columns, and a layer too large to allocate is refused with its estimate."""
 
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from cnnlab.cli import main
 from cnnlab.models import create_model, list_models
 from cnnlab.models.summary import summarize
+
+from .helpers import run_cnnlab as _cli
 
 SPECS = [entry.name for entry in list_models()] + [
     "conv(8, k=5, s=2, p=2, d=1, g=1) relu conv(16, k=3, g=4) avgpool(3, s=2) flatten dense",
@@ -61,3 +65,20 @@ def test_summary_of_a_run_folder_with_a_timm_model(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "on 3x96x96 input, 3 classes" in result.stdout and "classifier (Linear)" in result.stdout
+
+
+def test_a_layer_too_large_to_allocate_is_refused_with_its_estimate(capsys):
+    assert main(["summary", "flatten dense(2000000000) dense", "--input", "1x28x28"]) == 2
+    err = capsys.readouterr().err
+    assert "would need 1,568,000,000,000 weights" in err and "GiB" in err
+
+
+def test_summary_fits_80_columns_and_speaks_the_layer_language(tmp_path, run_copy):
+    for model in ("fast", "simple", "vgg-small", "lenet5", str(run_copy)):
+        out = _cli("summary", model).stdout
+        assert max(len(line.rstrip()) for line in out.splitlines()) <= 80, model
+    assert _cli("summary", str(run_copy)).stdout.startswith("simple (run run)")
+    net = tmp_path / "net.yaml"
+    net.write_text("layers:\n  - conv: {filters: 8, kernel: 3, padding: same}\n  - relu\n"
+                   "  - flatten\n  - dense\n")
+    assert "conv(8, k=3, p=same)" in _cli("summary", str(net)).stdout

@@ -1,5 +1,8 @@
-"""Training and the run folder: files, determinism, exact resume after SIGKILL, safe loading."""
+"""Training: the files it writes, determinism, safe loading, a run that diverges keeping only finite
+weights, resume (exact after SIGKILL, with more epochs, on another device, from a checkpoint
+without RNG state) and Ctrl-C saying what was kept."""
 
+import json
 import os
 import pickle
 import signal
@@ -8,16 +11,21 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
 import cnnlab
-from cnnlab.base.config import load_config, preset_names
+from cnnlab.base.config import TrainConfig, load_config, preset_names
 from cnnlab.base.errors import CnnlabError
-from cnnlab.run.folder import load_checkpoint
+from cnnlab.cli import main
+from cnnlab.run import folder
+from cnnlab.run.folder import load_checkpoint, save_checkpoint
 
+from .helpers import error_line as _one_error_line
 from .helpers import read_rows
+from .helpers import run_cnnlab as _cli
 
 RUN_FILES = {"config.yaml", "metrics.csv", "curves.png", "model.safetensors", "model.json",
              "last.ckpt"}
@@ -300,3 +308,120 @@ def test_without_a_validation_split_nothing_val_holds_training_accuracy(tmp_path
     card = cnnlab.load(run.path).card
     assert card.val_accuracy is None and card.epoch == 2
     assert all(row["val_acc"] == "nan" for row in read_rows(run.path / "metrics.csv"))
+
+
+DIVERGING = ["train", "--data", "digits", "--model", "simple", "--epochs", "3", "--optimizer", "sgd",
+             "--schedule", "none", "--batch-size", "2000"]
+
+
+def test_a_run_diverging_in_its_first_epoch_saves_no_model_and_says_so(tmp_path):
+    out = tmp_path / "nan"
+    result = _cli(*DIVERGING, "--lr", "1e30", "--out", str(out))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "the validation loss became nan at epoch 1. No model was saved" in result.stderr
+    assert not (out / "model.safetensors").exists() and not (out / "last.ckpt").exists()
+
+
+def test_a_run_diverging_later_keeps_only_its_last_finite_model(tmp_path):
+    out = tmp_path / "late"
+    result = _cli(*DIVERGING, "--lr", "1e9", "--out", str(out))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "The best model so far (epoch 1) is kept" in result.stderr
+    state = load_file(out / "model.safetensors")
+    assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+    assert cnnlab.load(out).predict(np.zeros((8, 8), np.uint8))[0][0].probability > 0
+
+
+def test_infinite_batch_norm_statistics_are_not_saved_nor_resumed(tmp_path, capsys):
+    out = tmp_path / "bn"
+    args = ["train", "--data", "digits", "--model", "simple", "--epochs", "1", "--image-size", "8",
+            "--lr", "50", "--optimizer", "sgd", "--ema", "0", "--out", str(out), "--quiet"]
+    main(args)
+    assert json.loads((out / "results.json").read_text())["status"] == "diverged"
+    for name in ("model.safetensors", "last.ckpt"):
+        if (out / name).exists():
+            state = load_file(out / name) if name.endswith("safetensors") else \
+                folder.load_checkpoint(out / name)["model"]
+            assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+    main(["train", "--resume", str(out), "--quiet"])
+    assert json.loads((out / "results.json").read_text())["status"] == "diverged"
+    assert not (out / "model.safetensors").exists() and not (out / "last.ckpt").exists()
+
+
+def test_resume_removes_what_a_killed_write_left_behind(run_copy):
+    leftover = run_copy / ".curves.png.abc123.tmp"
+    leftover.write_bytes(b"half a picture")
+    assert _cli("train", "--resume", str(run_copy), "--quiet").returncode == 0
+    assert not leftover.exists()
+
+
+def test_a_run_killed_before_its_first_checkpoint_starts_over_in_place(tmp_path):
+    folder = tmp_path / "early"
+    folder.mkdir()
+    config = TrainConfig(epochs=1, out=str(folder))
+    config.data.name = "digits"
+    (folder / "config.yaml").write_text(config.to_yaml())
+    result = _cli("train", "--resume", str(folder))
+    assert result.returncode == 0, result.stderr
+    assert "starting it over in the same folder" in result.stdout + result.stderr
+    assert (folder / "model.safetensors").is_file() and (folder / "last.ckpt").is_file()
+
+
+def test_resume_with_more_epochs_extends_a_finished_run(run_copy):
+    done = len(read_rows(run_copy / "metrics.csv"))
+    result = _cli("train", "--resume", str(run_copy), "--epochs", str(done + 2))
+    assert result.returncode == 0, result.stderr
+    rows = read_rows(run_copy / "metrics.csv")
+    assert len(rows) == done + 2 and load_config(run_copy / "config.yaml").epochs == done + 2
+    rates = [float(row["lr"]) for row in rows[done:]]
+    assert rates[0] > 1e-4 and rates[-1] < rates[0]  # a schedule of their own, annealed again
+
+
+def test_a_run_recorded_on_a_gpu_resumes_on_the_cpu_when_asked(run_copy):
+    config = run_copy / "config.yaml"
+    config.write_text(config.read_text().replace("device: cpu", "device: cuda"))
+    done = len(read_rows(run_copy / "metrics.csv"))
+    refused = _cli("train", "--resume", str(run_copy), "--epochs", str(done + 1))
+    assert refused.returncode == 2 and "--device cpu" in refused.stderr
+    result = _cli("train", "--resume", str(run_copy), "--epochs", str(done + 1), "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    assert len(read_rows(run_copy / "metrics.csv")) == done + 1
+
+
+def _rewrite_checkpoint(run: Path, drop: tuple[str, ...]) -> None:
+    checkpoint = load_checkpoint(run / "last.ckpt")
+    save_checkpoint(run / "last.ckpt", {k: v for k, v in checkpoint.items() if k not in drop})
+
+
+def test_a_checkpoint_without_rng_state_resumes_with_a_warning(run_copy):
+    _rewrite_checkpoint(run_copy, drop=("generator", "torch_rng", "cuda_rng"))
+    result = _cli("train", "--resume", str(run_copy), "--epochs", "11", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "has no random-number-generator state (generator, torch_rng)" in result.stderr
+    assert "data order and augmentation from epoch 11 on will differ" in result.stderr
+    assert load_checkpoint(run_copy / "last.ckpt")["state"]["epoch"] == 11
+    assert "generator" in load_checkpoint(run_copy / "last.ckpt")  # written whole again
+
+
+def test_a_checkpoint_without_the_optimizer_names_what_is_missing(run_copy, capsys):
+    _rewrite_checkpoint(run_copy, drop=("optimizer",))
+    assert main(["train", "--resume", str(run_copy), "--epochs", "11"]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "the checkpoint lacks 'optimizer' (the optimizer's state)" in line
+
+
+def test_ctrl_c_says_what_was_kept_and_how_to_go_on(tmp_path):
+    out = tmp_path / "stopped"
+    process = subprocess.Popen([sys.executable, "-m", "cnnlab", "train", "--data", "digits",
+                                "--model", "simple", "--epochs", "500", "--out", str(out)],
+                               stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                               # a shell's background job ignores SIGINT; a terminal's does not
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    for line in process.stderr:
+        if line.startswith("epoch 2/"):
+            break
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert "interrupted: kept in" in err and f"cnnlab train --resume {out}" in err
+    assert "Traceback" not in err

@@ -1,6 +1,7 @@
 """Transfer learning: a new head starts at ln K, a frozen backbone is an exact linear probe,
-fine-tuning starts from that probe and keeps the pretrained batch-norm statistics, and a folder of
-real photos trains well above chance."""
+fine-tuning starts from that probe and keeps the pretrained batch-norm statistics, a folder of
+real photos trains well above chance, --init starts a run from another run's weights, and an input
+too small for a timm network is warned of."""
 
 import io
 import math
@@ -26,7 +27,7 @@ from cnnlab.train.probe import linear_probe
 from cnnlab.train.progress import Reporter
 from cnnlab.train.transfer import backbone_parameters, cache_features, set_backbone_frozen
 
-from .helpers import photo_slice, read_rows
+from .helpers import make_shape_folder, photo_slice, read_rows
 
 DIGITS = {"name": "digits", "per_class": 20, "image_size": 32}
 SETTINGS = dict(data=DIGITS, epochs=2, model="timm:efficientnet_lite0", pretrained=True,
@@ -249,3 +250,21 @@ def test_a_network_from_scratch_records_the_default_resize_filter():
     resolved = resolve(TrainConfig(model="fast", data=DataConfig(name="digits")))[0]
     assert resolved.data.interpolation == "bilinear"
     assert "interpolation: bilinear" in resolved.to_yaml()
+
+
+def test_init_starts_a_new_run_from_a_runs_weights(digits_run, tmp_path):
+    same = cnnlab.train(data="digits", init=str(digits_run.path), epochs=1, lr=0,
+                        out=str(tmp_path / "same"), quiet=True)
+    # lr 0: the weights stay the run's, so the accuracy is the run's own
+    assert same.test_accuracy == pytest.approx(digits_run.test_accuracy, abs=1e-9)
+    make_shape_folder(tmp_path / "shapes", per_class=12)
+    other = cnnlab.train(data={"name": str(tmp_path / "shapes"), "image_size": 8, "channels": 1},
+                         init=str(digits_run.path), epochs=1, out=str(tmp_path / "other"),
+                         quiet=True)
+    assert cnnlab.load(other.path).card.class_names == ("cross", "disc", "square")
+
+
+def test_an_input_too_small_for_a_timm_network_is_warned_of(tmp_path, caplog):
+    cnnlab.train(data="digits", model="timm:resnet18", epochs=1, out=str(tmp_path / "r"),
+                 quiet=True)
+    assert "timm:resnet18 shrinks images 32 times, and these are 8x8" in caplog.text
