@@ -141,7 +141,7 @@ def fashion(work: Path) -> dict:
     Fashion-MNIST has label errors and look-alike classes of its own (shirt, T-shirt, pullover,
     coat), so the check of the clean labels is run too: a flagged image that was not moved but
     was flagged on the clean labels already is one of the set's own issues, counted apart."""
-    from cnnlab.base.config import DataConfig
+    from cnnlab.config import DataConfig
     from cnnlab.data import load_dataset
 
     data = load_dataset(DataConfig(name="fashion-mnist", val_fraction=0))

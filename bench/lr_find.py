@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import cnnlab
-from cnnlab.base.config import DEFAULT_LR, FINE_TUNE_LR
+from cnnlab.config.training_text import DEFAULT_LR, FINE_TUNE_LR
 
 CASES = {
     "digits": {"data": "digits", "model": "simple", "epochs": 10, "batch_size": 64},

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from cnnlab.base.config import DataConfig
+from cnnlab.config import DataConfig
 from cnnlab.data import load_dataset
 from cnnlab.predict.predictor import Failure, load_predictor, predict_files
 

@@ -18,8 +18,8 @@ from collections import defaultdict
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
-from cnnlab.base.config import AugmentConfig, TrainConfig
 from cnnlab.base.devices import physical_cores
+from cnnlab.config import AugmentConfig, TrainConfig
 from cnnlab.data.augment import augment_batch
 from cnnlab.models import create_model
 from cnnlab.train.optim import make_optimizer

@@ -52,7 +52,7 @@ def accuracies(settings: dict) -> list[tuple[float, float]]:
     import torch
 
     import cnnlab
-    from cnnlab.base.config import DataConfig
+    from cnnlab.config import DataConfig
     from cnnlab.data import load_dataset
     from cnnlab.run.inference import loss_and_accuracy, predict_logits
 

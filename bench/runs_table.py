@@ -14,8 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from cnnlab.base.config import TrainConfig, apply_overrides
 from cnnlab.base.fileio import atomic_write_json, atomic_write_text
+from cnnlab.config import TrainConfig, apply_overrides
 from cnnlab.experiments.table import list_runs, to_csv
 from cnnlab.run import folder
 from cnnlab.run.results import EpochRow, TrainingResults

@@ -170,7 +170,7 @@ def _baseline_accuracy(model: nn.Module, loader) -> float:
 
 def run_recipe(preset: str, per_class: int | None, epochs: int | None) -> Result:
     import cnnlab
-    from cnnlab.base.config import DataConfig, TrainConfig, load_config
+    from cnnlab.config import DataConfig, TrainConfig, load_config
     from cnnlab.data import load_dataset
     from cnnlab.run.inference import loss_and_accuracy, predict_logits
     from cnnlab.train.recipes import resolve

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import torch
 from isolated import in_own_process
 
-from cnnlab.base.config import AugmentConfig
 from cnnlab.base.devices import physical_cores
+from cnnlab.config import AugmentConfig
 from cnnlab.data.augment import augment_batch
 from cnnlab.models import create_model
 

@@ -13,9 +13,9 @@ from PIL import Image
 import cnnlab
 from cnnlab.attack.attacks import FGSMAttack, make_attack, training_attack
 from cnnlab.attack.robustness import attack_run, measure, parse_eps
-from cnnlab.base.config import DataConfig
 from cnnlab.base.errors import CnnlabError
 from cnnlab.cli import main
+from cnnlab.config import DataConfig
 from cnnlab.data import load_dataset
 from cnnlab.models import create_model
 from cnnlab.run.folder import load_checkpoint, load_model

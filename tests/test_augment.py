@@ -5,7 +5,7 @@ import math
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-from cnnlab.base.config import AugmentConfig
+from cnnlab.config import AugmentConfig
 from cnnlab.data.augment import augment_batch, crop_resize, resized_crop_boxes
 
 

@@ -15,13 +15,13 @@ import yaml
 from PIL import Image, ImageOps
 
 import cnnlab
-from cnnlab.base.config import DataConfig
 from cnnlab.check import embed
 from cnnlab.check import labels as check_labels
 from cnnlab.check.findings import CheckResult, Finding
 from cnnlab.check.labels import out_of_sample_probabilities, probe_model
 from cnnlab.check.scan import Items
 from cnnlab.cli import main
+from cnnlab.config import DataConfig
 from cnnlab.data import load_dataset
 
 from .helpers import headless_chromium, photo_slice, read_rows

@@ -12,13 +12,14 @@ from sklearn.datasets import load_digits
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
 import cnnlab
-from cnnlab.base.config import DataConfig, PredictSettings
 from cnnlab.base.errors import CnnlabError
 from cnnlab.cli import main
+from cnnlab.config import DataConfig
 from cnnlab.data import load_dataset
 from cnnlab.evaluate.curves import class_curves
 from cnnlab.evaluate.predictions import read_predictions
 from cnnlab.evaluate.run import evaluate_run
+from cnnlab.predict.settings import PredictSettings
 from cnnlab.predict.thresholds import min_probability
 from cnnlab.run.folder import load_model
 from cnnlab.run.inference import predict_logits

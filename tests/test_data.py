@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 
 import cnnlab
-from cnnlab.base.config import DataConfig
 from cnnlab.base.errors import CnnlabError
+from cnnlab.config import DataConfig
 from cnnlab.data import FileImages, TensorImages, images, load_dataset
 from cnnlab.data.idx import read_idx
 from cnnlab.data.images import ImageReadError, convert_mode, image_to_tensor, open_image
@@ -232,7 +232,7 @@ def test_an_idx_header_claiming_gigabytes_is_refused_before_inflating(tmp_path):
 def test_an_image_over_the_pixel_limit_is_skipped_and_named(tmp_path, monkeypatch):
     from PIL import Image
 
-    from cnnlab.base.config import DataConfig
+    from cnnlab.config import DataConfig
     from cnnlab.data import images, load_dataset
 
     from .helpers import make_shape_folder

@@ -16,9 +16,9 @@ from sklearn.metrics import (
 )
 
 import cnnlab
-from cnnlab.base.config import DataConfig
 from cnnlab.base.errors import CnnlabError
 from cnnlab.cli import main
+from cnnlab.config import DataConfig
 from cnnlab.data import load_dataset
 from cnnlab.evaluate.run import evaluate_run, shift_images
 from cnnlab.run.folder import load_model
@@ -106,7 +106,7 @@ def test_shift_images_moves_content_and_fills_zeros():
 
 
 def test_val_split_and_bad_split(digits_run):
-    from cnnlab.base.config import DataConfig
+    from cnnlab.config import DataConfig
     from cnnlab.data import load_dataset
 
     held_out = len(load_dataset(DataConfig(name="digits")).val)

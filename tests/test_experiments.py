@@ -16,8 +16,8 @@ from scipy.stats import binomtest
 from statsmodels.stats.contingency_tables import mcnemar
 
 import cnnlab
-from cnnlab.base.config import TrainConfig, apply_overrides
 from cnnlab.base.fileio import atomic_write_json, atomic_write_text
+from cnnlab.config import TrainConfig, apply_overrides
 from cnnlab.evaluate.predictions import PredictionRow, read_predictions
 from cnnlab.experiments import records
 from cnnlab.experiments.compare import SplitScores, other_test_set, pair

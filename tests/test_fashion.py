@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cnnlab.base.config import DataConfig
+from cnnlab.config import DataConfig
 from cnnlab.data import load_dataset
 from cnnlab.data.builtin import FASHION_CLASSES
 

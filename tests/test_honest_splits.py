@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import cnnlab
-from cnnlab.base.config import DataConfig, load_config
 from cnnlab.cli import main
+from cnnlab.config import DataConfig, load_config
 from cnnlab.data import load_dataset
 
 from .helpers import make_shape_folder, photo_slice

@@ -8,13 +8,14 @@ import pytest
 import torch
 
 import cnnlab
-from cnnlab.base.config import LrFindSettings, TrainConfig, apply_overrides
 from cnnlab.base.distributed import Ranks
 from cnnlab.base.errors import CnnlabError
 from cnnlab.cli import main
+from cnnlab.config import TrainConfig, apply_overrides
 from cnnlab.train.loop import _prepare, train_one_epoch
 from cnnlab.train.lr_find import LrFinding, minimum, smooth, steep, sweep, valley
 from cnnlab.train.progress import Reporter
+from cnnlab.train.settings import LrFindSettings
 
 SMALL = {"data.name": "digits", "model": "simple", "batch_size": 64, "epochs": 2, "threads": 2,
          "device": "cpu"}

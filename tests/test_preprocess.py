@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cnnlab.base.config import DataConfig
+from cnnlab.config import DataConfig
 from cnnlab.data import images, load_dataset
 from cnnlab.data.images import tensor_to_image
 from cnnlab.predict.predictor import Predictor

@@ -11,7 +11,7 @@ from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
 
 import cnnlab
-from cnnlab.base.config import DataConfig
+from cnnlab.config import DataConfig
 from cnnlab.data import load_dataset
 from cnnlab.models import create_model
 from cnnlab.train.probe import DEFAULT_C, fit_logistic, linear_probe

@@ -91,7 +91,7 @@ def _user_files(work: Path, flowers12: Path) -> None:
     images) and docs/images; ../shared/data/flowers12 is a three-species slice of the photos."""
     from PIL import Image
 
-    from cnnlab.base.config import DataConfig
+    from cnnlab.config import DataConfig
     from cnnlab.data import load_dataset
 
     from .helpers import photo_slice

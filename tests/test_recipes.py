@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnlab.base.config import AugmentConfig, DataConfig, TrainConfig
+from cnnlab.config import AugmentConfig, DataConfig, TrainConfig
 from cnnlab.train.recipes import resolve
 
 from .helpers import make_folder, photo_slice

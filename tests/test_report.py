@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 import cnnlab
-from cnnlab.base.config import DataConfig
 from cnnlab.baselines.classic import as_arrays, hog_features, measure_baselines
+from cnnlab.config import DataConfig
 from cnnlab.data import load_dataset
 
 from .helpers import digit_png as _digit_png

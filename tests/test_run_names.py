@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from cnnlab.base.config import DataConfig, TrainConfig
 from cnnlab.cli import main
+from cnnlab.config import DataConfig, TrainConfig
 from cnnlab.run.contract import ModelCard
 from cnnlab.train.loop import run_name
 

@@ -12,20 +12,15 @@ from pathlib import Path
 import pytest
 
 import cnnlab
-from cnnlab.base.config import (
-    AttackSettings,
-    EvaluateSettings,
-    ExplainSettings,
-    ExportSettings,
-    PredictSettings,
-    TrainConfig,
-    config_from_dict,
-    flat_key,
-    load_config,
-)
+from cnnlab.attack.settings import AttackSettings
 from cnnlab.base.errors import CnnlabError
 from cnnlab.base.settings import add_flags, build, option, resolve, values_from
 from cnnlab.cli import build_parser, main
+from cnnlab.config import TrainConfig, config_from_dict, flat_key, load_config
+from cnnlab.evaluate.settings import EvaluateSettings
+from cnnlab.explain.settings import ExplainSettings
+from cnnlab.export.settings import ExportSettings
+from cnnlab.predict.settings import PredictSettings
 
 from .helpers import error_line as _one_error_line
 from .helpers import run_cnnlab as _cli

@@ -17,9 +17,9 @@ import torch
 from safetensors.torch import load_file
 
 import cnnlab
-from cnnlab.base.config import TrainConfig, load_config, preset_names
 from cnnlab.base.errors import CnnlabError
 from cnnlab.cli import main
+from cnnlab.config import TrainConfig, load_config, preset_names
 from cnnlab.run import folder
 from cnnlab.run.folder import load_checkpoint, save_checkpoint
 
@@ -52,7 +52,7 @@ def test_run_folder_has_every_file(digits_run):
 
 def test_loaded_model_predicts_like_the_trained_one(digits_run):
     model = cnnlab.load(digits_run.path)
-    from cnnlab.base.config import DataConfig
+    from cnnlab.config import DataConfig
     from cnnlab.data import load_dataset
 
     test = load_dataset(DataConfig(name="digits")).test
@@ -250,7 +250,7 @@ def test_folder_training_streams_and_learns(tmp_path):
 
 @pytest.mark.parametrize("total_steps", [1, 2, 3, 5, 10, 37])
 def test_one_cycle_rises_once_and_falls_for_any_number_of_steps(total_steps):
-    from cnnlab.base.config import TrainConfig
+    from cnnlab.config import TrainConfig
     from cnnlab.models import create_model
     from cnnlab.train.optim import make_optimizer, make_scheduler
 

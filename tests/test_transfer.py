@@ -15,8 +15,8 @@ from rich.console import Console
 from safetensors.torch import load_file
 
 import cnnlab
-from cnnlab.base.config import DataConfig, TrainConfig
 from cnnlab.base.errors import CnnlabError
+from cnnlab.config import DataConfig, TrainConfig
 from cnnlab.data import load_dataset
 from cnnlab.models import create_model
 from cnnlab.models.pretrained import create_timm_model, stages_down_to
@@ -233,7 +233,7 @@ def test_fine_tuning_benchmark_runs():
 @pytest.mark.parametrize(("asked", "used"), [(None, "bicubic"), ("bilinear", "bilinear"),
                                              ("nearest", "nearest")])
 def test_a_pretrained_network_gets_its_own_resize_filter_only_where_none_was_asked(asked, used):
-    from cnnlab.base.config import DataConfig, TrainConfig
+    from cnnlab.config import DataConfig, TrainConfig
     from cnnlab.models.pretrained import pretrained_config
     from cnnlab.train.recipes import resolve
 
@@ -244,7 +244,7 @@ def test_a_pretrained_network_gets_its_own_resize_filter_only_where_none_was_ask
 
 
 def test_a_network_from_scratch_records_the_default_resize_filter():
-    from cnnlab.base.config import DataConfig, TrainConfig
+    from cnnlab.config import DataConfig, TrainConfig
     from cnnlab.train.recipes import resolve
 
     resolved = resolve(TrainConfig(model="fast", data=DataConfig(name="digits")))[0]

@@ -464,10 +464,11 @@ def test_two_workers_on_other_folders_share_a_postgresql_study(postgres, tmp_pat
 
 def test_a_trial_is_never_pruned_after_its_last_epoch(tmp_path):
     """Its work is done by then: the pruner may stop it early, not throw its result away."""
-    from cnnlab.base.config import TrainConfig, TuneSettings
+    from cnnlab.config import TrainConfig
     from cnnlab.run.results import EpochRow
     from cnnlab.train.loop import TrainingStopped
     from cnnlab.tune.run import Objective
+    from cnnlab.tune.settings import TuneSettings
     from cnnlab.tune.space import parse_search
 
     study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=1))

@@ -42,7 +42,7 @@ def test_every_run_is_calibrated_and_gets_a_detector_that_keeps_its_share(digits
     assert card.calibration is not None and card.calibration.temperature > 0
     assert card.calibration.ece_after <= card.calibration.ece_before + 1e-6
     assert card.unknown is not None and card.unknown.score == "energy" and card.unknown.keep == 0.95
-    from cnnlab.base.config import DataConfig
+    from cnnlab.config import DataConfig
     from cnnlab.data import load_dataset
 
     val = load_dataset(DataConfig(name="digits")).val
@@ -112,7 +112,7 @@ def test_the_export_carries_the_detector_and_agrees_with_pytorch(digits_run, tmp
 
 
 def test_evaluate_unknown_auroc_equals_scikit_learn_on_scores_computed_apart(digits_run, tmp_path):
-    from cnnlab.base.config import DataConfig
+    from cnnlab.config import DataConfig
     from cnnlab.data import load_dataset
     from cnnlab.run.folder import load_model
     from cnnlab.run.inference import predict_logits

@@ -11,7 +11,7 @@ import yaml
 from numpy.lib.stride_tricks import sliding_window_view
 
 import cnnlab
-from cnnlab.base.config import DataConfig
+from cnnlab.config import DataConfig
 from cnnlab.data import load_dataset
 from cnnlab.models import create_model
 from cnnlab.train.whiten import EPSILON, first_conv, whiten_first_conv
@@ -49,8 +49,8 @@ def test_the_first_layer_decorrelates_the_patches_with_unit_variance():
 def _built_first_conv(**settings):
     """The first conv's weights as training builds the network, before the first step; the
     config, the data and the model."""
-    from cnnlab.base.config import TrainConfig, apply_overrides
     from cnnlab.base.distributed import Ranks
+    from cnnlab.config import TrainConfig, apply_overrides
     from cnnlab.train.recipes import resolve
     from cnnlab.train.trainer import build_trainer
 
@@ -80,7 +80,7 @@ def test_whiten_starts_the_first_conv_whitened_and_the_default_at_random():
 
 
 def test_the_fashion_quick_preset_whitens_and_a_run_trains_its_first_layer(tmp_path):
-    from cnnlab.base.config import load_config
+    from cnnlab.config import load_config
 
     preset = load_config("fashion-quick")
     assert preset.whiten is True and preset.warmup == 0.02

@@ -27,7 +27,7 @@ from .api import (  # noqa: E402
     train,
     tune,
 )
-from .base.config import TrainConfig  # noqa: E402
+from .config import TrainConfig  # noqa: E402
 
 _FROM_PREDICT = ("ClassScore", "Prediction", "Predictor")
 

@@ -1,28 +1,33 @@
-"""The Python API: cnnlab.train(...), cnnlab.load(run), cnnlab.evaluate(run), cnnlab.attack(run)."""
+"""The Python API: cnnlab.VERB(...) for every verb of the table, and cnnlab.load(run).
+
+Each function is the verb's own: `cnnlab.evaluate(run, split="val")` runs what `cnnlab evaluate
+RUN --split val` runs and returns what it prints (the command shows that result). Most are made
+from the verb table (`python_function`: the stage's function with a signature and a docstring
+from the verb's settings). The few written here are the facade's work, verbs that run other
+stages: train (then calibrate and report), report --full (evaluate, attack, explain and baselines
+first) and compare (evaluate the runs that lack it first).
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import inspect
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .base.config import (
-    CONFIG_SECTIONS,
-    SECTION_SHORTHAND,
-    TrainConfig,
-    apply_overrides,
-    flat_key,
-    load_config,
-)
 from .base.errors import CnnlabError
+from .base.settings import resolve
+from .config import TrainConfig, apply_overrides, load_config
+from .config.files import with_settings
+from .verbs import VERBS, Verb
 
 if TYPE_CHECKING:  # the heavy modules (torch and up) load when a function runs, not on import
     from .experiments.compare import Comparison
-    from .experiments.table import RunsTable
     from .predict.predictor import Predictor
-    from .run.results import AttackMetrics, EvaluationMetrics
     from .train import EpochCallback, Run
-    from .tune import TuneResult
 
 
 def train(config: TrainConfig | str | Path | None = None, *, resume: str | Path | None = None,
@@ -42,8 +47,10 @@ def train(config: TrainConfig | str | Path | None = None, *, resume: str | Path 
             model="lenet5", lr=1e-3, image_size=16, flip=False; or by section:
             data={"val_fraction": 0.2}, augment={"flip": False}.
     """
+    from .base.distributed import ranks_from_environment
     from .train.loop import fit
 
+    quiet = quiet or not ranks_from_environment().is_main  # under torchrun, rank 0 speaks
     if resume is not None:
         if lr_find is not None:
             raise CnnlabError("--resume continues with the run's own learning rate; drop --lr-find")
@@ -52,7 +59,7 @@ def train(config: TrainConfig | str | Path | None = None, *, resume: str | Path 
         return _after_training(run, quiet)
     if not isinstance(config, TrainConfig):
         config = load_config(config) if config is not None else TrainConfig()
-    config = _with_settings(config, settings)
+    config = with_settings(config, settings)
     found = _found_lr(config, lr_find, quiet) if lr_find is not None else None
     run = fit(apply_overrides(config, {"lr": found.suggestion}) if found else config, quiet=quiet,
               on_epoch_end=on_epoch_end)
@@ -65,13 +72,12 @@ def train(config: TrainConfig | str | Path | None = None, *, resume: str | Path 
 
 def _found_lr(config: TrainConfig, rule: str, quiet: bool) -> Any:
     """The range test on what `config` would train; says the rate it suggests."""
-    from .base.config import LrFindSettings
-    from .base.settings import build
     from .train.lr_find import find_lr
+    from .train.settings import LrFindSettings
 
     if config.lr is not None:
         raise CnnlabError(f"--lr-find chooses the learning rate; drop --lr {config.lr:g}")
-    found, _ = find_lr(config, build(LrFindSettings, {"suggest": rule}), quiet=quiet)
+    found, _ = find_lr(config, resolve(LrFindSettings, None, {"suggest": rule}), quiet=quiet)
     if not quiet:
         from .base.progress import stderr_console
 
@@ -82,50 +88,10 @@ def _found_lr(config: TrainConfig, rule: str, quiet: bool) -> Any:
     return found
 
 
-def lr_find(config: TrainConfig | str | Path | None = None, *, quiet: bool = False,
-            **options: Any) -> Any:
-    """The learning-rate range test (fastai's lr_find) on what `train` would train with the same
-    settings: the loss against a rate growing from start_lr to end_lr, the model, optimizer and
-    data order restored afterwards. Writes lr_find.json and lr_find.png to out= (default
-    runs/lr-find-DATA-MODEL).
-
-    Args:
-        config: as train's.
-        **options: LrFindSettings' (start_lr=1e-7, end_lr=10, steps=100, suggest="valley") and
-            training settings by the names of train's flags (data="digits", model="simple").
-
-    Returns the LrFindResult: .finding (.suggestion, .suggestions by rule, the curve), .folder.
-    """
-    import dataclasses
-
-    from .base.config import LrFindSettings
-    from .base.settings import resolve
-    from .train.lr_find import run_lr_find
-
-    names = {field.name for field in dataclasses.fields(LrFindSettings)}
-    settings = resolve(LrFindSettings, None, {k: v for k, v in options.items() if k in names})
-    if not isinstance(config, TrainConfig):
-        config = load_config(config) if config is not None else TrainConfig()
-    config = _with_settings(config, {k: v for k, v in options.items() if k not in names})
-    return run_lr_find(config, settings, quiet=quiet)
-
-
-def _with_settings(config: TrainConfig, settings: dict[str, Any]) -> TrainConfig:
-    """The config with keyword settings applied, by flag name or by section."""
-    overrides: dict[str, Any] = {}
-    for key, value in settings.items():
-        if key in SECTION_SHORTHAND and isinstance(value, str):
-            overrides[f"{key}.{SECTION_SHORTHAND[key]}"] = value
-        elif key in CONFIG_SECTIONS and isinstance(value, dict):
-            overrides.update({f"{key}.{k}": v for k, v in value.items()})
-        else:
-            overrides[flat_key(key)] = value
-    return apply_overrides(config, overrides)
-
-
 def _after_training(run: Run, quiet: bool) -> Run:
-    """What follows training where the settings ask for it: the report (written by its own stage,
-    from the run folder training left; only the process that wrote the folder writes it)."""
+    """What follows training where the settings ask for it: calibration and the report (each
+    written by its own stage, from the run folder training left; only the process that wrote the
+    folder writes them)."""
     from .base.distributed import ranks_from_environment
 
     if run.status == "diverged" or not ranks_from_environment().is_main:
@@ -141,24 +107,17 @@ def _after_training(run: Run, quiet: bool) -> Run:
     return run
 
 
-def _calibrate_after_training(run: Run, quiet: bool, say) -> None:
+def _calibrate_after_training(run: Run, quiet: bool, say: Callable[[str], None]) -> None:
     """Temperature and unknown detector; a run without a validation split says why it has none."""
-    from .base.errors import CnnlabError as Refused
     from .calibrate.run import calibrate_run
 
     try:
         say(calibrate_run(run.path, device=run.config.device, quiet=quiet).describe())
-    except Refused as reason:
+    except CnnlabError as reason:
         say(f"not calibrated: {reason}")
 
 
-def calibrate(run: str | Path, **options: Any) -> Any:
-    """Fit a run's temperature scaling and unknown-image detector on its validation split and
-    store them in its model.json; see calibrate.run.calibrate_run for the options (score, keep).
-    Returns the CalibrationResult."""
-    from .calibrate.run import calibrate_run
-
-    return calibrate_run(run, **options)
+MACHINE_SETTINGS = ("device", "threads")  # where a run continues, not what it trains
 
 
 def _resumed_config(run: str | Path, settings: dict[str, Any]) -> TrainConfig:
@@ -176,135 +135,63 @@ def _resumed_config(run: str | Path, settings: dict[str, Any]) -> TrainConfig:
     return apply_overrides(config, changes) if changes else config
 
 
-MACHINE_SETTINGS = ("device", "threads")  # where a run continues, not what it trains
-
-
-def evaluate(run: str | Path, **options: Any) -> EvaluationMetrics:
-    """Evaluate a run (see evaluate.run.evaluate_run for the options); returns its
-    EvaluationMetrics, what RUN/evaluate/metrics.json holds."""
-    from .evaluate.run import evaluate_run
-
-    return evaluate_run(run, **options).metrics
-
-
-def attack(run: str | Path, **options: Any) -> AttackMetrics:
-    """Robust accuracy of a run against FGSM or PGD for each epsilon (pixel units, [0, 1]), and
-    the figures in RUN/attack/; see attack.robustness.attack_run for the options. Returns the
-    AttackMetrics behind RUN/attack/metrics.json."""
-    from .attack.robustness import attack_run
-
-    return attack_run(run, **options).metrics
-
-
-def explain(run: str | Path, images: Any = None, **options: Any) -> Any:
-    """Explain a run's model on images (paths, PIL images, arrays or tensors; none for `filters`
-    and `embedding`): method="gradcam" | "saliency" | ... (see explain.run.explain for the
-    options). Returns the Explanation: arrays (heatmaps, feature maps, filters, points) and the
-    figures written into RUN/explain/."""
-    from .explain.run import explain as run_explain
-
-    return run_explain(run, images, **options)
-
-
-def export(run: str | Path, **options: Any) -> Any:
-    """Export a run to ONNX in RUN/export/ (with int8=True also int8) and measure parity; see
-    export.run.export_run for the options. Returns the ExportResult (folder, manifest, passed)."""
-    from .export.run import export_run
-
-    return export_run(run, **options)
-
-
-def report(run: str | Path, **options: Any) -> Path:
+def report(run: str | Path, settings: Any = None, **options: Any) -> Path:
     """Write RUN/report.html, one self-contained file that tells the run's story; full=True first
     runs what is missing (evaluate, a quick attack, explanations, the baselines). Returns its path."""
     from .report.build import write_report
+    from .report.settings import ReportSettings
+    from .run.folder import read_card
 
-    return write_report(run, **options)
-
-
-def baselines(**options: Any) -> list:
-    """Logistic regression, HOG + linear SVM, random forest and PCA + RBF SVM on the same split as a
-    run's CNN (run="runs/NAME") or on a dataset (data="digits"); returns their BaselineResults."""
-    from .baselines.classic import measure_baselines
-
-    return measure_baselines(**options)
+    settings = resolve(ReportSettings, settings, options)
+    read_card(run)  # a run folder, or one clear error before any work
+    if settings.full:
+        _fill_in_report(Path(run), settings.quiet)
+    return write_report(run, settings)
 
 
-def check(data: str | Path | None = None, **options: Any) -> Any:
-    """Check a dataset (a built-in name, a folder or a CSV) for likely label errors, duplicates and
-    train/test leaks, and oddities; writes check.json, check.csv and check.html into out= (default
-    checks/NAME, or RUN/check with run=RUN) and returns the CheckResult (see check.run.run_check
-    for the options)."""
-    from .base.config import CheckSettings
-    from .base.settings import resolve
-    from .check.run import default_folder, run_check, write_check
+def _fill_in_report(run: Path, quiet: bool) -> None:
+    """report --full: evaluate, a quick attack, explanations and the baselines, where missing."""
+    from .report.build import explained_images
 
-    settings = resolve(CheckSettings, None, options)
-    result = run_check(str(data) if data is not None else None, settings)
-    write_check(result, default_folder(result.data, settings))
-    return result
-
-
-def runs(root: str | Path = "runs", **options: Any) -> RunsTable:
-    """Every run folder under `root` (searched a few folders deep, as a sweep's trials), with the
-    settings that differ among them; sort="test" (or val, date, a setting ...) orders them.
-    Returns the RunsTable: .runs (RunRecords), .settings, .records() as plain rows. Reads text
-    files only."""
-    from .experiments.table import list_runs
-
-    return list_runs(root, **options)
+    if not (run / "evaluate" / "metrics.json").is_file():
+        _verb("evaluate")(run, quiet=quiet)
+    if not list(run.glob("attack*/metrics.json")):
+        _verb("attack")(run, eps="0,0.01,0.03,0.1", limit=500, quiet=quiet)
+    explained, explain = run / "explain", _verb("explain")
+    for method in ("gradcam", "saliency"):
+        if not (explained / f"image0-{method}.png").is_file():  # its own, not a file's (why)
+            explain(run, explained_images(run), method=method, quiet=quiet)
+    if not (explained / "filters.png").is_file():
+        explain(run, method="filters", quiet=quiet)
+    if not list(explained.glob("embedding-*.png")):
+        explain(run, method="embedding", limit=1000, quiet=quiet)
+    if not (run / "baselines" / "baselines.json").is_file():
+        _verb("baselines")(run=str(run), quiet=quiet)
 
 
-def compare(*runs: str | Path, **options: Any) -> Comparison:
+def _verb(name: str) -> Callable[..., Any]:
+    """A verb's own function, for the facade's verbs that run other stages first."""
+    return VERBS[name].function()
+
+
+def compare(*runs: str | Path, settings: Any = None, **options: Any) -> Comparison:
     """Two or more runs side by side: the settings that differ, final metrics, the learning curves
     overlaid, per-class accuracy and, on the same test images, McNemar's exact test for each pair.
-    Evaluates runs that lack RUN/evaluate/ (evaluate=False: not); writes compare.json and
-    curves.png into `out` (default compare-A-B beside the first run). Returns the Comparison."""
-    from .experiments.compare import compare_runs
+    Evaluates runs that lack a current RUN/evaluate/ first (evaluate=False: not); writes
+    compare.json and curves.png into `out` (default compare-A-B beside the first run)."""
+    from .experiments.compare import check_runs, compare_runs, evaluation_plan
+    from .experiments.settings import CompareSettings
 
-    return compare_runs(runs, **options)
-
-
-def tune(config: TrainConfig | str | Path | None = None, *, say: Callable[[str], None] | None = None,
-         **options: Any) -> TuneResult:
-    """Search training settings on an Optuna study; each trial is a run folder in the sweep folder.
-
-    Args:
-        config: the training settings every trial starts from: a TrainConfig, a YAML file (which
-            may hold a `search:` mapping), or None for the defaults.
-        say: called with a line as each trial starts and ends (default: print them to stderr,
-            unless quiet=True).
-        **options: TuneSettings' (search="lr=1e-4..3e-2:log batch_size=32|64", trials=20,
-            budget="20m", metric, pruner, sampler, storage, study, out, quiet) and training
-            settings by the names of train's flags (data="digits", epochs=3, image_size=16).
-
-    Returns the TuneResult: the trials (complete, pruned, failed), the best, the importances and
-    the files written (trials.csv, best.yaml, figures). `trials` is the study's total: calling
-    again with the same settings runs only the trials still missing."""
-    import dataclasses
-
-    from .base.config import TuneSettings
-    from .base.settings import resolve
-    from .tune.space import load_tune_config, parse_search
-
-    names = {field.name for field in dataclasses.fields(TuneSettings)}
-    settings = resolve(TuneSettings, None, {k: v for k, v in options.items() if k in names})
-    space = None
-    if isinstance(config, str | Path):
-        config, space = load_tune_config(config)
-    base = _with_settings(config or TrainConfig(), {k: v for k, v in options.items() if k not in names})
-    if settings.search is not None:
-        space = parse_search(settings.search, base)
-    if space is None:
-        raise CnnlabError("say what to search: --search \"lr=1e-4..3e-2:log batch_size=32|64|128\", "
-                          "or a search: mapping in the --config YAML")
-    if say is None and not settings.quiet:
-        from .base.progress import stderr_console
-
-        say = lambda line: stderr_console().print(line, highlight=False)  # noqa: E731
-    from .tune.run import run_sweep  # Optuna and torch load once the settings are sound
-
-    return run_sweep(base, space, settings, say or (lambda line: None))
+    settings = resolve(CompareSettings, settings, options)
+    todo, notes = evaluation_plan(check_runs(runs)) if settings.evaluate else ([], [])
+    evaluated = []
+    for path in todo:
+        try:
+            _verb("evaluate")(path, device=settings.device, quiet=settings.quiet)
+            evaluated.append(path)
+        except CnnlabError as error:
+            notes.append(f"{path}: cannot be evaluated: {error}")
+    return compare_runs(*runs, settings=settings, evaluated=evaluated, notes=notes)
 
 
 def load(run: str | Path, device: str = "auto", unknown: bool = True,
@@ -318,3 +205,60 @@ def load(run: str | Path, device: str = "auto", unknown: bool = True,
     from .predict.predictor import load_predictor
 
     return load_predictor(run, device, unknown=unknown, engine=engine)
+
+
+# The verbs whose function is the stage's own, given the signature and docstring of the verb.
+def python_function(verb: Verb) -> Callable[..., Any]:
+    """cnnlab.VERB: calls the verb's function; its signature lists the positional arguments and
+    every setting as a typed keyword (what help() and editors show), its docstring their help."""
+
+    @functools.wraps(_stub)
+    def function(*args: Any, **kwargs: Any) -> Any:
+        return verb.function()(*args, **kwargs)
+
+    function.__name__ = function.__qualname__ = verb.python
+    function.__module__ = "cnnlab"
+    function.__doc__ = _docstring(verb)
+    function.__signature__ = _signature(verb)  # type: ignore[attr-defined]
+    function.verb = verb  # type: ignore[attr-defined]
+    return function
+
+
+def _stub(*args: Any, **kwargs: Any) -> Any:  # what functools.wraps copies nothing of note from
+    raise NotImplementedError
+
+
+def _signature(verb: Verb) -> inspect.Signature:
+    hints = typing.get_type_hints(verb.settings)
+    parameters = [inspect.Parameter(argument.name, inspect.Parameter.VAR_POSITIONAL
+                                    if argument.variadic else inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                    default=inspect.Parameter.empty if argument.nargs in (None, "+")
+                                    or argument.variadic else argument.default)
+                  for argument in verb.arguments]
+    parameters.append(inspect.Parameter("settings", inspect.Parameter.KEYWORD_ONLY, default=None,
+                                        annotation=f"{verb.settings.__name__} | None"))
+    parameters += [inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY,
+                                     default=field.default, annotation=hints[field.name])
+                   for field in dataclasses.fields(verb.settings)]
+    return inspect.Signature(parameters)
+
+
+def _docstring(verb: Verb) -> str:
+    lines = [f"{verb.help[0].upper()}{verb.help[1:]} (as `cnnlab {verb.name}`).", "", "Args:"]
+    lines += [f"    {argument.name}: {argument.help}" for argument in verb.arguments]
+    lines.append(f"    settings: a {verb.settings.__name__}; the keywords below override its "
+                 f"fields")
+    lines += [f"    {field.name}: {field.metadata.get('help', '')}"
+              for field in dataclasses.fields(verb.settings)]
+    return "\n".join(lines)
+
+
+def functions() -> dict[str, Callable[..., Any]]:
+    """Every verb's Python function by its name: the facade's own above, the rest made here."""
+    written = {"train": train, "report": report, "compare": compare}
+    return {verb.python: written.get(verb.python) or python_function(verb)
+            for verb in VERBS.values()}
+
+
+globals().update({name: function for name, function in functions().items()
+                  if name not in globals()})

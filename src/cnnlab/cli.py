@@ -5,32 +5,14 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from . import __version__, commands
-from .base.config import (
-    EPS_UNITS,
-    LR_RULES,
-    AttackSettings,
-    BaselineSettings,
-    CalibrateSettings,
-    CheckSettings,
-    CompareSettings,
-    EvaluateSettings,
-    ExplainSettings,
-    ExportSettings,
-    LrFindSettings,
-    PredictSettings,
-    ReportSettings,
-    RunsSettings,
-    ServeSettings,
-    TrainConfig,
-    TuneSettings,
-    preset_names,
-)
+from . import __version__
 from .base.errors import CnnlabError, printable, suggest
 from .base.settings import add_flags
+from .config import TrainConfig
+from .verbs import VERBS, Verb
 
 # Other tools' names for our flags (Keras, Ultralytics, timm, fastai): a user who types them gets
 # ours, where the verb has it; spelling distance alone finds nothing for most of them.
@@ -84,119 +66,20 @@ class Parser(argparse.ArgumentParser):
         return options
 
 
-def _verb(sub: argparse._SubParsersAction, name: str, command: Callable, text: str,
-          settings: type | None = None, **kwargs: Any) -> Parser:
-    """A verb's parser: its flags come from its settings class, its work from `command`."""
-    parser = sub.add_parser(name, help=text, allow_abbrev=False, **kwargs)
-    if settings is not None:
-        add_flags(parser, settings)
-    parser.set_defaults(command=command, settings=settings)
-    return parser
-
-
-def _add_train(sub: argparse._SubParsersAction) -> None:
-    # Flags left out keep the config's (or default) value: nothing is filled in by argparse.
-    parser = _verb(sub, "train", commands.run_train, "train a CNN and write a run folder",
-                   TrainConfig, argument_default=argparse.SUPPRESS)
-    parser.add_argument("--config", help=f"YAML run config, or a preset: "
-                                         f"{', '.join(preset_names())}; flags override it")
-    parser.add_argument("--resume", metavar="RUN", help="continue RUN from its last.ckpt")
-    # A flag of its own, not a value of --lr: --lr stays a number, and config.yaml records the
-    # rate found, so the run reproduces without the search.
-    parser.add_argument("--lr-find", nargs="?", const="valley", choices=LR_RULES, metavar="RULE",
-                        help="first run the learning-rate range test (cnnlab lr-find) and train "
-                             "with the rate it suggests: valley (the default), steep or minimum")
-    parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
-    parser = _verb(sub, "lr-find", commands.run_lr_find,
-                   "the learning-rate range test: loss against the rate, and a suggested --lr",
-                   TrainConfig, argument_default=argparse.SUPPRESS,
-                   description="Train's flags say what is swept; --out is the folder of "
-                               "lr_find.json and lr_find.png (default runs/lr-find-DATA-MODEL).")
-    add_flags(parser.add_argument_group("the range test"), LrFindSettings)
-    parser.add_argument("--config", help=f"YAML run config, or a preset: "
-                                         f"{', '.join(preset_names())}; flags override it")
-    parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
-
-
-def _add_run_verbs(sub: argparse._SubParsersAction) -> None:
-    parser = _verb(sub, "evaluate", commands.run_evaluate,
-                   "metrics, confusion matrix, calibration, mistakes", EvaluateSettings)
-    parser.add_argument("run", help="run folder")
-    parser = _verb(sub, "predict", commands.run_predict,
-                   "top-k classes for images, folders, globs, videos", PredictSettings)
-    parser.add_argument("run", help="run folder, or pretrained:NAME for an ImageNet model "
-                                    "(e.g. pretrained:efficientnet_lite0)")
-    parser.add_argument("inputs", nargs="+", metavar="INPUT",
-                        help="image files, folders (recursive), globs ('imgs/*.png'), videos")
-    parser = _verb(sub, "explain", commands.run_explain,
-                   "feature maps, filters, saliency, Grad-CAM, embedding", ExplainSettings)
-    parser.add_argument("run", help="run folder")
-    parser.add_argument("images", nargs="*", metavar="IMAGE",
-                        help="images to explain (not needed for filters and embedding)")
-    parser.add_argument("--list-layers", action="store_true", help="print the layer names and exit")
-    parser = _verb(sub, "export", commands.run_export,
-                   "ONNX fp32 (and int8) in RUN/export/, parity measured against PyTorch",
-                   ExportSettings)
-    parser.add_argument("run", help="run folder")
-    parser = _verb(sub, "serve", commands.run_serve,
-                   "HTTP API and web page: predictions with Grad-CAM overlays", ServeSettings)
-    parser.add_argument("run", help="run folder, export folder, or .onnx file in one")
-    parser = _verb(sub, "attack", commands.run_attack,
-                   "FGSM/PGD robust accuracy against epsilon, adversarial examples",
-                   AttackSettings, description=EPS_UNITS)
-    parser.add_argument("run", help="run folder")
-    parser = _verb(sub, "calibrate", commands.run_calibrate,
-                   "fit temperature scaling and the unknown-image detector on the validation split",
-                   CalibrateSettings)
-    parser.add_argument("run", help="run folder")
-    parser = _verb(sub, "report", commands.run_report,
-                   "RUN/report.html: the whole story of a run in one self-contained file",
-                   ReportSettings)
-    parser.add_argument("run", help="run folder")
-    _verb(sub, "baselines", commands.run_baselines,
-          "logistic regression, HOG + linear SVM, random forest, PCA + RBF SVM on the same split",
-          BaselineSettings)
-    parser = _verb(sub, "check", commands.run_check,
-                   "likely label errors, duplicates and train/test leaks, outliers in a dataset",
-                   CheckSettings)
-    parser.add_argument("data", nargs="?", metavar="DATA",
-                        help="dataset name, folder of class folders, or CSV manifest (default: "
-                             "--run's data)")
-
-
-def _add_catalog_verbs(sub: argparse._SubParsersAction) -> None:
-    summary = _verb(sub, "summary", commands.run_summary,
-                    "per-layer shapes, parameters, FLOPs, receptive field")
-    summary.add_argument("model", help="named network, layer spec string, YAML file, timm:NAME or "
-                                       "run folder")
-    summary.add_argument("--input", default=None, help="input CxHxW, e.g. 1x28x28 or 3x32x32")
-    summary.add_argument("--classes", type=int, default=None, help="number of classes")
-    datasets = _verb(sub, "datasets", commands.run_datasets, "list datasets and whether they are here")
-    datasets.add_argument("--download", metavar="NAME", help="download a dataset into the cache")
-    models = _verb(sub, "models", commands.run_models, "list the named networks")
-    models.add_argument("pattern", nargs="?", default="*", help="filter, e.g. 'res*'")
-    _verb(sub, "layers", commands.run_layers, "the layer language: every layer and its arguments")
-
-
-def _add_experiment_verbs(sub: argparse._SubParsersAction) -> None:
-    parser = _verb(sub, "runs", commands.run_runs,
-                   "every run in one table: the settings that differ, accuracy, time, status",
-                   RunsSettings)
-    parser.add_argument("root", nargs="?", default="runs", metavar="DIR",
-                        help="a folder of run folders, searched 4 deep (default runs/)")
-    parser = _verb(sub, "compare", commands.run_compare,
-                   "runs side by side: settings, curves, per-class accuracy, McNemar's test",
-                   CompareSettings)
-    parser.add_argument("runs", nargs="+", metavar="RUN", help="two or more run folders")
-    # Train's flags set every trial; the sweep's own follow, and its --out (the sweep folder)
-    # replaces train's (each trial's run folder is OUT/trial-NNN).
-    parser = _verb(sub, "tune", commands.run_tune,
-                   "search training settings on Optuna: each trial a run folder, pruning, one study "
-                   "shared by many workers", TrainConfig, argument_default=argparse.SUPPRESS,
-                   conflict_handler="resolve")
-    add_flags(parser.add_argument_group("the search"), TuneSettings)
-    parser.add_argument("--config", help="YAML run config, which may hold a search: mapping, or a "
-                                         "preset; flags override it")
+def _add_verb(sub: argparse._SubParsersAction, verb: Verb) -> None:
+    """A verb's parser from its table entry: train's flags where it trains, then its own settings'
+    (which win where both have one, as tune's --out), then its positional arguments."""
+    # A flag left out is absent (not None): the settings' default, or the config's, holds.
+    parser = sub.add_parser(verb.name, help=verb.help, description=verb.description,
+                            allow_abbrev=False, conflict_handler="resolve",
+                            argument_default=argparse.SUPPRESS)
+    if verb.trains:
+        add_flags(parser, TrainConfig)
+    add_flags(parser, verb.settings)
+    for argument in verb.arguments:
+        parser.add_argument(argument.name, nargs=argument.nargs, default=argument.default,
+                            metavar=argument.metavar, help=argument.help)
+    parser.set_defaults(settings=verb.settings)
 
 
 def build_parser() -> Parser:
@@ -204,11 +87,34 @@ def build_parser() -> Parser:
                     allow_abbrev=False)
     parser.add_argument("--version", action="version", version=f"cnnlab {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=Parser)
-    _add_train(sub)
-    _add_run_verbs(sub)
-    _add_catalog_verbs(sub)
-    _add_experiment_verbs(sub)
+    for verb in VERBS.values():
+        _add_verb(sub, verb)
     return parser
+
+
+def _by_section(options: dict[str, Any]) -> dict[str, Any]:
+    """Parsed flags as keywords: {'data.image_size': 8} -> {'data': {'image_size': 8}}."""
+    nested: dict[str, Any] = {}
+    for key, value in options.items():
+        section, _, name = key.rpartition(".")
+        (nested.setdefault(section, {}) if section else nested)[name] = value
+    return nested
+
+
+PARSER_KEYS = ("verb", "settings")  # what the parser records beside the flags
+
+
+def run_verb(verb: Verb, args: argparse.Namespace) -> int:
+    """What the Python function of the verb does with the same values, then its show: the flags
+    given become its keywords (a flag not given is absent, so the settings' default holds)."""
+    given = {key: value for key, value in vars(args).items()
+             if key not in PARSER_KEYS and value is not None}
+    positional = [given.pop(argument.name, argument.default) for argument in verb.arguments]
+    settings = verb.settings_of(given)  # a bad value is one line before any work
+    if verb.arguments and verb.arguments[-1].variadic:
+        positional = [*positional[:-1], *positional[-1]]
+    result = verb.function()(*positional, **_by_section(given))
+    return verb.shower()(result, settings)
 
 
 def _verbs(parser: Parser) -> list[str]:
@@ -239,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verb is None:
             parser.print_help()
             return 0
-        return args.command(args)
+        return run_verb(VERBS[args.verb], args)
     except CnnlabError as error:
         print(f"error: {printable(str(error))}", file=sys.stderr)
         return 2

@@ -24,9 +24,10 @@ import torch.nn.functional as F
 from captum.robust import FGSM, PGD
 from torch import nn
 
-from ..base.config import AttackSettings, TrainConfig
 from ..base.errors import CnnlabError, unknown
+from ..config import TrainConfig
 from ..models.modes import eval_mode
+from .settings import AttackSettings
 
 METHODS = ("fgsm", "pgd")
 NORMS = {"linf": "Linf", "l2": "L2"}  # our names -> Captum's

@@ -15,7 +15,6 @@ import torch
 from torch import nn
 
 from ..base import plots
-from ..base.config import AttackSettings
 from ..base.devices import resolve_device
 from ..base.errors import CnnlabError
 from ..base.fileio import atomic_write_json
@@ -27,6 +26,7 @@ from ..run.data import pick_split
 from ..run.folder import data_qualifiers, load_model, results_folder
 from ..run.results import AttackMetrics, RobustAccuracy
 from .attacks import Attack, check_eps, correct, make_attack, pgd_step_size, seeded
+from .settings import AttackSettings
 
 EXAMPLES_SHOWN = 6
 EXAMPLE_POOL = 64  # the examples are chosen among the first images

@@ -10,20 +10,22 @@ import dataclasses
 import io
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..base.config import BaselineSettings, DataConfig
 from ..base.errors import CnnlabError, unknown
 from ..base.fileio import atomic_write_json, atomic_write_text
 from ..base.progress import tracked
 from ..base.settings import resolve
+from ..config import DataConfig
 from ..data import load_dataset
 from ..data.splits import DatasetSplits, FileImages, Split
+from ..run.results import read_json_file
+from .settings import BaselineSettings
 
 # The RBF SVM's fit grows with the square of the training images: past this many it trains on a
 # class-stratified subsample (said in its row) so the whole table stays within minutes. On 50
@@ -243,12 +245,49 @@ def table_row(result: dict[str, Any]) -> list[str]:
             f"{result['predict_seconds']:.2f}", f"{result['train_images']:,}"]
 
 
-def write_baselines(results: list[BaselineResult], folder: Path, data: str) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    rows = [asdict(result) for result in results]
-    atomic_write_json(folder / "baselines.json", {"data": data, "results": rows})
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(folder / "baselines.csv", buffer.getvalue())
+BASELINES_JSON = "baselines.json"
+
+
+@dataclass(frozen=True)
+class Baselines:
+    """The baselines of one data set (what baselines.json holds), and where they were written."""
+
+    data: str
+    results: tuple[BaselineResult, ...]
+    folder: Path | None = None
+
+    def __iter__(self) -> Iterator[BaselineResult]:
+        return iter(self.results)
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def write(self, folder: Path) -> Baselines:
+        """baselines.json and baselines.csv in `folder`; the Baselines with their folder."""
+        folder.mkdir(parents=True, exist_ok=True)
+        rows = [asdict(result) for result in self.results]
+        atomic_write_json(folder / BASELINES_JSON, {"data": self.data, "results": rows})
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(folder / "baselines.csv", buffer.getvalue())
+        return dataclasses.replace(self, folder=folder)
+
+    @classmethod
+    def read(cls, folder: Path) -> Baselines:
+        values = read_json_file(folder / BASELINES_JSON)
+        return cls(values["data"], tuple(BaselineResult(**row) for row in values["results"]), folder)
+
+
+def baselines(settings: BaselineSettings | None = None, **options: Any) -> Baselines:
+    """Logistic regression, HOG + linear SVM, random forest and PCA + RBF SVM on the same split as
+    a run's CNN (run="runs/NAME", the CNN beside them) or on a dataset (data="digits"), written to
+    `out` (default RUN/baselines, or runs/baselines-DATA)."""
+    settings = resolve(BaselineSettings, settings, options)
+    results = measure_baselines(settings)
+    data = settings.data or Path(settings.run).name
+    folder = Path(settings.out) if settings.out else (
+        Path(settings.run) / "baselines" if settings.run
+        else Path("runs") / f"baselines-{Path(data.rstrip('/')).name}")
+    return Baselines(data, tuple(results)).write(folder)

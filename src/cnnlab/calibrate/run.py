@@ -10,7 +10,6 @@ from typing import Any
 
 import torch
 
-from ..base.config import CalibrateSettings
 from ..base.devices import resolve_device
 from ..base.errors import CnnlabError
 from ..base.settings import resolve
@@ -20,6 +19,7 @@ from ..run.engine import feature_engine
 from ..run.folder import export_of, load_model, write_card
 from ..run.inference import output_layer, predict_logits
 from ..run.unknown import FeatureStatistics, Outputs, model_outputs, score_outputs
+from .settings import CalibrateSettings
 from .temperature import calibration_error, fit_temperature
 
 STATISTICS = "unknown.safetensors"

@@ -4,6 +4,7 @@ table, the files and the page are made from."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,3 +45,4 @@ class CheckResult:
     summary: dict[str, Any]
     pool: np.ndarray  # indices (into items) of the images whose labels were checked
     issues: LabelIssues | None
+    folder: Path | None = None  # where check.json and the rest were written (cnnlab check)

@@ -18,15 +18,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..base.config import CheckSettings, DataConfig
 from ..base.devices import resolve_device, set_threads
 from ..base.errors import CnnlabError
 from ..base.progress import tracked
 from ..base.settings import resolve
+from ..config import DataConfig
 from ..data.registry import photo_shape
 from . import duplicates, embed, labels, oddities
 from .findings import KINDS, CheckResult, Finding
 from .scan import Items, Scan, decoded_batches, empty_scan, load_items, record
+from .settings import CheckSettings
 
 
 @dataclass
@@ -175,7 +176,7 @@ def _run_data(run: str | None) -> str:
     if run is None:
         raise CnnlabError("give the data to check (a dataset name, a folder or a CSV), or --run "
                           "RUN to check the run's data")
-    from ..base.config import load_config
+    from ..config import load_config
     from ..run.folder import CONFIG
 
     config_file = Path(run) / CONFIG
@@ -325,6 +326,17 @@ def write_check(result: CheckResult, folder: str | Path) -> Path:
     else:
         atomic_write(folder / LABEL_ISSUES_FIGURE, lambda tmp: tmp.write_bytes(figure))
     return folder
+
+
+def check(data: str | Path | None = None, settings: CheckSettings | None = None,
+          **options: Any) -> CheckResult:
+    """Check a dataset (a built-in name, a folder or a CSV) for likely label errors, duplicates and
+    train/test leaks, and oddities; write check.json, check.csv and check.html into `out`
+    (default checks/NAME, or RUN/check with run=RUN). Returns the CheckResult, its folder set."""
+    settings = resolve(CheckSettings, settings, options)
+    result = run_check(str(data) if data is not None else None, settings)
+    result.folder = write_check(result, default_folder(result.data, settings))
+    return result
 
 
 def default_folder(data: str, settings: CheckSettings) -> Path:

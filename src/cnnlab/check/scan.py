@@ -15,8 +15,8 @@ import torch
 from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset
 
-from ..base.config import DataConfig
 from ..base.errors import CnnlabError
+from ..config import DataConfig
 from ..data import load_dataset
 from ..data.images import ImageReadError, convert_mode, image_to_tensor, open_image, tensor_to_image
 from ..data.splits import DatasetSplits, FileImages, TensorImages

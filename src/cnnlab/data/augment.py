@@ -12,7 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..base.config import AugmentConfig
+from ..config import AugmentConfig
 from .images import to_float
 
 

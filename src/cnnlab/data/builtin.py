@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..base.config import DataConfig
 from ..base.errors import CnnlabError
 from ..base.limits import offline
+from ..config import DataConfig
 from .idx import read_idx
 from .registry import register_dataset
 from .splits import DatasetSplits, TensorImages, split_off

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from ..base.config import DataConfig
 from ..base.errors import CnnlabError
 from ..base.fileio import is_file
+from ..config import DataConfig
 from .images import ALLOWED_FORMATS, is_grayscale, is_image_file
 from .splits import DatasetSplits, FileImages, Split, held_out_source, split_off
 

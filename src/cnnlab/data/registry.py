@@ -7,9 +7,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..base.config import DataConfig
 from ..base.errors import CnnlabError, unknown
 from ..base.fileio import is_dir, is_file
+from ..config import DataConfig
 from .splits import DatasetSplits, convert_splits, first_per_class, held_out_source, split_off
 
 log = logging.getLogger("cnnlab")

@@ -20,7 +20,6 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 from torchmetrics.functional.classification import multiclass_accuracy, multiclass_calibration_error
 
 from ..base import plots
-from ..base.config import EvaluateSettings
 from ..base.devices import resolve_device
 from ..base.fileio import atomic_write_json, atomic_write_text
 from ..base.progress import tracked
@@ -40,7 +39,8 @@ from ..run.results import (
 )
 from .curves import class_curves, threshold_rows, write_curve_figures
 from .predictions import PREDICTIONS, PredictionRow, prediction_rows, write_predictions
-from .top_losses import TOP_LOSSES, caption, worst
+from .settings import EvaluateSettings
+from .top_losses import TOP_LOSSES, TOP_LOSSES_SHOWN, caption, worst
 
 log = logging.getLogger("cnnlab")
 
@@ -243,7 +243,8 @@ def evaluate_run(run: str | Path, settings: EvaluateSettings | None = None,
     write_curve_figures(curves, out, f"{Path(metrics.run).name} on {metrics.data} "
                                      f"{metrics.split} ({metrics.images} images)")
     rows = _write_predictions(out, logits, labels, names, chosen)
-    top = _write_top_losses(out, rows, chosen, settings.top_losses)
+    top = _write_top_losses(out, rows, chosen, TOP_LOSSES_SHOWN if settings.top_losses is None
+                             else settings.top_losses)
     atomic_write_json(out / "metrics.json", metrics.to_dict())
     open_set = _open_set(run, model, card, chosen, settings.unknown, torch_device, out) \
         if settings.unknown else None

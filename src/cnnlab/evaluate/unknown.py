@@ -12,9 +12,10 @@ import torch
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from ..base import plots
-from ..base.config import UNKNOWN_SCORE_CHOICES, DataConfig
 from ..base.errors import CnnlabError
 from ..base.fileio import atomic_write_json
+from ..calibrate.settings import UNKNOWN_SCORE_CHOICES
+from ..config import DataConfig
 from ..data import TensorImages, load_dataset
 from ..data.images import image_to_tensor, is_image_file, open_image
 from ..data.registry import list_datasets

@@ -13,7 +13,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..base.config import CompareSettings
 from ..base.errors import CnnlabError
 from ..base.fileio import atomic_write_json, is_dir
 from ..base.settings import resolve
@@ -21,6 +20,7 @@ from ..evaluate.predictions import PREDICTIONS, PredictionRow, read_predictions
 from ..run.results import EvaluationMetrics
 from .mcnemar import mcnemar_exact
 from .records import WEIGHTS, RunRecord, is_run_folder, read_run, setting_label
+from .settings import CompareSettings
 from .table import NOT_COMPARED, differing_settings
 
 EVALUATE, EVALUATE_METRICS = "evaluate", "metrics.json"  # as evaluate writes them
@@ -166,24 +166,18 @@ def needs_evaluation(run: Path) -> bool:
     return weights.is_file() and weights.stat().st_mtime > metrics.stat().st_mtime
 
 
-def fill_in(paths: Sequence[Path], settings: CompareSettings) -> tuple[list[Path], list[str]]:
-    """Evaluate each trained run that lacks a current RUN/evaluate/, as `cnnlab evaluate RUN`
-    does; returns the runs evaluated and notes on those that cannot be."""
-    evaluated, notes = [], []
+def evaluation_plan(paths: Sequence[Path]) -> tuple[list[Path], list[str]]:
+    """The trained runs that lack a current RUN/evaluate/ (to evaluate first, as `cnnlab
+    evaluate RUN` does), and notes on those that cannot be evaluated."""
+    todo, notes = [], []
     for path in paths:
         if not needs_evaluation(path):
             continue
-        if not (path / WEIGHTS).is_file():
+        if (path / WEIGHTS).is_file():
+            todo.append(path)
+        else:
             notes.append(f"{path}: no trained model to evaluate")
-            continue
-        from ..evaluate.run import evaluate_run  # torch loads only when something is evaluated
-
-        try:
-            evaluate_run(path, device=settings.device, quiet=settings.quiet)
-            evaluated.append(path)
-        except CnnlabError as error:
-            notes.append(f"{path}: cannot be evaluated: {error}")
-    return evaluated, notes
+    return todo, notes
 
 
 def _scores(paths: Sequence[Path], notes: list[str]) -> list[SplitScores | None]:
@@ -219,19 +213,21 @@ def _pairs(names: Sequence[str], scores: Sequence[SplitScores | None],
     return pairs
 
 
-def compare_runs(runs: Sequence[str | Path], settings: CompareSettings | None = None,
+def compare_runs(*runs: str | Path, settings: CompareSettings | None = None,
+                 evaluated: Sequence[Path] = (), notes: Sequence[str] = (),
                  **options: Any) -> Comparison:
-    """Compare two or more run folders and write compare.json and curves.png.
+    """Compare two or more run folders, as they are, and write compare.json and curves.png
+    (cnnlab.compare first evaluates the runs that need it).
 
     Args:
         runs: the run folders.
-        settings: CompareSettings; `options` override its fields by name, e.g. evaluate=False,
-            out="runs/compare".
+        settings: CompareSettings; `options` override its fields by name, e.g. out="runs/compare".
+        evaluated, notes: the runs evaluated first, and what was said of those that could not be.
     """
     settings = resolve(CompareSettings, settings, options)
     paths = check_runs(runs)
     names = run_names(paths)
-    evaluated, notes = fill_in(paths, settings) if settings.evaluate else ([], [])
+    notes = list(notes)
     records = [read_run(path) for path in paths]
     notes += [f"{record.path}: {record.problem}" for record in records if record.problem]
     scores = _scores(paths, notes)

@@ -18,8 +18,9 @@ from typing import Any
 
 import yaml
 
-from ..base.config import SECTION_SHORTHAND, TrainConfig, flat_key
 from ..base.errors import CnnlabError
+from ..config import TrainConfig, flat_key
+from ..config.files import SECTION_SHORTHAND
 from ..run.results import EpochRow, TrainingResults
 
 # As run/folder.py names them.

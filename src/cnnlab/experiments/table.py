@@ -10,15 +10,16 @@ import io
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ..base.config import RunsSettings
 from ..base.errors import CnnlabError, suggest
-from ..base.fileio import is_dir
+from ..base.fileio import atomic_write_text, is_dir
 from ..base.settings import resolve
+from ..base.show import duration, percent
 from .records import RUN_FILES, RunRecord, read_run, setting_label
+from .settings import RunsSettings
 
 MAX_DEPTH = 4  # runs/ -> a sweep -> its trials: deep enough, and `cnnlab runs ~` stays quick
 # Where a run went and whether it wrote a report never explain a difference in accuracy.
@@ -36,6 +37,8 @@ class RunsTable:
     root: Path
     runs: tuple[RunRecord, ...]
     settings: tuple[str, ...]  # dotted keys, in config.yaml's order
+    format: str = "table"  # table, csv or json: as asked, or as --out's extension says
+    written: Path | None = None  # the .csv or .json file written (with out=)
 
     def name(self, run: RunRecord) -> str:
         """The run's folder relative to the root (a sweep's trial: 'sweep/trial-3')."""
@@ -88,13 +91,15 @@ def _comparable(value: Any) -> str:
 
 def list_runs(root: str | Path = "runs", settings: RunsSettings | None = None,
               **options: Any) -> RunsTable:
-    """Every run under `root` (a run folder itself, or a folder searched for them), sorted.
+    """Every run under `root` (a run folder itself, or a folder searched for them), sorted;
+    written to `out` as CSV or JSON where it names a file.
 
     Args:
         root: the folder (default runs/).
         settings: RunsSettings; `options` override its fields by name, e.g. sort="test".
     """
     settings = resolve(RunsSettings, settings, options)
+    chosen = output_format(settings)  # a bad --out is one line before any folder is read
     root = Path(root)
     if not is_dir(root):
         raise CnnlabError(f"{root} is not a folder; name the folder that holds your runs "
@@ -102,7 +107,16 @@ def list_runs(root: str | Path = "runs", settings: RunsSettings | None = None,
     runs = [read_run(path) for path in find_runs(root)]
     differing = differing_settings(runs, NOT_COMPARED | OWN_COLUMNS)
     table = RunsTable(root, tuple(runs), differing)
-    return RunsTable(root, tuple(sort_runs(table, settings.sort)), differing)
+    table = replace(table, runs=tuple(sort_runs(table, settings.sort)), format=chosen)
+    if settings.out is None or chosen == "table":
+        return table
+    atomic_write_text(settings.out, formatted(table))
+    return replace(table, written=Path(settings.out))
+
+
+def formatted(table: RunsTable) -> str:
+    """The table as its format's text: CSV or JSON."""
+    return to_json(table) if table.format == "json" else to_csv(table)
 
 
 # Sort keys: column name -> (value of a run, highest first).
@@ -192,20 +206,6 @@ def epochs_done(run: RunRecord) -> str:
     """'15', or '7/30' for a run that stopped (or is still going) short of its plan."""
     planned = run.planned_epochs
     return str(run.epochs) if planned in (None, run.epochs) else f"{run.epochs}/{planned}"
-
-
-def percent(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2%}"
-
-
-def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, rest = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{rest:02d}s"
 
 
 def show_setting(value: Any, known: bool = True) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,6 @@ import numpy as np
 import torch
 
 from ..base import plots
-from ..base.config import EXPLAIN_METHODS, ExplainSettings
 from ..base.errors import CnnlabError, unknown
 from ..base.progress import tracked
 from ..base.settings import resolve
@@ -22,6 +21,7 @@ from .attributions import attribute
 from .embedding import penultimate_features, project
 from .layers import LayerInfo, list_layers
 from .maps import feature_maps, first_conv_filters, map_layers
+from .settings import EXPLAIN_METHODS, ExplainSettings, explain_methods
 
 METHODS = EXPLAIN_METHODS  # declared with the settings, so `cnnlab --help` needs no torch
 log = logging.getLogger("cnnlab")
@@ -30,9 +30,11 @@ log = logging.getLogger("cnnlab")
 class Explanation:
     """What a method found: arrays keyed by input (or layer), and the figures written."""
 
-    method: str
-    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    method: str  # one method, or several comma-separated
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)  # "method/key" for several
     figures: list[Path] = field(default_factory=list)
+    layers: list[LayerInfo] = field(default_factory=list)  # list_layers=True: the layer names
+    parts: list[Explanation] = field(default_factory=list)  # several methods: each one's own
 
 
 def _file_stem(text: str) -> str:
@@ -170,14 +172,32 @@ def _embedding(predictor: Predictor, run: Path, settings: ExplainSettings,
 
 def explain(run: str | Path, inputs: ImageInput | list[ImageInput] | None = None,
             settings: ExplainSettings | None = None, **options: Any) -> Explanation:
-    """Explain a run's model on images (or, for `embedding`, on a dataset split).
+    """Explain a run's model on images (or, for `filters` and `embedding`, on itself and a split).
 
     Returns the arrays (heatmaps (H, W), feature maps (C, H, W), filters, 2-D points) and writes
     a figure for each into `out` (default RUN/explain/). `settings` (ExplainSettings, default its
-    defaults) and the `options` that override its fields by name: method, layer, target, out, and
-    for the embedding split, limit and projection.
+    defaults) and the `options` that override its fields by name: method (one, several
+    "saliency,gradcam", or "all": without images, those that need none), layer, target, out, and
+    for the embedding split, limit and projection. With list_layers=True, the model's layers.
     """
     settings = resolve(ExplainSettings, settings, options)
+    if settings.list_layers:
+        return Explanation("layers", layers=describe_layers(run))
+    methods = explain_methods(settings.method)
+    if not inputs and "all" in settings.method:  # 'all' without images: what needs none
+        methods = [m for m in methods if m in ("filters", "embedding")]
+    found = [_explain(run, inputs, replace(settings, method=method)) for method in methods]
+    if len(found) == 1:
+        return found[0]
+    return Explanation(",".join(methods),
+                       {f"{part.method}/{key}": array for part in found
+                        for key, array in part.arrays.items()},
+                       [path for part in found for path in part.figures], parts=found)
+
+
+def _explain(run: str | Path, inputs: ImageInput | list[ImageInput] | None,
+             settings: ExplainSettings) -> Explanation:
+    """One method's explanation."""
     method, layer, out = settings.method, settings.layer, settings.out
     if method not in METHODS:
         raise unknown("explain method", method, METHODS)

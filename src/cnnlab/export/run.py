@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..base.config import ExportSettings
 from ..base.errors import CnnlabError
 from ..base.fileio import atomic_write_text, sha256_of
 from ..base.progress import tracked
@@ -27,6 +26,7 @@ from ..run.results import ExportParity, Int8Parity
 from .parity import compare_fp32, compare_int8, outputs
 from .quantize import WORK_PREFIX, quantize_int8
 from .replace import check_replaceable, replacing
+from .settings import ExportSettings
 
 FP32_FILE, INT8_FILE = "model.onnx", "model.int8.onnx"
 HELD_OUT_FOR_INT8 = 512  # images that choose between the int8 candidates

@@ -19,9 +19,9 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from ..base.config import TrainConfig
 from ..base.errors import CnnlabError
 from ..base.limits import offline
+from ..config import TrainConfig
 from .classifier import zero_head
 
 # name a user writes -> (timm architecture, how to find the weights without a hub)

@@ -15,7 +15,6 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..base.config import PredictSettings
 from ..base.devices import resolve_device
 from ..base.errors import CnnlabError
 from ..base.fileio import is_dir, is_file
@@ -28,6 +27,7 @@ from ..run.contract import PRETRAINED_PREFIX, InputSpec, ModelCard, Preprocessin
 from ..run.engine import cached_engine, forward_engine, graph_output
 from ..run.folder import export_of, load_model, read_card
 from ..run.unknown import Detector, detector_from_outputs, exported_detector, load_detector
+from .settings import PredictSettings
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"})
 

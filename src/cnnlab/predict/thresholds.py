@@ -14,11 +14,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..base.config import PredictSettings
 from ..base.errors import CnnlabError
 from ..run.contract import PRETRAINED_PREFIX
 from ..run.results import TARGET_PRECISIONS, EvaluationMetrics
 from .predictor import Prediction
+from .settings import PredictSettings
 
 log = logging.getLogger("cnnlab")
 

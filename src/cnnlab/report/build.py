@@ -8,7 +8,6 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from ..base.config import ReportSettings
 from ..base.fileio import atomic_write_text
 from ..base.settings import resolve
 from ..run.contract import ModelCard
@@ -28,13 +27,14 @@ from .sections import (
     unknowns,
     why,
 )
+from .settings import ReportSettings
 
 EXPLAINED_IMAGES = 4  # test images --full explains, one per class
-# The sections whose inputs --full makes (fill_in); the others name their own command only.
+# The sections whose inputs --full makes (cnnlab.report); the others name their own command only.
 MADE_BY_FULL = ("quality", "why", "robustness", "baselines")
 
 
-def _explained_images(run: Path) -> list:
+def explained_images(run: Path) -> list:
     """The first test image of each of the first EXPLAINED_IMAGES classes."""
     from ..run.data import pick_split
 
@@ -46,30 +46,6 @@ def _explained_images(run: Path) -> list:
         if len(chosen) >= EXPLAINED_IMAGES:
             break
     return [chosen[label] for label in sorted(chosen)[:EXPLAINED_IMAGES]]
-
-
-def fill_in(run: Path, quiet: bool) -> None:
-    """--full: evaluate, a quick attack, explanations and the baselines, where they are missing."""
-    from ..attack.robustness import attack_run
-    from ..baselines.classic import measure_baselines, write_baselines
-    from ..evaluate.run import evaluate_run
-    from ..explain.run import explain
-
-    if not (run / "evaluate" / "metrics.json").is_file():
-        evaluate_run(run, quiet=quiet)
-    if not list(run.glob("attack*/metrics.json")):
-        attack_run(run, eps="0,0.01,0.03,0.1", limit=500, quiet=quiet)
-    explained = run / "explain"
-    for method in ("gradcam", "saliency"):
-        if not (explained / f"image0-{method}.png").is_file():  # its own, not a file's (why)
-            explain(run, _explained_images(run), method=method, quiet=quiet)
-    if not (explained / "filters.png").is_file():
-        explain(run, method="filters", quiet=quiet)
-    if not list(explained.glob("embedding-*.png")):
-        explain(run, method="embedding", limit=1000, quiet=quiet)
-    if not (run / "baselines" / "baselines.json").is_file():
-        results = measure_baselines(run=str(run), quiet=quiet)
-        write_baselines(results, run / "baselines", run.name)
 
 
 def sections(run: Path) -> list[Section]:
@@ -114,13 +90,10 @@ def render(run: Path, parts: list[Section]) -> str:
 
 def write_report(run: str | Path, settings: ReportSettings | None = None,
                  **options: Any) -> Path:
-    """Write RUN/report.html (or `out`): one file, every figure inside it. `full` first runs what
-    is missing (evaluate, a quick attack, explanations, the baselines)."""
+    """Write RUN/report.html (or `out`) from what the run folder holds: one file, every figure
+    inside it (cnnlab.report with full=True first runs what is missing)."""
     settings = resolve(ReportSettings, settings, options)
     run = Path(run)
-    read_card(run)  # a run folder, or one clear error before any work
-    if settings.full:
-        fill_in(run, settings.quiet)
     path = Path(settings.out) if settings.out else run / "report.html"
     atomic_write_text(path, render(run, sections(run)))
     return path

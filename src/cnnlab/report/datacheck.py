@@ -6,8 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..base.config import CheckSettings, DataConfig, load_config
 from ..base.fileio import is_dir, is_file
+from ..check.settings import CheckSettings
+from ..config import DataConfig, load_config
 from ..run.contract import ModelCard
 from ..run.folder import CONFIG
 from .sections import Section, Table, figure, read_json

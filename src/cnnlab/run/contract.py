@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..base.config import UNKNOWN_SCORE_CHOICES
 from ..base.errors import CnnlabError
+from ..calibrate.settings import UNKNOWN_SCORE_CHOICES
 from .results import ExportParity
 
 FORMAT = "cnnlab-model/1"  # the JSON layout; bump it (and read the old one) when fields change

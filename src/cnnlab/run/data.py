@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..base.config import DataConfig, load_config
 from ..base.errors import CnnlabError
 from ..base.settings import build
+from ..config import DataConfig, load_config
 from ..data import load_dataset
 from ..data.splits import DatasetSplits, Split
 from .contract import ModelCard

@@ -26,10 +26,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..base.config import ENGINES
 from ..base.errors import CnnlabError
 from ..base.fileio import atomic_write_json, sha256_of
 from ..base.progress import stderr_console
+from ..config.common import ENGINES
 from ..models import Classifier
 from ..models.modes import eval_mode
 from .contract import EXPORT_MANIFEST, ExportManifest, ModelCard, versions

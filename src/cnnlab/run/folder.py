@@ -20,9 +20,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
-from ..base.config import TrainConfig
 from ..base.errors import CnnlabError
 from ..base.fileio import atomic_write, atomic_write_json, atomic_write_text, sha256_of
+from ..config import TrainConfig
 from ..models import Classifier, create_model
 from .contract import EXPORT_MANIFEST, ExportManifest, InputSpec, ModelCard, Preprocessing, versions
 from .exported import check_signature, verify_files

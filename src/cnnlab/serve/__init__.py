@@ -11,7 +11,7 @@ __all__ = ["ServeSettings", "create_app", "run_server"]
 
 def __getattr__(name: str):
     if name == "ServeSettings":
-        from ..base.config import ServeSettings
+        from .settings import ServeSettings
 
         return ServeSettings
     if name in __all__:

@@ -27,7 +27,6 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..base.config import ServeSettings
 from ..base.devices import set_threads
 from ..base.errors import CnnlabError
 from ..base.settings import resolve
@@ -39,6 +38,7 @@ from .batcher import Batcher, QueueFull
 from .limits import BodyTimeout, BodyTooLarge, LimitUpload
 from .metrics import Metrics
 from .protocol import ConnectionLimits, guarded_protocol
+from .settings import ServeSettings
 
 STATIC = Path(__file__).parent / "static"
 MAX_FORM_FILES, MAX_FORM_FIELDS, MAX_FIELD_BYTES = 64, 64, 64 * 1024

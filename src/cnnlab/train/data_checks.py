@@ -9,7 +9,7 @@ import math
 
 import torch
 
-from ..base.config import TrainConfig
+from ..config import TrainConfig
 from ..data import DatasetSplits
 
 log = logging.getLogger("cnnlab")

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import torch
 
-from ..base.config import TrainConfig, apply_overrides
 from ..base.devices import resolve_device, set_threads
 from ..base.distributed import (
     Ranks,
@@ -33,6 +32,7 @@ from ..base.distributed import (
 )
 from ..base.errors import CnnlabError
 from ..base.fileio import atomic_write_text, folder_lock
+from ..config import TrainConfig, apply_overrides
 from ..data import DatasetSplits, load_dataset
 from ..data.splits import describe_splits
 from ..models import Classifier

@@ -12,6 +12,7 @@ figure shows the curve with each rule's point, and says which rule was taken.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,14 +22,17 @@ from typing import Any
 
 import torch
 
-from ..base.config import LR_RULES, LrFindSettings, TrainConfig
 from ..base.devices import resolve_device, set_threads
 from ..base.distributed import Ranks, ranks_from_environment
 from ..base.errors import CnnlabError
 from ..base.fileio import atomic_write_json
+from ..base.settings import resolve
+from ..config import TrainConfig, load_config
+from ..config.files import with_settings
 from ..data import DatasetSplits
 from ..run.results import read_json_file
 from .progress import Reporter
+from .settings import LR_RULES, LrFindSettings
 from .trainer import Trainer
 
 SMOOTHING = 0.98  # the exponential moving average of the loss, debiased (fastai's)
@@ -284,3 +288,25 @@ def run_lr_find(config: TrainConfig, settings: LrFindSettings | None = None, *,
     folder = new_run_dir(config.out, f"lr-find-{data}-{model}")
     write_finding(finding, folder, title_of(finding, resolved))
     return LrFindResult(finding, resolved, folder)
+
+
+def lr_find(config: TrainConfig | str | Path | None = None, *, quiet: bool = False,
+            **options: Any) -> LrFindResult:
+    """The learning-rate range test (fastai's lr_find) on what `train` would train with the same
+    settings: the loss against a rate growing from start_lr to end_lr, the model, optimizer and
+    data order restored afterwards. Writes lr_find.json and lr_find.png to out= (default
+    runs/lr-find-DATA-MODEL).
+
+    Args:
+        config: as train's.
+        **options: LrFindSettings' (start_lr=1e-7, end_lr=10, steps=100, suggest="valley") and
+            training settings by the names of train's flags (data="digits", model="simple").
+
+    Returns the LrFindResult: .finding (.suggestion, .suggestions by rule, the curve), .folder.
+    """
+    names = {field.name for field in dataclasses.fields(LrFindSettings)}
+    settings = resolve(LrFindSettings, None, {k: v for k, v in options.items() if k in names})
+    if not isinstance(config, TrainConfig):
+        config = load_config(config) if config is not None else TrainConfig()
+    config = with_settings(config, {k: v for k, v in options.items() if k not in names})
+    return run_lr_find(config, settings, quiet=quiet)

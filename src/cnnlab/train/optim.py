@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..base.config import DEFAULT_LR, TrainConfig
+from ..config import TrainConfig
+from ..config.training_text import DEFAULT_LR
 from .transfer import backbone_parameters
 
 

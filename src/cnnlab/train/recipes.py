@@ -14,7 +14,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from ..base.config import DEFAULT_INTERPOLATION, FINE_TUNE_LR, RECIPES, TrainConfig
+from ..config import TrainConfig
+from ..config.common import DEFAULT_INTERPOLATION
+from ..config.training_text import FINE_TUNE_LR, RECIPES
 from ..data.registry import photo_shape
 from ..models.pretrained import TIMM_PREFIX, pretrained_input, stages_down_to
 from ..run.folder import read_card

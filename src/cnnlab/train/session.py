@@ -13,10 +13,10 @@ import torch
 from sklearn.metrics import confusion_matrix
 
 from ..base import plots
-from ..base.config import load_config
 from ..base.errors import CnnlabError
 from ..base.fileio import atomic_write_text, remove_stale_temp_files
 from ..base.plots import training_curves
+from ..config import load_config
 from ..run.contract import ModelCard
 from ..run.folder import CHECKPOINT, CONFIG, load_checkpoint, save_checkpoint, save_model, write_metrics
 from ..run.results import EpochRow, TrainingResults

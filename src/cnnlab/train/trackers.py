@@ -11,9 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from ..base.config import LOCAL_MLFLOW, TrainConfig
 from ..base.errors import CnnlabError
 from ..base.fileio import atomic_write_json
+from ..config import TrainConfig
+from ..config.training import LOCAL_MLFLOW
 from ..run.folder import CONFIG, META, METRICS, WEIGHTS
 from ..run.results import EpochRow, TrainingResults
 

@@ -14,9 +14,9 @@ from torch.optim.swa_utils import AveragedModel
 # attack.attacks needs nothing from cnnlab but errors (an attack only needs an nn.Module), so this
 # import adds no arrow up into run folders, data or plots; attack.robustness is never imported here.
 from ..attack.attacks import Attack, training_attack
-from ..base.config import TrainConfig
 from ..base.distributed import Ranks, data_parallel
 from ..base.errors import CnnlabError
+from ..config import TrainConfig
 from ..data import DatasetSplits, channel_stats
 from ..data.augment import augment_batch
 from ..models import Classifier, create_model

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..base.config import TrainConfig
 from ..base.errors import CnnlabError
+from ..config import TrainConfig
 from ..data.splits import Split
 from ..models.pretrained import stage_groups
 from ..run.engine import feature_engine

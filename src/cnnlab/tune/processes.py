@@ -17,9 +17,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..base.config import TrainConfig, apply_overrides
 from ..base.errors import CnnlabError
 from ..base.fileio import atomic_write_text, remove_stale_temp_files
+from ..config import TrainConfig, apply_overrides
 from ..run.folder import (
     CHECKPOINT,
     META,

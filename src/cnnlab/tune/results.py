@@ -14,9 +14,9 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from ..base.config import apply_overrides
 from ..base.errors import CnnlabError
 from ..base.fileio import atomic_write_text
+from ..config import apply_overrides
 from .space import SearchSpace
 from .study import FAILURE, INTERRUPTED, METRIC, RUN, SURPLUS, base_config
 

@@ -14,9 +14,9 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, Trial
 
-from ..base.config import TrainConfig, TuneSettings, apply_overrides
 from ..base.distributed import ranks_from_environment
 from ..base.errors import CnnlabError
+from ..config import TrainConfig, apply_overrides
 from ..run.results import EpochRow
 from ..train.loop import Run, TrainingStopped, fit
 from .processes import TrialCrashed, fit_on_processes
@@ -32,6 +32,7 @@ from .results import (
     write_figures,
     write_trials_csv,
 )
+from .settings import TuneSettings
 from .space import SearchSpace
 from .study import (
     FAILURE,

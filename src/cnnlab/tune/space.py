@@ -24,15 +24,10 @@ from typing import Any
 
 import yaml
 
-from ..base.config import (
-    CONFIG_SECTIONS,
-    TrainConfig,
-    apply_overrides,
-    config_from_dict,
-    load_config,
-)
 from ..base.errors import CnnlabError, suggest
 from ..base.yamlload import load_yaml
+from ..config import TrainConfig, apply_overrides, config_from_dict, load_config
+from ..config.files import CONFIG_SECTIONS
 
 GRAMMAR = "NAME=LOW..HIGH[:log|:step=S] or NAME=A|B|C"
 EXAMPLE = "lr=1e-4..3e-2:log batch_size=32|64|128 label_smoothing=0..0.2"

@@ -17,8 +17,9 @@ from optuna.storages import BaseStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, JournalStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from ..base.config import TrainConfig, TuneSettings
 from ..base.errors import CnnlabError
+from ..config import TrainConfig
+from .settings import TuneSettings
 from .space import SearchSpace
 
 # A trial's user attributes, set by the worker that runs it.
@@ -140,7 +141,7 @@ def open_study(place: StudyPlace, settings: TuneSettings, space: SearchSpace,
 
 def _check_same(place: StudyPlace, theirs: dict[str, Any], mine: dict[str, Any],
                 config: TrainConfig) -> None:
-    from ..base.config import config_from_dict
+    from ..config import config_from_dict
 
     differs = [what for what, same in (
         ("the search space", theirs[SEARCH] == mine[SEARCH]),
@@ -159,7 +160,7 @@ def _spec(search: dict[str, str]) -> str:
 
 def base_config(study: optuna.Study) -> TrainConfig:
     """The training settings the study was started with (what best.yaml builds on)."""
-    from ..base.config import config_from_dict
+    from ..config import config_from_dict
 
     return config_from_dict(study.user_attrs[CONFIG])
 
