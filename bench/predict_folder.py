@@ -15,7 +15,8 @@ from PIL import Image
 
 from cnnlab.config import DataConfig
 from cnnlab.data import load_dataset
-from cnnlab.predict.predictor import Failure, load_predictor, predict_files
+from cnnlab.predict.predictor import Failure, predict_files
+from cnnlab.run.predictor import load_predictor
 
 
 def write_pngs(folder: Path, count: int) -> list[Path]:

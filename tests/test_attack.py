@@ -120,7 +120,7 @@ def test_pgd_is_at_least_as_strong_as_fgsm(tallies):
 
 
 def test_attack_run_writes_table_and_figures(digits_run):
-    metrics = cnnlab.attack(digits_run.path, method="fgsm", eps=[0.1, 0, 0.05], limit=100)
+    metrics = cnnlab.attack(digits_run.path, method="fgsm", eps=[0.1, 0, 0.05], limit=100).metrics
     assert [row.eps for row in metrics.results] == [0, 0.05, 0.1]
     assert metrics.images == 100 and metrics.method == "fgsm"
     folder = digits_run.path / "attack-fgsm"  # FGSM's results beside PGD's, not over them

@@ -331,3 +331,36 @@ def test_look_alike_small_images_in_a_folder_are_not_copies_and_a_copy_is(tmp_pa
     hashed = cnnlab.check(root, out=str(tmp_path / "hashed"), folds=2, quiet=True, threads=2,
                           hash_bits=4)
     assert len(_copies(hashed)) > 100  # what the hash alone would call copies here
+
+
+def test_check_json_reads_back_as_its_type_and_is_written_as_before(tmp_path):
+    from cnnlab.base.errors import CnnlabError
+    from cnnlab.base.typed import to_json_dict
+    from cnnlab.check import CheckReport
+    from cnnlab.check.run import CSV_COLUMNS
+
+    data = _gray_folder(tmp_path / "bands", {"a": 10, "b": 10})
+    (data / "a" / "000.png").rename(data / "b" / "from_a.png")
+    out = tmp_path / "out"
+    result = cnnlab.check(data, out=str(out), folds=2, epochs=1, quiet=True, threads=2)
+    rows = [{column: getattr(f, column) for column in CSV_COLUMNS} for f in result.findings]
+    before = json.dumps({**result.summary, "findings": rows}, indent=2) + "\n"  # the old writer's
+    assert (out / "check.json").read_text() == before
+    report = CheckReport.read(out)
+    assert report.folder == out and report.data == result.summary["data"]
+    assert report.counts == result.summary["counts"] and report.images_read == result.summary["read"]
+    assert report.duplicate_pairs.leak == result.summary["duplicate_pairs"]["leak"]
+    assert report.balance.imbalance == result.summary["balance"]["imbalance"]
+    assert [to_json_dict(f) for f in report.findings] == rows
+    assert report.label_issues == [f for f in report.findings if f.kind == "label-issue"]
+    assert report.label_issues_figure == (out / "label_issues.png" if report.label_issues else None)
+    assert report.page == out / "check.html"
+    old = json.loads(before)
+    del old["copies_embedding"]  # a check from before copies had an embedding of their own
+    (out / "check.json").write_text(json.dumps(old))
+    assert CheckReport.read(out).copies_embedding is None
+    old["counts"]["leak"] = "3"
+    (out / "check.json").write_text(json.dumps(old))
+    with pytest.raises(CnnlabError, match=r"check.json: the field 'counts' must be a JSON object "
+                                          r"of int, got \{"):
+        CheckReport.read(out)

@@ -53,7 +53,7 @@ def test_two_processes_train_one_run(ddp_run):
     assert float(rows[-1]["val_acc"]) > 0.9
     # the logged validation accuracy is all ranks' together, of the model rank 0 saved
     best = max(rows, key=lambda row: float(row["val_acc"]))
-    metrics = cnnlab.evaluate(run, split="val", max_shift=0)
+    metrics = cnnlab.evaluate(run, split="val", max_shift=0).metrics
     assert metrics.accuracy == pytest.approx(float(best["val_acc"]), abs=1e-6)
 
 

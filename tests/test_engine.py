@@ -130,8 +130,8 @@ def test_a_detector_on_features_keeps_pytorch(run, tmp_path):
 
 
 def test_evaluate_gives_the_same_numbers_on_either_engine(run, tmp_path):
-    onnx = cnnlab.evaluate(run, engine="onnx", out=str(tmp_path / "onnx"), quiet=True)
-    eager = cnnlab.evaluate(run, engine="torch", out=str(tmp_path / "torch"), quiet=True)
+    onnx = cnnlab.evaluate(run, engine="onnx", out=str(tmp_path / "onnx"), quiet=True).metrics
+    eager = cnnlab.evaluate(run, engine="torch", out=str(tmp_path / "torch"), quiet=True).metrics
     assert onnx.accuracy == eager.accuracy and onnx.images == eager.images
     assert [row.accuracy for row in onnx.translation] == [row.accuracy for row in eager.translation]
     assert onnx.translation and onnx.loss == pytest.approx(eager.loss, abs=1e-5)
@@ -153,3 +153,19 @@ def test_the_command_line_takes_the_engine_and_refuses_another(run, tmp_path):
                            capture_output=True, text=True)
     assert wrong.returncode == 2 and wrong.stderr.count("\n") == 1
     assert "engine" in wrong.stderr and "onnx" in wrong.stderr
+
+
+def test_outputs_that_are_not_numbers_fail_parity(tmp_path):
+    """A graph whose outputs are NaN agrees with nothing (max(0.0, nan) would call it 0.0)."""
+    from cnnlab.models.onnx_graph import module_to_onnx
+
+    linear = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3)).eval()
+    graph = tmp_path / "graph.onnx"
+    module_to_onnx(linear, (1, 4, 4), graph, say=lambda line: None)
+    assert engine_module._parity(graph, linear, (1, 4, 4)) < 1e-5
+
+    class NotANumber(torch.nn.Module):
+        def forward(self, pixels):
+            return linear(pixels) * float("nan")
+
+    assert engine_module._parity(graph, NotANumber(), (1, 4, 4)) == float("inf")

@@ -116,8 +116,8 @@ def test_val_split_and_bad_split(digits_run):
 
 
 def test_api_functions_stay_functions_after_their_modules_load(digits_run):
-    first = cnnlab.evaluate(digits_run.path, max_shift=0)
-    again = cnnlab.evaluate(digits_run.path, max_shift=0)  # the module is loaded by now
+    first = cnnlab.evaluate(digits_run.path, max_shift=0).metrics
+    again = cnnlab.evaluate(digits_run.path, max_shift=0).metrics  # the module is loaded by now
     assert first.accuracy == again.accuracy
     assert all(callable(getattr(cnnlab, name)) for name in ("train", "evaluate", "attack", "load"))
 

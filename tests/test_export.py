@@ -109,14 +109,14 @@ def test_cli_predict_and_evaluate_take_an_export(exported, digits_run, tmp_path)
         assert result.returncode == 0, result.stderr
         runs[source] = [row["top"][0]["name"] for row in json.loads(result.stdout)]
     assert len(set(map(tuple, runs.values()))) == 1  # int8 predicts the same classes here
-    metrics = cnnlab.evaluate(exported.folder, max_shift=0, quiet=True)
+    metrics = cnnlab.evaluate(exported.folder, max_shift=0, quiet=True).metrics
     assert metrics.accuracy == pytest.approx(exported.manifest.parity.fp32.onnx_accuracy)
 
 
 def test_an_export_moved_elsewhere_still_evaluates(exported, tmp_path):
     moved = tmp_path / "moved"
     shutil.copytree(exported.folder, moved)
-    assert cnnlab.evaluate(moved, max_shift=0, quiet=True).images == 359
+    assert cnnlab.evaluate(moved, max_shift=0, quiet=True).metrics.images == 359
 
 
 def test_external_data_outside_the_folder_is_refused(tmp_path):

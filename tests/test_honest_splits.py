@@ -45,7 +45,7 @@ def test_the_probes_refit_on_val_is_recorded_and_val_is_not_reported_as_held_out
         probe_run, capsys):
     card = json.loads((probe_run.path / "model.json").read_text())
     assert card["fitted_on"] == ["train", "val"]
-    metrics = cnnlab.evaluate(probe_run.path, split="val", max_shift=0, quiet=True)
+    metrics = cnnlab.evaluate(probe_run.path, split="val", max_shift=0, quiet=True).metrics
     assert metrics.held_out is False
     saved = json.loads((probe_run.path / "evaluate-val" / "metrics.json").read_text())
     assert saved["held_out"] is False
@@ -80,4 +80,4 @@ def test_a_flat_folder_with_test_fraction_gets_a_test_accuracy(tmp_path):
                        model="conv(4) relu gap dense", epochs=1, quiet=True, out=str(tmp_path / "r"))
     assert run.test_accuracy is not None
     assert load_config(run.path / "config.yaml").data.test_fraction == 0.2
-    assert cnnlab.evaluate(run.path, max_shift=0, quiet=True).images == 12
+    assert cnnlab.evaluate(run.path, max_shift=0, quiet=True).metrics.images == 12

@@ -280,3 +280,88 @@ def test_predict_and_evaluate_write_names_that_are_not_utf8(digits_run, odd_name
     assert main(["evaluate", str(digits_run.path), "--data", str(odd_names), "--out",
                  str(evaluated), "--quiet"]) == 0
     assert "\\udcff" in (evaluated / "predictions.csv").read_text(encoding="utf-8")
+
+
+def test_a_prediction_is_its_top_classes_and_carries_the_detectors_verdict(digits_run):
+    from cnnlab.run.folder import read_card
+    from cnnlab.run.prediction import Prediction, UnknownVerdict
+
+    spec = read_card(digits_run.path).unknown
+    noise = np.random.default_rng(0).integers(0, 256, (8, 8), dtype=np.uint8)
+    for prediction in cnnlab.load(digits_run.path).predict([_digit(4)[0], noise], topk=3):
+        assert isinstance(prediction, Prediction) and prediction.input is None  # arrays: no name
+        assert list(prediction) == prediction.top and len(prediction) == 3
+        assert prediction[0] is prediction.top[0] and prediction[1:] == prediction.top[1:]
+        verdict = prediction.unknown
+        assert isinstance(verdict, UnknownVerdict)
+        assert (verdict.threshold, verdict.score_name) == (spec.threshold, spec.score)
+        assert verdict.known == (verdict.score >= spec.threshold) == prediction.known
+        assert prediction.score == prediction.unknown_score == verdict.score
+
+
+def test_every_key_of_a_prediction_has_its_csv_column():
+    from cnnlab.predict.formats import CSV_FIRST, CSV_OWN, predictions_csv
+    from cnnlab.run.prediction import (
+        CLASS_KEYS,
+        PREDICTION_KEYS,
+        ClassScore,
+        Prediction,
+        UnknownVerdict,
+    )
+
+    top = [ClassScore("cat", 3, 0.75), ClassScore("dog", 1, 0.25)]
+    odd = UnknownVerdict.judged(float("nan"), True, -1.5, "energy")
+    every = Prediction("clip.mp4", top, odd, frame=4, time=0.5, frames=7, accepted=False)
+    row = every.to_dict()
+    assert [key for key in row if key != "top"] == list(PREDICTION_KEYS)  # to_dict's own order
+    assert list(row["top"][0]) == list(CLASS_KEYS)
+    rows = list(csv.DictReader(io.StringIO(predictions_csv([every]))))
+    assert [int(r["rank"]) for r in rows] == [1, 2] and [r["class"] for r in rows] == ["cat", "dog"]
+    assert all(r.keys() == {*CSV_FIRST, *PREDICTION_KEYS} - set(CSV_OWN) | {"input", "frame", "time"}
+               for r in rows)
+    assert rows[0]["frame"] == "clip" and rows[0]["known"] == "False" and rows[0]["unknown_score"] == ""
+    assert rows[1]["known"] == "" and rows[1]["accepted"] == ""  # the prediction's fields: on rank 1
+
+
+@pytest.mark.parametrize("score", [float("nan"), float("inf"), float("-inf")])
+def test_a_non_finite_unknown_score_is_never_known_and_written_as_null(digits_run, score):
+    from cnnlab.predict.formats import predictions_json
+
+    predictor = cnnlab.load(digits_run.path)
+    real = predictor.detector
+    broken = type("Broken", (), {"spec": real.spec, "needs_features": False, "known": real.known,
+                                 "score": lambda self, logits, _: torch.full((len(logits),), score)})
+    predictor.detector = broken()
+    [prediction] = predictor.predict(_digit(0)[0])
+    assert prediction.known is False  # +inf passes the threshold, yet vouches for nothing
+    [row] = json.loads(predictions_json([prediction]))  # allow_nan=False: would raise on NaN
+    assert row["known"] is False and row["unknown_score"] is None and "not a finite" in \
+        row["unknown_reason"]
+
+
+def _cnnlab_imports(source: str) -> list[str]:
+    """The cnnlab modules a module of cnnlab/run/ imports, named from the package: "run.engine"."""
+    import ast
+
+    names = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom):
+            base = {0: "", 1: "run.", 2: ""}.get(node.level, "")
+            names.append((base + (node.module or "")).removeprefix("cnnlab."))
+        elif isinstance(node, ast.Import):
+            names += [alias.name.removeprefix("cnnlab.") for alias in node.names]
+    return names
+
+
+def test_the_run_room_imports_no_stage():
+    """Predictor and its answers live below the stages that use them (predict, serve, explain):
+    nothing in the run room imports from a stage."""
+    from pathlib import Path
+
+    import cnnlab.run
+
+    upward = [f"{path.name}: {module}"
+              for path in sorted(Path(cnnlab.run.__file__).parent.glob("*.py"))
+              for module in _cnnlab_imports(path.read_text())
+              if module.split(".")[0] in ("predict", "serve", "explain")]
+    assert upward == []

@@ -10,9 +10,9 @@ from PIL import Image
 from cnnlab.config import DataConfig
 from cnnlab.data import images, load_dataset
 from cnnlab.data.images import tensor_to_image
-from cnnlab.predict.predictor import Predictor
 from cnnlab.run.contract import InputSpec, ModelCard, Preprocessing
 from cnnlab.run.folder import build_model
+from cnnlab.run.predictor import Predictor
 
 
 def _predictor(data, interpolation: str) -> Predictor:

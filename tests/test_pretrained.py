@@ -10,7 +10,7 @@ from skimage import data as samples
 
 from cnnlab.base.errors import CnnlabError
 from cnnlab.models.pretrained import create_timm_model, map_in_order
-from cnnlab.predict.predictor import load_predictor
+from cnnlab.run.predictor import load_predictor
 
 from .helpers import run_cnnlab as _cli
 

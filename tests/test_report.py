@@ -170,8 +170,9 @@ def test_train_writes_the_report_at_the_end(tmp_path):
 
 
 def test_the_report_explains_its_own_test_images_one_a_row(run_copy):
+    from cnnlab.api import _fill_in_report as fill_in
     from cnnlab.explain import explain
-    from cnnlab.report.build import fill_in, render
+    from cnnlab.report.build import render
     from cnnlab.report.cost import cost
     from cnnlab.report.sections import why
     from cnnlab.run.folder import read_card
@@ -195,3 +196,49 @@ def test_the_report_explains_its_own_test_images_one_a_row(run_copy):
     assert "batch of 1" in spent["latency, one image"] and "batches of 64" in spent["throughput"]
     html = render(run_copy, [section, cost(run_copy, read_card(run_copy))])
     assert '<div class="figures one-a-row">' in html
+
+
+def _baselines(accuracy: float):
+    from cnnlab.baselines import BaselineResult, Baselines
+
+    return Baselines("digits", (
+        BaselineResult("logistic regression", "pixels", 0.5, 0.49, 1.0, 0.1, 100),
+        BaselineResult("random forest", "pixels", accuracy, 0.8, 2.0, 0.2, 100, "a note"),
+        BaselineResult("CNN (simple)", "pixels", 0.99, 0.99, 5.0, 0.3, 100, "run r")))
+
+
+def test_baselines_json_reads_back_as_its_type_and_is_written_as_before(tmp_path):
+    import dataclasses
+
+    from cnnlab.base.errors import CnnlabError
+    from cnnlab.baselines import Baselines
+
+    made = _baselines(0.8123)
+    written = made.write(tmp_path / "b")
+    before = json.dumps({"data": "digits", "results": [dataclasses.asdict(r) for r in made]},
+                        indent=2) + "\n"  # as the writer wrote it before baselines.json had a type
+    assert (tmp_path / "b" / "baselines.json").read_text() == before
+    read = Baselines.read(tmp_path / "b")
+    assert read == written and read.folder == tmp_path / "b" and len(read) == 3
+    assert read.best_classic.method == "random forest"  # the run's CNN is not a classic method
+    values = json.loads(before)
+    values["results"][0]["acuracy"] = 1.0
+    (tmp_path / "b" / "baselines.json").write_text(json.dumps(values))
+    with pytest.raises(CnnlabError, match=r"baselines.json results\[0\]: unknown field 'acuracy' "
+                                          r"\(did you mean 'accuracy'\?\)"):
+        Baselines.read(tmp_path / "b")
+
+
+def test_the_headline_is_read_from_typed_results(run_copy, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _baselines(0.8123).write(run_copy / "baselines")
+    html = cnnlab.report(run_copy).read_text()
+    shown = html[html.index('<div class="headline">'):html.index("<nav>")]
+    headline = dict(re.findall(r"<div>(.*?)<b>(.*?)</b></div>", shown))
+    card = cnnlab.load(run_copy).card
+    assert list(headline) == ["test accuracy", "parameters", "one image",
+                              "best classic: random forest"]
+    assert headline["test accuracy"] == f"{card.test_accuracy:.2%}"
+    assert headline["best classic: random forest"] == "81.23%"
+    assert re.fullmatch(r"\d+\.\d\d ms", headline["one image"])
+    assert "a note" in html  # the baselines' notes, read from the same file

@@ -1,7 +1,9 @@
 """The HTTP API: the same numbers as predict and explain, every bad upload or query answered with
 the status that names it, every error JSON and counted, and a real server under concurrent load."""
 
+import dataclasses
 import io
+import json
 import resource
 import subprocess
 import sys
@@ -55,6 +57,49 @@ def test_several_files_in_one_request_keep_their_order(client):
     answer = client.post("/predict", files=files).json()["predictions"]
     assert [row["input"] for row in answer] == [f"{i}.png" for i in range(5)]
     assert [row["top"][0]["name"] for row in answer] == ["0", "1", "2", "3", "4"]
+
+
+def _noise_png(seed: int) -> bytes:
+    buffer = io.BytesIO()
+    pixels = np.random.default_rng(seed).integers(0, 256, (8, 8), dtype=np.uint8)
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_python_the_verb_and_serve_give_one_prediction(client, digits_run, tmp_path):
+    """The same images through cnnlab.load(run).predict, the predict verb (and its JSON file) and
+    /predict: the same classes, probabilities and unknown verdict, in dicts of the same keys."""
+    images = {"seven.png": _digit_png(7), **{f"noise{i}.png": _noise_png(i) for i in range(4)}}
+    paths = []
+    for name, data in images.items():
+        (tmp_path / name).write_bytes(data)
+        paths.append(tmp_path / name)
+    python = cnnlab.load(digits_run.path).predict(paths, topk=3)
+    verb = cnnlab.predict(digits_run.path, [str(p) for p in paths], topk=3,
+                          out=str(tmp_path / "predictions.json"))
+    written = json.loads((tmp_path / "predictions.json").read_text())
+    files = [("file", (name, data)) for name, data in images.items()]
+    served = client.post("/predict?topk=3", files=files).json()["predictions"]
+    assert {p.known for p in python} == {True, False}  # both verdicts are compared
+    by_path = {r.input: r for r in verb.results}
+    for path, ours, from_file, answer in zip(paths, python, written, served, strict=True):
+        theirs = by_path[str(path)]
+        # rounded to 6 places, and batched with other images: equal to a few units in the 6th
+        assert ours.unknown is not None and theirs.unknown is not None
+        assert ours.unknown.score == pytest.approx(theirs.unknown.score, abs=1e-5)
+        assert ours.unknown == dataclasses.replace(theirs.unknown, score=ours.unknown.score)
+        assert [(s.name, s.index) for s in ours] == [(s.name, s.index) for s in theirs]
+        assert [s.probability for s in ours] == pytest.approx([s.probability for s in theirs],
+                                                              abs=1e-5)
+        assert ours.to_dict().keys() == theirs.to_dict().keys() == from_file.keys() == answer.keys()
+        assert answer["input"] == path.name and from_file["input"] == ours.input == str(path)
+        assert [s["name"] for s in answer["top"]] == [s.name for s in ours]
+        assert [s["probability"] for s in answer["top"]] == pytest.approx(
+            [s.probability for s in ours], abs=1e-5)
+        assert answer["known"] == ours.known == from_file["known"]
+        assert answer["unknown_score"] == pytest.approx(ours.score, abs=1e-5)
+        assert (answer["unknown_threshold"], answer["unknown_score_name"]) == \
+            (ours.unknown.threshold, ours.unknown.score_name)
 
 
 def test_explain_gives_the_gradcam_of_cnnlab_explain(client, digits_run, tmp_path):

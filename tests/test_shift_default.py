@@ -22,7 +22,7 @@ def test_the_default_shift_fits_the_image(side, pretrained, shift):
 
 
 def test_a_small_run_gets_the_test_and_the_flag_still_rules(digits_run, tmp_path):
-    default = cnnlab.evaluate(digits_run.path, quiet=True, out=str(tmp_path / "a"))
+    default = cnnlab.evaluate(digits_run.path, quiet=True, out=str(tmp_path / "a")).metrics
     assert [row.shift for row in default.translation] == [0, 1, 2, 3]
-    off = cnnlab.evaluate(digits_run.path, max_shift=0, quiet=True, out=str(tmp_path / "b"))
+    off = cnnlab.evaluate(digits_run.path, max_shift=0, quiet=True, out=str(tmp_path / "b")).metrics
     assert off.translation == ()

@@ -118,7 +118,7 @@ def test_evaluate_unknown_auroc_equals_scikit_learn_on_scores_computed_apart(dig
     from cnnlab.run.inference import predict_logits
 
     evaluation = cnnlab.evaluate(digits_run.path, max_shift=0, unknown="fashion-mnist",
-                                 out=str(tmp_path / "evaluate"), quiet=True)
+                                 out=str(tmp_path / "evaluate"), quiet=True).metrics
     assert evaluation.images == 359
     measured = json.loads((tmp_path / "evaluate" / "unknown.json").read_text())
     model, _ = load_model(digits_run.path)
@@ -179,3 +179,50 @@ def test_calibrating_on_images_the_probe_was_fitted_on_says_so(digits_run, tmp_p
     (refitted / "model.json").write_text(json.dumps({**card, "fitted_on": ["train", "val"]}))
     assert "fitted on these validation images" in calibrate_run(refitted, quiet=True).describe()
     assert "fitted on these" not in calibrate_run(digits_run.path, quiet=True).describe()
+
+
+def test_every_unknown_score_is_a_choice_of_calibrate_with_its_help():
+    import dataclasses
+
+    from cnnlab.calibrate.settings import CalibrateSettings
+    from cnnlab.run.unknown_scores import UNKNOWN_SCORES, register_unknown_score
+
+    score = next(f for f in dataclasses.fields(CalibrateSettings) if f.name == "score")
+    assert list(score.metadata["choices"]) == list(UNKNOWN_SCORES)
+    assert score.default in UNKNOWN_SCORES
+    for entry in UNKNOWN_SCORES.values():
+        assert entry.help and f"{entry.name} ({entry.help})" in score.metadata["help"]
+    with pytest.raises(ValueError, match="registered twice"):
+        register_unknown_score(UNKNOWN_SCORES["energy"])
+
+
+def test_a_new_unknown_score_is_one_table_entry(digits_run, tmp_path, capsys):
+    import contextlib
+
+    from cnnlab.base.errors import CnnlabError
+    from cnnlab.cli import main
+    from cnnlab.run.unknown_scores import UNKNOWN_SCORES, UnknownScore, register_unknown_score
+
+    run = tmp_path / "run"
+    shutil.copytree(digits_run.path, run)
+    register_unknown_score(UnknownScore("minlogit", "minus the smallest logit",
+                                        lambda inputs: -inputs.logits.min(1).values))
+    try:
+        with contextlib.suppress(SystemExit):
+            main(["calibrate", "--help"])
+        assert "minlogit" in capsys.readouterr().out
+        assert main(["calibrate", str(run), "--score", "minlogit", "--device", "cpu"]) == 0
+        assert read_card(run).unknown.score == "minlogit"
+        predictor = cnnlab.load(run)
+        answers = predictor.predict(_noise(3), topk=1)
+        pixels = torch.from_numpy(np.stack(_noise(3))).float()[:, None] / 255
+        with torch.no_grad():
+            expected = -predictor.model(pixels).min(1).values
+        assert [answer.score for answer in answers] == pytest.approx(expected.tolist(), abs=1e-4)
+        assert all(isinstance(answer.known, bool) for answer in answers)
+    finally:
+        del UNKNOWN_SCORES["minlogit"]
+    assert main(["calibrate", str(run), "--score", "minlogit"]) == 2  # a choice no more
+    assert "unknown --score value 'minlogit'" in capsys.readouterr().err
+    with pytest.raises(CnnlabError, match="unknown score 'minlogit'"):
+        read_card(run)

@@ -26,7 +26,7 @@ from .verbs import VERBS, Verb
 
 if TYPE_CHECKING:  # the heavy modules (torch and up) load when a function runs, not on import
     from .experiments.compare import Comparison
-    from .predict.predictor import Predictor
+    from .run.predictor import Predictor
     from .train import EpochCallback, Run
 
 
@@ -202,7 +202,7 @@ def load(run: str | Path, device: str = "auto", unknown: bool = True,
     classes, where the run has an unknown-image detector (cnnlab calibrate). `engine`: what runs
     the predictions, "onnx" (ONNX Runtime on a graph exported once into RUN/engine/), "torch",
     or "auto" (onnx on the CPU where its outputs match PyTorch's within 1e-4)."""
-    from .predict.predictor import load_predictor
+    from .run.predictor import load_predictor
 
     return load_predictor(run, device, unknown=unknown, engine=engine)
 
@@ -235,21 +235,28 @@ def _signature(verb: Verb) -> inspect.Signature:
                                     default=inspect.Parameter.empty if argument.nargs in (None, "+")
                                     or argument.variadic else argument.default)
                   for argument in verb.arguments]
-    parameters.append(inspect.Parameter("settings", inspect.Parameter.KEYWORD_ONLY, default=None,
-                                        annotation=f"{verb.settings.__name__} | None"))
+    if not verb.trains:  # a training verb's keywords are its own and train's, no settings object
+        parameters.append(inspect.Parameter("settings", inspect.Parameter.KEYWORD_ONLY, default=None,
+                                            annotation=f"{verb.settings.__name__} | None"))
     parameters += [inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY,
                                      default=field.default, annotation=hints[field.name])
                    for field in dataclasses.fields(verb.settings)]
+    if verb.trains:
+        parameters.append(inspect.Parameter("training", inspect.Parameter.VAR_KEYWORD))
     return inspect.Signature(parameters)
 
 
 def _docstring(verb: Verb) -> str:
     lines = [f"{verb.help[0].upper()}{verb.help[1:]} (as `cnnlab {verb.name}`).", "", "Args:"]
     lines += [f"    {argument.name}: {argument.help}" for argument in verb.arguments]
-    lines.append(f"    settings: a {verb.settings.__name__}; the keywords below override its "
-                 f"fields")
+    if not verb.trains:
+        lines.append(f"    settings: a {verb.settings.__name__}; the keywords below override its "
+                     f"fields")
     lines += [f"    {field.name}: {field.metadata.get('help', '')}"
               for field in dataclasses.fields(verb.settings)]
+    if verb.trains:
+        lines.append("    **training: train's settings by the names of its flags (data=\"digits\", "
+                     "epochs=3, image_size=16) or by section (data={\"val_fraction\": 0.2})")
     return "\n".join(lines)
 
 

@@ -14,7 +14,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..base import plots
 from ..base.devices import resolve_device
 from ..base.errors import CnnlabError
 from ..base.fileio import atomic_write_json
@@ -25,6 +24,7 @@ from ..data.splits import Split
 from ..run.data import pick_split
 from ..run.folder import data_qualifiers, load_model, results_folder
 from ..run.results import AttackMetrics, RobustAccuracy
+from . import figures as plots
 from .attacks import Attack, check_eps, correct, make_attack, pgd_step_size, seeded
 from .settings import AttackSettings
 

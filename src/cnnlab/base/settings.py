@@ -20,6 +20,23 @@ from typing import Any
 from .errors import CnnlabError, suggest, unknown
 
 
+class Names(Sequence[str]):
+    """The names of a table (a dict) as they stand when read: choices that take in an entry
+    registered after the settings class that offers them was made."""
+
+    def __init__(self, table: Mapping[str, Any]) -> None:
+        self._table = table
+
+    def __getitem__(self, index: Any) -> Any:
+        return tuple(self._table)[index]
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._table
+
+
 def option(default: Any = None, help: str = "", *, flag: str | None = None,
            choices: Sequence[str] | None = None, kind: str | None = None,
            minimum: float | None = None, maximum: float | None = None, below: float | None = None,
@@ -32,7 +49,8 @@ def option(default: Any = None, help: str = "", *, flag: str | None = None,
         help: the CLI help, also the documentation of the Python keyword.
         flag: the CLI flag when it is not the field's name with dashes; for a boolean that is on by
             default, the flag that turns it off (default --no-NAME).
-        choices: the accepted values of a string setting; `kind` names them in the error for
+        choices: the accepted values of a string setting (a `Names` view where they are a
+            table's entries); `kind` names them in the error for
             another value ("unknown attack method 'pgdd' (did you mean 'pgd'?)").
         minimum, maximum: the smallest and largest value a number may take; `above` and `below`:
             bounds it must stay strictly beyond (lr > 0, label smoothing < 1). Numbers must also be
@@ -42,7 +60,8 @@ def option(default: Any = None, help: str = "", *, flag: str | None = None,
         metavar: what the flag takes, in --help (default N, X or NAME by the field's type).
         bare: the value of the flag given without one (`--mlflow` alone); None: a value is needed.
     """
-    metadata = {"help": help, "flag": flag, "choices": tuple(choices) if choices else None,
+    choices = choices if isinstance(choices, Names) else tuple(choices) if choices else None
+    metadata = {"help": help, "flag": flag, "choices": choices,
                 "kind": kind, "cli": cli, "minimum": minimum, "maximum": maximum, "below": below,
                 "above": above, "metavar": metavar, "bare": bare}
     if factory is not None:

@@ -7,5 +7,5 @@ function replaces it as an attribute of cnnlab for good.
 
 from ..base.lazy import lazy_names
 
-__all__ = ["BaselineResult", "Baselines", "baselines", "measure_baselines"]
+__all__ = ["TABLE_COLUMNS", "BaselineResult", "Baselines", "baselines", "measure_baselines", "table_row"]
 __getattr__ = lazy_names(__name__, dict.fromkeys(__all__, ".classic"))

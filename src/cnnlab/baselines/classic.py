@@ -21,6 +21,7 @@ from ..base.errors import CnnlabError, unknown
 from ..base.fileio import atomic_write_json, atomic_write_text
 from ..base.progress import tracked
 from ..base.settings import resolve
+from ..base.typed import json_field, read_typed, to_json_dict
 from ..config import DataConfig
 from ..data import load_dataset
 from ..data.splits import DatasetSplits, FileImages, Split
@@ -32,10 +33,15 @@ from .settings import BaselineSettings
 # principal components all of Fashion-MNIST's 54,000 fit in about a minute.
 SVM_MAX_TRAIN = 60_000
 PCA_COMPONENTS = 50
+CNN_METHOD = "CNN ({})"  # the run's own row, by its network's name: "CNN (simple)"
 
 
 @dataclass(frozen=True)
 class BaselineResult:
+    """One method's row of the table (and of baselines.json)."""
+
+    UNKNOWN_KEYS = "refuse"
+
     method: str
     features: str
     accuracy: float
@@ -44,6 +50,11 @@ class BaselineResult:
     predict_seconds: float
     train_images: int
     note: str = ""
+
+    @property
+    def is_cnn(self) -> bool:
+        """The run's own CNN beside the classic methods (see _cnn_row)."""
+        return self.method.startswith(CNN_METHOD.partition("{")[0])
 
 
 @dataclass(frozen=True)
@@ -200,7 +211,7 @@ def _cnn_row(run: Path, dataset: DatasetSplits, device: str) -> BaselineResult:
     logits, labels = predict_logits(model, dataset.test, torch_device)
     seconds = time.perf_counter() - started
     predicted = logits.argmax(1).numpy()
-    return BaselineResult(f"CNN ({card.name})", "pixels", float(accuracy_score(labels, predicted)),
+    return BaselineResult(CNN_METHOD.format(card.name), "pixels", float(accuracy_score(labels, predicted)),
                           float(f1_score(labels, predicted, average="macro")),
                           round(_training_seconds(run), 2), round(seconds, 2), len(dataset.train),
                           f"run {run.name}, best epoch {card.epoch}; fit: its training time")
@@ -238,11 +249,10 @@ TABLE_COLUMNS = ["method", "features", "accuracy", "macro F1", "fit (s)", "predi
                  "train images"]
 
 
-def table_row(result: dict[str, Any]) -> list[str]:
-    """A result (as baselines.json holds it) as the terminal and the report show it."""
-    return [result["method"], result["features"], f"{result['accuracy']:.2%}",
-            f"{result['macro_f1']:.4f}", f"{result['fit_seconds']:.1f}",
-            f"{result['predict_seconds']:.2f}", f"{result['train_images']:,}"]
+def table_row(result: BaselineResult) -> list[str]:
+    """A result as the terminal and the report show it."""
+    return [result.method, result.features, f"{result.accuracy:.2%}", f"{result.macro_f1:.4f}",
+            f"{result.fit_seconds:.1f}", f"{result.predict_seconds:.2f}", f"{result.train_images:,}"]
 
 
 BASELINES_JSON = "baselines.json"
@@ -254,7 +264,7 @@ class Baselines:
 
     data: str
     results: tuple[BaselineResult, ...]
-    folder: Path | None = None
+    folder: Path | None = json_field(None, stored=False)  # where it was written or read from
 
     def __iter__(self) -> Iterator[BaselineResult]:
         return iter(self.results)
@@ -262,11 +272,16 @@ class Baselines:
     def __len__(self) -> int:
         return len(self.results)
 
+    @property
+    def best_classic(self) -> BaselineResult | None:
+        """The most accurate of the classic methods (the run's CNN left out)."""
+        return max((r for r in self.results if not r.is_cnn), key=lambda r: r.accuracy, default=None)
+
     def write(self, folder: Path) -> Baselines:
         """baselines.json and baselines.csv in `folder`; the Baselines with their folder."""
         folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(folder / BASELINES_JSON, to_json_dict(self))
         rows = [asdict(result) for result in self.results]
-        atomic_write_json(folder / BASELINES_JSON, {"data": self.data, "results": rows})
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -276,8 +291,14 @@ class Baselines:
 
     @classmethod
     def read(cls, folder: Path) -> Baselines:
-        values = read_json_file(folder / BASELINES_JSON)
-        return cls(values["data"], tuple(BaselineResult(**row) for row in values["results"]), folder)
+        """baselines.json in `folder`; a missing or malformed field is one line naming it."""
+        path = Path(folder) / BASELINES_JSON
+        return dataclasses.replace(read_typed(cls, read_json_file(path), str(path)), folder=Path(folder))
+
+    @classmethod
+    def found_in(cls, folder: Path) -> Baselines | None:
+        """The baselines in `folder`, or None where none were written there."""
+        return cls.read(folder) if (Path(folder) / BASELINES_JSON).is_file() else None
 
 
 def baselines(settings: BaselineSettings | None = None, **options: Any) -> Baselines:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import TYPE_CHECKING
 
 from ..base.show import console, print_table
@@ -17,7 +16,7 @@ def show_baselines(result: Baselines, settings: BaselineSettings) -> int:
     if settings.quiet:
         return 0
     print_table(f"{result.data}: the same test split for every method", TABLE_COLUMNS,
-                [table_row(dataclasses.asdict(r)) for r in result])
+                [table_row(r) for r in result])
     for note in [f"{r.method}: {r.note}" for r in result if r.note]:
         console.print(note)
     console.print(f"written to {result.folder}/: baselines.json, baselines.csv")

@@ -19,6 +19,7 @@ from ..run.engine import feature_engine
 from ..run.folder import export_of, load_model, write_card
 from ..run.inference import output_layer, predict_logits
 from ..run.unknown import FeatureStatistics, Outputs, model_outputs, score_outputs
+from ..run.unknown_scores import unknown_score
 from .settings import CalibrateSettings
 from .temperature import calibration_error, fit_temperature
 
@@ -54,7 +55,7 @@ class CalibrationResult:
 
 def _statistics(model, data, settings: CalibrateSettings, device: torch.device,
                 run: Path) -> FeatureStatistics | None:
-    if settings.score != "mahalanobis":
+    if not unknown_score(settings.score).needs_features:
         (run / STATISTICS).unlink(missing_ok=True)  # a file of an earlier detector goes with it
         return None
     train = model_outputs(model, data.train, device, limit=settings.train_images)

@@ -6,17 +6,13 @@ from dataclasses import dataclass
 
 from ..base.settings import option
 from ..config.common import DEVICE_HELP, QUIET_HELP
-
-UNKNOWN_SCORE_CHOICES = ("msp", "energy", "maxlogit", "mahalanobis")
-DEFAULT_UNKNOWN_SCORE = "energy"  # chosen by bench/unknown.py (BENCHMARKS.md, "Unknown images")
+from ..run.unknown_scores import DEFAULT_UNKNOWN_SCORE, SCORE_NAMES, scores_help
 
 
 @dataclass(frozen=True)
 class CalibrateSettings:
-    score: str = option(DEFAULT_UNKNOWN_SCORE, "what tells known images from others: msp (softmax "
-                                               "probability), energy, maxlogit or mahalanobis "
-                                               "(distance of the features to the classes)",
-                        choices=UNKNOWN_SCORE_CHOICES, kind="--score value")
+    score: str = option(DEFAULT_UNKNOWN_SCORE, f"what tells known images from others: {scores_help()}",
+                        choices=SCORE_NAMES, kind="--score value")
     keep: float = option(0.95, "share of the validation images the unknown threshold keeps",
                          above=0, below=1)
     temperature: bool = option(True, "fit temperature scaling of the probabilities")

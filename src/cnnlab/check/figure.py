@@ -7,12 +7,11 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from ..base.plots import picture_grid
+from ..base.figures import figure_bytes, plt
 from ..data.images import convert_mode, is_grayscale
 from .findings import CheckResult, Finding
 from .page import picture
 
-LABEL_ISSUES_FIGURE = "label_issues.png"
 SHOWN = 24
 CELL = 192  # pixels a side an image is brought to, about its cell in the figure
 NAME_CHARACTERS = 30  # about what a cell holds on one line of its caption
@@ -53,3 +52,25 @@ def _pixels(image: Image.Image | None) -> np.ndarray | None:
         image = image.resize((image.width * factor, image.height * factor),
                              Image.Resampling.NEAREST)
     return np.asarray(image)
+
+
+def picture_grid(pictures: list, captions: list[str], title: str, columns: int = 6) -> bytes:
+    """uint8 pictures, (H, W) gray or (H, W, 3) colour (None: a cell that says so), each with a
+    caption over it; the PNG's bytes. Gray stays gray at its own levels (no colour map, no
+    stretching), and pixels are drawn as squares, so a 28-pixel image is legible."""
+    columns = max(1, min(columns, len(pictures)))
+    rows = (len(pictures) + columns - 1) // columns
+    figure, axes = plt.subplots(rows, columns, figsize=(columns * 2.3, rows * 3.0 + 0.4),
+                                squeeze=False, layout="constrained")
+    for axis in axes.flat:
+        axis.axis("off")
+    for axis, shown, caption in zip(axes.flat, pictures, captions, strict=False):
+        if shown is None:
+            axis.text(0.5, 0.5, "unreadable", ha="center", va="center", color="firebrick")
+        elif shown.ndim == 2:
+            axis.imshow(shown, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        else:
+            axis.imshow(shown, interpolation="nearest")
+        axis.set_title(caption, fontsize=8, loc="left")
+    figure.suptitle(title, fontsize=11)
+    return figure_bytes(figure)

@@ -64,7 +64,7 @@ def out_of_sample_probabilities(labels: np.ndarray, num_classes: int, folds: int
 
 def probe_model(features: torch.Tensor, labels: np.ndarray, num_classes: int) -> FoldModel:
     """Per fold, the exact linear probe (L-BFGS to convergence, scikit-learn's default penalty)."""
-    from ..train.probe import DEFAULT_C, fit_logistic
+    from ..train import DEFAULT_C, fit_logistic
 
     targets = torch.from_numpy(labels)
 

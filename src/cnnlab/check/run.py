@@ -26,6 +26,7 @@ from ..config import DataConfig
 from ..data.registry import photo_shape
 from . import duplicates, embed, labels, oddities
 from .findings import KINDS, CheckResult, Finding
+from .report import CHECK_JSON, LABEL_ISSUES_FIGURE, WORST, CheckReport, default_folder
 from .scan import Items, Scan, decoded_batches, empty_scan, load_items, record
 from .settings import CheckSettings
 
@@ -293,10 +294,8 @@ def _row(finding: Finding) -> dict[str, Any]:
 
 def written_files(result: CheckResult) -> list[str]:
     """The files write_check writes: the figure only where there are label issues."""
-    from .figure import LABEL_ISSUES_FIGURE
-
     shown = [LABEL_ISSUES_FIGURE] if result.summary["counts"]["label-issue"] else []
-    return ["check.json", "check.csv", "check.html", *shown]
+    return [CHECK_JSON, "check.csv", "check.html", *shown]
 
 
 def write_check(result: CheckResult, folder: str | Path) -> Path:
@@ -305,8 +304,8 @@ def write_check(result: CheckResult, folder: str | Path) -> Path:
     import csv
     import io
 
-    from ..base.fileio import atomic_write, atomic_write_json, atomic_write_text
-    from .figure import LABEL_ISSUES_FIGURE, label_issues_figure
+    from ..base.fileio import atomic_write, atomic_write_text
+    from .figure import label_issues_figure
     from .page import render
 
     folder = Path(folder)
@@ -318,7 +317,8 @@ def write_check(result: CheckResult, folder: str | Path) -> Path:
     # drawn before anything is written: a failure leaves the folder as it was
     page = render(result)
     figure = label_issues_figure(result)
-    atomic_write_json(folder / "check.json", {**result.summary, "findings": rows})
+    report = CheckReport.of(result.summary, result.findings)
+    report.write(folder)
     atomic_write_text(folder / "check.csv", buffer.getvalue())
     atomic_write_text(folder / "check.html", page)
     if figure is None:  # an earlier check's figure would show issues this one did not find
@@ -339,16 +339,6 @@ def check(data: str | Path | None = None, settings: CheckSettings | None = None,
     return result
 
 
-def default_folder(data: str, settings: CheckSettings) -> Path:
-    """--out, else RUN/check with --run, else checks/NAME (NAME: the data's last path part)."""
-    if settings.out:
-        return Path(settings.out)
-    if settings.run:
-        return Path(settings.run) / "check"
-    name = Path(data.rstrip("/")).name
-    return Path("checks") / (Path(name).stem if name.lower().endswith(".csv") else name)
-
-
 WHAT = {"unreadable": "files that cannot be decoded (named in check.csv)",
         "label-issue": "likely wrong labels (cleanlab's confident learning, out-of-sample)",
         "leak": "training images with a copy in test",
@@ -356,7 +346,6 @@ WHAT = {"unreadable": "files that cannot be decoded (named in check.csv)",
         "outlier": "images far from every other in feature space",
         "blank": "near-blank images", "size": "unusual sizes", "aspect": "unusual aspect ratios",
         "mode": "colour modes unlike the rest"}
-WORST = 10
 
 
 def summary_rows(result: CheckResult) -> list[list[str]]:

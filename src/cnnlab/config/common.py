@@ -14,7 +14,7 @@ UNKNOWN_HELP = ("call an image 'unknown' where the model's unknown-image detecto
                 "its classes (cnnlab calibrate)")
 QUIET_HELP = "print nothing but errors (the results are still written)"
 
-# The resizing filters a run may record, by the names its config and card use (PIL's own are
-# data.images.RESAMPLING).
+# The resizing filters a run may record, by the names its config and card use: the one list
+# (data.images.RESAMPLING maps each to PIL's filter of the same name).
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos")
 DEFAULT_INTERPOLATION = "bilinear"

@@ -15,6 +15,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..base.errors import CnnlabError
 from ..base.limits import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
+from ..config.common import INTERPOLATIONS
 
 # Pillow's decompression-bomb guard stays on (Image.MAX_IMAGE_PIXELS is left at its default), and
 # only these decoders may run on user files.
@@ -130,8 +131,8 @@ def convert_mode(image: Image.Image, channels: int) -> Image.Image:
     return image if image.mode == target else image.convert(target)
 
 
-RESAMPLING = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR,
-              "bicubic": Image.Resampling.BICUBIC, "lanczos": Image.Resampling.LANCZOS}
+# PIL's filter of each interpolation name a run may record (its own names, upper-cased).
+RESAMPLING = {name: Image.Resampling[name.upper()] for name in INTERPOLATIONS}
 
 
 def resize_center_crop(image: Image.Image, height: int, width: int,

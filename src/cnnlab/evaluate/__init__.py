@@ -6,5 +6,8 @@ that the function replaces it as an attribute of cnnlab.
 
 from ..base.lazy import lazy_names
 
-__all__ = [*("Evaluation", "evaluate_run")]
-__getattr__ = lazy_names(__name__, dict.fromkeys(__all__, ".run"))
+_WHERE = {"Evaluation": ".run", "evaluate_run": ".run", "confusion_matrix_figure": ".figures",
+          "PREDICTIONS": ".predictions", "PredictionRow": ".predictions",
+          "read_predictions": ".predictions", "read_top_losses": ".top_losses"}
+__all__ = sorted(_WHERE)
+__getattr__ = lazy_names(__name__, _WHERE)

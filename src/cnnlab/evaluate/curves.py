@@ -19,8 +19,8 @@ from torchmetrics.functional.classification import (
     multiclass_roc,
 )
 
-from ..base import plots
 from ..run.results import TARGET_PRECISIONS, ClassAuc, ClassThresholds, PrecisionThreshold
+from . import figures as plots
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,6 @@ from sklearn.calibration import calibration_curve
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 from torchmetrics.functional.classification import multiclass_accuracy, multiclass_calibration_error
 
-from ..base import plots
 from ..base.devices import resolve_device
 from ..base.fileio import atomic_write_json, atomic_write_text
 from ..base.progress import tracked
@@ -37,6 +36,7 @@ from ..run.results import (
     OpenSetResult,
     ShiftAccuracy,
 )
+from . import figures as plots
 from .curves import class_curves, threshold_rows, write_curve_figures
 from .predictions import PREDICTIONS, PredictionRow, prediction_rows, write_predictions
 from .settings import EvaluateSettings
@@ -155,7 +155,7 @@ def _write_figures(out: Path, labels, predictions, probabilities, matrix, names,
     counts = np.histogram(confidence.numpy(), bins=ECE_BINS, range=(0, 1))[0]
     title = (f"{Path(metrics.run).name}: accuracy {metrics.accuracy:.2%} on "
              f"{metrics.data} {metrics.split} ({metrics.images} images)")
-    plots.confusion_matrix(matrix, names, out / "confusion_matrix.png", title)
+    plots.confusion_matrix_figure(matrix, names, out / "confusion_matrix.png", title)
     plots.reliability_diagram(accuracy_per_bin, confidence_per_bin, counts[counts > 0],
                               metrics.ece, out / "reliability.png")
     wrong = torch.nonzero(predictions != labels).flatten()

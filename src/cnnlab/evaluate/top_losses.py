@@ -56,3 +56,13 @@ def table_rows(rows: Sequence[PredictionRow]) -> list[list[str]]:
 
 TABLE_COLUMNS = ["#", "file (or #index in the split)", "true", "predicted", "probability",
                  "loss"]
+
+
+def read_top_losses(folder: Path) -> tuple[list[str], list[list[str]]] | None:
+    """An evaluation folder's images of highest loss, read back from its predictions.csv as the
+    table's columns and rows (as many as the figure shows); None where it has no such figure."""
+    from .predictions import PREDICTIONS, read_predictions
+
+    if not (folder / PREDICTIONS).is_file() or not (folder / TOP_LOSSES).is_file():
+        return None
+    return TABLE_COLUMNS, table_rows(worst(read_predictions(folder / PREDICTIONS), TOP_LOSSES_SHOWN))

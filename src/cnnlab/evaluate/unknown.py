@@ -11,10 +11,8 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from ..base import plots
 from ..base.errors import CnnlabError
 from ..base.fileio import atomic_write_json
-from ..calibrate.settings import UNKNOWN_SCORE_CHOICES
 from ..config import DataConfig
 from ..data import TensorImages, load_dataset
 from ..data.images import image_to_tensor, is_image_file, open_image
@@ -23,6 +21,8 @@ from ..data.splits import Split
 from ..run.contract import ModelCard
 from ..run.results import OpenSetResult, ScoreQuality
 from ..run.unknown import FeatureStatistics, Outputs, model_outputs, score_outputs
+from ..run.unknown_scores import UNKNOWN_SCORES
+from . import figures as plots
 
 TPR = 0.95  # the share of known images kept at which the false-positive rate is read
 
@@ -67,7 +67,7 @@ def measure_open_set(model, card: ModelCard, known: Split, train: Split, unknown
     fitted = model_outputs(model, train, device, limit=5000)
     statistics = FeatureStatistics.fit(fitted.features, fitted.labels, card.num_classes)
     by_score = {name: (_score(name, inside, card, statistics), _score(name, outside, card, statistics))
-                for name in UNKNOWN_SCORE_CHOICES}
+                for name in UNKNOWN_SCORES}
     result = _result(card, by_score, len(inside.labels), len(outside.labels))
     atomic_write_json(out / "unknown.json", result.to_dict())
     plots.score_histograms({name: (k.numpy(), u.numpy()) for name, (k, u) in by_score.items()},

@@ -16,7 +16,7 @@ from typing import Any
 from ..base.errors import CnnlabError
 from ..base.fileio import atomic_write_json, is_dir
 from ..base.settings import resolve
-from ..evaluate.predictions import PREDICTIONS, PredictionRow, read_predictions
+from ..evaluate import PREDICTIONS, PredictionRow, read_predictions
 from ..run.results import EvaluationMetrics
 from .mcnemar import mcnemar_exact
 from .records import WEIGHTS, RunRecord, is_run_folder, read_run, setting_label
@@ -241,7 +241,7 @@ def compare_runs(*runs: str | Path, settings: CompareSettings | None = None,
 
 
 def _write(comparison: Comparison) -> None:
-    from ..base import plots  # matplotlib: only when a figure is drawn
+    from . import figures as plots  # matplotlib: only when a figure is drawn
 
     comparison.folder.mkdir(parents=True, exist_ok=True)
     plots.compared_curves([(name, [row.to_dict() for row in run.history])

@@ -9,6 +9,7 @@ does not load torch or Captum.
 from ..base.lazy import lazy_names
 
 _WHERE = {"METHODS": ".run", "Explanation": ".run", "describe_layers": ".run", "explain": ".run",
-          "LayerInfo": ".layers", "list_layers": ".layers", "attribute": ".attributions"}
+          "overlay_image": ".figures", "LayerInfo": ".layers", "list_layers": ".layers",
+          "attribute": ".attributions"}
 __all__ = sorted(_WHERE)
 __getattr__ = lazy_names(__name__, _WHERE)

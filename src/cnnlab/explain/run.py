@@ -11,12 +11,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..base import plots
 from ..base.errors import CnnlabError, unknown
 from ..base.progress import tracked
 from ..base.settings import resolve
-from ..predict.predictor import ImageInput, Predictor, load_predictor
 from ..run.data import pick_split
+from ..run.predictor import ImageInput, Predictor, load_predictor
+from . import figures as plots
 from .attributions import attribute
 from .embedding import penultimate_features, project
 from .layers import LayerInfo, list_layers

@@ -1,10 +1,14 @@
-"""Networks: the layer language, named networks and the classifier wrapper."""
+"""Networks: the layer language, named networks and the classifier wrapper.
 
-from .build import BuiltLayer, Network
-from .classifier import Classifier
-from .layers import LAYERS
-from .registry import ModelEntry, create_model, list_models, register_model, resolve_layers
-from .spec import parse_spec, spec_to_text
+Names load on first use (PEP 562): `cnnlab.models` is also the verb listing the named networks,
+and `import cnnlab` must not load torch to make it so.
+"""
 
-__all__ = ["LAYERS", "BuiltLayer", "Classifier", "ModelEntry", "Network", "create_model",
-           "list_models", "parse_spec", "register_model", "resolve_layers", "spec_to_text"]
+from ..base.lazy import lazy_names
+
+_WHERE = {"BuiltLayer": ".build", "Network": ".build", "Classifier": ".classifier",
+          "LAYERS": ".layers", "ModelEntry": ".registry", "create_model": ".registry",
+          "list_models": ".registry", "register_model": ".registry", "resolve_layers": ".registry",
+          "parse_spec": ".spec", "spec_to_text": ".spec"}
+__all__ = sorted(_WHERE)
+__getattr__ = lazy_names(__name__, _WHERE)

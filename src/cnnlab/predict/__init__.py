@@ -3,6 +3,10 @@ and video frames. Names load on first use, so `import cnnlab` stays light."""
 
 from ..base.lazy import lazy_names
 
-__all__ = [*("ClassScore", "Failure", "Prediction", "Predictor", "expand_inputs",
-                "load_predictor", "predict_files", "predict_video")]
-__getattr__ = lazy_names(__name__, dict.fromkeys(__all__, ".predictor"))
+# What several stages share (the predictor and its answers) lives in the run room below them.
+_FROM_RUN = {"ClassScore": "..run.prediction", "Prediction": "..run.prediction",
+             "UnknownVerdict": "..run.prediction", "Predictor": "..run.predictor",
+             "load_predictor": "..run.predictor"}
+_OWN = dict.fromkeys(("Failure", "expand_inputs", "predict_files", "predict_video"), ".predictor")
+__all__ = sorted({**_FROM_RUN, **_OWN})
+__getattr__ = lazy_names(__name__, {**_FROM_RUN, **_OWN})

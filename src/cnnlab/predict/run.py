@@ -11,17 +11,10 @@ from typing import Any
 from ..base.errors import CnnlabError
 from ..base.fileio import atomic_write_text, is_dir
 from ..base.settings import resolve
+from ..run.prediction import Prediction
+from ..run.predictor import Predictor, load_predictor
 from .formats import FORMATS, formatted
-from .predictor import (
-    Failure,
-    Inputs,
-    Prediction,
-    Predictor,
-    expand_inputs,
-    load_predictor,
-    predict_files,
-    predict_video,
-)
+from .predictor import Failure, Inputs, expand_inputs, predict_files, predict_video
 from .settings import PredictSettings
 from .thresholds import min_probability
 

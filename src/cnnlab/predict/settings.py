@@ -6,11 +6,12 @@ from dataclasses import dataclass
 
 from ..base.settings import option
 from ..config.common import DEVICE_HELP, ENGINE_HELP, ENGINES, EVAL_BATCH, UNKNOWN_HELP
+from ..run.prediction import TOPK
 
 
 @dataclass(frozen=True)
 class PredictSettings:
-    topk: int = option(5, "how many classes to list per input", minimum=1)
+    topk: int = option(TOPK, "how many classes to list per input", minimum=1)
     format: str | None = option(None, "table | json | csv (default: a table on the terminal, or "
                                       "what --out's extension says)",
                                 choices=("table", "json", "csv"), kind="format")

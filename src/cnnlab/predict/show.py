@@ -10,7 +10,7 @@ from ..base.show import console, error_line, print_table
 from .formats import formatted
 
 if TYPE_CHECKING:
-    from .predictor import Prediction
+    from ..run.prediction import Prediction
     from .run import Predictions
     from .settings import PredictSettings
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from ..base.errors import CnnlabError
 from ..run.contract import PRETRAINED_PREFIX
+from ..run.prediction import Prediction
 from ..run.results import TARGET_PRECISIONS, EvaluationMetrics
-from .predictor import Prediction
 from .settings import PredictSettings
 
 log = logging.getLogger("cnnlab")

@@ -14,19 +14,7 @@ from ..run.contract import ModelCard
 from ..run.folder import read_card
 from .cost import cost
 from .datacheck import data_checked
-from .sections import (
-    Section,
-    attack_of,
-    baselines,
-    evaluation_of,
-    quality,
-    read_json,
-    robustness,
-    trained,
-    training,
-    unknowns,
-    why,
-)
+from .sections import Section, baselines, quality, robustness, trained, training, unknowns, why
 from .settings import ReportSettings
 
 EXPLAINED_IMAGES = 4  # test images --full explains, one per class
@@ -56,26 +44,11 @@ def sections(run: Path) -> list[Section]:
             cost(run, card), baselines(run)]
 
 
-def headline(run: Path, card: ModelCard, parts: list[Section]) -> list[tuple[str, str]]:
-    """The figures of the first screen: accuracy, robustness, cost, the best classic method."""
-    shown = [("test accuracy", f"{card.test_accuracy:.2%}" if card.test_accuracy is not None
-              else None)]
-    evaluated = evaluation_of(run)
-    shown.append(("macro F1", f"{evaluated.macro_avg.f1:.4f}" if evaluated else None))
-    attacked = attack_of(run)
-    if attacked:
-        row = attacked.results[min(2, len(attacked.results) - 1)]
-        shown.append((f"PGD robust at eps {row.eps:g}", f"{row.robust_accuracy:.2%}"))
-    facts = dict(next(part.facts for part in parts if part.key == "cost"))
-    shown += [("parameters", facts.get("parameters")),
-              ("one image", facts.get("latency, one image", "").split(" (")[0])]
-    classic = read_json(run / "baselines" / "baselines.json")
-    if classic:
-        best = max((r for r in classic["results"] if not r["method"].startswith("CNN")),
-                   key=lambda r: r["accuracy"], default=None)
-        if best:
-            shown.append((f"best classic: {best['method']}", f"{best['accuracy']:.2%}"))
-    return [(label, value) for label, value in shown if value]
+def headline(card: ModelCard, parts: list[Section]) -> list[tuple[str, str]]:
+    """The figures of the first screen: accuracy, then each section's own (macro F1, robustness,
+    cost, the best classic method)."""
+    shown = [("test accuracy", f"{card.test_accuracy:.2%}")] if card.test_accuracy is not None else []
+    return shown + [entry for part in parts for entry in part.headline]
 
 
 def render(run: Path, parts: list[Section]) -> str:
@@ -83,7 +56,7 @@ def render(run: Path, parts: list[Section]) -> str:
                               autoescape=select_autoescape(["html"]))
     card = read_card(run)
     return environment.get_template("template.html").render(
-        run=run.name, card=card, sections=parts, headline=headline(run, card, parts),
+        run=run.name, card=card, sections=parts, headline=headline(card, parts),
         made_by_full=MADE_BY_FULL,
         made=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"))
 

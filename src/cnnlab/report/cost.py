@@ -54,6 +54,7 @@ def cost(run: Path, card: ModelCard) -> Section:
                                             f"{torch.get_num_threads()} threads, measured now)"),
                      ("throughput", f"{per_second:,.0f} images/s (batches of {LATENCY_BATCH})"),
                      ("model.safetensors", _megabytes(run / "model.safetensors"))]
+    section.headline = [("parameters", f"{summary.params:,}"), ("one image", f"{single_ms:.2f} ms")]
     if (run / "export" / EXPORT_MANIFEST).is_file():
         export = ExportManifest.read(run / "export" / EXPORT_MANIFEST)
         section.tables.append(Table("ONNX export", ["file", "size", "parity"], [

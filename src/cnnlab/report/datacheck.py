@@ -4,16 +4,13 @@ from the check's own files, and how many images --exclude left out of this run."
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from ..base.fileio import is_dir, is_file
-from ..check.settings import CheckSettings
+from ..check import CheckReport, default_folder
 from ..config import DataConfig, load_config
 from ..run.contract import ModelCard
 from ..run.folder import CONFIG
-from .sections import Section, Table, figure, read_json
-
-CHECK_JSON, CHECK_PAGE = "check.json", "check.html"
+from .sections import Section, Table, figure
 
 
 def data_checked(run: Path, card: ModelCard) -> Section:
@@ -26,27 +23,22 @@ def data_checked(run: Path, card: ModelCard) -> Section:
         section.facts = [("data", name), _left_out(card, exclude)]
         section.missing = f"cnnlab check {name} --run {run}"
         return section
-    folder, summary = found
-    section.facts = [("data", name), *_found(summary), _left_out(card, exclude),
-                     ("the check", str(folder / CHECK_PAGE))]
-    _show_label_issues(section, folder, summary)
+    section.facts = [("data", name), *_found(found), _left_out(card, exclude),
+                     ("the check", str(found.page))]
+    _show_label_issues(section, found)
     return section
 
 
-def _show_label_issues(section: Section, folder: Path, summary: dict[str, Any]) -> None:
+def _show_label_issues(section: Section, report: CheckReport) -> None:
     """The worst label issues as a table, and the check's figure of them where it drew one."""
-    from ..check.figure import LABEL_ISSUES_FIGURE
-    from ..check.run import WORST  # as many as the terminal shows
-
-    issues = [row for row in summary.get("findings", []) if row["kind"] == "label-issue"]
-    if issues:
+    if report.label_issues:
         section.tables.append(Table(
-            f"worst label issues (of {len(issues)}; {folder / 'check.csv'} lists every finding)",
-            ["file", "given", "suggested", "label quality"],
-            [[row["file"], row["label"], row["suggested"], f"{row['score']:.3f}"]
-             for row in issues[:WORST]]))
-    if is_file(folder / LABEL_ISSUES_FIGURE):
-        section.figures.append(figure(folder / LABEL_ISSUES_FIGURE, "likely label errors, lowest "
+            f"worst label issues (of {len(report.label_issues)}; {report.table} lists every "
+            f"finding)", ["file", "given", "suggested", "label quality"],
+            [[row.file, row.label, row.suggested, f"{row.score:.3f}"]
+             for row in report.worst_label_issues]))
+    if report.label_issues_figure is not None:
+        section.figures.append(figure(report.label_issues_figure, "likely label errors, lowest "
                                       "label quality first, each with its given and suggested "
                                       "label"))
 
@@ -56,19 +48,17 @@ def _run_data(run: Path) -> DataConfig | None:
     return load_config(run / CONFIG).data if is_file(run / CONFIG) else None
 
 
-def find_check(run: Path, data: str, exclude: str | None) -> tuple[Path, dict[str, Any]] | None:
-    """A check of `data`, and its check.json: the run's own (RUN/check), the one whose check.csv
-    --exclude read, or the default folder of `cnnlab check DATA` (checks/NAME here)."""
-    from ..check.run import default_folder
-
+def find_check(run: Path, data: str, exclude: str | None) -> CheckReport | None:
+    """A check of `data`: the run's own (RUN/check), the one whose check.csv --exclude read, or
+    the default folder of `cnnlab check DATA` (checks/NAME here)."""
     places = [run / "check"]
     if exclude and Path(exclude).suffix.lower() == ".csv":
         places.append(Path(exclude).expanduser().parent)
-    places.append(default_folder(data, CheckSettings()))
+    places.append(default_folder(data))
     for folder in places:
-        summary = read_json(folder / CHECK_JSON)
-        if summary is not None and same_data(str(summary.get("data", "")), data):
-            return folder, summary
+        report = CheckReport.found_in(folder)
+        if report is not None and same_data(report.data, data):
+            return report
     return None
 
 
@@ -82,17 +72,14 @@ def same_data(checked: str, trained: str) -> bool:
     return paths[0].resolve() == paths[1].resolve()
 
 
-def _found(summary: dict[str, Any]) -> list[tuple[str, str]]:
-    counts, pairs = summary.get("counts", {}), summary.get("duplicate_pairs", {})
-    leaks = pairs.get("test images with a copy in train", counts.get("leak", 0))
-    copies = (pairs.get("within train", 0) + pairs.get("within test", 0)) if pairs \
-        else counts.get("duplicate", 0)
-    return [("images checked", f"{summary.get('read', 0):,} read of {summary.get('images', 0):,}"),
+def _found(report: CheckReport) -> list[tuple[str, str]]:
+    counts, pairs = report.counts, report.duplicate_pairs
+    return [("images checked", f"{report.images_read:,} read of {report.images:,}"),
             ("likely label errors", f"{counts.get('label-issue', 0):,}"),
-            ("leaks", f"{leaks:,} test images with a copy in train"),
-            ("copies within a split", f"{copies:,} pairs"),
+            ("leaks", f"{pairs.leaked_test_images:,} test images with a copy in train"),
+            ("copies within a split", f"{pairs.within_train + pairs.within_test:,} pairs"),
             ("outliers", f"{counts.get('outlier', 0):,}"),
-            ("marked exclude", f"{_images(summary.get('marked_exclude', 0))} (train --exclude "
+            ("marked exclude", f"{_images(report.marked_exclude)} (train --exclude "
                                f"check.csv leaves them out)")]
 
 

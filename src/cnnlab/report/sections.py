@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +44,7 @@ class Section:
     figures: list[Figure] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     missing: str | None = None  # the command that makes what this section shows
+    headline: list[tuple[str, str]] = field(default_factory=list)  # its figures on the first screen
 
 
 def figure(path: Path, caption: str) -> Figure:
@@ -69,11 +69,6 @@ def attack_of(run: Path) -> AttackMetrics | None:
     """The run's default attack (PGD on its test split), where `cnnlab attack` has written one."""
     path = run / "attack" / "metrics.json"
     return AttackMetrics.read(path) if path.is_file() else None
-
-
-def read_json(path: Path) -> Any:
-    """A JSON file of the run folder, or None where no verb has written it yet."""
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def _percent(value: float | None) -> str:
@@ -187,6 +182,7 @@ def quality(run: Path) -> Section:
                      ("macro AUROC", _number(metrics.macro_auroc)),
                      ("macro average precision", _number(metrics.macro_average_precision)),
                      ("calibration error (ECE)", f"{metrics.ece:.4f}")]
+    section.headline = [("macro F1", f"{metrics.macro_avg.f1:.4f}")]
     if metrics.per_class:
         auc = {row.name: row for row in metrics.per_class_auc}
         columns = [*metrics.per_class[0].to_dict(), "AUROC", "AP"]
@@ -239,13 +235,10 @@ def _thresholds_table(metrics: EvaluationMetrics) -> Table:
 
 def _top_losses_table(folder: Path) -> Table | None:
     """The images of highest loss, read back from predictions.csv (as many as the figure)."""
-    from ..evaluate.predictions import PREDICTIONS, read_predictions
-    from ..evaluate.top_losses import TABLE_COLUMNS, TOP_LOSSES_SHOWN, table_rows, worst
+    from ..evaluate import read_top_losses
 
-    if not (folder / PREDICTIONS).is_file() or not (folder / "top_losses.png").is_file():
-        return None
-    rows = worst(read_predictions(folder / PREDICTIONS), TOP_LOSSES_SHOWN)
-    return Table("top losses (from predictions.csv)", TABLE_COLUMNS, table_rows(rows))
+    found = read_top_losses(folder)
+    return Table("top losses (from predictions.csv)", *found) if found else None
 
 
 def _own_attributions(folder: Path, method: str) -> list[Path]:
@@ -303,18 +296,26 @@ def robustness(run: Path) -> Section:
                                              ("examples.png", f"{name}: adversarial examples")])
     if not section.tables:
         section.missing = f"cnnlab attack {run}"
+    default = attack_of(run)
+    if default is not None:  # its third epsilon, where the default attack has one
+        row = default.results[min(2, len(default.results) - 1)]
+        section.headline = [(f"{default.method.upper()} robust at eps {row.eps:g}",
+                             f"{row.robust_accuracy:.2%}")]
     return section
 
 
 def baselines(run: Path) -> Section:
-    from ..baselines.classic import TABLE_COLUMNS, table_row
+    from ..baselines import TABLE_COLUMNS, Baselines, table_row
 
     section = Section("baselines", "Against the classic methods")
-    results = read_json(run / "baselines" / "baselines.json")
+    results = Baselines.found_in(run / "baselines")
     if results is None:
         section.missing = f"cnnlab baselines --run {run}"
         return section
     section.tables.append(Table("the same test split for every method", TABLE_COLUMNS,
-                                [table_row(r) for r in results["results"]]))
-    section.notes = [f"{r['method']}: {r['note']}" for r in results["results"] if r["note"]]
+                                [table_row(r) for r in results]))
+    section.notes = [f"{r.method}: {r.note}" for r in results if r.note]
+    best = results.best_classic
+    if best is not None:
+        section.headline = [(f"best classic: {best.method}", f"{best.accuracy:.2%}")]
     return section

@@ -2,8 +2,9 @@
 
 As timm's PretrainedCfg, it travels with the weights (model.safetensors) and is the contract between
 training and every later stage (predict, evaluate, explain, attack, export, serve, report). It has one
-writer (`ModelCard.to_json`) and one reader (`ModelCard.from_json`), which names a missing or
-malformed field in one line. Nothing else reads model.json by string keys.
+writer (`ModelCard.to_json`) and one reader (`ModelCard.read`, base.typed's reader driven by the
+dataclasses' type hints), which names a missing or malformed field in one line. Nothing else reads
+model.json by string keys.
 """
 
 from __future__ import annotations
@@ -19,8 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from ..base.errors import CnnlabError
-from ..calibrate.settings import UNKNOWN_SCORE_CHOICES
+from ..base.typed import json_field, read_typed, to_json_dict
+from ..base.version import VERSION
+from ..config.common import DEFAULT_INTERPOLATION, INTERPOLATIONS
 from .results import ExportParity
+from .unknown_scores import UNKNOWN_SCORES
 
 FORMAT = "cnnlab-model/1"  # the JSON layout; bump it (and read the old one) when fields change
 PRETRAINED_PREFIX = "pretrained:"
@@ -38,6 +42,16 @@ class InputSpec:
     def shape(self) -> tuple[int, int, int]:
         return self.channels, self.height, self.width
 
+    def check(self, where: str) -> None:
+        if self.channels not in (1, 3) or self.height < 1 or self.width < 1:
+            raise CnnlabError(f"{where}: expected 1 or 3 channels and a positive size, got "
+                              f"{self.shape}")
+
+
+# crop_pct scales the image to cover size / crop_pct before the centre crop: timm's models use
+# 0.8..1.0; below MIN_CROP_PCT the resize would be 1 / crop_pct times the input per side.
+MIN_CROP_PCT = 0.05
+
 
 @dataclass(frozen=True)
 class Preprocessing:
@@ -48,12 +62,22 @@ class Preprocessing:
     `mean` and `std` are applied inside the model (Classifier), so exports and attacks take pixels.
     """
 
-    interpolation: str = "bilinear"
+    interpolation: str = DEFAULT_INTERPOLATION  # one of config.common.INTERPOLATIONS
     crop_pct: float = 1.0
-    mean: tuple[float, ...] = ()
-    std: tuple[float, ...] = ()
+    mean: tuple[float, ...] = json_field((), required=True)
+    std: tuple[float, ...] = json_field((), required=True)
     scale: str = "pixels / 255"
     resize: str = "cover then center crop"
+
+    def check(self, where: str) -> None:
+        if self.interpolation not in INTERPOLATIONS:
+            raise CnnlabError(f"{where}: unknown interpolation {self.interpolation!r}"[:200] +
+                              f" (choose from {', '.join(INTERPOLATIONS)})")
+        if not MIN_CROP_PCT <= self.crop_pct <= 1:
+            raise CnnlabError(f"{where}: crop_pct must be a number >= {MIN_CROP_PCT} and <= 1, got "
+                              f"{self.crop_pct!r}")
+        if not all(math.isfinite(v) for v in self.mean + self.std) or not all(s > 0 for s in self.std):
+            raise CnnlabError(f"{where}: mean must be finite and std positive")
 
 
 @dataclass(frozen=True)
@@ -66,8 +90,9 @@ class Calibration:
     ece_after: float
     images: int
 
-
-UNKNOWN_SCORES = UNKNOWN_SCORE_CHOICES
+    def check(self, where: str) -> None:
+        if not self.temperature > 0:
+            raise CnnlabError(f"{where}: the temperature must be positive")
 
 
 @dataclass(frozen=True)
@@ -76,18 +101,28 @@ class UnknownDetector:
     and the threshold below which an image is unknown, set on the validation split so that `keep`
     of the known images pass. A feature-based score keeps its statistics in `file`."""
 
-    score: str  # one of UNKNOWN_SCORES
+    score: str  # a name of run.unknown_scores' table
     threshold: float
     keep: float
     file: str | None = None  # e.g. unknown.safetensors in the run folder
+
+    def check(self, where: str) -> None:
+        if self.score not in UNKNOWN_SCORES:
+            raise CnnlabError(f"{where}: unknown score {self.score!r} (this cnnlab knows "
+                              f"{', '.join(UNKNOWN_SCORES)})")
+        if self.file is not None and Path(self.file).name != self.file:
+            raise CnnlabError(f"{where}: 'file' must name a file in the run folder")
 
 
 @dataclass(frozen=True)
 class ModelCard:
     """Everything model.json says about a trained model."""
 
+    JSON_FORMAT = FORMAT
+
     name: str  # the network's name (a registry name, "custom", or timm:NAME)
-    architecture: str  # what create_model builds: a layer spec or timm:NAME
+    # what create_model builds: a layer spec or timm:NAME (the file keeps room for more than a spec)
+    architecture: str = json_field(key=("architecture", "spec"))
     class_names: tuple[str, ...]
     input: InputSpec
     preprocessing: Preprocessing
@@ -120,13 +155,7 @@ class ModelCard:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        values = dataclasses.asdict(self)
-        values["architecture"] = {"spec": self.architecture}
-        values["class_names"] = list(self.class_names)
-        values["fitted_on"] = list(self.fitted_on)
-        for key in ("mean", "std"):
-            values["preprocessing"][key] = list(values["preprocessing"][key])
-        return {"format": FORMAT, **values}
+        return to_json_dict(self)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
@@ -134,42 +163,24 @@ class ModelCard:
     @classmethod
     def from_dict(cls, values: Any, where: str = "model.json") -> ModelCard:
         """Check and convert a parsed model.json; a bad field is one clear CnnlabError."""
-        reader = _Reader(values, where)
-        if reader.get("format", str) != FORMAT:
-            raise CnnlabError(f"{where}: unsupported model format {values.get('format')!r} "
-                              f"(this cnnlab reads {FORMAT})")
-        card = cls(
-            name=reader.get("name", str),
-            architecture=_Reader(reader.get("architecture", dict), f"{where} architecture")
-            .get("spec", str),
-            class_names=tuple(reader.get("class_names", list, item=str)),
-            input=_input(reader.section("input")),
-            preprocessing=_preprocessing(reader.section("preprocessing")),
-            pretrained=reader.get("pretrained", bool, default=False),
-            dataset=reader.get("dataset", str, default=None),
-            flip_augmented=reader.get("flip_augmented", bool, default=False),
-            flip_tta=reader.get("flip_tta", bool, default=False),
-            epoch=reader.get("epoch", int, default=None),
-            val_accuracy=reader.get("val_accuracy", float, default=None),
-            test_accuracy=reader.get("test_accuracy", float, default=None),
-            head=reader.get("head", str, default=None),
-            fitted_on=tuple(reader.get("fitted_on", list, item=str, default=["train"])),
-            excluded=_excluded(reader),
-            calibration=_calibration(reader),
-            unknown=_unknown(reader),
-            versions=reader.get("versions", dict, default={}),
-            weights_sha256=_digest(reader),
-        )
-        if len(card.class_names) < 2:
+        return read_typed(cls, values, where)
+
+    def check(self, where: str) -> None:
+        """What the types do not say: two or more distinct classes, one mean and std per input
+        channel, a weights digest of 64 hex digits, image counts that are counts."""
+        if len(self.class_names) < 2:
             raise CnnlabError(f"{where}: class_names must name two or more classes")
-        if len(set(card.class_names)) != len(card.class_names):
-            repeated = sorted({n for n in card.class_names if card.class_names.count(n) > 1})
+        if len(set(self.class_names)) != len(self.class_names):
+            repeated = sorted({n for n in self.class_names if self.class_names.count(n) > 1})
             raise CnnlabError(f"{where}: class_names name a class twice ({repeated[:3]})"[:300])
-        if len(card.preprocessing.mean) != card.input.channels or \
-                len(card.preprocessing.std) != card.input.channels:
+        channels = self.input.channels
+        if len(self.preprocessing.mean) != channels or len(self.preprocessing.std) != channels:
             raise CnnlabError(f"{where}: preprocessing mean and std need one value per input "
-                              f"channel ({card.input.channels})")
-        return card
+                              f"channel ({channels})")
+        if self.weights_sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", self.weights_sha256):
+            raise CnnlabError(f"{where}: weights_sha256 must be 64 hexadecimal digits")
+        if any(n < 0 for n in self.excluded.values()):
+            raise CnnlabError(f"{where}: excluded must map splits to image counts")
 
     @classmethod
     def read(cls, path: str | Path) -> ModelCard:
@@ -211,12 +222,14 @@ class ExportManifest:
     export wrote and measured. The graph takes `input_name`, float (batch, C, H, W) pixels in
     [0, 1], and gives `output_name`: logits, or log-probabilities with flip test-time augmentation."""
 
-    card: ModelCard
+    JSON_FORMAT = EXPORT_FORMAT
+
+    card: ModelCard = json_field(key="model")
     files: dict[str, str]  # precision ("fp32", "int8") -> file name in the export folder
     sha256: dict[str, str] = field(default_factory=dict)  # file name -> its SHA-256 (none: old export)
-    input_name: str = "pixels"
-    output_name: str = "logits"
-    output: str = "logits"  # or "log_probabilities"
+    input_name: str = json_field("pixels", key=("input", "name"), required=True)
+    output_name: str = json_field("logits", key=("output", "name"), required=True)
+    output: str = json_field("logits", key=("output", "kind"), required=True)  # or "log_probabilities"
     opset: int | None = None
     exporter: str = "dynamo"  # torch.onnx's exporter that wrote the graph
     data: dict[str, Any] = field(default_factory=dict)  # the run's data settings (for evaluate)
@@ -238,145 +251,15 @@ class ExportManifest:
 
     @classmethod
     def read(cls, path: Path) -> ExportManifest:
-        where = str(path)
         try:
             values = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError, UnicodeDecodeError) as error:
             raise CnnlabError(f"cannot read {path}: {error}") from None
-        reader = _Reader(values, where)
-        if reader.get("format", str) != EXPORT_FORMAT:
-            raise CnnlabError(f"{where}: unsupported export format {values.get('format')!r} "
-                              f"(this cnnlab reads {EXPORT_FORMAT})")
-        files = reader.get("files", dict)
-        if not files or not all(isinstance(v, str) and Path(v).name == v for v in files.values()):
+        return read_typed(cls, values, str(path))
+
+    def check(self, where: str) -> None:
+        if not self.files or not all(Path(name).name == name for name in self.files.values()):
             raise CnnlabError(f"{where}: 'files' must name model files inside the export folder")
-        output = reader.section("output")
-        return cls(card=ModelCard.from_dict(reader.get("model", dict), f"{where} model"),
-                   files=files, sha256=reader.get("sha256", dict, default={}),
-                   input_name=reader.section("input").get("name", str),
-                   output_name=output.get("name", str), output=output.get("kind", str),
-                   opset=reader.get("opset", int, default=None),
-                   exporter=reader.get("exporter", str, default="dynamo"),
-                   data=reader.get("data", dict, default={}),
-                   parity=_parity(reader.get("parity", dict, default={}), where),
-                   versions=reader.get("versions", dict, default={}))
-
-
-def _parity(values: dict[str, Any], where: str) -> ExportParity:
-    try:
-        return ExportParity.from_dict(values)
-    except (KeyError, TypeError, ValueError) as error:
-        raise CnnlabError(f"{where}: the field 'parity' is malformed ({error})") from None
-
-
-def _calibration(card: _Reader) -> Calibration | None:
-    if card.get("calibration", dict, default=None) is None:
-        return None
-    reader = card.section("calibration")
-    calibration = Calibration(*(reader.get(key, float) for key in ("temperature", "ece_before",
-                                                                    "ece_after")),
-                              images=reader.get("images", int))
-    if not calibration.temperature > 0:
-        raise CnnlabError(f"{reader.where}: the temperature must be positive")
-    return calibration
-
-
-def _unknown(card: _Reader) -> UnknownDetector | None:
-    if card.get("unknown", dict, default=None) is None:
-        return None
-    reader = card.section("unknown")
-    detector = UnknownDetector(score=reader.get("score", str),
-                               threshold=reader.get("threshold", float),
-                               keep=reader.get("keep", float),
-                               file=reader.get("file", str, default=None))
-    if detector.score not in UNKNOWN_SCORES:
-        raise CnnlabError(f"{reader.where}: unknown score {detector.score!r} (this cnnlab knows "
-                          f"{', '.join(UNKNOWN_SCORES)})")
-    if detector.file is not None and Path(detector.file).name != detector.file:
-        raise CnnlabError(f"{reader.where}: 'file' must name a file in the run folder")
-    return detector
-
-
-def _input(reader: _Reader) -> InputSpec:
-    spec = InputSpec(*(reader.get(key, int) for key in ("channels", "height", "width")))
-    if spec.channels not in (1, 3) or spec.height < 1 or spec.width < 1:
-        raise CnnlabError(f"{reader.where}: expected 1 or 3 channels and a positive size, got "
-                          f"{spec.shape}")
-    return spec
-
-
-INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos")  # data.images.RESAMPLING's keys
-# crop_pct scales the image to cover size / crop_pct before the centre crop: timm's models use
-# 0.8..1.0; below MIN_CROP_PCT the resize would be 1 / crop_pct times the input per side.
-MIN_CROP_PCT = 0.05
-
-
-def _preprocessing(reader: _Reader) -> Preprocessing:
-    preprocessing = Preprocessing(
-        interpolation=reader.get("interpolation", str, default="bilinear"),
-        crop_pct=reader.get("crop_pct", float, default=1.0),
-        mean=tuple(reader.get("mean", list, item=float)),
-        std=tuple(reader.get("std", list, item=float)),
-    )
-    if preprocessing.interpolation not in INTERPOLATIONS:
-        raise CnnlabError(f"{reader.where}: unknown interpolation "
-                          f"{preprocessing.interpolation!r}"[:200] + f" (choose from "
-                          f"{', '.join(INTERPOLATIONS)})")
-    if not MIN_CROP_PCT <= preprocessing.crop_pct <= 1:
-        raise CnnlabError(f"{reader.where}: crop_pct must be a number >= {MIN_CROP_PCT} and "
-                          f"<= 1, got {preprocessing.crop_pct!r}")
-    values = preprocessing.mean + preprocessing.std
-    if not all(math.isfinite(v) for v in values) or not all(s > 0 for s in preprocessing.std):
-        raise CnnlabError(f"{reader.where}: mean must be finite and std positive")
-    return preprocessing
-
-
-def _digest(card: _Reader) -> str | None:
-    digest = card.get("weights_sha256", str, default=None)
-    if digest is not None and not re.fullmatch(r"[0-9a-f]{64}", digest):
-        raise CnnlabError(f"{card.where}: weights_sha256 must be 64 hexadecimal digits")
-    return digest
-
-
-def _excluded(card: _Reader) -> dict[str, int]:
-    counts = card.get("excluded", dict, default={})
-    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in counts.values()):
-        raise CnnlabError(f"{card.where}: excluded must map splits to image counts")
-    return {str(split): n for split, n in counts.items()}
-
-
-_MISSING = object()
-
-
-class _Reader:
-    """Typed access to one JSON object, naming the file and field in every error."""
-
-    def __init__(self, values: Any, where: str) -> None:
-        if not isinstance(values, dict):
-            raise CnnlabError(f"{where}: expected a JSON object, got {type(values).__name__}")
-        self.values, self.where = values, where
-
-    def section(self, key: str) -> _Reader:
-        return _Reader(self.get(key, dict), f"{self.where} {key}")
-
-    def get(self, key: str, kind: type, *, default: Any = _MISSING, item: type | None = None) -> Any:
-        if key not in self.values or self.values[key] is None:
-            if default is _MISSING:
-                raise CnnlabError(f"{self.where}: the field {key!r} is missing")
-            return default
-        value = self.values[key]
-        if not _is(value, kind) or (item is not None and not all(_is(v, item) for v in value)):
-            wanted = f"a list of {item.__name__}" if item else kind.__name__
-            raise CnnlabError(f"{self.where}: the field {key!r} must be {wanted}, got {value!r}"[:300])
-        return float(value) if kind is float else value
-
-
-def _is(value: Any, kind: type) -> bool:
-    if kind is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if kind is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, kind)
 
 
 def versions() -> dict[str, str]:
@@ -384,7 +267,5 @@ def versions() -> dict[str, str]:
     import torch
     import torchvision
 
-    from .. import __version__
-
-    return {"cnnlab": __version__, "torch": torch.__version__,
+    return {"cnnlab": VERSION, "torch": torch.__version__,
             "torchvision": torchvision.__version__, "python": platform.python_version()}

@@ -19,7 +19,7 @@ import hashlib
 import json
 import logging
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from torch import nn
 from ..base.errors import CnnlabError
 from ..base.fileio import atomic_write_json, sha256_of
 from ..base.progress import stderr_console
+from ..base.typed import read_typed, to_json_dict
 from ..config.common import ENGINES
 from ..models import Classifier
 from ..models.modes import eval_mode
@@ -58,6 +59,8 @@ class EngineUnavailable(Exception):
 @dataclass(frozen=True)
 class EngineRecord:
     """The JSON record beside a graph: what it was made from, and how well it matched PyTorch."""
+
+    UNKNOWN_KEYS = "refuse"  # a record of another layout is remade, not half read
 
     key: dict[str, Any]  # what the graph computes with: weights' SHA-256, flip TTA, temperature
     graph_sha256: str | None  # None where no graph is kept (the export failed or did not match)
@@ -238,8 +241,8 @@ def _graph(record_path: Path, graph_path: Path, key: dict[str, Any], module: Any
 
 def _read_record(path: Path) -> EngineRecord | None:
     try:
-        return EngineRecord(**json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, ValueError, TypeError):  # none, unreadable or from another version: remade
+        return read_typed(EngineRecord, json.loads(path.read_text(encoding="utf-8")), str(path))
+    except (OSError, ValueError, CnnlabError):  # none, unreadable or from another version: remade
         return None
 
 
@@ -279,7 +282,7 @@ def _write_record(path: Path, key: dict[str, Any], graph: Path | None, differenc
                           max_abs_difference=difference, passed=reason is None, reason=reason,
                           versions={**versions(), "onnxruntime": onnxruntime.__version__})
     try:
-        atomic_write_json(path, asdict(record))
+        atomic_write_json(path, to_json_dict(record))
     except OSError as error:
         raise EngineUnavailable(f"cannot write {path}: {error.strerror or error}") from None
     return record
@@ -298,7 +301,10 @@ def _parity(graph: Path, module: nn.Module, input_shape: tuple[int, int, int]) -
     for size in PARITY_BATCHES:
         pixels = torch.rand(size, *input_shape, generator=generator)
         theirs = torch.from_numpy(session.run(None, {name: pixels.numpy()})[0])
-        largest = max(largest, float((module(pixels) - theirs).abs().max()))
+        difference = float((module(pixels) - theirs).abs().max())
+        # max() keeps 0.0 against a NaN (nan > 0.0 is False): outputs that are not numbers agree
+        # with nothing
+        largest = max(largest, difference) if math.isfinite(difference) else math.inf
     return largest
 
 

@@ -1,5 +1,6 @@
 """The results a run folder holds besides the model, as types: one writer (`to_dict`) and one
-reader (`from_dict` / `read`) each, as the model card has. metrics.csv's rows (EpochRow),
+reader each (`read`: base.typed's, driven by the type hints), as the model card has. metrics.csv's
+rows (EpochRow, read from text by `from_dict`),
 results.json (TrainingResults), evaluate's metrics.json (EvaluationMetrics), attack's metrics.json
 (AttackMetrics) and the parity in export.json (Fp32Parity, Int8Parity). A figure a result does not
 have (no validation split, no top-5 with fewer than 5 classes) is None here, NaN in CSV, null in
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..base.errors import CnnlabError
+from ..base.typed import json_field, read_typed, to_json_dict
 
 
 def read_json_file(path: Path) -> Any:
@@ -22,15 +24,6 @@ def read_json_file(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as error:
         raise CnnlabError(f"cannot read {path}: {error}") from None
-
-
-def _typed(cls: type, values: Any, where: str) -> Any:
-    """cls.from_dict(values), with a missing or malformed field said in one line."""
-    try:
-        return cls.from_dict(values)
-    except (KeyError, TypeError, ValueError, AttributeError) as error:
-        raise CnnlabError(f"{where}: not a {cls.__name__} file ({type(error).__name__}: "
-                          f"{error})"[:300]) from None
 
 
 def _finite(value: Any) -> Any:
@@ -122,20 +115,8 @@ class TrainingResults:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainingResults:
-        return cls(status=str(values["status"]), epochs=int(values["epochs"]),
-                   best_epoch=int(values["best_epoch"]),
-                   best_val_accuracy=_optional(values.get("best_val_accuracy")),
-                   test_accuracy=_optional(values.get("test_accuracy")),
-                   seconds=float(values["seconds"]))
-
-    @classmethod
     def read(cls, path: Path) -> TrainingResults:
-        return _typed(cls, read_json_file(path), str(path))
-
-
-def _optional(value: Any) -> float | None:
-    return None if value is None else float(value)
+        return read_typed(cls, read_json_file(path), str(path))
 
 
 def _mean(values: list[float | None]) -> float | None:
@@ -147,20 +128,14 @@ def _mean(values: list[float | None]) -> float | None:
 class ClassMetrics:
     """One class's precision, recall, F1 and support (its images in the split)."""
 
-    name: str
+    name: str = json_field(key="class")
     precision: float
     recall: float
     f1: float
     support: int
 
     def to_dict(self) -> dict[str, Any]:
-        return {"class": self.name, "precision": self.precision, "recall": self.recall,
-                "f1": self.f1, "support": self.support}
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> ClassMetrics:
-        return cls(str(values["class"]), float(values["precision"]), float(values["recall"]),
-                   float(values["f1"]), int(values["support"]))
+        return to_json_dict(self)
 
 
 @dataclass(frozen=True)
@@ -171,10 +146,6 @@ class AveragedMetrics:
     recall: float
     f1: float
 
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> AveragedMetrics:
-        return cls(float(values["precision"]), float(values["recall"]), float(values["f1"]))
-
 
 @dataclass(frozen=True)
 class ShiftAccuracy:
@@ -182,10 +153,6 @@ class ShiftAccuracy:
 
     shift: int
     accuracy: float
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> ShiftAccuracy:
-        return cls(int(values["shift"]), float(values["accuracy"]))
 
 
 # The precisions evaluate finds a threshold for, and `predict --min-precision` accepts.
@@ -199,18 +166,12 @@ class ClassAuc:
     precision-recall curve as a step sum, as scikit-learn's). None where the split has no image of
     the class, or nothing else."""
 
-    name: str
+    name: str = json_field(key="class")
     auroc: float | None
     average_precision: float | None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"class": self.name, "auroc": self.auroc,
-                "average_precision": self.average_precision}
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> ClassAuc:
-        return cls(str(values["class"]), _optional(values.get("auroc")),
-                   _optional(values.get("average_precision")))
+        return to_json_dict(self)
 
 
 @dataclass(frozen=True)
@@ -226,29 +187,19 @@ class PrecisionThreshold:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> PrecisionThreshold:
-        return cls(float(values["target"]), _optional(values.get("threshold")),
-                   _optional(values.get("precision")), float(values["recall"]))
-
 
 @dataclass(frozen=True)
 class ClassThresholds:
     """One class's thresholds, one per target precision."""
 
-    name: str
+    name: str = json_field(key="class")
     targets: tuple[PrecisionThreshold, ...]
 
     def at(self, target: float) -> PrecisionThreshold | None:
         return next((row for row in self.targets if math.isclose(row.target, target)), None)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"class": self.name, "targets": [row.to_dict() for row in self.targets]}
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> ClassThresholds:
-        return cls(str(values["class"]),
-                   tuple(PrecisionThreshold.from_dict(row) for row in values["targets"]))
+        return to_json_dict(self)
 
 
 @dataclass(frozen=True)
@@ -273,11 +224,7 @@ class EvaluationMetrics:
     # figures are then not held-out figures, and every table that shows them says so.
     held_out: bool = True
     # figures later stages add under their own keys, kept as they are (read by their own types)
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    KNOWN = ("run", "data", "split", "images", "loss", "accuracy", "ece", "top5_accuracy",
-             "per_class", "macro_avg", "weighted_avg", "translation", "per_class_auc",
-             "thresholds", "held_out")
+    extra: dict[str, Any] = json_field(factory=dict, extra=True)
 
     @property
     def macro_auroc(self) -> float | None:
@@ -302,26 +249,12 @@ class EvaluationMetrics:
         return _finite({**values, **self.extra})
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> EvaluationMetrics:
-        return cls(run=str(values["run"]), data=str(values["data"]), split=str(values["split"]),
-                   images=int(values["images"]), loss=float(values["loss"]),
-                   accuracy=float(values["accuracy"]), ece=float(values["ece"]),
-                   per_class=tuple(ClassMetrics.from_dict(row) for row in values["per_class"]),
-                   macro_avg=AveragedMetrics.from_dict(values["macro_avg"]),
-                   weighted_avg=AveragedMetrics.from_dict(values["weighted_avg"]),
-                   translation=tuple(ShiftAccuracy.from_dict(row)
-                                     for row in values.get("translation") or []),
-                   top5_accuracy=_optional(values.get("top5_accuracy")),
-                   per_class_auc=tuple(ClassAuc.from_dict(row)
-                                       for row in values.get("per_class_auc") or []),
-                   thresholds=tuple(ClassThresholds.from_dict(row)
-                                    for row in values.get("thresholds") or []),
-                   held_out=bool(values.get("held_out", True)),
-                   extra={k: v for k, v in values.items() if k not in cls.KNOWN})
+    def from_dict(cls, values: dict[str, Any], where: str = "metrics.json") -> EvaluationMetrics:
+        return read_typed(cls, values, where)
 
     @classmethod
     def read(cls, path: Path) -> EvaluationMetrics:
-        return _typed(cls, read_json_file(path), str(path))
+        return read_typed(cls, read_json_file(path), str(path))
 
 
 @dataclass(frozen=True)
@@ -340,11 +273,10 @@ class RobustAccuracy:
             del values["step_size"]
         return values
 
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> RobustAccuracy:
-        return cls(float(values["eps"]), float(values["robust_accuracy"]),
-                   float(values.get("adversarial_accuracy", values["robust_accuracy"])),
-                   _optional(values.get("step_size")))
+    @staticmethod
+    def from_older(values: dict[str, Any]) -> dict[str, Any]:
+        """Older files lack the adversarial accuracy: the robust accuracy stands in for it."""
+        return {"adversarial_accuracy": values.get("robust_accuracy"), **values}
 
 
 @dataclass(frozen=True)
@@ -359,7 +291,7 @@ class AttackMetrics:
     norm: str  # linf | l2
     clean_accuracy: float
     results: tuple[RobustAccuracy, ...]
-    seed: int
+    seed: int = json_field(absent=0)  # older files lack it
     steps: int | None = None  # PGD only
     random_start: bool | None = None  # PGD only
     eps_units: str = "pixels in [0, 1], before normalization"
@@ -376,18 +308,8 @@ class AttackMetrics:
         return values
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> AttackMetrics:
-        return cls(run=str(values["run"]), data=str(values["data"]), split=str(values["split"]),
-                   images=int(values["images"]), method=str(values["method"]),
-                   norm=str(values["norm"]), clean_accuracy=float(values["clean_accuracy"]),
-                   results=tuple(RobustAccuracy.from_dict(row) for row in values["results"]),
-                   seed=int(values.get("seed", 0)), steps=values.get("steps"),
-                   random_start=values.get("random_start"),
-                   eps_units=str(values.get("eps_units", cls.eps_units)))
-
-    @classmethod
     def read(cls, path: Path) -> AttackMetrics:
-        return _typed(cls, read_json_file(path), str(path))
+        return read_typed(cls, read_json_file(path), str(path))
 
 
 @dataclass(frozen=True)
@@ -397,21 +319,13 @@ class Fp32Parity:
     images: int
     max_abs_logit_difference: float
     top1_agreement: float
-    disagreements_beyond_near_ties: int
+    disagreements_beyond_near_ties: int = json_field(absent=0)  # older files lack it
     eager_accuracy: float
     onnx_accuracy: float
-    passed: bool
+    passed: bool = json_field(absent=True)  # older files lack it
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> Fp32Parity:
-        return cls(int(values["images"]), float(values["max_abs_logit_difference"]),
-                   float(values["top1_agreement"]),
-                   int(values.get("disagreements_beyond_near_ties", 0)),
-                   float(values["eager_accuracy"]), float(values["onnx_accuracy"]),
-                   bool(values.get("passed", True)))
 
 
 @dataclass(frozen=True)
@@ -423,21 +337,13 @@ class Int8Parity:
     int8_accuracy: float
     accuracy_difference: float  # int8 - fp32
     top1_agreement: float
-    passed: bool
+    passed: bool = json_field(absent=True)
     reduce_range: bool | None = None
     calibration_images: int | None = None
     candidates: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> Int8Parity:
-        return cls(int(values["images"]), float(values["fp32_accuracy"]),
-                   float(values["int8_accuracy"]), float(values["accuracy_difference"]),
-                   float(values["top1_agreement"]), bool(values.get("passed", True)),
-                   values.get("reduce_range"), values.get("calibration_images"),
-                   dict(values.get("candidates") or {}))
 
 
 @dataclass(frozen=True)
@@ -457,11 +363,6 @@ class ExportParity:
     def to_dict(self) -> dict[str, Any]:
         return {name: check.to_dict() for name, check in (("fp32", self.fp32), ("int8", self.int8))
                 if check is not None}
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> ExportParity:
-        return cls(Fp32Parity.from_dict(values["fp32"]) if values.get("fp32") else None,
-                   Int8Parity.from_dict(values["int8"]) if values.get("int8") else None)
 
 
 @dataclass(frozen=True)
@@ -488,13 +389,5 @@ class OpenSetResult:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> OpenSetResult:
-        return cls(int(values["known"]), int(values["unknown"]),
-                   tuple(ScoreQuality(str(row["score"]), float(row["auroc"]),
-                                      float(row["fpr_at_95_tpr"])) for row in values["scores"]),
-                   values.get("detector"), _optional(values.get("unknown_refused")),
-                   _optional(values.get("known_kept")))
-
-    @classmethod
     def read(cls, path: Path) -> OpenSetResult:
-        return _typed(cls, read_json_file(path), str(path))
+        return read_typed(cls, read_json_file(path), str(path))

@@ -1,22 +1,13 @@
 """A run's unknown-image detector: the scores that tell the images a model was trained on from
 others (higher: more like its own), and the detector a predictor applies with its model card's
-score and threshold.
-
-- msp: the largest softmax probability (Hendrycks & Gimpel, 2017), after temperature scaling;
-- energy: logsumexp of the logits, the negative free energy (Liu et al., 2020);
-- maxlogit: the largest logit (Hendrycks et al., 2022);
-- mahalanobis: minus the smallest Mahalanobis distance of the output layer's input features to a
-  class mean, with one covariance shared by the classes (Lee et al., 2018).
-
-The first three need the logits only; mahalanobis needs the features and statistics of the
-training features (class means and the shared precision matrix), kept in a safetensors file.
-The detector is fitted by the calibrate stage.
+score and threshold. The scores are the table in run.unknown_scores; a score that needs the
+features (mahalanobis) reads the statistics of the training features kept here (class means and
+the shared precision matrix), in a safetensors file. The detector is fitted by the calibrate stage.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +21,7 @@ from ..data.splits import Split
 from ..models.modes import eval_mode
 from .contract import ModelCard, UnknownDetector
 from .inference import inference_batch
+from .unknown_scores import ScoreInputs, unknown_score
 
 # Shrinkage toward the identity (relative to the covariance's mean variance): a few hundred
 # training images give a singular covariance of 1280 features.
@@ -74,17 +66,6 @@ class FeatureStatistics:
         return -distances.min(1).values
 
 
-def logit_score(name: str, temperature: float = 1.0) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The score of raw logits (N, K) -> (N,) for the logit-based scores."""
-    if name == "msp":
-        return lambda logits: (logits / temperature).softmax(1).max(1).values
-    if name == "energy":
-        return lambda logits: torch.logsumexp(logits, 1)
-    if name == "maxlogit":
-        return lambda logits: logits.max(1).values
-    raise CnnlabError(f"{name} is not a logit score")
-
-
 @dataclass
 class Outputs:
     """What scoring reads of a model on some images: raw logits (N, K) and the output layer's
@@ -122,11 +103,9 @@ def model_outputs(model, split: Split, device: torch.device, limit: int | None =
 
 def score_outputs(name: str, outputs: Outputs, temperature: float,
                   statistics: FeatureStatistics | None) -> torch.Tensor:
-    if name == "mahalanobis":
-        if statistics is None:
-            raise CnnlabError("the mahalanobis score needs the training features' statistics")
-        return statistics.score(outputs.features)
-    return logit_score(name, temperature)(outputs.logits)
+    """(N,) scores of the score `name` (higher: more like the training images)."""
+    return unknown_score(name).function(ScoreInputs(outputs.logits, temperature, outputs.features,
+                                                    statistics))
 
 
 log = logging.getLogger("cnnlab")
@@ -140,13 +119,12 @@ class Detector:
 
     @property
     def needs_features(self) -> bool:
-        return self.spec.score == "mahalanobis"
+        return unknown_score(self.spec.score).needs_features
 
     def score(self, logits: torch.Tensor, features: torch.Tensor | None) -> torch.Tensor:
         """(B, K) raw logits and (B, F) features -> (B,) scores; higher: more like known images."""
-        if self.needs_features:
-            return self.statistics.score(features)
-        return logit_score(self.spec.score, self.temperature)(logits)
+        inputs = ScoreInputs(logits, self.temperature, features, self.statistics)
+        return unknown_score(self.spec.score).function(inputs)
 
     def known(self, scores: torch.Tensor) -> torch.Tensor:
         return scores >= self.spec.threshold
@@ -170,14 +148,17 @@ def load_detector(run: Path, card: ModelCard) -> Detector | None:
 
 def detector_from_outputs(card: ModelCard, output: str) -> Detector | None:
     """The detector where a graph that gives `output` (logits or log-probabilities, never the
-    features) allows its score: msp always, energy and maxlogit from logits; else None."""
+    features) allows its score: a score of the probabilities always, one of the logits from
+    logits; else None."""
     if card.unknown is None:
         return None
-    score = card.unknown.score
-    if score == "msp" or (score in ("energy", "maxlogit") and output == "logits"):
-        # the graph's log-probabilities already carry the temperature
-        return Detector(card.unknown, 1.0 if output != "logits" else card.temperature)
-    return None
+    score = unknown_score(card.unknown.score)
+    if score.needs_features:
+        return None
+    if output == "logits":
+        return Detector(card.unknown, card.temperature)
+    # the graph's log-probabilities already carry the temperature
+    return Detector(card.unknown, 1.0) if score.reads_probabilities else None
 
 
 def exported_detector(card: ModelCard, output: str) -> Detector | None:

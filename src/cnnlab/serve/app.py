@@ -32,8 +32,9 @@ from ..base.errors import CnnlabError
 from ..base.settings import resolve
 from ..data.images import ImageReadError, ImageTooLarge, UnsupportedImage, decode_image
 from ..models.onnx import OnnxClassifier
-from ..predict.predictor import Predictor, load_predictor
 from ..run.contract import PRETRAINED_PREFIX
+from ..run.prediction import UnknownVerdict
+from ..run.predictor import Predictor, load_predictor
 from .batcher import Batcher, QueueFull
 from .limits import BodyTimeout, BodyTooLarge, LimitUpload
 from .metrics import Metrics
@@ -69,9 +70,9 @@ class Service:
                                max_wait_ms=settings.max_wait_ms, max_queue=settings.max_queue,
                                worker=self.worker, on_batch=metrics.batch_size.observe)
 
-    def assess(self, batch: torch.Tensor) -> list[tuple[torch.Tensor, tuple]]:
+    def assess(self, batch: torch.Tensor) -> list[tuple[torch.Tensor, UnknownVerdict | None]]:
         """(B, C, H, W) -> for each image, its probabilities (K,) and the unknown detector's
-        (known, score)."""
+        verdict (None without a detector)."""
         with self._computing():
             probabilities, scores = self.predictor.assess(batch)
         return list(zip(probabilities, self.predictor.verdicts(scores, len(batch)), strict=True))
@@ -132,7 +133,7 @@ class Service:
     def gradcam(self, image: torch.Tensor, target: int | None) -> tuple[torch.Tensor, torch.Tensor]:
         """(heatmap (H, W), probabilities (K,)), on the model's thread (hooks must not see the
         batcher's forward passes)."""
-        from ..explain.attributions import attribute
+        from ..explain import attribute
 
         batch = image[None].to(self.predictor.device)
         with self._computing():
@@ -141,16 +142,6 @@ class Service:
             heatmap = attribute("gradcam", self.predictor.model, batch,
                                 torch.tensor([chosen], device=self.predictor.device))[0]
         return heatmap, probabilities
-
-
-def _prediction(name: str, top: list, verdict: tuple[bool | None, float | None]) -> dict[str, Any]:
-    """One image's answer: its top classes, and where the model has an unknown detector, whether
-    the image is one of its classes (`known`) and the detector's score."""
-    answer: dict[str, Any] = {"input": name, "top": [vars(score) for score in top]}
-    known, score = verdict
-    if known is not None:
-        answer.update(known=known, unknown_score=score)
-    return answer
 
 
 async def _uploads(request: Request) -> list[tuple[str, bytes]]:
@@ -223,9 +214,11 @@ def _routes(app: FastAPI, service: Service) -> None:
         inputs = await service.decode_all(await _uploads(request))
         async with service.deadline():
             rows = await service.predict([image for _, image in inputs])
-        tops = predictor.top(torch.stack([probabilities for probabilities, _ in rows]), topk)
-        return {"predictions": [_prediction(name, top, verdict) for (name, _), top, (_, verdict)
-                                in zip(inputs, tops, rows, strict=True)]}
+        # The same Prediction (and dict form) as `cnnlab predict` and model.predict give.
+        predictions = predictor.predictions(torch.stack([probabilities for probabilities, _ in rows]),
+                                            [verdict for _, verdict in rows],
+                                            [name for name, _ in inputs], topk)
+        return {"predictions": [prediction.to_dict() for prediction in predictions]}
 
     @app.post("/explain")
     async def explain(request: Request) -> Response:
@@ -243,7 +236,7 @@ def _routes(app: FastAPI, service: Service) -> None:
                                                                 image, target)
         top = predictor.top(probabilities[None], len(predictor.class_names))[0]
         if request.query_params.get("format") == "json":
-            return JSONResponse({"input": name, "top": [vars(s) for s in top],
+            return JSONResponse({"input": name, "top": [s.to_dict() for s in top],
                                  "heatmap": heatmap.tolist()})
         return Response(_png(image, heatmap), media_type="image/png",
                         headers={"X-Predicted-Class": top[0].name})
@@ -271,7 +264,7 @@ def _routes(app: FastAPI, service: Service) -> None:
 
 
 def _png(image: torch.Tensor, heatmap: torch.Tensor) -> bytes:
-    from ..base.plots import overlay_image
+    from ..explain import overlay_image
 
     buffer = io.BytesIO()
     overlay_image(image, heatmap).save(buffer, format="PNG")

@@ -8,7 +8,7 @@ import logging
 import time
 from pathlib import Path
 
-from ..base import plots
+from ..base import figures as plots
 from ..data import DatasetSplits
 from ..run.results import EpochRow
 from .probe import PROBE_PATH, Probe, ProbeFit, probe_summary, write_probe_path

@@ -250,7 +250,7 @@ def find_lr(config: TrainConfig, settings: LrFindSettings | None = None, *,
 
 def write_finding(finding: LrFinding, folder: Path, title: str) -> list[Path]:
     """lr_find.json and lr_find.png (the curve, each rule's point, the rule taken) in `folder`."""
-    from ..base.plots import lr_find_curve
+    from .figures import lr_find_curve
 
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_json(folder / LR_FIND_JSON, finding.to_dict())

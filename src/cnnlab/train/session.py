@@ -12,15 +12,15 @@ from pathlib import Path
 import torch
 from sklearn.metrics import confusion_matrix
 
-from ..base import plots
 from ..base.errors import CnnlabError
 from ..base.fileio import atomic_write_text, remove_stale_temp_files
-from ..base.plots import training_curves
 from ..config import load_config
+from ..evaluate import confusion_matrix_figure
 from ..run.contract import ModelCard
 from ..run.folder import CHECKPOINT, CONFIG, load_checkpoint, save_checkpoint, save_model, write_metrics
 from ..run.results import EpochRow, TrainingResults
 from .checkpoint import TrainState, checkpoint_of, missing_rng_states, restore
+from .figures import training_curves
 from .optim import make_scheduler
 from .progress import Reporter
 from .trainer import Trainer
@@ -76,8 +76,8 @@ class Session:
                 logits, labels = tested
                 figures["confusion_matrix"] = Path(scratch) / "confusion_matrix.png"
                 matrix = confusion_matrix(labels, logits.argmax(1), labels=range(len(class_names)))
-                plots.confusion_matrix(matrix, class_names, figures["confusion_matrix"],
-                                       f"{self.run_dir.name}: test split")
+                confusion_matrix_figure(matrix, class_names, figures["confusion_matrix"],
+                                        f"{self.run_dir.name}: test split")
             for tracker in self.trackers:
                 tracker.finish(self.trainer.config, results, figures)
 

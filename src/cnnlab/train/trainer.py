@@ -11,9 +11,9 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
-# attack.attacks needs nothing from cnnlab but errors (an attack only needs an nn.Module), so this
-# import adds no arrow up into run folders, data or plots; attack.robustness is never imported here.
-from ..attack.attacks import Attack, training_attack
+# The attacks need nothing from cnnlab but errors (an attack only needs an nn.Module), so this
+# import adds no arrow up into run folders, data or figures; attack.robustness is never imported.
+from ..attack import Attack, training_attack
 from ..base.distributed import Ranks, data_parallel
 from ..base.errors import CnnlabError
 from ..config import TrainConfig

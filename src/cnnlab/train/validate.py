@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..attack.attacks import PGDAttack, robust_correct, seeded
+from ..attack import PGDAttack, robust_correct, seeded
 from ..base.distributed import summed, sync_buffers
 from ..data.images import to_float
 from ..data.splits import Split

@@ -31,7 +31,7 @@ from ..run.folder import (
     write_results,
 )
 from ..run.results import EpochRow, TrainingResults
-from ..train.loop import Run, TrainingStopped
+from ..train import Run, TrainingStopped
 
 POLL_SECONDS = 0.2
 SAVE_SECONDS = 30  # the most a checkpoint may take to write (a large model, a slow disk)

@@ -123,7 +123,7 @@ def write_figures(study: optuna.Study, folder: Path, metric: str,
     import matplotlib
     from optuna.visualization import matplotlib as plots
 
-    from ..base.plots import save_figure
+    from ..base.figures import save_figure
 
     completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     wanted = {"history.png": lambda: plots.plot_optimization_history(study, target_name=metric),

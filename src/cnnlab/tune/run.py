@@ -18,7 +18,7 @@ from ..base.distributed import ranks_from_environment
 from ..base.errors import CnnlabError
 from ..config import TrainConfig, apply_overrides
 from ..run.results import EpochRow
-from ..train.loop import Run, TrainingStopped, fit
+from ..train import Run, TrainingStopped, fit
 from .processes import TrialCrashed, fit_on_processes
 from .results import (
     BEST_YAML,
