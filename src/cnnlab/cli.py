@@ -1,4 +1,5 @@
-"""Command-line interface: argument parsing only; the work is done by the functions it calls."""
+"""The command line, built from the verb table (verbs.py): a subcommand per verb with its settings as
+flags; it runs the function Python runs, then shows the result. No verb is written here."""
 
 from __future__ import annotations
 

@@ -1,3 +1,4 @@
-"""The base floor: errors, atomic files, the settings machinery and every verb's settings (config),
-devices, processes (distributed), progress and figures. Nothing here imports from the floors above
-(data, models, the run folder, the stages, the facades)."""
+"""The base floor: what every stage uses and nothing stage-specific. Errors, atomic files, the
+settings machinery, the typed-file reader, devices, processes (distributed), progress, saving a
+figure, the console. Nothing here imports from the floors above (config, data, models, the run
+folder, the stages, the facades)."""
