@@ -57,6 +57,7 @@ def test_two_processes_train_one_run(ddp_run):
     assert metrics.accuracy == pytest.approx(float(best["val_acc"]), abs=1e-6)
 
 
+@pytest.mark.slow  # minutes of the plain suite: run with -m slow, as CI does
 def test_killed_run_resumes_on_two_processes_bit_identical(ddp_run, tmp_path):
     killed = tmp_path / "killed"
     process = subprocess.Popen(_torchrun(killed), env=ENV, start_new_session=True)

@@ -141,6 +141,7 @@ def test_target_and_layer_errors(digits_run, tmp_path):
     assert other.arrays["x"].shape == (8, 8)
 
 
+@pytest.mark.slow  # minutes of the plain suite: run with -m slow, as CI does
 def test_cli_explain_all_and_list_layers(digits_run, tmp_path):
     import subprocess
     import sys

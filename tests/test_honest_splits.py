@@ -41,6 +41,7 @@ def test_training_names_the_folder_of_each_split(tutorial_layout, tmp_path, caps
     assert "--test-fraction" in out
 
 
+@pytest.mark.slow  # minutes of the plain suite: run with -m slow, as CI does
 def test_the_probes_refit_on_val_is_recorded_and_val_is_not_reported_as_held_out(
         probe_run, capsys):
     card = json.loads((probe_run.path / "model.json").read_text())

@@ -133,6 +133,7 @@ def test_the_report_shows_what_a_check_of_the_runs_data_found(tmp_path, monkeypa
     assert _data_facts(cnnlab.report(run.path).read_text())["the check"] == facts["the check"]
 
 
+@pytest.mark.slow  # minutes of the plain suite: run with -m slow, as CI does
 def test_the_full_report_renders_in_a_browser_with_nothing_fetched(run_copy, tmp_path):
     explained = run_copy / "explain"
     explained.mkdir()

@@ -267,6 +267,7 @@ def flowers_run(flowers12, tmp_path_factory):
                         out=str(tmp_path_factory.mktemp("runs") / "flowers"))
 
 
+@pytest.mark.slow  # minutes of the plain suite: run with -m slow, as CI does
 def test_the_page_in_a_real_browser(flowers_run, flowers12, tmp_path):
     """Chromium drives the page as a person would: a photo in, class bars and the overlay out; a
     text file in, a message out. In CI the browser must be there (scripts/setup.sh installs it)."""

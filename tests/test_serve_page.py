@@ -36,6 +36,7 @@ def _caption_settled(browser) -> str | None:
     return None if text.endswith("computing…") else text
 
 
+@pytest.mark.slow  # minutes of the plain suite: run with -m slow, as CI does
 def test_first_screen_error_and_header(flowers_run, flowers12, tmp_path):  # noqa: F811
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as seen

@@ -73,6 +73,7 @@ def test_a_layer_too_large_to_allocate_is_refused_with_its_estimate(capsys):
     assert "would need 1,568,000,000,000 weights" in err and "GiB" in err
 
 
+@pytest.mark.slow  # minutes of the plain suite: run with -m slow, as CI does
 def test_summary_fits_80_columns_and_speaks_the_layer_language(tmp_path, run_copy):
     for model in ("fast", "simple", "vgg-small", "lenet5", str(run_copy)):
         out = _cli("summary", model).stdout
