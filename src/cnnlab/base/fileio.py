@@ -147,3 +147,11 @@ def is_file(path: str | Path) -> bool:
         return Path(path).is_file()
     except OSError:
         return False
+
+
+def read_json_file(path: Path) -> Any:
+    """A result file's parsed JSON; unreadable or malformed is one clear error naming it."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CnnlabError(f"cannot read {path}: {error}") from None

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from .errors import CnnlabError, suggest
+from .fileio import read_json_file
 
 T = TypeVar("T")
 MISSING = dataclasses.MISSING
@@ -299,3 +300,10 @@ def plain(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     return value
+
+
+def read_typed_in(cls: type[T], folder: str | Path, name: str) -> T:
+    """The JSON file `name` in `folder` as a `cls` whose `folder` field says where it was read:
+    what a stage's result type reads back (check.json, baselines.json)."""
+    path = Path(folder) / name
+    return dataclasses.replace(read_typed(cls, read_json_file(path), str(path)), folder=Path(folder))

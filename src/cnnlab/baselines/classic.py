@@ -21,11 +21,10 @@ from ..base.errors import CnnlabError, unknown
 from ..base.fileio import atomic_write_json, atomic_write_text
 from ..base.progress import tracked
 from ..base.settings import resolve
-from ..base.typed import json_field, read_typed, to_json_dict
+from ..base.typed import json_field, read_typed_in, to_json_dict
 from ..config import DataConfig
 from ..data import load_dataset
 from ..data.splits import DatasetSplits, FileImages, Split
-from ..run.results import read_json_file
 from .settings import BaselineSettings
 
 # The RBF SVM's fit grows with the square of the training images: past this many it trains on a
@@ -292,8 +291,7 @@ class Baselines:
     @classmethod
     def read(cls, folder: Path) -> Baselines:
         """baselines.json in `folder`; a missing or malformed field is one line naming it."""
-        path = Path(folder) / BASELINES_JSON
-        return dataclasses.replace(read_typed(cls, read_json_file(path), str(path)), folder=Path(folder))
+        return read_typed_in(cls, folder, BASELINES_JSON)
 
     @classmethod
     def found_in(cls, folder: Path) -> Baselines | None:

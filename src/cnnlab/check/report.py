@@ -10,8 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..base.fileio import atomic_write_json, is_file
-from ..base.typed import json_field, read_typed, to_json_dict
-from ..run.results import read_json_file
+from ..base.typed import json_field, read_typed, read_typed_in, to_json_dict
 
 if TYPE_CHECKING:
     from .settings import CheckSettings
@@ -101,8 +100,7 @@ class CheckReport:
     @classmethod
     def read(cls, folder: Path) -> CheckReport:
         """The check.json in `folder`; a missing or malformed field is one line naming it."""
-        path = Path(folder) / CHECK_JSON
-        return dataclasses.replace(read_typed(cls, read_json_file(path), str(path)), folder=Path(folder))
+        return read_typed_in(cls, folder, CHECK_JSON)
 
     @classmethod
     def found_in(cls, folder: Path) -> CheckReport | None:

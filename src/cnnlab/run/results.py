@@ -8,22 +8,13 @@ JSON."""
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..base.errors import CnnlabError
+from ..base.fileio import read_json_file
 from ..base.typed import json_field, read_typed, to_json_dict
-
-
-def read_json_file(path: Path) -> Any:
-    """A result file's parsed JSON; unreadable or malformed is one clear error naming it."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise CnnlabError(f"cannot read {path}: {error}") from None
 
 
 def _finite(value: Any) -> Any:
