@@ -19,6 +19,7 @@ from importlib import import_module
 from typing import Any
 
 from .attack.settings import EPS_UNITS, AttackSettings
+from .base.registry import register
 from .baselines.settings import BaselineSettings
 from .calibrate.settings import CalibrateSettings
 from .catalog.settings import DatasetsSettings, LayersSettings, ModelsSettings, SummarySettings
@@ -90,10 +91,7 @@ VERBS: dict[str, Verb] = {}
 
 def register_verb(verb: Verb) -> Verb:
     """Add a verb to the table; a name taken twice is a mistake in the code."""
-    if verb.name in VERBS:
-        raise ValueError(f"verb {verb.name!r} is registered twice")
-    VERBS[verb.name] = verb
-    return verb
+    return register(VERBS, verb.name, verb, "verb")
 
 
 RUN = Argument("run", "run folder")

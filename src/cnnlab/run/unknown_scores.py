@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..base.errors import CnnlabError, unknown
+from ..base.registry import register
 from ..base.settings import Names
 
 if TYPE_CHECKING:
@@ -73,10 +74,7 @@ UNKNOWN_SCORES: dict[str, UnknownScore] = {}
 
 def register_unknown_score(score: UnknownScore) -> UnknownScore:
     """Add a score to the table; a name taken twice is a mistake in the code."""
-    if score.name in UNKNOWN_SCORES:
-        raise ValueError(f"unknown-image score {score.name!r} is registered twice")
-    UNKNOWN_SCORES[score.name] = score
-    return score
+    return register(UNKNOWN_SCORES, score.name, score, "unknown-image score")
 
 
 register_unknown_score(UnknownScore("msp", "softmax probability", _msp, reads_probabilities=True))
