@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +26,7 @@ from cnnlab.cli import main
 from cnnlab.config import DataConfig
 from cnnlab.data import load_dataset
 
-from .helpers import headless_chromium, photo_slice, read_rows
+from .helpers import error_line, headless_chromium, photo_slice, read_rows, run_cnnlab
 
 CLASSES = ["bluebell", "buttercup", "daisy", "iris", "pansy", "sunflower"]
 FLIPS, LEAKS = 12, 5
@@ -230,12 +232,18 @@ def test_bad_input_gets_one_line_and_nothing_written(tmp_path, capsys):
     _one_line_error(capsys, ["check", str(single), "--out", str(out), "--quiet"],
                     "class 'b' has 1 training image")
     assert not out.exists()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    _one_line_error(capsys, ["check", str(single), "--out", str(mine)], "holds files and no check.json")
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
 
 
 def test_few_images_in_a_class_mean_fewer_folds(tmp_path):
     data = _gray_folder(tmp_path / "few", {"a": 12, "b": 3, "c": 12})
     out = tmp_path / "out"
     out.mkdir()
+    (out / "check.json").write_text("{}")
     (out / "label_issues.png").write_bytes(b"an earlier check's figure")
     result = cnnlab.check(data, out=str(out), folds=5, quiet=True, threads=2)
     assert result.summary["folds"] == 3 and "class 'b' has 3" in result.summary["folds_note"]
@@ -364,3 +372,75 @@ def test_check_json_reads_back_as_its_type_and_is_written_as_before(tmp_path):
     with pytest.raises(CnnlabError, match=r"check.json: the field 'counts' must be a JSON object "
                                           r"of int, got \{"):
         CheckReport.read(out)
+
+
+def _non_utf8(folder: Path, name: bytes) -> Path:
+    """The path of a file named by bytes that are not UTF-8, as Python sees it (os.fsdecode)."""
+    return Path(os.fsdecode(os.fsencode(folder) + b"/" + name))
+
+
+def test_a_file_name_that_is_not_utf8_goes_from_check_csv_to_exclude(tmp_path, monkeypatch):
+    data = _gray_folder(tmp_path / "data", {"a": 10, "b": 10})
+    bad = _non_utf8(data / "b", b"bad\xff.png")
+    shutil.copy(data / "a" / "000.png", bad)  # a copy with another label: check marks both
+    out = tmp_path / "out"
+    monkeypatch.setattr(check_labels, "cnn_model", _knows_every_label)  # labels beside the point
+    cnnlab.check(data, out=str(out), folds=2, epochs=1, quiet=True, threads=2)
+    marked = {r["file"] for r in read_rows(out / "check.csv") if r["exclude"] == "yes"}
+    assert "b/bad\\udcff.png" in marked  # check.csv stays UTF-8
+    assert main(["train", "--data", str(data), "--exclude", str(out / "check.csv"), "--model",
+                 "conv(4) relu flatten dense", "--epochs", "1", "--out", str(tmp_path / "run"),
+                 "--quiet"]) == 0
+    config = DataConfig(name=str(data), exclude=str(out / "check.csv"), val_fraction=0, stream=True)
+    kept = load_dataset(config).train.paths
+    assert bad not in kept and (data / "a" / "000.png") not in kept  # the files on disk
+    assert len(kept) == 21 - len(marked)
+    assert cnnlab.load(tmp_path / "run").card.excluded == {"train": len(marked)}
+
+
+def _files_may_not_grow_past(limit: int):
+    """For a child process: writes past `limit` bytes fail as on a full disk (EFBIG; SIGXFSZ,
+    which would kill the process instead, ignored)."""
+    import resource
+    import signal
+
+    def limit_it() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return limit_it
+
+
+def test_a_check_that_cannot_finish_writing_leaves_the_earlier_check_whole(tmp_path, monkeypatch):
+    data = _gray_folder(tmp_path / "data", {"a": 10, "b": 10})
+    out = tmp_path / "out"
+    monkeypatch.setattr(check_labels, "cnn_model", _knows_every_label)  # the first check, quickly
+    cnnlab.check(data, out=str(out), folds=2, epochs=1, quiet=True, threads=2)
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    size = {name: len(content) for name, content in before.items()}
+    # room for check.json and check.csv, not for the page: the disk fills up after two files
+    limit = (size["check.json"] + size["check.html"]) // 2
+    assert 1.2 * max(size["check.json"], size["check.csv"]) < limit < size["check.html"] / 1.2
+    (data / "a" / "000.png").rename(data / "b" / "from_a.png")  # a check with other findings
+    result = run_cnnlab("check", str(data), "--out", str(out), "--folds", "2", "--epochs", "1",
+                        "--threads", "2", "--quiet", preexec_fn=_files_may_not_grow_past(limit),
+                        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    assert result.returncode == 2 and "File too large" in error_line(result.stderr)
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["data", "out"]
+
+
+def test_exclude_counts_the_images_it_left_out_and_says_the_unreadable_apart(tmp_path, caplog,
+                                                                             no_hang):
+    data = _gray_folder(tmp_path / "data", {"a": 10, "b": 10})
+    (data / "a" / "junk.png").write_bytes(b"not an image")
+    (data / "b" / "empty.png").write_bytes(b"")
+    os.mkfifo(data / "b" / "pipe.png")
+    listed = tmp_path / "drop.txt"
+    listed.write_text("a/000.png\na/junk.png\nb/empty.png\nb/pipe.png\n")
+    run = cnnlab.train(data=str(data), model="conv(4) relu flatten dense", epochs=1, workers=0,
+                       exclude=str(listed), val_fraction=0, out=str(tmp_path / "run"), quiet=True)
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("--exclude")]
+    assert said and said[0] == (f"--exclude {listed}: left out 1 image (1 train); the other 3 it "
+                                f"names are unreadable files, skipped anyway")
+    assert cnnlab.load(run.path).card.excluded == {"train": 1}
+    assert "skipping unreadable image" not in caplog.text  # left out, not skipped

@@ -183,12 +183,14 @@ def test_predict_min_prob_and_min_precision(evaluation, digits_run, tmp_path, ca
 
 
 def test_min_precision_errors(digits_run, tmp_path):
-    names = [str(d) for d in range(10)]
+    from cnnlab.run.folder import read_card
+
+    card = read_card(digits_run.path)
     with pytest.raises(CnnlabError, match="one of 0.9, 0.95, 0.99"):
-        min_probability(digits_run.path, PredictSettings(min_precision=0.8), names)
+        min_probability(digits_run.path, PredictSettings(min_precision=0.8), card)
     with pytest.raises(CnnlabError, match="not both"):
-        min_probability(digits_run.path, PredictSettings(min_prob=0.5, min_precision=0.9), names)
+        min_probability(digits_run.path, PredictSettings(min_prob=0.5, min_precision=0.9), card)
     bare = tmp_path / "bare"
     bare.mkdir()
     with pytest.raises(CnnlabError, match="cnnlab evaluate .* --split val"):
-        min_probability(bare, PredictSettings(min_precision=0.9), names)
+        min_probability(bare, PredictSettings(min_precision=0.9), card)

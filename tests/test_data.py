@@ -280,3 +280,38 @@ def test_a_fifo_in_a_csv_manifest_is_skipped_and_named(tmp_path, no_hang):
     run = cnnlab.train(data=str(manifest), model="simple", epochs=1, image_size=8, workers=0,
                        out=str(tmp_path / "run"), quiet=True)
     assert run.status == "finished" and (tmp_path / "run" / "model.safetensors").is_file()
+
+
+def test_fifos_and_broken_links_in_a_folder_are_skipped_and_each_named_once(tmp_path, caplog,
+                                                                           no_hang):
+    made = make_folder(tmp_path / "shapes", per_class=6, broken=False, modes=["L"])
+    fifo = tmp_path / "shapes" / "bar" / "pipe.png"
+    os.mkfifo(fifo)
+    loop = tmp_path / "shapes" / "square" / "loop.png"
+    loop.symlink_to(loop.name)  # itself
+    dangling = tmp_path / "shapes" / "square" / "gone.png"
+    dangling.symlink_to("deleted.png")
+    data = load_dataset(DataConfig(name=str(tmp_path / "shapes"), val_fraction=0, test_fraction=0,
+                                   workers=0))
+    assert len(data.train) == made["good"]
+    assert sorted(data.skipped) == sorted([fifo, loop, dangling])
+    for path, why in ((fifo, "not a regular file (a FIFO)"), (loop, "a symbolic link loop"),
+                      (dangling, "a symbolic link to deleted.png, which does not exist")):
+        assert caplog.text.count(str(path)) == 1, caplog.text
+        assert f"skipping unreadable image {path}: {why}" in caplog.text
+    assert "skipped 3 unreadable image file(s)" in caplog.text
+
+
+def test_train_names_each_skipped_file_once_though_calibration_loads_the_data_again(
+        tmp_path, caplog, no_hang):
+    make_folder(tmp_path / "shapes", per_class=10, broken=False, modes=["L"])
+    fifo = tmp_path / "shapes" / "bar" / "pipe.png"
+    os.mkfifo(fifo)
+    loop = tmp_path / "shapes" / "square" / "loop.png"
+    loop.symlink_to(loop.name)
+    run = cnnlab.train(data=str(tmp_path / "shapes"), model="conv(4) relu flatten dense", epochs=1,
+                       val_fraction=0.25, workers=0, out=str(tmp_path / "run"), quiet=True)
+    assert cnnlab.load(run.path).card.unknown is not None  # calibrated: the data loaded twice
+    for path in (fifo, loop):
+        assert caplog.text.count(str(path)) == 1, caplog.text
+    assert caplog.text.count("skipped 2 unreadable image file(s)") == 1

@@ -169,3 +169,83 @@ def test_outputs_that_are_not_numbers_fail_parity(tmp_path):
             return linear(pixels) * float("nan")
 
     assert engine_module._parity(graph, NotANumber(), (1, 4, 4)) == float("inf")
+
+
+def _tamper(graph: Path, record: Path | None = None) -> str:
+    """Change the graph's output bias and rewrite the SHA-256 its record keeps to match, as a
+    hand that edits both would; returns the new SHA-256."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(graph))
+    bias = next(t for t in reversed(model.graph.initializer) if list(t.dims) == [10])
+    bias.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(bias) + 5 * np.eye(10)[0]
+                                          .astype(np.float32), bias.name))
+    onnx.save(model, str(graph))
+    if record is not None:
+        data = json.loads(record.read_text())
+        data["graph_sha256"] = sha256_of(graph)
+        record.write_text(json.dumps(data))
+    return sha256_of(graph)
+
+
+def test_a_tampered_graph_whose_record_was_rewritten_is_caught_and_remade(run, tmp_path):
+    from PIL import Image
+
+    from .helpers import run_cnnlab
+
+    assert cnnlab.load(run, engine="onnx").runtime == "onnxruntime"  # the graph is made
+    tampered = _tamper(run / "engine" / "graph.onnx", run / "engine" / "engine.json")
+    image = tmp_path / "seven.png"
+    Image.fromarray(_digits(1)[0]).save(image)
+    done = run_cnnlab("predict", str(run), str(image), "--engine", "onnx", "--topk", "10",
+                      "--format", "json")  # a fresh process, which has checked no graph yet
+    assert done.returncode == 0, done.stderr
+    said = [line for line in done.stderr.splitlines() if line.startswith("warning")]
+    assert len(said) == 1 and "graph.onnx does not agree with the weights" in said[0]
+    expected = cnnlab.load(run, engine="torch").predict(image, topk=10)[0]
+    answer = {s["name"]: s["probability"] for s in json.loads(done.stdout)[0]["top"]}
+    assert [answer[s.name] for s in expected] == pytest.approx([s.probability for s in expected],
+                                                               abs=1e-4)
+    assert _record(run)["graph_sha256"] == sha256_of(run / "engine" / "graph.onnx") != tampered
+
+
+def test_a_tampered_export_whose_manifest_was_rewritten_is_not_used(run, caplog):
+    cnnlab.export(run, limit=64, quiet=True)
+    export = run / "export" / "model.onnx"
+    manifest = json.loads((run / "export" / "export.json").read_text())
+    manifest["sha256"]["model.onnx"] = _tamper(export)
+    (run / "export" / "export.json").write_text(json.dumps(manifest))
+    with caplog.at_level(logging.WARNING, logger="cnnlab"):
+        predictor = cnnlab.load(run, engine="onnx")
+    said = [r.getMessage() for r in caplog.records if "does not agree" in r.getMessage()]
+    assert len(said) == 1 and "model.onnx" in said[0]
+    assert predictor.engine.path == run / "engine" / "graph.onnx"  # its own graph, made now
+    expected = _probabilities(cnnlab.load(run, engine="torch"), _digits())
+    assert np.abs(_probabilities(predictor, _digits()) - expected).max() <= 1e-4
+
+
+_PARITY_CHECKS = """
+import sys
+import cnnlab
+from cnnlab.run import engine
+checks = []
+measure = engine._parity
+engine._parity = lambda *args, **kwargs: checks.append(1) or measure(*args, **kwargs)
+assert cnnlab.load(sys.argv[1], engine="onnx").runtime == "onnxruntime"
+print(len(checks))
+"""
+
+
+def test_a_graph_that_agreed_is_not_checked_again_until_its_file_changes(run):
+    def checks_in_a_fresh_process() -> int:
+        done = subprocess.run([sys.executable, "-c", _PARITY_CHECKS, str(run)],
+                              capture_output=True, text=True, check=True)
+        return int(done.stdout.split()[-1])
+
+    assert cnnlab.load(run, engine="onnx").runtime == "onnxruntime"  # made and checked here
+    assert checks_in_a_fresh_process() == 0  # it agreed, and its file is the one that agreed
+    graph = run / "engine" / "graph.onnx"
+    graph.write_bytes(graph.read_bytes())  # the same bytes, written again: checked again
+    assert checks_in_a_fresh_process() == 1
+    assert checks_in_a_fresh_process() == 0

@@ -139,3 +139,55 @@ def test_other_splits_and_attacks_write_beside_the_default_results(run_copy, tmp
     assert main(["attack", str(run_copy), "--out", str(tmp_path / "at"), "--limit", "10",
                  "--quiet"]) == 0
     assert (tmp_path / "ev" / "metrics.json").is_file() and (tmp_path / "at" / "metrics.json").is_file()
+
+
+def _min_precision(run, digits) -> int:
+    return main(["predict", str(run), str(digits), "--format", "json", "--device", "cpu",
+                 "--min-precision", "0.9"])
+
+
+def test_thresholds_are_bound_to_the_weights_and_temperature_they_were_measured_with(
+        run_copy, tmp_path, capsys):
+    from cnnlab.run.folder import read_card, save_model
+
+    from .helpers import captured_error_line, digit_png
+
+    digits = tmp_path / "digits"
+    digit_png(digits / "0.png", 0)
+    evaluate_run(run_copy, split="val", max_shift=0, quiet=True)
+    card = read_card(run_copy)
+    measured = json.loads((run_copy / "evaluate-val" / "metrics.json").read_text())["measured_with"]
+    assert measured == {"weights_sha256": card.weights_sha256, "temperature": card.temperature,
+                        "flip_tta": card.flip_tta}
+    assert _min_precision(run_copy, digits) == 0
+    capsys.readouterr()
+    assert card.temperature != 1.0  # so that calibrating without one changes it
+    assert main(["calibrate", str(run_copy), "--no-temperature", "--quiet"]) == 0
+    assert _min_precision(run_copy, digits) == 2
+    line = captured_error_line(capsys)
+    assert "temperature" in line and f"cnnlab evaluate {run_copy} --split val" in line
+    evaluate_run(run_copy, split="val", max_shift=0, quiet=True)  # measured again: used again
+    assert _min_precision(run_copy, digits) == 0
+    capsys.readouterr()
+    model, card = load_model(run_copy)
+    with torch.no_grad():
+        next(model.parameters()).add_(0.01)  # new weights, as a resumed run's
+    save_model(run_copy, model, card)
+    assert _min_precision(run_copy, digits) == 2
+    assert "other weights" in captured_error_line(capsys)
+
+
+def test_thresholds_that_do_not_say_what_they_were_measured_with_are_refused(
+        run_copy, tmp_path, capsys):
+    from .helpers import captured_error_line, digit_png
+
+    digits = tmp_path / "digits"
+    digit_png(digits / "0.png", 0)
+    evaluate_run(run_copy, split="val", max_shift=0, quiet=True)  # the one predict reads first
+    path = run_copy / "evaluate-val" / "metrics.json"
+    old = json.loads(path.read_text())
+    del old["measured_with"]  # as evaluate wrote it before it recorded the binding
+    path.write_text(json.dumps(old))
+    assert _min_precision(run_copy, digits) == 2
+    line = captured_error_line(capsys)
+    assert "older cnnlab" in line and line.endswith(f"cnnlab evaluate {run_copy} --split val")

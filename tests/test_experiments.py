@@ -6,7 +6,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +28,8 @@ from cnnlab.experiments.records import read_run
 from cnnlab.experiments.table import differing_settings
 from cnnlab.run import folder
 from cnnlab.run.results import EpochRow, TrainingResults
+
+from .helpers import error_line
 
 
 def cnnlab_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
@@ -57,8 +61,9 @@ def fake_run(path: Path, epochs_done: int, status: str | None = "finished",
 
 def test_file_names_match_the_run_folder():
     # records repeats run/folder's names so that listing runs never loads torch
-    assert (records.CONFIG, records.METRICS, records.RESULTS, records.WEIGHTS) == \
-        (folder.CONFIG, folder.METRICS, folder.RESULTS, folder.WEIGHTS)
+    assert (records.CONFIG, records.METRICS, records.RESULTS, records.WEIGHTS, records.META,
+            records.CHECKPOINT) == (folder.CONFIG, folder.METRICS, folder.RESULTS, folder.WEIGHTS,
+                                    folder.META, folder.CHECKPOINT)
 
 
 # McNemar's exact test ------------------------------------------------------------------------
@@ -124,9 +129,14 @@ def many_runs(tmp_path_factory) -> Path:
     fake_run(root / "diverged", epochs_done=0, status="diverged")
     fake_run(root / "running", epochs_done=1, status=None)
     (root / "running" / records.LOCK).write_text(str(os.getpid()))  # this process is alive
-    (root / "started").mkdir()
+    (root / "started").mkdir()  # killed in its first epoch: its lock stayed, naming no live process
     atomic_write_text(root / "started" / folder.CONFIG, TrainConfig().to_yaml())
+    (root / "started" / records.LOCK).write_text("")
     (root / "not-a-run" / "images").mkdir(parents=True)
+    (root / "empty").mkdir()  # a config.yaml alone (an empty one here) is no run
+    (root / "empty" / folder.CONFIG).write_text("")
+    (root / "other-project").mkdir()
+    atomic_write_text(root / "other-project" / folder.CONFIG, TrainConfig().to_yaml())
     return root
 
 
@@ -136,6 +146,8 @@ def test_runs_lists_every_run_with_its_status(many_runs):
     rows = {row["name"]: row for row in json.loads(result.stdout)}
     assert len(rows) == 200
     assert "sweep/trial-5" in rows and "not-a-run" not in rows
+    assert "empty" not in rows and "other-project" not in rows
+    assert result.stderr == ""
     assert rows["killed"]["status"] == "incomplete"
     assert (rows["killed"]["epochs"], rows["killed"]["planned_epochs"]) == (3, 10)
     assert rows["killed"]["test_accuracy"] is None
@@ -163,6 +175,110 @@ def test_runs_formats_and_sort(many_runs, tmp_path):
     assert lrs == sorted(lrs)
     shown = cnnlab_cli("runs", str(many_runs / "sweep"))
     assert shown.returncode == 0 and "6 runs under" in shown.stdout and "trial-3" in shown.stdout
+
+
+def _alias_bomb(levels: int = 6) -> str:
+    """YAML whose aliases stand for 6 * 9**levels strings (3 million for 6): a few hundred bytes."""
+    lines = ['augment:', '  rotation:', '    - &a0 ["lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"    - &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, levels + 1)]
+    return "\n".join([*lines, f"epochs: *a{levels}", ""])
+
+
+def _strict_json(text: str):
+    """JSON as any reader other than Python's takes it: NaN and Infinity are not JSON."""
+    def refuse(constant: str):
+        raise ValueError(f"{constant} is not JSON")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_a_run_whose_config_expands_without_bound_is_listed_as_unreadable(tmp_path):
+    runs = tmp_path / "runs"
+    fake_run(runs / "good", epochs_done=2)
+    bomb = fake_run(runs / "bomb", epochs_done=2)
+    (bomb / folder.CONFIG).write_text(_alias_bomb())
+    result = cnnlab_cli("runs", str(runs), "--format", "json")
+    assert result.returncode == 0, result.stderr
+    rows = {row["name"]: row for row in _strict_json(result.stdout)}
+    assert set(rows) == {"good", "bomb"}
+    assert (rows["good"]["data"], rows["bomb"]["data"]) == ("digits", "?")
+    assert rows["bomb"]["status"] == "finished"  # its results.json is fine
+    (warning,) = result.stderr.splitlines()
+    assert warning.startswith(f"warning: {bomb / folder.CONFIG} stands for more than 1,000,000")
+    assert len(result.stdout) < 10_000
+
+
+def test_compare_with_a_config_that_expands_without_bound_writes_a_small_file(tmp_path):
+    good, bomb = fake_run(tmp_path / "good", epochs_done=2), fake_run(tmp_path / "bomb", epochs_done=1)
+    (bomb / folder.CONFIG).write_text(_alias_bomb())
+    comparison = cnnlab.compare(good, bomb, out=str(tmp_path / "cmp"), quiet=True)
+    assert any(note.startswith(f"{bomb}: {bomb / folder.CONFIG} stands for more than")
+               for note in comparison.notes)
+    written = tmp_path / "cmp" / "compare.json"
+    assert written.stat().st_size < 20_000 and _strict_json(written.read_text())["settings"] == {}
+
+
+def _damage(run: Path, name: str, **values) -> Path:
+    path = run / name
+    path.write_text(json.dumps({**json.loads(path.read_text()), **values}))
+    return path
+
+
+def _damaged_runs(root: Path) -> dict[str, str]:
+    """Run folders with numbers no run can have, and the warning each must give."""
+    expected = {}
+    for name, field, value, says in [
+            ("negative", "test_accuracy", -0.5, "must be a number from 0 to 1, got -0.5"),
+            ("above-one", "best_val_accuracy", 1.5, "must be a number from 0 to 1, got 1.5"),
+            ("huge", "seconds", 1e300, "must be a number from 0 to 1e+10, got 1e+300"),
+            ("nan", "test_accuracy", math.nan, "must be float, got nan"),
+            ("infinite", "best_val_accuracy", math.inf, "must be float, got inf"),
+            ("minus-epochs", "epochs", -3, "must be a number 0 or more, got -3")]:
+        path = _damage(fake_run(root / name, epochs_done=2), folder.RESULTS, **{field: value})
+        expected[name] = f"warning: {path}: the field {field!r} {says}"
+    curve = fake_run(root / "infinite-curve", epochs_done=2, status=None) / folder.METRICS
+    curve.write_text(curve.read_text().replace("0.54,", "inf,"))
+    expected["infinite-curve"] = (f"warning: {curve} row 2: the field 'val_acc' must be a number "
+                                  f"from 0 to 1, got inf")
+    config = fake_run(root / "nan-setting", epochs_done=2, lr=0.1) / folder.CONFIG
+    config.write_text(config.read_text().replace("lr: 0.1", "lr: .nan"))
+    expected["nan-setting"] = f"warning: {config}: the setting 'lr' is nan, which no run can have"
+    empty = fake_run(root / "empty-config", epochs_done=2) / folder.CONFIG
+    empty.write_text("")
+    expected["empty-config"] = f"warning: {empty} is empty"
+    return expected
+
+
+def test_impossible_numbers_make_a_run_unreadable_not_a_wrong_row(tmp_path):
+    root = tmp_path / "runs"
+    expected = _damaged_runs(root)
+    fake_run(root / "good", epochs_done=2, lr=0.01)
+    result = cnnlab_cli("runs", str(root), "--format", "json", "--sort", "name")
+    assert result.returncode == 0, result.stderr
+    rows = {row["name"]: row for row in _strict_json(result.stdout)}  # no NaN, no Infinity
+    assert set(rows) == {*expected, "good"}
+    warnings = result.stderr.splitlines()
+    assert len(warnings) == len(expected), warnings
+    for name, start in expected.items():
+        assert sum(line.startswith(start) for line in warnings) == 1, (start, warnings)
+        if "results.json" in start:  # how its training ended is unknown: nothing made up
+            assert (rows[name]["status"], rows[name]["test_accuracy"]) == ("unreadable", None)
+    assert rows["infinite-curve"]["best_val_accuracy"] is None
+    assert rows["nan-setting"]["model"] == "?" and rows["good"]["lr"] == 0.01
+    assert rows["good"]["status"] == "finished" and rows["good"]["test_accuracy"] == pytest.approx(0.53)
+    table = cnnlab_cli("runs", str(root))
+    assert table.returncode == 0 and "inf%" not in table.stdout and "150.00%" not in table.stdout
+
+
+def test_runs_leaves_out_the_copies_an_mlflow_store_keeps(tmp_path):
+    runs = tmp_path / "runs"
+    cnnlab.train(data="digits", model="fast", epochs=1, mlflow="local", out=str(runs / "a"),
+                 quiet=True)
+    (copy,) = (runs / "mlruns").glob("*/artifacts")  # MLflow's copy of the run folder's files
+    assert (copy / folder.CONFIG).is_file() and (copy / folder.WEIGHTS).is_file()
+    assert [run.name for run in cnnlab.runs(runs).runs] == ["a"]
+    assert cnnlab.runs(runs / "mlruns").runs == ()
+    listed = cnnlab_cli("runs", str(runs))
+    assert listed.returncode == 0 and "1 run under" in listed.stdout and "artifacts" not in listed.stdout
 
 
 def test_listing_runs_loads_no_torch(many_runs):
@@ -222,6 +338,42 @@ def test_compare_in_python_uses_existing_evaluations(two_runs, tmp_path):
     assert comparison.names == ("short", "longer") and len(comparison.pairs) == 1
     assert [run.epochs for run in comparison.runs] == [1, 2]
     assert (tmp_path / "cmp" / "compare.json").is_file()
+
+
+def _unevaluated_copy(run: Path, where: Path) -> Path:
+    copy = Path(shutil.copytree(run, where))
+    shutil.rmtree(copy / "evaluate", ignore_errors=True)
+    return copy
+
+
+def test_compare_a_run_it_cannot_evaluate_says_to_compare_without_evaluating(two_runs, tmp_path):
+    first = two_runs[0]
+    before = (first / "evaluate" / "metrics.json").stat().st_mtime_ns
+    copy = _unevaluated_copy(two_runs[1], tmp_path / "copy")
+    (copy / "evaluate").write_text("")  # a file where evaluate/ would go: no root can write there
+    result = cnnlab_cli("compare", str(first), str(copy), "--out", str(tmp_path / "cmp"))
+    assert result.returncode == 2
+    line = error_line(result.stderr)
+    assert str(copy) in line and "--no-evaluate" in line and "is a file" in line
+    assert not (tmp_path / "cmp").exists()
+    assert (first / "evaluate" / "metrics.json").stat().st_mtime_ns == before
+    as_it_is = cnnlab_cli("compare", str(first), str(copy), "--out", str(tmp_path / "cmp"),
+                          "--no-evaluate")
+    assert as_it_is.returncode == 0, as_it_is.stderr
+    assert f"{copy}: not evaluated" in as_it_is.stdout
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a read-only folder")
+def test_compare_a_read_only_run_says_to_compare_without_evaluating(two_runs, tmp_path):
+    copy = _unevaluated_copy(two_runs[1], tmp_path / "copy")
+    copy.chmod(0o555)
+    try:
+        result = cnnlab_cli("compare", str(two_runs[0]), str(copy), "--out", str(tmp_path / "cmp"))
+    finally:
+        copy.chmod(0o755)
+    assert result.returncode == 2
+    line = error_line(result.stderr)
+    assert f"{copy} is not writable" in line and "--no-evaluate" in line
 
 
 def test_compare_says_what_is_missing(two_runs, tmp_path):

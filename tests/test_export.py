@@ -376,18 +376,18 @@ def _folder_with(folder: Path, text: str) -> Path:
 
 
 def test_without_renameat2_two_renames_replace_the_folder(tmp_path, monkeypatch):
-    from cnnlab.export import replace
+    from cnnlab.base import fileio
 
-    monkeypatch.setattr(replace, "_exchange", lambda first, second: False)  # as on macOS
+    monkeypatch.setattr(fileio, "_exchange", lambda first, second: False)  # as on macOS
     export = _folder_with(tmp_path / "export", "old")
-    with replace.replacing(export, ("model.onnx",)) as work:
+    with fileio.replacing(export, ("model.onnx",)) as work:
         (work / "model.onnx").write_text("new")
     assert (export / "model.onnx").read_text() == "new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
 
 
 def test_an_old_folder_left_under_its_hidden_name_is_put_back(tmp_path):
-    from cnnlab.export.replace import remove_leftovers
+    from cnnlab.base.fileio import remove_leftovers
 
     _folder_with(tmp_path / ".export.old-1-ab.tmp", "old")  # killed between the two renames
     _folder_with(tmp_path / ".export.new-1-cd.tmp", "new, perhaps half-written")

@@ -113,3 +113,14 @@ def test_a_full_disk_while_the_checkpoint_is_written_is_one_line(little_room):
     assert load_checkpoint(run / "last.ckpt")["state"]["epoch"] == 10
     assert not list(run.glob(".*.tmp")) and not (run / ".lock").exists()
     assert cnnlab.load(run) is not None
+
+
+def test_a_json_file_is_never_written_with_nan_or_infinity(tmp_path):
+    from cnnlab.base.fileio import atomic_write_json
+
+    path = atomic_write_json(tmp_path / "results.json", {"accuracy": 0.9})
+    for value in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="not JSON compliant"):
+            atomic_write_json(path, {"accuracy": value})
+    assert path.read_text() == '{\n  "accuracy": 0.9\n}\n'  # the file before stands, whole
+    assert not list(tmp_path.glob(".*.tmp"))

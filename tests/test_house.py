@@ -183,3 +183,18 @@ def test_a_new_verb_is_one_entry_in_the_table(monkeypatch, capsys):
     function = python_function(verb)
     assert function("hi", times=3) == ["hi"] * 3
     assert inspect.signature(function).parameters["shout"].annotation is bool
+
+
+YAML_READERS = {"load", "safe_load", "full_load", "unsafe_load", "load_all", "safe_load_all",
+                "full_load_all", "unsafe_load_all", "compose", "compose_all"}
+
+
+def test_yaml_is_read_only_through_the_bounded_loader():
+    """A few lines of nested aliases stand for billions of values: every YAML a user can give is
+    read by base.yamlload.load_yaml, which bounds them."""
+    readers = [f"{path.relative_to(PACKAGE)}:{node.lineno}"
+               for path in sorted(PACKAGE.rglob("*.py")) if path != PACKAGE / "base" / "yamlload.py"
+               for node in ast.walk(ast.parse(path.read_text()))
+               if isinstance(node, ast.Attribute) and node.attr in YAML_READERS
+               and isinstance(node.value, ast.Name) and node.value.id == "yaml"]
+    assert readers == []

@@ -365,3 +365,30 @@ def test_the_run_room_imports_no_stage():
               for module in _cnnlab_imports(path.read_text())
               if module.split(".")[0] in ("predict", "serve", "explain")]
     assert upward == []
+
+
+def overflowing_run(digits_run, target):
+    """A copy of the digits run whose weights are finite but so large that its logits overflow
+    to infinity, and its softmax gives NaN; saved as training saves weights (checksums agree)."""
+    import shutil
+
+    from cnnlab.run.folder import load_model, save_model
+
+    shutil.copytree(digits_run.path, target, ignore=shutil.ignore_patterns("engine", "export*"))
+    model, card = load_model(target)
+    with torch.no_grad():
+        model.output_layer.weight.fill_(3e38)
+    save_model(target, model, card)
+    return target
+
+
+def test_probabilities_that_are_not_numbers_are_one_line_never_nan_in_json(digits_run, tmp_path):
+    from .helpers import digit_png, error_line
+
+    run = overflowing_run(digits_run, tmp_path / "run")
+    image = digit_png(tmp_path / "zero.png")
+    for flags in (["--format", "json"], ["--out", str(tmp_path / "answers.json")], []):
+        done = cnnlab_cli("predict", str(run), str(image), "--no-unknown", *flags)
+        assert done.returncode == 2 and "nan" not in done.stdout.lower()
+        assert "not finite numbers" in error_line(done.stderr) and str(image) in done.stderr
+    assert not (tmp_path / "answers.json").exists()

@@ -239,3 +239,18 @@ def test_serve_refuses_a_model_from_the_hub(name):
                              capture_output=True, text=True, timeout=300)
     assert refused.returncode == 2 and refused.stdout == ""
     assert refused.stderr.count("\n") == 1 and "Hugging Face hub" in refused.stderr
+
+
+def test_probabilities_that_are_not_numbers_are_a_json_error_never_nan(digits_run, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from cnnlab.serve.app import create_app
+
+    from .test_predict import overflowing_run
+
+    run = overflowing_run(digits_run, tmp_path / "run")
+    with TestClient(create_app(run, unknown=False), raise_server_exceptions=False) as client:
+        answer = client.post("/predict", files=[("file", ("zero.png", _digit_png()))])
+        assert answer.status_code == 500
+        assert "not finite numbers" in answer.json()["error"] and "NaN" not in answer.text
+        assert client.get("/healthz").status_code == 200  # the server goes on

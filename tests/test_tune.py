@@ -29,7 +29,7 @@ from cnnlab.run.folder import read_metrics
 from cnnlab.tune.processes import STOP_SECONDS, last_error
 from cnnlab.tune.space import load_tune_config, parse_search
 
-from .helpers import free_port
+from .helpers import captured_error_line, error_line, free_port
 
 # Every trial: digits at 8x8, one thread, no TensorBoard files; a few seconds each.
 TINY = {"data": "digits", "image_size": 8, "threads": 1, "log": "none"}
@@ -67,6 +67,9 @@ def test_a_yaml_config_carries_its_search(tmp_path):
     path.write_text("data: digits\nsearch:\n  lr: [0.01]\n")
     with pytest.raises(CnnlabError, match="search: lr: give two or more choices"):
         load_tune_config(path)
+    path.write_text("data: digits\nsearch:\n  model: [fast, nosuchnet]\n")
+    with pytest.raises(CnnlabError, match="search: model: unknown model 'nosuchnet'"):
+        load_tune_config(path)
 
 
 @pytest.mark.parametrize("spec, message", [
@@ -81,6 +84,10 @@ def test_a_yaml_config_carries_its_search(tmp_path):
     ("lr=1e-4..1e-2:cubic", "after the range comes :log or :step=S"),
     ("optimizer=adam..sgd", "optimizer is not a number; give choices"),
     ("optimizer=adam|sdg", "unknown optimizer 'sdg' (did you mean 'sgd'?)"),
+    # every network a choice names is looked up as train would, before the study starts
+    ("model=fast|nosuchnet", "part 'model=fast|nosuchnet': unknown model 'nosuchnet'"),
+    ("model=fast|timm:resnet1888", "timm has no model 'resnet1888' (did you mean 'resnet18'?)"),
+    ("model=fast|conv(8,k=3)-pool(9)", "cannot read '-pool(9)' at character 12 of the layer spec"),
     ("label_smoothing=0..1.5", "--label-smoothing must be a number >= 0 and < 1"),
     ("batch_size=64", "a single value is a flag: --batch-size"),
     ("lr=1e-4..1e-2 lr=1e-3..1e-1", "lr is searched twice"),
@@ -126,6 +133,9 @@ def test_a_study_of_run_folders_then_more_trials_added(tmp_path, capsys):
                        search="lr=1e-3..3e-2:log batch_size=32|64 label_smoothing=0..0.2")
     assert (result.ran, result.counted) == (1, 3)
     assert [r.number for r in result.trials] == [0, 1, 2]
+    # the same --sampler-seed on a study taken up again proposes new settings, not the first ones
+    first, second, added = (r.params for r in result.trials)
+    assert added != first and added != second
     assert {r.state for r in result.trials} == {"complete"}
     assert set(result.importances) == {"lr", "batch_size", "label_smoothing"}
     again = tiny_tune(out, epochs=2, trials=3,
@@ -137,7 +147,8 @@ def test_a_study_of_run_folders_then_more_trials_added(tmp_path, capsys):
     assert "trial-002" in capsys.readouterr().out
 
     # another space on the same study is refused, naming what differs
-    with pytest.raises(CnnlabError, match="started with other the search space"):
+    with pytest.raises(CnnlabError, match="was started with another search space .* and holds "
+                                          "trials of them; give another --study or --out"):
         tiny_tune(out, epochs=2, trials=4, search="lr=1e-3..3e-2:log")
 
 
@@ -185,6 +196,133 @@ def test_a_trial_left_running_by_a_killed_worker_is_made_up(tmp_path):
     result = tiny_tune(out, epochs=1, trials=2, search="lr=1e-3..3e-2:log")
     assert [(r.number, r.state) for r in result.trials] == [(0, "complete"), (1, "interrupted"),
                                                            (2, "complete")]
+
+
+# `cnnlab tune ARGS` in a process of its own whose trial trains for real and is then killed with
+# SIGKILL: after results.json is written, before the study is told the trial's value.
+KILLED_AFTER_TRAINING = """
+import importlib, os, signal, sys
+tune_run = importlib.import_module("cnnlab.tune.run")
+real_fit = tune_run.fit
+
+def fit_then_killed(config, **options):
+    real_fit(config, **options)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+tune_run.fit = fit_then_killed
+from cnnlab.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("left", ["running", "failed by the heartbeat"])
+def test_a_trial_killed_after_its_run_folder_finished_counts_with_its_value(tmp_path, left):
+    out = tmp_path / "sweep"
+    flags = [*TINY_FLAGS, "--epochs", "1", "--search", "lr=1e-3..3e-2:log", "--trials", "1",
+             "--out", str(out), "--quiet"]
+    killed = subprocess.run([sys.executable, "-c", KILLED_AFTER_TRAINING, "tune", *flags],
+                            capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    folder = out / "trial-000"
+    assert json.loads((folder / "results.json").read_text())["status"] == "finished"
+    storage = f"sqlite:///{out / 'study.db'}"
+    if left != "running":  # as Optuna's heartbeat fails a silent worker's trial, or a resume did
+        optuna.load_study(study_name="sweep", storage=storage).tell(0, state=TrialState.FAIL)
+    kept = max(row.val_acc for row in read_metrics(folder))
+
+    result = tiny_tune(out, epochs=1, trials=1, search="lr=1e-3..3e-2:log")
+    assert result.ran == 0 and result.counted == 1  # nothing made up: the trial is there
+    assert result.best.value == pytest.approx(kept) and result.best.run == str(folder)
+    if left == "running":
+        assert [(r.number, r.state) for r in result.trials] == [(0, "complete")]
+    else:  # a finished trial cannot change: the folder's result is added as a trial of its own
+        assert [(r.number, r.state) for r in result.trials] == [(0, "interrupted"), (1, "complete")]
+        assert result.trials[0].reason == "its run folder's result is recorded as trial 1"
+    assert tiny_tune(out, epochs=1, trials=1, search="lr=1e-3..3e-2:log").trials == result.trials
+    assert f"in trial {result.best.number} ({folder})" in (out / "best.yaml").read_text()
+
+
+def test_a_corrected_search_starts_over_a_study_that_has_no_trial_that_trained(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    _queued(out, {"model": "lenet5"})  # lenet5's 5x5 kernels do not fit 8x8 digits: train refuses
+    with pytest.raises(CnnlabError, match="a 5x5 kernel does not fit the 4x4 input"):
+        tiny_tune(out, epochs=1, trials=1, search="model=lenet5|simple")
+    result = cnnlab.tune(**TINY, out=str(out), epochs=1, trials=1, search="model=simple|fast")
+    assert "had another search space and no trial that trained: started over" in \
+        capsys.readouterr().err
+    assert [(r.number, r.state) for r in result.trials] == [(0, "complete")]
+    assert result.space.to_dict() == {"model": "simple|fast"}
+
+
+def test_a_journal_file_in_a_folder_that_does_not_exist_is_one_line(tmp_path, capsys):
+    journal = tmp_path / "no" / "such" / "folder" / "study.log"
+    assert main(["tune", *TINY_FLAGS, "--search", "lr=1e-3..3e-2:log", "--out",
+                 str(tmp_path / "sweep"), "--storage", f"journal:{journal}"]) == 2
+    line = captured_error_line(capsys)
+    assert f"the folder {journal.parent} does not exist; make it first" in line
+    assert not (tmp_path / "no").exists()  # no folder made where a typo pointed
+    result = tiny_tune(tmp_path / "sweep", epochs=1, trials=1, search="lr=1e-3..3e-2:log",
+                       storage=f"journal:{tmp_path / 'study.log'}")
+    assert result.counted == 1 and (tmp_path / "study.log").is_file()
+
+
+@pytest.fixture
+def own_disk(tmp_path):
+    """A real filesystem of its own (tmpfs) that a test may fill; skipped where mounting is not
+    allowed (it needs root)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(disk)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+# `cnnlab tune DISK ARGS` in a process of its own, which fills DISK after each trial's epoch 1.
+FILLS_THE_DISK = """
+import importlib, sys
+tune_run = importlib.import_module("cnnlab.tune.run")
+real_fit, disk = tune_run.fit, sys.argv[1]
+
+def fill():
+    with open(f"{disk}/filler", "wb") as handle:
+        try:
+            while True:
+                handle.write(bytes(1 << 16))
+                handle.flush()
+        except OSError:
+            pass
+
+def fit_filling(config, **options):
+    report = options["on_epoch_end"]
+    def then_fill(model, row):
+        report(model, row)
+        if row.epoch == 1:
+            fill()
+    return real_fit(config, **{**options, "on_epoch_end": then_fill})
+
+tune_run.fit = fit_filling
+from cnnlab.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_a_disk_that_fills_during_a_trial_says_to_run_tune_again(own_disk):
+    out = own_disk / "sweep"  # the study's database too, on the disk that fills
+    full = subprocess.run([sys.executable, "-c", FILLS_THE_DISK, str(own_disk), "tune", *TINY_FLAGS,
+                           "--epochs", "2", "--search", "lr=1e-3..3e-2:log", "--trials", "1",
+                           "--out", str(out), "--quiet"],
+                          capture_output=True, text=True, timeout=300)
+    assert full.returncode == 2
+    line = error_line(full.stderr)
+    assert "No space left on device; trial 0 stopped" in line
+    assert "make room, then run the same cnnlab tune command again" in line
+    assert "cnnlab train --resume" not in line
+    (own_disk / "filler").unlink()
+    result = tiny_tune(out, epochs=2, trials=1, search="lr=1e-3..3e-2:log")
+    assert [(r.number, r.state) for r in result.trials] == [(0, "interrupted"), (1, "complete")]
 
 
 def test_the_median_pruner_stops_a_bad_trial_and_its_run_folder_says_so(tmp_path):

@@ -10,7 +10,7 @@ from typing import Literal
 import pytest
 
 from cnnlab.base.errors import CnnlabError
-from cnnlab.base.typed import json_field, read_typed, to_json_dict
+from cnnlab.base.typed import check_ranges, json_field, read_typed, to_json_dict
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,14 @@ class Counted:
 
 
 @dataclass(frozen=True)
+class Scored:
+    accuracy: float | None = json_field(None, within=(0, 1))
+    seconds: int = json_field(0, within=(0, None))
+    losses: tuple[float, ...] = json_field((), within=(0, None))
+    best: float = json_field(0.0, key=("best", "accuracy"), within=(0, 1))
+
+
+@dataclass(frozen=True)
 class Strict:
     UNKNOWN_KEYS = "refuse"
 
@@ -82,6 +90,11 @@ def _with(**changes) -> dict:
     (Size, {"height": 2, "width": 3, "depth": 4}, Size(2, 3)),
     (Counted, {}, Counted(0)),
     (Counted, {"count": 7}, Counted(7)),
+    # the ends of a range are inside it; None is no number
+    (Scored, {"accuracy": 1, "seconds": 0, "losses": [0, 2.5], "best": {"accuracy": 0}},
+     Scored(1.0, 0, (0.0, 2.5), 0.0)),
+    (Scored, {"accuracy": None, "seconds": 10 ** 12, "best": {"accuracy": 0.5}},
+     Scored(None, 10 ** 12, best=0.5)),
 ])
 def test_a_file_reads_as_its_type(cls, values, expected):
     assert read_typed(cls, values, "f.json") == expected
@@ -119,11 +132,30 @@ def test_a_file_reads_as_its_type(cls, values, expected):
      "f.json: unsupported sheet format 'cnnlab-sheet/2' (this cnnlab reads cnnlab-sheet/1)"),
     (Sheet, {k: v for k, v in BASE.items() if k != "format"}, "f.json: the field 'format' is missing"),
     (Strict, {"count": 1, "cuont": 2}, "f.json: unknown field 'cuont' (did you mean 'count'?)"),
+    (Scored, {"accuracy": -0.5, "best": {}},
+     "f.json: the field 'accuracy' must be a number from 0 to 1, got -0.5"),
+    (Scored, {"accuracy": 1.5, "best": {}},
+     "f.json: the field 'accuracy' must be a number from 0 to 1, got 1.5"),
+    (Scored, {"accuracy": 1e300, "best": {}},
+     "f.json: the field 'accuracy' must be a number from 0 to 1, got 1e+300"),
+    (Scored, {"seconds": -1, "best": {}}, "f.json: the field 'seconds' must be a number 0 or more, got -1"),
+    (Scored, {"losses": [1, -2], "best": {}},
+     "f.json: the field 'losses' must be a number 0 or more, got -2.0"),
+    (Scored, {"best": {"accuracy": 2}},
+     "f.json best: the field 'accuracy' must be a number from 0 to 1, got 2.0"),
 ])
 def test_a_bad_field_is_one_line_naming_it(cls, values, error):
     with pytest.raises(CnnlabError) as raised:
         read_typed(cls, values, "f.json")
     assert str(raised.value) == error
+
+
+def test_a_range_holds_for_objects_made_in_code_too():
+    check_ranges(Scored(0.5, 3), "row 1")
+    for made, error in [(Scored(math.inf), "got inf"), (Scored(math.nan), "got nan"),
+                        (Scored(losses=(1.0, math.inf)), "'losses' must be a number 0 or more")]:
+        with pytest.raises(CnnlabError, match=f"^row 1: the field .*{error}"):
+            check_ranges(made, "row 1")
 
 
 def test_the_writer_is_the_readers_inverse():

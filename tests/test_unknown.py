@@ -226,3 +226,90 @@ def test_a_new_unknown_score_is_one_table_entry(digits_run, tmp_path, capsys):
     assert "unknown --score value 'minlogit'" in capsys.readouterr().err
     with pytest.raises(CnnlabError, match="unknown score 'minlogit'"):
         read_card(run)
+
+
+@pytest.fixture(scope="module")
+def mahalanobis_run(digits_run, tmp_path_factory):
+    """The digits run with a detector on the features: its statistics in unknown.safetensors."""
+    run = tmp_path_factory.mktemp("mahalanobis") / "run"
+    shutil.copytree(digits_run.path, run, ignore=shutil.ignore_patterns("engine", "export*"))
+    cnnlab.calibrate(run, score="mahalanobis", quiet=True)
+    return run
+
+
+def _statistics_copy(mahalanobis_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(mahalanobis_run, run)
+    return run, run / "unknown.safetensors"
+
+
+def _flip_precision_bytes(path) -> None:
+    """Damage that still parses: bytes inside the precision matrix's data made 0xff (NaN)."""
+    import struct
+
+    data = bytearray(path.read_bytes())
+    header_size = struct.unpack("<Q", data[:8])[0]
+    start = 8 + header_size + json.loads(data[8:8 + header_size])["precision"]["data_offsets"][0]
+    data[start:start + 16] = b"\xff" * 16
+    path.write_bytes(bytes(data))
+
+
+def test_damaged_detector_statistics_are_one_line_not_every_image_unknown(mahalanobis_run,
+                                                                          tmp_path):
+    from .helpers import digit_png, error_line, free_port, run_cnnlab
+
+    run, statistics = _statistics_copy(mahalanobis_run, tmp_path)
+    assert (run / "unknown.safetensors.sha256").is_file()  # kept as the weights are
+    image = digit_png(tmp_path / "zero.png")
+    assert cnnlab.load(run).predict(image)[0].known is True
+    _flip_precision_bytes(statistics)
+    for command in (["predict", str(run), str(image), "--format", "json"],
+                    ["serve", str(run), "--port", str(free_port())]):
+        done = run_cnnlab(*command)
+        assert done.returncode == 2 and done.stdout == ""
+        line = error_line(done.stderr)
+        assert str(statistics) in line and "SHA-256" in line and "calibrate" in line
+    assert cnnlab.load(run, unknown=False).predict(image)[0].known is None  # the way around it
+
+
+def test_detector_statistics_from_before_checksums_load_but_their_values_are_checked(
+        mahalanobis_run, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from cnnlab.base.errors import CnnlabError
+
+    run, statistics = _statistics_copy(mahalanobis_run, tmp_path)
+    (run / "unknown.safetensors.sha256").unlink()  # written before checksums were kept
+    answers = cnnlab.load(run).predict(_noise(3), topk=1)
+    assert all(isinstance(answer.known, bool) and np.isfinite(answer.score) for answer in answers)
+    state = load_file(statistics)
+    for name, change in (("precision", lambda p: p.index_fill(0, torch.tensor([3]), np.nan)),
+                         ("precision", lambda p: p + torch.eye(len(p)).roll(1, 1) * p.abs().max()),
+                         ("means", lambda m: m[:-1])):
+        save_file({**state, name: change(state[name]).contiguous()}, statistics)
+        with pytest.raises(CnnlabError, match=f"{statistics} is damaged: .*calibrate"):
+            cnnlab.load(run)
+
+
+def test_evaluate_unknown_skips_an_unreadable_image_and_names_it(digits_run, tmp_path, caplog):
+    """What evaluate --unknown reads of a folder: one bad file is skipped and named in one line,
+    as training and predict skip it; with none readable, one error."""
+    from PIL import Image
+
+    from cnnlab.base.errors import CnnlabError
+    from cnnlab.evaluate.unknown import unknown_split
+
+    folder = tmp_path / "others"
+    folder.mkdir()
+    for index, image in enumerate(_noise(3)):
+        Image.fromarray(image).save(folder / f"noise-{index}.png")
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+    card = read_card(digits_run.path)
+    split = unknown_split(str(folder), card)
+    assert len(split) == 3 and tuple(split.images.shape[1:]) == card.input.shape
+    said = [r.getMessage() for r in caplog.records if "broken.png" in r.getMessage()]
+    assert len(said) == 1 and "skipping unreadable image" in said[0]
+    for name in ("noise-0.png", "noise-1.png", "noise-2.png"):
+        (folder / name).write_bytes(b"")
+    with pytest.raises(CnnlabError, match="none of its 4 image file.s. could be read"):
+        unknown_split(str(folder), card)

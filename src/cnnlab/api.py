@@ -10,6 +10,7 @@ first) and compare (evaluate the runs that lack it first).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import inspect
@@ -112,9 +113,27 @@ def _calibrate_after_training(run: Run, quiet: bool, say: Callable[[str], None])
     from .calibrate.run import calibrate_run
 
     try:
-        say(calibrate_run(run.path, device=run.config.device, quiet=quiet).describe())
+        with _data_warnings_said_once():
+            say(calibrate_run(run.path, device=run.config.device, quiet=quiet).describe())
     except CnnlabError as reason:
         say(f"not calibrated: {reason}")
+
+
+@contextlib.contextmanager
+def _data_warnings_said_once() -> typing.Iterator[None]:
+    """Leave out what loading the data warns (each skipped file, what --exclude left out):
+    training said it of the same data a moment ago, and calibration loads it again."""
+    import logging
+    import os
+
+    data = os.path.join(Path(__file__).parent / "data", "")  # the data package's files
+    said = lambda record: not record.pathname.startswith(data)  # noqa: E731
+    logger = logging.getLogger("cnnlab")
+    logger.addFilter(said)
+    try:
+        yield
+    finally:
+        logger.removeFilter(said)
 
 
 MACHINE_SETTINGS = ("device", "threads")  # where a run continues, not what it trains

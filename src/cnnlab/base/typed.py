@@ -6,10 +6,11 @@ one) and finite floats (an int is one). A missing or malformed field is one Cnnl
 file and the field. `to_json_dict(obj)` is its inverse. A file needs no reader of its own: its
 dataclass declares what differs from the plain layout.
 
-- `json_field(key=..., absent=..., required=..., extra=..., stored=...)`: a field written under
-  another key (or a path of keys: `("architecture", "spec")`), the value older files that lack it
-  stand for, a default for code that the file may not leave out, the field that keeps the keys no
-  other field reads, or a field that is not in the file at all.
+- `json_field(key=..., absent=..., required=..., extra=..., stored=..., within=...)`: a field
+  written under another key (or a path of keys: `("architecture", "spec")`), the value older files
+  that lack it stand for, a default for code that the file may not leave out, the field that keeps
+  the keys no other field reads, a field that is not in the file at all, or the range its numbers
+  must lie in (`within=(0, 1)` for an accuracy; `(0, None)`: no upper bound).
 - `JSON_FORMAT = "cnnlab-model/1"` (class attribute): the "format" key the file must carry.
 - `UNKNOWN_KEYS = "refuse"` (class attribute): a key no field reads is an error (default: ignored,
   so that a newer cnnlab's files still read).
@@ -38,9 +39,12 @@ _SHOWN = reprlib.Repr()
 _SHOWN.maxstring, _SHOWN.maxother, _SHOWN.maxlist = 60, 60, 8
 
 
+Range = tuple[float, float | None]
+
+
 def json_field(default: Any = MISSING, *, factory: Any = MISSING, key: str | tuple[str, ...] | None = None,
                absent: Any = MISSING, required: bool = False, extra: bool = False, stored: bool = True,
-               **options: Any) -> Any:
+               within: Range | None = None, omit_none: bool = False, **options: Any) -> Any:
     """A dataclass field and how its file holds it.
 
     Args:
@@ -51,11 +55,16 @@ def json_field(default: Any = MISSING, *, factory: Any = MISSING, key: str | tup
         required: the file must have it, though code may leave it to its default.
         extra: this dict field keeps every key of the object that no other field reads.
         stored: False for a field that is not in the file (where it was read from, say).
+        within: (low, high): the field's numbers (its value, or each item of a list of numbers)
+            must be finite and lie in [low, high]; high None: no upper bound. None itself is no
+            number: whether the field may be None its type says.
+        omit_none: the key is left out of the file while the value is None (a field added
+            later: the files of those that leave it None stay as they were, byte for byte).
         **options: dataclasses.field's others (repr, compare).
     """
     path = (key,) if isinstance(key, str) else key
     metadata = {"json_key": path, "absent": absent, "required": required, "extra": extra,
-                "stored": stored}
+                "stored": stored, "within": within, "omit_none": omit_none}
     return dataclasses.field(default=default, default_factory=factory, metadata=metadata, **options)
 
 
@@ -101,10 +110,44 @@ def read_typed(cls: type[T], values: Any, where: str) -> T:
         if found:
             chosen[field.name] = value
     made = cls(**chosen)
+    check_ranges(made, where)
     check = getattr(made, "check", None)
     if callable(check):
         check(where)
     return made
+
+
+def check_ranges(obj: Any, where: str) -> None:
+    """Refuse, naming the field, a number of `obj` outside the range its json_field declares
+    (NaN and infinity are outside every range): what a file written by a crash, a bug or a hand
+    holds, caught where it is read rather than shown as a 1e300 % accuracy. For objects made from
+    other files than JSON too (metrics.csv's rows)."""
+    for field in _stored_fields(type(obj)):
+        bounds = field.metadata.get("within")
+        if bounds is None:
+            continue
+        *parents, key = _path(field)
+        for number in _numbers(getattr(obj, field.name)):
+            if not _in_range(number, bounds):
+                raise CnnlabError(f"{' '.join([where, *parents])}: the field {key!r} must be "
+                                  f"{_range_text(bounds)}, got {_SHOWN.repr(number)}")
+
+
+def _numbers(value: Any) -> list[Any]:
+    items = value if isinstance(value, (tuple, list)) else [value]
+    return [item for item in items if isinstance(item, (int, float)) and not isinstance(item, bool)]
+
+
+def _in_range(number: float, bounds: Range) -> bool:
+    low, high = bounds
+    if isinstance(number, float) and not math.isfinite(number):  # an int is always finite
+        return False
+    return low <= number and (high is None or number <= high)
+
+
+def _range_text(bounds: Range) -> str:
+    low, high = bounds
+    return f"a number from {low:g} to {high:g}" if high is not None else f"a number {low:g} or more"
 
 
 def _check_format(cls: type, values: dict[str, Any], where: str) -> None:
@@ -280,6 +323,8 @@ def to_json_dict(obj: Any) -> dict[str, Any]:
     for field in _stored_fields(cls):
         if field.metadata.get("extra"):
             extra = getattr(obj, field.name)
+            continue
+        if field.metadata.get("omit_none") and getattr(obj, field.name) is None:
             continue
         *parents, key = _path(field)
         target = values

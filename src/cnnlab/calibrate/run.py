@@ -21,7 +21,7 @@ from ..run.inference import output_layer, predict_logits
 from ..run.unknown import FeatureStatistics, Outputs, model_outputs, score_outputs
 from ..run.unknown_scores import unknown_score
 from .settings import CalibrateSettings
-from .temperature import calibration_error, fit_temperature
+from .temperature import choose_temperature
 
 STATISTICS = "unknown.safetensors"
 
@@ -32,17 +32,15 @@ class CalibrationResult:
 
     card: ModelCard
     val_images: int
-    all_right: bool = False  # every validation image was right: no temperature was fitted
 
     def describe(self) -> str:
         parts = []
-        if self.card.calibration is not None:
-            c = self.card.calibration
+        c = self.card.calibration
+        if c is not None and c.declined is not None:
+            parts.append(f"no temperature: {c.declined}")
+        elif c is not None:
             parts.append(f"temperature {c.temperature:.3g} (ECE {c.ece_before:.3f} -> "
                          f"{c.ece_after:.3f})")
-        elif self.all_right:
-            parts.append("no temperature (every validation image is right, so nothing says how "
-                         "much less sure the model should be)")
         if self.card.unknown is not None:
             u = self.card.unknown
             parts.append(f"unknown images: {u.score} score below {u.threshold:.4g} (keeps "
@@ -78,17 +76,13 @@ def _outputs(model, card: ModelCard, split, device: torch.device) -> Outputs:
 
 
 def _calibration(val: Outputs, settings: CalibrateSettings) -> Calibration | None:
-    """The temperature; where every validation image is right, none: the likelihood then only
-    grows as the temperature falls, so a fit would make the model as sure as it can be."""
+    """The temperature, or a record of why none was kept (see choose_temperature)."""
     if not settings.temperature:
         return None
-    if bool((val.logits.argmax(1) == val.labels).all()):
-        return None
-    temperature = fit_temperature(val.logits, val.labels)
-    return Calibration(temperature=round(temperature, 6),
-                       ece_before=round(calibration_error(val.logits, val.labels), 6),
-                       ece_after=round(calibration_error(val.logits, val.labels, temperature), 6),
-                       images=len(val.labels))
+    choice = choose_temperature(val.logits, val.labels)
+    return Calibration(temperature=round(choice.temperature, 6),
+                       ece_before=round(choice.ece_before, 6), ece_after=round(choice.ece_after, 6),
+                       images=len(val.labels), declined=choice.declined)
 
 
 def _threshold(scores: torch.Tensor, keep: float) -> float:
@@ -120,5 +114,4 @@ def calibrate_run(run: str | Path, settings: CalibrateSettings | None = None,
                                settings.keep, STATISTICS if statistics is not None else None)
     card = card.replace(calibration=calibration, unknown=detector)
     write_card(run, card)
-    return CalibrationResult(card, len(val.labels),
-                             bool((val.logits.argmax(1) == val.labels).all()))
+    return CalibrationResult(card, len(val.labels))

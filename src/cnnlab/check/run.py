@@ -26,7 +26,7 @@ from ..config import DataConfig
 from ..data.registry import photo_shape
 from . import duplicates, embed, labels, oddities
 from .findings import KINDS, CheckResult, Finding
-from .report import CHECK_JSON, LABEL_ISSUES_FIGURE, WORST, CheckReport, default_folder
+from .report import CHECK_CSV, CHECK_JSON, CHECK_PAGE, LABEL_ISSUES_FIGURE, WORST, CheckReport, default_folder
 from .scan import Items, Scan, decoded_batches, empty_scan, load_items, record
 from .settings import CheckSettings
 
@@ -295,36 +295,38 @@ def _row(finding: Finding) -> dict[str, Any]:
 def written_files(result: CheckResult) -> list[str]:
     """The files write_check writes: the figure only where there are label issues."""
     shown = [LABEL_ISSUES_FIGURE] if result.summary["counts"]["label-issue"] else []
-    return [CHECK_JSON, "check.csv", "check.html", *shown]
+    return [CHECK_JSON, CHECK_CSV, CHECK_PAGE, *shown]
+
+
+# What a check writes (and a killed one leaves): a new check drops these of the old folder and
+# keeps anything else in it.
+CHECK_OWN = (CHECK_JSON, CHECK_CSV, CHECK_PAGE, LABEL_ISSUES_FIGURE, ".*.tmp")
 
 
 def write_check(result: CheckResult, folder: str | Path) -> Path:
     """check.json, check.csv, check.html and (label issues found) label_issues.png in `folder`,
-    each written whole or not at all."""
+    which is replaced as a whole, in one step, once all are written: a check that fails midway
+    (a full disk) leaves the earlier check's folder as it was, never a mix of the two."""
     import csv
     import io
 
-    from ..base.fileio import atomic_write, atomic_write_text
+    from ..base.fileio import atomic_write, atomic_write_text, check_replaceable, replacing
     from .figure import label_issues_figure
     from .page import render
 
     folder = Path(folder)
-    rows = [_row(f) for f in result.findings]
+    check_replaceable(folder, CHECK_JSON, chosen=False)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(CSV_COLUMNS))
     writer.writeheader()
-    writer.writerows(rows)
-    # drawn before anything is written: a failure leaves the folder as it was
-    page = render(result)
+    writer.writerows([_row(f) for f in result.findings])
     figure = label_issues_figure(result)
-    report = CheckReport.of(result.summary, result.findings)
-    report.write(folder)
-    atomic_write_text(folder / "check.csv", buffer.getvalue())
-    atomic_write_text(folder / "check.html", page)
-    if figure is None:  # an earlier check's figure would show issues this one did not find
-        (folder / LABEL_ISSUES_FIGURE).unlink(missing_ok=True)
-    else:
-        atomic_write(folder / LABEL_ISSUES_FIGURE, lambda tmp: tmp.write_bytes(figure))
+    with replacing(folder, CHECK_OWN) as work:
+        CheckReport.of(result.summary, result.findings).write(work)
+        atomic_write_text(work / CHECK_CSV, buffer.getvalue())
+        atomic_write_text(work / CHECK_PAGE, render(result))
+        if figure is not None:
+            atomic_write(work / LABEL_ISSUES_FIGURE, lambda tmp: tmp.write_bytes(figure))
     return folder
 
 
@@ -333,7 +335,11 @@ def check(data: str | Path | None = None, settings: CheckSettings | None = None,
     """Check a dataset (a built-in name, a folder or a CSV) for likely label errors, duplicates and
     train/test leaks, and oddities; write check.json, check.csv and check.html into `out`
     (default checks/NAME, or RUN/check with run=RUN). Returns the CheckResult, its folder set."""
+    from ..base.fileio import check_replaceable
+
     settings = resolve(CheckSettings, settings, options)
+    if settings.out:  # before the work: a check does not replace a folder of other files
+        check_replaceable(Path(settings.out), CHECK_JSON, chosen=True)
     result = run_check(str(data) if data is not None else None, settings)
     result.folder = write_check(result, default_folder(result.data, settings))
     return result

@@ -9,6 +9,8 @@ from __future__ import annotations
 import csv
 import hashlib
 import logging
+import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -16,10 +18,14 @@ import torch
 
 from ..base.errors import CnnlabError
 from ..base.fileio import is_file
+from .images import ImageReadError, open_image
 
 log = logging.getLogger("cnnlab")
 
 EXCLUDE_COLUMN, FILE_COLUMN = "exclude", "file"
+# A file name that is not UTF-8 reaches Python as lone surrogates (U+DC80..U+DCFF, one per bad
+# byte), which cnnlab's CSV files spell as the text \udcNN (base.fileio.atomic_write_text).
+_ESCAPED_BYTE = re.compile(r"\\udc([89a-f][0-9a-f])")
 
 
 def list_digest(path: str | Path) -> str:
@@ -57,6 +63,39 @@ def read_exclude_list(path: str | Path) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def _unescaped(name: str) -> str:
+    """The name as the OS gives it, its \\udcNN escapes turned back into the bytes they stand for."""
+    return _ESCAPED_BYTE.sub(lambda match: chr(0xDC00 + int(match.group(1), 16)), name)
+
+
+def _spelt(name: str, root: Path) -> Path:
+    """The path a listed name means: \\udcNN is the escape of a byte that is not UTF-8, unless
+    only a file named by the text itself exists (a backslash is a legal character of a name)."""
+    decoded = _unescaped(name)
+    if decoded != name and not _exists(decoded, root) and _exists(name, root):
+        decoded = name
+    return Path(decoded).expanduser()
+
+
+def _exists(name: str, root: Path) -> bool:
+    return any(os.path.lexists(place) for place in (root / name, Path(name)))
+
+
+def _real(path: Path) -> Path:
+    """The path with its links followed; a symlink loop stays as it is (Path.resolve raises)."""
+    return Path(os.path.realpath(path))
+
+
+def _readable(path: Path) -> bool:
+    """Whether training could use the image: one a list leaves out that is unreadable is not an
+    image taken from training (it would be skipped anyway)."""
+    try:
+        open_image(path).close()
+    except ImageReadError:
+        return False
+    return True
+
+
 class Exclusion:
     """The names of one list, matched against the data as it is loaded; names that match nothing
     are an error once every split has been seen (`finish`)."""
@@ -66,6 +105,7 @@ class Exclusion:
         self.names = read_exclude_list(path)
         self.matched: set[str] = set()
         self.dropped: dict[str, int] = {}
+        self.unreadable: list[Path] = []  # listed, and skipped anyway: not counted as left out
 
     def _count(self, split: str, dropped: int) -> None:
         if dropped:
@@ -76,18 +116,21 @@ class Exclusion:
         """The samples (path, label) of one split whose files the list does not name."""
         wanted: dict[Path, str] = {}
         for name in self.names:
-            candidate = Path(name).expanduser()
+            candidate = _spelt(name, root)
             # relative: to the data folder (as check.csv writes them) or to the working folder
             for place in (root / candidate, candidate):
-                wanted[place.resolve()] = name
-        kept = []
+                wanted[_real(place)] = name
+        kept, unreadable = [], []
         for path, label in samples:
-            name = wanted.get(path.resolve())
+            name = wanted.get(_real(path))
             if name is None:
                 kept.append((path, label))
             else:
                 self.matched.add(name)
-        self._count(split, len(samples) - len(kept))
+                if not _readable(path):
+                    unreadable.append(path)
+        self.unreadable.extend(unreadable)
+        self._count(split, len(samples) - len(kept) - len(unreadable))
         return kept
 
     def keep_indices(self, split: str, count: int) -> torch.Tensor:
@@ -110,7 +153,8 @@ class Exclusion:
                 f"--exclude {self.path}: {len(missing)} of its {len(self.names)} names are not "
                 f"images of {data} (e.g. {missing[0]!r}); names are paths relative to the data "
                 f"folder, or split:index for a built-in dataset")
-        log.warning("--exclude %s: left out %s", self.path, _said(self.dropped))
+        log.warning("--exclude %s: left out %s%s", self.path, _said(self.dropped),
+                    _said_unreadable(len(self.unreadable)))
         return dict(self.dropped)
 
 
@@ -118,3 +162,11 @@ def _said(counts: dict[str, int]) -> str:
     total = sum(counts.values())
     parts: Iterable[str] = (f"{n} {split}" for split, n in counts.items())
     return f"{total} image{'s' if total != 1 else ''} ({', '.join(parts) or 'none'})"
+
+
+def _said_unreadable(count: int) -> str:
+    if count == 0:
+        return ""
+    if count == 1:
+        return "; the other one it names is an unreadable file, skipped anyway"
+    return f"; the other {count} it names are unreadable files, skipped anyway"

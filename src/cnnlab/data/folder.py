@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
 from itertools import islice
 from pathlib import Path
 
 from PIL import Image
 
 from ..base.errors import CnnlabError
-from ..base.fileio import is_file
+from ..base.fileio import is_dir, is_file
 from ..config import DataConfig
 from .images import ALLOWED_FORMATS, is_grayscale, is_image_file
 from .splits import DatasetSplits, FileImages, Split, held_out_source, split_off
@@ -31,10 +32,17 @@ def _class_folders(root: Path) -> list[Path]:
     return folders
 
 
+def _image_entries(folder: Path) -> list[Path]:
+    """Every entry under `folder` with an image's name that is not a folder: the files, and the
+    FIFOs, devices, symlink loops and dangling links among them, which decoding skips and names
+    like any unreadable file (never opening one) rather than dropping them without a word."""
+    return sorted(p for p in folder.rglob("*") if is_image_file(p) and not is_dir(p))
+
+
 def _scan_classes(root: Path) -> Samples:
     samples: Samples = []
     for folder in _class_folders(root):
-        files = sorted(p for p in folder.rglob("*") if p.is_file() and is_image_file(p))
+        files = _image_entries(folder)
         if not files:
             raise CnnlabError(f"class folder {folder} has no image files "
                               f"(.jpg .png .bmp .gif .webp .tif); add images or remove it")
@@ -177,7 +185,7 @@ def load_csv(path: Path, config: DataConfig) -> DatasetSplits:
     for number, row in enumerate(_read_manifest(path), start=1):
         if len(row) < 2:
             raise CnnlabError(f"{path} row {number}: expected path,label, got {row}")
-        image = (base / row[0].strip()).resolve()
+        image = Path(os.path.realpath(base / row[0].strip()))  # a symlink loop: named when decoded
         if not image.is_relative_to(base):
             raise CnnlabError(f"{path} row {number}: {row[0]!r} points outside the CSV's folder; "
                               f"refusing it")

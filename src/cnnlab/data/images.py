@@ -5,6 +5,8 @@ model the same pixels."""
 
 from __future__ import annotations
 
+import errno
+import os
 import stat
 from pathlib import Path
 from typing import BinaryIO
@@ -82,9 +84,12 @@ def open_image(path: str | Path, max_pixels: int | None = None) -> Image.Image:
     path = Path(path)
     try:
         status = path.stat()
+    except OSError as error:
+        raise ImageReadError(f"{path}: {_missing(path, error)}") from None
+    try:
         # A FIFO or a device would block the open (or never end): only plain files are images.
         if not stat.S_ISREG(status.st_mode):
-            raise ImageReadError(f"{path}: not a regular file")
+            raise ImageReadError(f"{path}: not a regular file{_kind(status.st_mode)}")
         if status.st_size > MAX_FILE_BYTES:
             raise ImageTooLarge(f"{path}: larger than {MAX_FILE_BYTES // 2**20} MiB")
         # Our own file handle: after load() the pixels are in memory and the image outlives it,
@@ -92,7 +97,25 @@ def open_image(path: str | Path, max_pixels: int | None = None) -> Image.Image:
         with open(path, "rb") as handle:
             return decode_image(handle, str(path), max_pixels or MAX_PIXELS)
     except OSError as error:
-        raise ImageReadError(f"{path}: {error}") from None
+        raise ImageReadError(f"{path}: {error.strerror or error}") from None
+
+
+def _missing(path: Path, error: OSError) -> str:
+    """Why a path cannot even be looked at, without its name (the caller gives it once)."""
+    if error.errno == errno.ELOOP:
+        return "a symbolic link loop"
+    if error.errno == errno.ENOENT and path.is_symlink():
+        return f"a symbolic link to {os.readlink(path)}, which does not exist"
+    return error.strerror or str(error)
+
+
+_SPECIAL_FILES = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"),
+                  (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder"))
+
+
+def _kind(mode: int) -> str:
+    """What a file that is not a regular one is, as " (a FIFO)"."""
+    return next((f" ({name})" for test, name in _SPECIAL_FILES if test(mode)), "")
 
 
 def is_grayscale(image: Image.Image) -> bool:

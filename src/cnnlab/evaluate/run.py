@@ -33,6 +33,7 @@ from ..run.results import (
     AveragedMetrics,
     ClassMetrics,
     EvaluationMetrics,
+    MeasuredWith,
     OpenSetResult,
     ShiftAccuracy,
 )
@@ -231,7 +232,8 @@ def evaluate_run(run: str | Path, settings: EvaluateSettings | None = None,
         run=str(run), data=data_name, split=split, **_summary_metrics(logits, labels, len(names)),
         per_class=per_class, macro_avg=averages["macro"], weighted_avg=averages["weighted"],
         translation=shift_accuracy(network, chosen, torch_device, max_shift, settings.quiet),
-        per_class_auc=curves.auc, thresholds=curves.thresholds, held_out=unseen)
+        per_class_auc=curves.auc, thresholds=curves.thresholds, held_out=unseen,
+        measured_with=MeasuredWith.of(card))
     matrix = confusion_matrix(labels, predictions, labels=list(range(len(names))))
     out = results_folder(run, "evaluate", settings.out, data_qualifiers(split, settings.data))
     _write_csv(out / "confusion_matrix.csv", [["true \\ predicted", *names]] +

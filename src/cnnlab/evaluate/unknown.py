@@ -4,6 +4,7 @@ run's test split) against DATA, and what the run's own detector keeps and refuse
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from ..base.errors import CnnlabError
 from ..base.fileio import atomic_write_json
 from ..config import DataConfig
 from ..data import TensorImages, load_dataset
-from ..data.images import image_to_tensor, is_image_file, open_image
+from ..data.images import ImageReadError, image_to_tensor, is_image_file, open_image
 from ..data.registry import list_datasets
 from ..data.splits import Split
 from ..run.contract import ModelCard
@@ -23,6 +24,8 @@ from ..run.results import OpenSetResult, ScoreQuality
 from ..run.unknown import FeatureStatistics, Outputs, model_outputs, score_outputs
 from ..run.unknown_scores import UNKNOWN_SCORES
 from . import figures as plots
+
+log = logging.getLogger("cnnlab")
 
 TPR = 0.95  # the share of known images kept at which the false-positive rate is read
 
@@ -47,10 +50,22 @@ def unknown_split(data: str, card: ModelCard) -> Split:
     files = _images_under(folder) if folder.is_dir() else [folder] if folder.is_file() else []
     if not files:
         raise CnnlabError(f"--unknown {data}: no images found")
+    images = [image for image in (_readable(path, card) for path in files) if image is not None]
+    if not images:
+        raise CnnlabError(f"--unknown {data}: none of its {len(files)} image file(s) could be read")
+    return TensorImages(torch.stack(images), torch.zeros(len(images), dtype=torch.long))
+
+
+def _readable(path: Path, card: ModelCard) -> torch.Tensor | None:
+    """The image at `path` as the model takes it (C, H, W); None, said in one line, where it
+    cannot be read: one bad file among many unknown images is skipped, as training skips it."""
+    try:
+        image = open_image(path)
+    except ImageReadError as error:
+        log.warning("skipping unreadable image %s", error)
+        return None
     resize = (card.preprocessing.interpolation, card.preprocessing.crop_pct)
-    images = torch.stack([image_to_tensor(open_image(path), *card.input.shape, *resize)
-                          for path in files])
-    return TensorImages(images, torch.zeros(len(files), dtype=torch.long))
+    return image_to_tensor(image, *card.input.shape, *resize)
 
 
 def _images_under(folder: Path) -> list[Path]:

@@ -7,6 +7,7 @@ disagree and McNemar's exact test. Writes compare.json and curves.png into the r
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -148,8 +149,8 @@ def check_runs(runs: Sequence[str | Path]) -> list[Path]:
                           f"cnnlab compare RUN RUN [RUN ...]")
     for path in paths:
         if not is_dir(path) or not is_run_folder(path):
-            raise CnnlabError(f"{path} is not a run folder (no config.yaml, metrics.csv or "
-                              f"results.json); list the runs with `cnnlab runs`")
+            raise CnnlabError(f"{path} is not a run folder (no metrics.csv, results.json or "
+                              f"model that training writes); list the runs with `cnnlab runs`")
     seen = [path.resolve() for path in paths]
     repeated = next((p for p, r in zip(paths, seen, strict=True) if seen.count(r) > 1), None)
     if repeated is not None:
@@ -177,7 +178,24 @@ def evaluation_plan(paths: Sequence[Path]) -> tuple[list[Path], list[str]]:
             todo.append(path)
         else:
             notes.append(f"{path}: no trained model to evaluate")
+    for path in todo:  # before any is evaluated: a comparison refused halfway wastes the others'
+        check_evaluation_writable(path)
     return todo, notes
+
+
+def check_evaluation_writable(run: Path) -> None:
+    """Refuse in one line a run whose RUN/evaluate/ cannot be written: a read-only copy of a
+    run, or one where a file stands in evaluate/'s place."""
+    folder = run / EVALUATE
+    if folder.exists() and not folder.is_dir():
+        reason = f"{folder} is a file, not a folder"
+    elif not os.access(folder if folder.exists() else run, os.W_OK | os.X_OK):
+        reason = f"{folder if folder.exists() else run} is not writable"
+    else:
+        return
+    raise CnnlabError(f"cannot evaluate {run} first, as compare does for a run without a current "
+                      f"{EVALUATE}/: {reason}; compare it as it is with --no-evaluate, or copy "
+                      f"the run somewhere writable")
 
 
 def _scores(paths: Sequence[Path], notes: list[str]) -> list[SplitScores | None]:

@@ -9,6 +9,7 @@ still a run, and its status says what is known.
 from __future__ import annotations
 
 import csv
+import math
 import os
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -16,19 +17,22 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ..base.errors import CnnlabError
+from ..base.typed import check_ranges
+from ..base.yamlload import load_yaml
 from ..config import TrainConfig, flat_key
 from ..config.files import SECTION_SHORTHAND
 from ..run.results import EpochRow, TrainingResults
 
 # As run/folder.py names them.
 CONFIG, METRICS, RESULTS, WEIGHTS = "config.yaml", "metrics.csv", "results.json", "model.safetensors"
+META, CHECKPOINT = "model.json", "last.ckpt"
 LOCK = ".lock"  # held by a training process (base/fileio.folder_lock): it holds the pid
-RUN_FILES = frozenset({CONFIG, METRICS, RESULTS})
-# libyaml's loader where it is built in: 200 config files in about 0.1 s instead of 0.6 s.
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# What makes a folder a run: a file training writes once an epoch ends (or once it ends), or the
+# config.yaml and lock of a training that is in its first epoch (or was killed in it). A
+# config.yaml alone is no run: many projects have one.
+TRAINED_FILES = frozenset({METRICS, RESULTS, WEIGHTS, META, CHECKPOINT})
+STARTED_FILES = frozenset({CONFIG, LOCK})
 
 
 @dataclass(frozen=True)
@@ -85,8 +89,13 @@ class RunRecord:
         return round(sum(row.seconds for row in self.history), 1) if self.history else None
 
 
+def holds_a_run(names: set[str] | frozenset[str]) -> bool:
+    """Whether a folder with these files is a run folder."""
+    return bool(names & TRAINED_FILES) or names >= STARTED_FILES
+
+
 def is_run_folder(path: Path) -> bool:
-    return any((path / name).is_file() for name in RUN_FILES)
+    return holds_a_run({name for name in TRAINED_FILES | STARTED_FILES if (path / name).is_file()})
 
 
 def read_run(path: str | Path) -> RunRecord:
@@ -109,9 +118,12 @@ def read_history(path: Path) -> tuple[EpochRow, ...]:
         return ()
     with open(path, newline="", encoding="utf-8") as handle:
         try:
-            return tuple(EpochRow.from_dict(row) for row in csv.DictReader(handle))
+            rows = tuple(EpochRow.from_dict(row) for row in csv.DictReader(handle))
         except (KeyError, ValueError, TypeError) as error:
             raise CnnlabError(f"{path}: malformed row ({error})") from None
+    for number, row in enumerate(rows, start=1):
+        check_ranges(row, f"{path} row {number}")
+    return rows
 
 
 def flat_settings(values: dict[str, Any]) -> dict[str, Any]:
@@ -149,6 +161,8 @@ def _with_status(record: RunRecord) -> RunRecord:
     """results.json's status; without one, whether training still runs or was cut short."""
     if record.results is not None:
         return replace(record, status=record.results.status)
+    if (record.path / RESULTS).is_file():  # training ended, but how is unknown: said in `problem`
+        return replace(record, status="unreadable")
     # no results and no live training process: killed, interrupted, or a crash of the machine
     return replace(record, status="running" if _training_now(record.path) else "incomplete")
 
@@ -176,12 +190,31 @@ def _settings(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
     try:
-        values = yaml.load(path.read_text(encoding="utf-8"), Loader=_LOADER) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as error:
-        raise CnnlabError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from None
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise CnnlabError(f"{path} is not UTF-8 text ({error.reason})") from None
+    values = load_yaml(text, str(path))  # bounded: a file of nested aliases is refused
+    if values is None:
+        raise CnnlabError(f"{path} is empty: training writes every setting there")
     if not isinstance(values, dict):
         raise CnnlabError(f"{path}: expected a mapping of settings")
-    return flat_settings(values)
+    settings = flat_settings(values)
+    bad = next((key for key, value in settings.items() if not _finite(value)), None)
+    if bad is not None:
+        raise CnnlabError(f"{path}: the setting {bad!r} is {settings[bad]!r}, which no run can have "
+                          f"used (numbers must be finite)")
+    return settings
+
+
+def _finite(value: Any) -> bool:
+    """No NaN or infinity in a value, or in the values of a list: JSON cannot hold them."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, (list, tuple)):
+        return all(_finite(item) for item in value)
+    if isinstance(value, dict):
+        return all(_finite(item) for item in value.values())
+    return True
 
 
 def _read_part(read, empty: Any, problems: list[str]) -> Any:

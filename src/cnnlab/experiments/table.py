@@ -9,6 +9,7 @@ import csv
 import io
 import json
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -18,7 +19,7 @@ from ..base.errors import CnnlabError, suggest
 from ..base.fileio import atomic_write_text, is_dir
 from ..base.settings import resolve
 from ..base.show import duration, percent
-from .records import RUN_FILES, RunRecord, read_run, setting_label
+from .records import RunRecord, holds_a_run, read_run, setting_label
 from .settings import RunsSettings
 
 MAX_DEPTH = 4  # runs/ -> a sweep -> its trials: deep enough, and `cnnlab runs ~` stays quick
@@ -28,6 +29,10 @@ NOT_COMPARED = frozenset({"out", "report"})
 OWN_COLUMNS = frozenset({"data.name", "model", "epochs"})
 FORMATS = {".csv": "csv", ".json": "json"}
 FIRST = ("data.name", "model")  # what a reader asks first of two runs
+# MLflow keeps each run's files in <store>/<run id>/artifacts/ (a run id: 32 hex digits, uuid4's);
+# the copy of a run folder logged there with --mlflow is not a run of its own.
+MLFLOW_ARTIFACTS = "artifacts"
+MLFLOW_RUN_ID = re.compile(r"[0-9a-f]{32}")
 
 
 @dataclass(frozen=True)
@@ -58,21 +63,28 @@ class RunsTable:
 
 
 def find_runs(root: Path, depth: int = MAX_DEPTH) -> list[Path]:
-    """Run folders at or under `root`: folders holding config.yaml, metrics.csv or results.json.
-    A run's own subfolders (evaluate/, export/ ...) are not searched; hidden folders neither."""
+    """Run folders at or under `root` (records.holds_a_run says which). A run's own subfolders
+    (evaluate/, export/ ...) are not searched, nor hidden folders, nor the copies of runs an
+    MLflow store keeps."""
     try:
         entries = list(os.scandir(root))
     except OSError:
         return []
-    if any(entry.name in RUN_FILES for entry in entries):
+    if holds_a_run({entry.name for entry in entries if entry.is_file()}):
         return [root]
     if depth == 0:
         return []
     found: list[Path] = []
     for entry in sorted(entries, key=lambda e: e.name):
-        if not entry.name.startswith(".") and entry.is_dir(follow_symlinks=False):
+        if _searched(entry, root):
             found.extend(find_runs(Path(entry.path), depth - 1))
     return found
+
+
+def _searched(entry: os.DirEntry, parent: Path) -> bool:
+    if entry.name.startswith(".") or not entry.is_dir(follow_symlinks=False):
+        return False
+    return not (entry.name == MLFLOW_ARTIFACTS and MLFLOW_RUN_ID.fullmatch(parent.name))
 
 
 def differing_settings(runs: list[RunRecord] | tuple[RunRecord, ...],
@@ -172,7 +184,8 @@ def output_format(settings: RunsSettings) -> str:
 
 
 def to_json(table: RunsTable) -> str:
-    return json.dumps(table.records(), indent=2, default=str) + "\n"
+    # records.read_run refuses the files whose numbers JSON cannot hold; none may slip through
+    return json.dumps(table.records(), indent=2, default=str, allow_nan=False) + "\n"
 
 
 def to_csv(table: RunsTable) -> str:

@@ -1,8 +1,8 @@
 """Export a trained run to ONNX (fp32 and int8) and measure that it predicts the same.
 
 cnnlab.models.onnx_graph writes the graph, cnnlab.export.quantize the int8 model (ONNX Runtime's static
-quantization), cnnlab.export.parity the comparisons, cnnlab.export.replace puts the new export folder
-in the old one's place in one step, cnnlab.export.run the verb. Names load on first use (PEP 562),
+quantization), cnnlab.export.parity the comparisons, cnnlab.export.run the verb; the new export folder
+takes the old one's place in one step (cnnlab.base.fileio.replacing). Names load on first use (PEP 562),
 so `import cnnlab` does not load torch or ONNX.
 """
 

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from ..base.errors import CnnlabError
-from ..base.fileio import atomic_write_text, sha256_of
+from ..base.fileio import atomic_write_text, check_replaceable, replacing, sha256_of
 from ..base.progress import tracked
 from ..base.settings import resolve
 from ..data.images import to_float
@@ -25,7 +25,6 @@ from ..run.folder import export_of, load_model
 from ..run.results import ExportParity, Int8Parity
 from .parity import compare_fp32, compare_int8, outputs
 from .quantize import WORK_PREFIX, quantize_int8
-from .replace import check_replaceable, replacing
 from .settings import ExportSettings
 
 FP32_FILE, INT8_FILE = "model.onnx", "model.int8.onnx"

@@ -7,10 +7,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from ..base.errors import CnnlabError, unknown
 from ..base.fileio import is_file
+from ..base.yamlload import load_yaml
 from .build import BuiltLayer, build_network
 from .classifier import Classifier, zero_head
 from .pretrained import TIMM_PREFIX, create_timm_model
@@ -67,10 +66,7 @@ def resolve_layers(model: str) -> tuple[str, list[Layer]]:
 def _layers_from_yaml(path: Path) -> tuple[str, list[Layer]]:
     if not is_file(path):
         raise CnnlabError(f"model file {path} does not exist")
-    try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        raise CnnlabError(f"model file {path} is not valid YAML: {error}".splitlines()[0]) from None
+    document = load_yaml(path.read_text(encoding="utf-8"), f"model file {path}")
     if isinstance(document, dict) and "layers" in document:
         return str(document.get("name", path.stem)), parse_yaml_layers(document["layers"])
     if isinstance(document, list):

@@ -43,7 +43,7 @@ def predict(run: str | Path, inputs: str | Path | list[str | Path],
         if len(found.missing) == len(names):  # nothing named exists
             raise CnnlabError(f"{found.missing[0].input}: {found.missing[0].reason}")
         raise CnnlabError(f"no images or videos found in {' '.join(names)}")
-    gate = min_probability(run, settings, predictor.class_names)  # errors before the work
+    gate = min_probability(run, settings, predictor.card)  # errors before the work
     results, failures = _collect(predictor, found, settings)
     if gate is not None:
         results = gate.apply(results)

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from PIL import Image
 
+from ..base.yamlload import load_yaml
 from ..run.contract import ModelCard
 from ..run.folder import RESULTS, read_metrics
 from ..run.results import AttackMetrics, EvaluationMetrics, OpenSetResult, TrainingResults
@@ -95,7 +95,8 @@ def trained(run: Path, card: ModelCard) -> Section:
     config = run / "config.yaml"
     if config.is_file():
         section.tables.append(Table("settings (config.yaml)", ["setting", "value"],
-                                    _flat_settings(yaml.safe_load(config.read_text()) or {})))
+                                    _flat_settings(load_yaml(config.read_text(encoding="utf-8"),
+                                                             str(config)) or {})))
     return section
 
 
@@ -144,8 +145,10 @@ def unknowns(run: Path, card: ModelCard) -> Section:
     """Calibration and the unknown-image detector, and how they fared where evaluate --unknown
     measured them."""
     section = Section("unknown", "What it does not know")
-    if card.calibration is not None:
-        c = card.calibration
+    c = card.calibration
+    if c is not None and c.declined is not None:
+        section.facts.append(("temperature", f"none: {c.declined}"))
+    elif c is not None:
         section.facts.append(("temperature", f"{c.temperature:.3g} (validation ECE {c.ece_before:.4f}"
                                              f" before, {c.ece_after:.4f} after)"))
     if card.unknown is None:

@@ -89,6 +89,8 @@ class Calibration:
     ece_before: float
     ece_after: float
     images: int
+    # why no temperature was kept (too few images, a fit that made the ECE worse): it is then 1
+    declined: str | None = json_field(None, omit_none=True)
 
     def check(self, where: str) -> None:
         if not self.temperature > 0:

@@ -11,15 +11,24 @@ folder (keyed by the SHA-256 of its tensors). A graph made from anything else (a
 new weights, a new calibration) or damaged on disk is remade, never used; one whose outputs
 differ from eager PyTorch's by more than 1e-4 is kept out, said in one line, and PyTorch runs
 instead. A passing `cnnlab export` of the same weights is used as it is.
+
+A record can be rewritten together with its graph, so neither vouches for the other: a graph
+made before is used once it has agreed with the weights it claims to come from, on the parity
+check's pixels, after each time its file was written (a stamp in the user's cache remembers the
+file that agreed). One that does not is said in one line and never used (the run's own is
+remade).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +54,11 @@ MAX_DIFFERENCE = 1e-4  # largest |ONNX Runtime - PyTorch| of an output for the g
 # export (3-4 s for a small network) costs more than ONNX Runtime would save on any folder.
 AUTO_MIN_FLOPS = 100e6
 PARITY_BATCHES = (3, 1)  # batch sizes of the parity check: the graph's batch size is free
+
+# Graphs (path, SHA-256, what they were made from) that agreed with eager PyTorch in this process,
+# and those that did not (so that each is said once).
+_AGREED: set[tuple[str, str, str]] = set()
+_DISAGREED: set[tuple[str, str, str]] = set()
 
 
 class EngineUnavailable(Exception):
@@ -81,9 +95,13 @@ def forward_engine(run: Path, model: Classifier, card: ModelCard, engine: str,
         if card.weights_sha256 is None:
             raise EngineUnavailable("model.json names no weights checksum to key the graph by",
                                     said=False)
-        graph = _passing_export(Path(run), card) or _graph(
-            Path(run) / ENGINE_FOLDER / ENGINE_RECORD, Path(run) / ENGINE_FOLDER / ENGINE_GRAPH,
-            _key(card), lambda: _exported_graph(model), card.input.shape)
+        module = cache(lambda: _exported_graph(model))
+        export = _passing_export(Path(run), card)
+        if export is not None and _agrees(*export, _key(card), module, card.input.shape):
+            return _run_session(run, export[0], card)
+        graph = _graph(Path(run) / ENGINE_FOLDER / ENGINE_RECORD,
+                       Path(run) / ENGINE_FOLDER / ENGINE_GRAPH, _key(card), module,
+                       card.input.shape)
         return _run_session(run, graph, card)
     except EngineUnavailable as reason:
         return _fallback(engine, reason, model)
@@ -91,20 +109,24 @@ def forward_engine(run: Path, model: Classifier, card: ModelCard, engine: str,
 
 def cached_engine(run: Path, card: ModelCard, engine: str,
                   device: torch.device) -> nn.Module | None:
-    """A run's ONNX Runtime graph where one made for these weights is already there and intact,
-    without building the PyTorch model at all (timm's import alone takes 3 s); else None."""
+    """A run's ONNX Runtime graph where one made for these weights is already there, intact and
+    in agreement with them (the PyTorch model is built for that check only once a process: timm's
+    import alone takes 3 s); else None. A graph of the run's own that disagrees is deleted."""
     if engine == "torch" or device.type != "cpu" or card.weights_sha256 is None:
         return None
-    run = Path(run)
-    graph = _passing_export(run, card)
-    if graph is None:
-        graph = run / ENGINE_FOLDER / ENGINE_GRAPH
-        record = _read_record(run / ENGINE_FOLDER / ENGINE_RECORD)
-        if record is None or record.key != _key(card) or not record.passed \
-                or not _intact(graph, record):
+    run, key = Path(run), _key(card)
+    module = cache(lambda: _exported_graph(_load_model(run)))
+    found = _passing_export(run, card)
+    if found is None or not _agrees(*found, key, module, card.input.shape):
+        found = _recorded_graph(run / ENGINE_FOLDER / ENGINE_RECORD,
+                                run / ENGINE_FOLDER / ENGINE_GRAPH, key)
+        if found is None:
+            return None
+        if not _agrees(*found, key, module, card.input.shape, own=True):
+            found[0].unlink(missing_ok=True)  # no longer intact: remade when next wanted
             return None
     try:
-        return _run_session(run, graph, card)
+        return _run_session(run, found[0], card)
     except EngineUnavailable:
         return None
 
@@ -123,8 +145,8 @@ def feature_engine(model: Classifier, input_shape: tuple[int, int, int], engine:
         digest = _backbone_sha256(model, input_shape)
         stem = cache_dir() / ENGINE_FOLDER / f"features-{digest[:24]}"
         graph = _graph(stem.with_suffix(".json"), stem.with_suffix(".onnx"),
-                       {"backbone_sha256": digest}, lambda: _feature_graph(model), input_shape,
-                       make)
+                       {"backbone_sha256": digest}, cache(lambda: _feature_graph(model)),
+                       input_shape, make)
         return _session(graph)
     except EngineUnavailable as reason:
         return _fallback(engine, reason, None)
@@ -209,8 +231,9 @@ def _session(graph: Path, temperature: float = 1.0, own: bool = True) -> nn.Modu
         raise EngineUnavailable(str(error)) from None
 
 
-def _passing_export(run: Path, card: ModelCard) -> Path | None:
-    """RUN/export/model.onnx where `cnnlab export` made it from these weights and it passed."""
+def _passing_export(run: Path, card: ModelCard) -> tuple[Path, str] | None:
+    """RUN/export/model.onnx and its SHA-256, where `cnnlab export` made it from these weights
+    and it passed."""
     folder = run / "export"
     if not (folder / EXPORT_MANIFEST).is_file():
         return None
@@ -223,20 +246,100 @@ def _passing_export(run: Path, card: ModelCard) -> Path | None:
     if (_key(manifest.card) != _key(card) or not manifest.parity.fp32.passed or recorded is None
             or not graph.is_file() or sha256_of(graph) != recorded):
         return None
-    return graph
+    return graph, recorded
 
 
-def _graph(record_path: Path, graph_path: Path, key: dict[str, Any], module: Any,
-           input_shape: tuple[int, int, int], make: bool = True) -> Path:
-    """The graph at `graph_path` for `key`: the one made before, or made now from `module()`."""
+def _graph(record_path: Path, graph_path: Path, key: dict[str, Any],
+           module: Callable[[], nn.Module], input_shape: tuple[int, int, int],
+           make: bool = True) -> Path:
+    """The graph at `graph_path` for `key`: the one made before where it agrees with `module()`,
+    else made now from it."""
     record = _read_record(record_path)
-    if record is None or record.key != key or (record.passed and not _intact(graph_path, record)):
-        if not make:
-            raise EngineUnavailable("no graph made yet", said=False)
-        record = _make(record_path, graph_path, key, module(), input_shape)
+    if record is not None and record.key == key and not record.passed:
+        raise EngineUnavailable(f"the ONNX graph {graph_path} {record.reason}")
+    found = _recorded_graph(record_path, graph_path, key)
+    if found is not None and _agrees(*found, key, module, input_shape, own=True):
+        return graph_path
+    if not make:
+        raise EngineUnavailable("no graph made yet", said=False)
+    record = _make(record_path, graph_path, key, module(), input_shape)
     if not record.passed:
         raise EngineUnavailable(f"the ONNX graph {graph_path} {record.reason}")
+    _agreed(_made_from(graph_path, record.graph_sha256 or "", key))
     return graph_path
+
+
+def _recorded_graph(record_path: Path, graph_path: Path,
+                    key: dict[str, Any]) -> tuple[Path, str] | None:
+    """The graph and its SHA-256 where its record says it was made for `key`, passed and is
+    intact on disk; else None."""
+    record = _read_record(record_path)
+    if record is None or record.key != key or not record.passed or not _intact(graph_path, record):
+        return None
+    return graph_path, record.graph_sha256 or ""
+
+
+def _made_from(graph: Path, digest: str, key: dict[str, Any]) -> tuple[str, str, str]:
+    return str(graph.resolve()), digest, json.dumps(key, sort_keys=True)
+
+
+def _agrees(graph: Path, digest: str, key: dict[str, Any], module: Callable[[], nn.Module],
+            input_shape: tuple[int, int, int], own: bool = False) -> bool:
+    """Whether the graph of bytes `digest`, recorded as made for `key`, computes what `module()`
+    does (the parity check), measured once a process; a graph that does not is said once."""
+    made_from = _made_from(graph, digest, key)
+    if made_from in _AGREED or made_from in _DISAGREED:
+        return made_from in _AGREED
+    if _stamp_holds(made_from):
+        _AGREED.add(made_from)
+        return True
+    try:
+        difference = _parity(graph, module(), input_shape, own)
+    except Exception:  # a graph altered until ONNX Runtime refuses it, or of another shape
+        difference = math.inf
+    if difference <= MAX_DIFFERENCE:
+        _agreed(made_from)
+        return True
+    _DISAGREED.add(made_from)
+    log.warning("%s does not agree with the weights its record names (its outputs differ from "
+                "eager PyTorch's by %.1e, more than %g): not used", graph, difference,
+                MAX_DIFFERENCE)
+    return False
+
+
+def _agreed(made_from: tuple[str, str, str]) -> None:
+    """Remember that the graph agreed: in this process, and in a stamp for the next processes."""
+    _AGREED.add(made_from)
+    with contextlib.suppress(OSError):  # a read-only cache: each process checks again, no loss
+        atomic_write_json(_stamp_path(made_from), {"made_from": list(made_from),
+                                                   "file": _identity(Path(made_from[0]))})
+
+
+def _stamp_holds(made_from: tuple[str, str, str]) -> bool:
+    """Whether the graph agreed before and its file has not been touched since. The stamp holds
+    the file's inode and change time (ctime), which no write, rename or copy can keep and no
+    user can set: a graph rewritten with its record is checked again, while one that agreed is
+    used without building the PyTorch model (what the cached graph is for: timm's import alone
+    takes 3 s)."""
+    try:
+        stamp = json.loads(_stamp_path(made_from).read_text(encoding="utf-8"))
+        return (stamp["made_from"] == list(made_from)
+                and stamp["file"] == _identity(Path(made_from[0])))
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _identity(path: Path) -> list[int]:
+    status = path.stat()
+    return [status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns]
+
+
+def _stamp_path(made_from: tuple[str, str, str]) -> Path:
+    """One small file a graph, in the user's cache (a run folder stays as the run wrote it)."""
+    from ..data.builtin import cache_dir
+
+    name = hashlib.sha256("\n".join(made_from).encode("utf-8", "surrogateescape")).hexdigest()
+    return cache_dir() / ENGINE_FOLDER / "agreed" / f"{name[:32]}.json"
 
 
 def _read_record(path: Path) -> EngineRecord | None:
@@ -289,12 +392,13 @@ def _write_record(path: Path, key: dict[str, Any], graph: Path | None, differenc
 
 
 @torch.no_grad()
-def _parity(graph: Path, module: nn.Module, input_shape: tuple[int, int, int]) -> float:
+def _parity(graph: Path, module: nn.Module, input_shape: tuple[int, int, int],
+            own: bool = False) -> float:
     """The largest difference between the graph's outputs and eager PyTorch's, on seeded random
-    pixels in batches of several sizes."""
+    pixels in batches of several sizes (`own`: a graph cnnlab wrote, see open_session)."""
     from ..models.onnx import open_session
 
-    session = open_session(graph)
+    session = open_session(graph, own=own)
     name = session.get_inputs()[0].name
     generator = torch.Generator().manual_seed(0)
     largest = 0.0
@@ -306,6 +410,12 @@ def _parity(graph: Path, module: nn.Module, input_shape: tuple[int, int, int]) -
         # with nothing
         largest = max(largest, difference) if math.isfinite(difference) else math.inf
     return largest
+
+
+def _load_model(run: Path) -> Classifier:
+    from .folder import load_model
+
+    return load_model(run)[0]
 
 
 def _exported_graph(model: Classifier) -> nn.Module:

@@ -131,6 +131,7 @@ class Predictor:
     def predictions(self, probabilities: torch.Tensor, verdicts: Sequence[UnknownVerdict | None],
                     names: Sequence[str | None], topk: int) -> list[Prediction]:
         """One Prediction per row of probabilities (B, K), with its verdict and input name."""
+        _check_finite(probabilities, names)
         return [Prediction(name, top, verdict) for name, top, verdict
                 in zip(names, self.top(probabilities, topk), verdicts, strict=True)]
 
@@ -157,6 +158,17 @@ class Predictor:
             batch = torch.stack([self.preprocess(x) for x in chunk])
             results.extend(self.predict_batch(batch, [_input_name(x) for x in chunk], topk))
         return results
+
+
+def _check_finite(probabilities: torch.Tensor, names: Sequence[str | None]) -> None:
+    """Probabilities that are not numbers are refused: finite weights can still overflow to
+    infinite logits, whose softmax is NaN, and a NaN is no answer (nor valid JSON)."""
+    finite = torch.isfinite(probabilities).all(1)
+    if bool(finite.all()):
+        return
+    name = names[int((~finite).nonzero()[0])] or "an image"
+    raise CnnlabError(f"{name}: the model's probabilities are not finite numbers (its outputs "
+                      f"overflow), so nothing is predicted; check the run's weights")
 
 
 def _input_name(item: ImageInput) -> str | None:

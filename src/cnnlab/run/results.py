@@ -28,6 +28,11 @@ def _finite(value: Any) -> Any:
     return value
 
 
+SHARE = (0, 1)  # an accuracy, a precision, a recall: a share of images
+NON_NEGATIVE = (0, None)  # a loss, a rate, a count
+SECONDS = (0, 1e10)  # no run lasts three centuries: a larger figure is a damaged file
+
+
 def _none_if_nan(value: Any) -> float | None:
     return None if value is None or math.isnan(value) else float(value)
 
@@ -42,14 +47,15 @@ class EpochRow:
     `to_dict` (the CSV row, and the checkpoint's history), the one reader `from_dict`; in the CSV
     a figure the epoch has not (no validation split, no learning rate for a probe) is NaN."""
 
-    epoch: int
-    train_loss: float
-    train_acc: float
-    val_loss: float | None  # None: there is no validation split
-    val_acc: float | None
-    lr: float | None  # the head's rate in the epoch's last step; None for a fitted probe
-    seconds: float  # training only, validation excluded
-    val_robust_acc: float | None = None  # adversarial training only
+    epoch: int = json_field(within=NON_NEGATIVE)
+    train_loss: float = json_field(within=NON_NEGATIVE)
+    train_acc: float = json_field(within=SHARE)
+    val_loss: float | None = json_field(within=NON_NEGATIVE)  # None: there is no validation split
+    val_acc: float | None = json_field(within=SHARE)
+    # the head's rate in the epoch's last step; None for a fitted probe
+    lr: float | None = json_field(within=NON_NEGATIVE)
+    seconds: float = json_field(within=SECONDS)  # training only, validation excluded
+    val_robust_acc: float | None = json_field(None, within=SHARE)  # adversarial training only
 
     @classmethod
     def measured(cls, epoch: int, train: tuple[float, float], val: tuple[float, float] | None,
@@ -96,11 +102,11 @@ class TrainingResults:
     """results.json: how training ended."""
 
     status: str  # finished | stopped early | diverged
-    epochs: int
-    best_epoch: int
-    best_val_accuracy: float | None
-    test_accuracy: float | None
-    seconds: float
+    epochs: int = json_field(within=NON_NEGATIVE)
+    best_epoch: int = json_field(within=NON_NEGATIVE)
+    best_val_accuracy: float | None = json_field(within=SHARE)
+    test_accuracy: float | None = json_field(within=SHARE)
+    seconds: float = json_field(within=SECONDS)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -120,10 +126,10 @@ class ClassMetrics:
     """One class's precision, recall, F1 and support (its images in the split)."""
 
     name: str = json_field(key="class")
-    precision: float
-    recall: float
-    f1: float
-    support: int
+    precision: float = json_field(within=SHARE)
+    recall: float = json_field(within=SHARE)
+    f1: float = json_field(within=SHARE)
+    support: int = json_field(within=NON_NEGATIVE)
 
     def to_dict(self) -> dict[str, Any]:
         return to_json_dict(self)
@@ -194,6 +200,22 @@ class ClassThresholds:
 
 
 @dataclass(frozen=True)
+class MeasuredWith:
+    """What made the probabilities an evaluation measured: the weights (the SHA-256 that
+    model.json binds them by), the temperature and flip TTA. Thresholds set on those
+    probabilities hold for this model alone: a new calibration or new weights need new ones."""
+
+    weights_sha256: str | None
+    temperature: float
+    flip_tta: bool
+
+    @classmethod
+    def of(cls, card: Any) -> MeasuredWith:
+        """The binding of a run.contract.ModelCard (not imported: it imports this module)."""
+        return cls(card.weights_sha256, card.temperature, card.flip_tta)
+
+
+@dataclass(frozen=True)
 class EvaluationMetrics:
     """evaluate's metrics.json: a run's model measured on one split."""
 
@@ -202,7 +224,7 @@ class EvaluationMetrics:
     split: str
     images: int
     loss: float
-    accuracy: float
+    accuracy: float = json_field(within=SHARE)
     ece: float  # expected calibration error, 15 equal-width bins
     per_class: tuple[ClassMetrics, ...]
     macro_avg: AveragedMetrics
@@ -214,6 +236,7 @@ class EvaluationMetrics:
     # False when the model was fitted on this split's images (the probe refits on val): its
     # figures are then not held-out figures, and every table that shows them says so.
     held_out: bool = True
+    measured_with: MeasuredWith | None = None  # None: written by a cnnlab that did not record it
     # figures later stages add under their own keys, kept as they are (read by their own types)
     extra: dict[str, Any] = json_field(factory=dict, extra=True)
 
@@ -237,6 +260,8 @@ class EvaluationMetrics:
         values["translation"] = [asdict(row) for row in self.translation]
         values["per_class_auc"] = [row.to_dict() for row in self.per_class_auc]
         values["thresholds"] = [row.to_dict() for row in self.thresholds]
+        if self.measured_with is not None:
+            values["measured_with"] = asdict(self.measured_with)
         return _finite({**values, **self.extra})
 
     @classmethod

@@ -2,7 +2,9 @@
 others (higher: more like its own), and the detector a predictor applies with its model card's
 score and threshold. The scores are the table in run.unknown_scores; a score that needs the
 features (mahalanobis) reads the statistics of the training features kept here (class means and
-the shared precision matrix), in a safetensors file. The detector is fitted by the calibrate stage.
+the shared precision matrix), in a safetensors file with its SHA-256 beside it, as the weights
+are: damage is one line on loading, never scores that call every image unknown. The detector is
+fitted by the calibrate stage.
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ import torch
 from safetensors.torch import load_file, save
 
 from ..base.errors import CnnlabError
-from ..base.fileio import atomic_write
+from ..base.fileio import sha256_of
 from ..data.images import to_float
 from ..data.splits import Split
 from ..models.modes import eval_mode
 from .contract import ModelCard, UnknownDetector
+from .folder import CHECKSUM_SUFFIX, recorded_digests, write_checked
 from .inference import inference_batch
 from .unknown_scores import ScoreInputs, unknown_score
 
@@ -47,17 +50,43 @@ class FeatureStatistics:
         return cls(means.float(), torch.linalg.inv(covariance).float())
 
     def save(self, path: Path) -> None:
+        """The file and its PATH.sha256, as the weights are kept: damage is found on loading."""
         state = {"means": self.means.contiguous(), "precision": self.precision.contiguous()}
-        atomic_write(path, lambda tmp: tmp.write_bytes(save(state)))
+        write_checked(path, save(state))
 
     @classmethod
-    def load(cls, path: Path) -> FeatureStatistics:
+    def load(cls, path: Path, num_classes: int) -> FeatureStatistics:
+        """The statistics at `path`, refused in one line where its bytes differ from their
+        checksum or its values could not have been fitted (a file from before checksums were
+        kept has none, and gets the second check only)."""
+        _verify_statistics(path)
         try:
             state = load_file(str(path))
-            return cls(state["means"], state["precision"])
+            statistics = cls(state["means"], state["precision"])
         except Exception as error:  # safetensors raises its own kinds for a damaged file
             raise CnnlabError(f"cannot load the unknown detector's statistics {path}: "
                               f"{str(error).splitlines()[0][:200]}") from None
+        problem = statistics.problem(num_classes)
+        if problem is not None:
+            raise CnnlabError(f"{path} is damaged: {problem}; {_mend(path)}")
+        return statistics
+
+    def problem(self, num_classes: int) -> str | None:
+        """What makes these statistics impossible for a fit of `num_classes` classes, or None.
+        Damage that still parses turns scores NaN (every image then unknown) or meaningless."""
+        means, precision = self.means, self.precision
+        if means.ndim != 2 or means.shape[0] != num_classes:
+            return f"its class means are {tuple(means.shape)}, not a row for each of " \
+                   f"{num_classes} classes"
+        if precision.shape != (means.shape[1],) * 2:
+            return f"its precision matrix is {tuple(precision.shape)}, not {(means.shape[1],) * 2}"
+        if not (torch.isfinite(means).all() and torch.isfinite(precision).all()):
+            return "it holds values that are not finite (NaN or infinite)"
+        # The inverse of a covariance is symmetric: a changed entry breaks the symmetry.
+        scale = float(precision.abs().max())
+        if not torch.allclose(precision, precision.T, rtol=1e-4, atol=1e-4 * scale):
+            return "its precision matrix is not symmetric"
+        return None
 
     def score(self, features: torch.Tensor) -> torch.Tensor:
         """(N, F) -> (N,): minus the smallest squared Mahalanobis distance to a class mean."""
@@ -130,6 +159,19 @@ class Detector:
         return scores >= self.spec.threshold
 
 
+def _verify_statistics(path: Path) -> None:
+    expected = recorded_digests(path)
+    if expected and sha256_of(path) not in expected:
+        raise CnnlabError(f"{path} is damaged: its SHA-256 does not match "
+                          f"{path.name}{CHECKSUM_SUFFIX}; {_mend(path)}")
+
+
+def _mend(path: Path) -> str:
+    """What mends a damaged statistics file: the detector fitted anew, or none used."""
+    return (f"nothing was used (run `cnnlab calibrate {path.parent}` again to fit the detector "
+            f"anew, or predict with --no-unknown)")
+
+
 def load_detector(run: Path, card: ModelCard) -> Detector | None:
     """The run's detector, or None (said once) where the run has none."""
     if card.unknown is None:
@@ -142,7 +184,7 @@ def load_detector(run: Path, card: ModelCard) -> Detector | None:
         if not path.is_file():
             raise CnnlabError(f"{path} is missing: the unknown detector's statistics; run "
                               f"`cnnlab calibrate {run}` again")
-        statistics = FeatureStatistics.load(path)
+        statistics = FeatureStatistics.load(path, card.num_classes)
     return Detector(card.unknown, card.temperature, statistics)
 
 

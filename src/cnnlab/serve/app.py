@@ -6,7 +6,8 @@
 
 Every error is JSON `{"error": "..."}` with the status that names it: 413 too large, 415 not an
 accepted image, 422 unreadable or missing, 400 malformed, 503 busy (with Retry-After), 408 a body
-too slow to arrive, 431 headers too large, 504 the model past the request's deadline.
+too slow to arrive, 431 headers too large, 504 the model past the request's deadline, 500 a model
+whose probabilities are not numbers (never a NaN in the JSON).
 """
 
 from __future__ import annotations
@@ -215,9 +216,12 @@ def _routes(app: FastAPI, service: Service) -> None:
         async with service.deadline():
             rows = await service.predict([image for _, image in inputs])
         # The same Prediction (and dict form) as `cnnlab predict` and model.predict give.
-        predictions = predictor.predictions(torch.stack([probabilities for probabilities, _ in rows]),
-                                            [verdict for _, verdict in rows],
-                                            [name for name, _ in inputs], topk)
+        try:
+            predictions = predictor.predictions(
+                torch.stack([probabilities for probabilities, _ in rows]),
+                [verdict for _, verdict in rows], [name for name, _ in inputs], topk)
+        except CnnlabError as error:  # probabilities that are not numbers: the model's fault
+            raise ApiError(500, str(error)) from None
         return {"predictions": [prediction.to_dict() for prediction in predictions]}
 
     @app.post("/explain")

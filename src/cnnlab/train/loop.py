@@ -45,7 +45,7 @@ from .frozen import fit_probe, start_from_probe
 from .progress import Reporter
 from .recipes import resolve
 from .session import Session
-from .trackers import open_trackers
+from .trackers import check_trackers, open_trackers
 from .trainer import Trainer, build_trainer
 from .transfer import cache_features, can_cache, start_from_run
 from .validate import validate, validate_robust
@@ -288,6 +288,8 @@ def _prepare(config: TrainConfig, resume: str | Path | None, reporter: Reporter,
     config, choice = resolve(config)
     if resume is None and ranks.is_main:
         check_writable(config.out)
+    if ranks.is_main:
+        check_trackers(config, resume)
     if choice is not None and resume is None:
         reporter.message(choice)
     data = load_dataset(config.data)

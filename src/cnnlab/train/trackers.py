@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +24,11 @@ from ..run.results import EpochRow, TrainingResults
 
 MLFLOW_RUN = "mlflow.json"  # the MLflow run this folder logs to, so --resume continues it
 EXPERIMENT = "cnnlab"
+# The first look at the MLflow store is one try of this many seconds: MLflow's own default, seven
+# retries with a growing wait, spends four minutes on a server that is not there.
+PROBE_SECONDS = 10
+PROBE_ENVIRONMENT = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+                     "MLFLOW_HTTP_REQUEST_TIMEOUT": str(PROBE_SECONDS)}
 
 
 def flat_settings(config: TrainConfig) -> dict[str, Any]:
@@ -83,8 +92,7 @@ class MlflowTracker:
     def __init__(self, run_dir: Path, uri: str) -> None:
         import mlflow
 
-        for name in ("mlflow", "alembic"):  # their set-up notes would flood the training output
-            logging.getLogger(name).setLevel(logging.WARNING)
+        _quiet_mlflow_logs()
         self.run_dir, self.mlflow, self.uri = run_dir, mlflow, uri
         self.client = mlflow.MlflowClient(tracking_uri=_tracking_uri(run_dir, uri))
         self.run_id = self._run_id(uri)
@@ -135,14 +143,83 @@ class MlflowTracker:
 def _tracking_uri(run_dir: Path, uri: str) -> str:
     """--mlflow alone: a local store beside the run folders, runs/mlflow.db for runs/NAME (SQLite:
     MLflow's file store is no longer maintained); `mlflow ui --backend-store-uri` opens it."""
-    if uri != LOCAL_MLFLOW:
-        return uri
-    return f"sqlite:///{run_dir.resolve().parent / 'mlflow.db'}"
+    return _store_uri(run_dir.resolve().parent, uri)
+
+
+def _store_uri(runs: Path, uri: str) -> str:
+    """The tracking URI for runs in the folder `runs`."""
+    return f"sqlite:///{_local_store(runs.resolve())}" if uri == LOCAL_MLFLOW else uri
+
+
+def _local_store(runs: Path) -> Path:
+    return runs / "mlflow.db"
 
 
 def _artifacts(run_dir: Path, uri: str) -> str | None:
     """The local store keeps its artifacts in runs/mlruns/; a server keeps its own."""
     return (run_dir.resolve().parent / "mlruns").as_uri() if uri == LOCAL_MLFLOW else None
+
+
+def _quiet_mlflow_logs() -> None:
+    for name in ("mlflow", "alembic"):  # their set-up notes would flood the training output
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+@contextmanager
+def _said_in_one_line(uri: str) -> Iterator[None]:
+    """MLflow's failures (no MLflow, the store unreachable, refusing or damaged) as one line."""
+    try:
+        yield
+    except ImportError:
+        raise CnnlabError("--mlflow needs MLflow: pip install mlflow") from None
+    except Exception as error:
+        raise CnnlabError(f"cannot log to MLflow at {uri}: {_why(error)}") from None
+
+
+def _why(error: Exception) -> str:
+    """What went wrong, short: MLflow's HTTP errors bury the reason deep in a long line."""
+    text = str(error).strip()
+    if isinstance(error, KeyError) or not text:  # a damaged store's KeyError names only the key
+        return f"{type(error).__name__} {text}".strip()
+    refused = re.search(r"\[Errno -?\d+\] ([^'\")]+)", text)
+    if refused:
+        return f"no answer from the tracking server ({refused[1].strip()})"
+    if "timed out" in text:
+        return "no answer from the tracking server (timed out)"
+    return text.splitlines()[0][:200]
+
+
+@contextmanager
+def _one_short_try() -> Iterator[None]:
+    """MLflow's HTTP client without retries and with a short timeout, for the time of the block
+    (MLflow reads these variables at each request)."""
+    before = {name: os.environ.get(name) for name in PROBE_ENVIRONMENT}
+    os.environ.update(PROBE_ENVIRONMENT)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def check_trackers(config: TrainConfig, resume: str | Path | None = None) -> None:
+    """Fail in one line, before a run folder is made, when the MLflow store --mlflow names cannot
+    be reached or read: one short look at it instead of minutes of retries on the first epoch."""
+    if not config.mlflow:
+        return
+    runs = Path(resume).parent if resume is not None else (
+        Path(config.out).parent if config.out else Path("runs"))
+    if config.mlflow == LOCAL_MLFLOW and not _local_store(runs).is_file():
+        return  # made with the run: nothing there yet to be damaged
+    with _said_in_one_line(config.mlflow), _one_short_try():
+        import mlflow
+
+        _quiet_mlflow_logs()
+        client = mlflow.MlflowClient(tracking_uri=_store_uri(runs, config.mlflow))
+        client.get_experiment_by_name(EXPERIMENT)
 
 
 def open_trackers(config: TrainConfig, run_dir: Path) -> list:
@@ -151,13 +228,8 @@ def open_trackers(config: TrainConfig, run_dir: Path) -> list:
     if config.log == "tensorboard":
         trackers.append(TensorBoardTracker(run_dir))
     if config.mlflow:
-        try:
+        with _said_in_one_line(config.mlflow):  # the store refusing: said before any epoch
             tracker = MlflowTracker(run_dir, config.mlflow)
             tracker.start(config)
-        except ImportError:
-            raise CnnlabError("--mlflow needs MLflow: pip install mlflow") from None
-        except Exception as error:  # the store unreachable or refusing: said before any epoch
-            raise CnnlabError(f"cannot log to MLflow at {config.mlflow}: "
-                              f"{str(error).splitlines()[0][:200]}") from None
         trackers.append(tracker)
     return trackers

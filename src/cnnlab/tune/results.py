@@ -18,7 +18,7 @@ from ..base.errors import CnnlabError
 from ..base.fileio import atomic_write_text
 from ..config import apply_overrides
 from .space import SearchSpace
-from .study import FAILURE, INTERRUPTED, METRIC, RUN, SURPLUS, base_config
+from .study import FAILURE, INTERRUPTED, METRIC, RUN, SECONDS, SURPLUS, base_config, has_outcome
 
 TRIALS_CSV, BEST_YAML = "trials.csv", "best.yaml"
 FIGURES = ("history.png", "slices.png", "importance.png", "intermediate.png")
@@ -38,14 +38,18 @@ class TrialRecord:
     reason: str  # why it failed, was pruned or interrupted; "" otherwise
 
     @classmethod
-    def of(cls, trial: FrozenTrial) -> TrialRecord:
+    def of(cls, trial: FrozenTrial, recorded_as: int | None = None) -> TrialRecord:
+        """`recorded_as`: the trial that holds this one's result, recorded from its run folder."""
         steps = trial.intermediate_values
         last = steps[max(steps)] if steps else None
         state = _state(trial)
         value = trial.value if state == "complete" else (last if state == "pruned" else None)
-        seconds = trial.duration.total_seconds() if trial.duration else None
+        seconds = trial.user_attrs.get(SECONDS) or (trial.duration.total_seconds()
+                                                    if trial.duration else None)
+        reason = (f"its run folder's result is recorded as trial {recorded_as}"
+                  if recorded_as is not None else _reason(trial, state, steps))
         return cls(trial.number, state, value, dict(trial.params), max(steps) if steps else 0,
-                   seconds, trial.user_attrs.get(RUN), _reason(trial, state, steps))
+                   seconds, trial.user_attrs.get(RUN), reason)
 
 
 def _state(trial: FrozenTrial) -> str:
@@ -67,8 +71,16 @@ def _reason(trial: FrozenTrial, state: str, steps: dict[int, float]) -> str:
 
 def trial_records(study: optuna.Study) -> list[TrialRecord]:
     """Every trial of the study but the surplus ones (asked for by two workers at once)."""
-    return [TrialRecord.of(t) for t in study.get_trials(deepcopy=False)
+    trials = study.get_trials(deepcopy=False)
+    # a failed trial whose run folder finished is recorded again, as a later trial of that folder
+    holder = {t.user_attrs[RUN]: t.number for t in trials if RUN in t.user_attrs and has_outcome(t)}
+    return [TrialRecord.of(t, _recorded_as(t, holder)) for t in trials
             if not t.user_attrs.get(SURPLUS) and t.state != TrialState.WAITING]
+
+
+def _recorded_as(trial: FrozenTrial, holder: dict[str, int]) -> int | None:
+    number = holder.get(trial.user_attrs.get(RUN)) if trial.state == TrialState.FAIL else None
+    return number if number is not None and number > trial.number else None
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial | None:

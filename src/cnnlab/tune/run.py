@@ -5,6 +5,7 @@ stop it, and counts towards the study's total, which every worker sharing the st
 
 from __future__ import annotations
 
+import errno
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from ..config import TrainConfig, apply_overrides
 from ..run.results import EpochRow
 from ..train import Run, TrainingStopped, fit
 from .processes import TrialCrashed, fit_on_processes
+from .recover import recover_finished
 from .results import (
     BEST_YAML,
     TRIALS_CSV,
@@ -50,6 +52,8 @@ from .study import (
 
 Say = Callable[[str], None]
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+# A disk full, over quota, a file over its size limit, a folder gone read-only.
+NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
 
 
 class TrialFailed(Exception):
@@ -122,6 +126,7 @@ class Objective:
     folder: Path
     say: Say
     ran: list[int] = field(default_factory=list)
+    no_room: str | None = None  # why the sweep stopped, when a trial could not write its folder
 
     def __call__(self, trial: Trial) -> float:
         if counted(trial.study, besides=trial.number) >= self.settings.trials:
@@ -153,13 +158,27 @@ class Objective:
             trial.set_user_attr(INTERRUPTED, "stopped by Ctrl-C")
             raise
         except CnnlabError as error:  # the user's to fix: every trial would fail alike
+            cause = error.__context__  # train's own line names its cause only in its text
+            if isinstance(cause, OSError) and cause.errno in NO_ROOM:
+                self.no_room = self._no_room(trial, cause, config.out)
             trial.set_user_attr(INTERRUPTED, str(error))
+            if self.no_room is not None:
+                raise CnnlabError(self.no_room) from None
             raise
         except TrialCrashed as crash:  # its processes' own error, said by them
             self._fail(trial, str(crash))
         except Exception as error:  # out of memory, a setting the network cannot take
             self._fail(trial, f"{type(error).__name__}: {str(error).strip().splitlines()[0][:200]}"
                        if str(error).strip() else type(error).__name__)
+
+    def _no_room(self, trial: Trial, error: OSError, out: str | None) -> str:
+        """A trial that could not write its run folder is made up by the next run of the sweep
+        (its folder is not resumed): the line says so, not train's --resume."""
+        have = counted(trial.study, besides=trial.number)
+        return (f"cannot write {error.filename or out}: {error.strerror or error}; trial "
+                f"{trial.number} stopped, and the study keeps {have} of its {self.settings.trials} "
+                f"trials; make room, then run the same cnnlab tune command again: it makes up "
+                f"the missing ones")
 
     def _fail(self, trial: Trial, reason: str) -> None:
         trial.set_user_attr(FAILURE, reason)
@@ -201,7 +220,10 @@ def run_sweep(config: TrainConfig, space: SearchSpace, settings: TuneSettings,
 def _sweep(config: TrainConfig, space: SearchSpace, settings: TuneSettings, folder: Path,
            budget: float | None, say: Say) -> TuneResult:
     place = open_storage(settings.storage, folder, settings.study or folder.name)
-    study = open_study(place, settings, space, config)
+    study = open_study(place, settings, space, config, say)
+    for number, outcome in recover_finished(study, space, settings.metric).items():
+        say(f"trial {number} ended in its run folder but not in the study (its worker stopped "
+            f"first): recorded from the folder, {outcome}")
     for number in fail_orphans(study):
         say(f"trial {number} was left running by a process that is gone: it will be made up")
     objective = Objective(space, config, settings, folder, say)
@@ -210,6 +232,12 @@ def _sweep(config: TrainConfig, space: SearchSpace, settings: TuneSettings, fold
         if counted(study) < settings.trials:
             study.optimize(objective, timeout=budget, catch=(TrialFailed, Surplus),
                            callbacks=[_after_trial(settings, say)])
+    except Exception:
+        # a disk that filled during a trial: said as the sweep's, even where the study, on the
+        # same disk, could not record the trial's end (Optuna then raises its own error)
+        if objective.no_room is not None:
+            raise CnnlabError(objective.no_room) from None
+        raise
     except KeyboardInterrupt:
         result = summarize(study, space, settings, folder, place.shown, objective.ran, "Ctrl-C")
         raise KeyboardInterrupt(f"study {place.name!r} keeps {result.counted} of its "

@@ -38,8 +38,9 @@ class TuneSettings:
     sampler: str = option("tpe", "how the next settings are chosen: tpe (Bayesian), random, qmc "
                                  "(quasi-random), gp (Gaussian process)",
                           choices=("tpe", "random", "qmc", "gp"), kind="sampler")
-    sampler_seed: int | None = option(None, "seed of the sampler (one worker: the same trials "
-                                            "again); default: random, so workers differ",
+    sampler_seed: int | None = option(None, "seed of the sampler (one worker: a new study "
+                                            "tries the same settings again; one taken up again "
+                                            "tries new ones); default: random, so workers differ",
                                       minimum=0)
     storage: str | None = option(None, "where the study lives: an SQLAlchemy URL (postgresql://"
                                        "USER:PASSWORD@HOST/DB, mysql://..., sqlite:///FILE) shared by "

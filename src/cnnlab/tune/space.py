@@ -10,7 +10,8 @@ config with the part after `=` as its value (or a list of choices):
     batch_size=32|64|128     choices (numbers, true/false and names: model=fast|lenet5)
 
 Each part is checked against the setting it names (its type and bounds, as a flag would be), so a
-sweep never starts with a space it cannot run. Nothing here loads Optuna or torch.
+sweep never starts with a space it cannot run. Nothing here loads Optuna, nor torch
+unless the space searches the network.
 """
 
 from __future__ import annotations
@@ -168,7 +169,7 @@ def _scalar(text: str) -> Any:
             return kind(text)
         except ValueError:
             pass
-    return yaml.safe_load(text) if text else text
+    return load_yaml(text, f"the choice {text[:40]!r}") if text else text
 
 
 def _check_type(value: Any, where: str) -> Any:
@@ -218,13 +219,34 @@ def _range(name: str, key: str, kind: type, value: str, where: str) -> SearchPar
 
 
 def _check_values(param: SearchParam, base: TrainConfig, where: str) -> None:
-    """Each end or choice as the setting's own check sees it (type, bounds, known names)."""
+    """Each end or choice as the setting's own check sees it (type, bounds, known names), and each
+    network named as train would look it up: a name no trial could train is said before the
+    study starts, not when a trial draws it."""
     values = param.choices or (param.low, param.high)
     for value in values:
         try:
             apply_overrides(base, {param.key: value})
+            if param.key == "model" and isinstance(value, str):
+                _check_network(value)
         except CnnlabError as error:
             raise CnnlabError(f"{where}: {error}") from None
+
+
+def _check_network(name: str) -> None:
+    """A named network, layer spec or YAML file (their layers parsed), or a timm name timm has;
+    torch loads here, and only for a space that searches the network."""
+    from ..models.pretrained import TIMM_PREFIX, architecture
+    from ..models.registry import resolve_layers
+
+    if not name.startswith(TIMM_PREFIX):
+        resolve_layers(name)
+        return
+    import timm
+
+    wanted = name.removeprefix(TIMM_PREFIX)
+    known = set(timm.list_models()) | set(timm.list_models(pretrained=True))
+    if architecture(wanted) not in known:
+        raise CnnlabError(f"timm has no model {wanted!r}{suggest(wanted, known)}")
 
 
 def load_tune_config(path: str | Path) -> tuple[TrainConfig, SearchSpace | None]:

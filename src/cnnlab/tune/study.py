@@ -8,10 +8,12 @@ import random
 import socket
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 from optuna.storages import BaseStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, JournalStorage
@@ -19,11 +21,14 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ..base.errors import CnnlabError
 from ..config import TrainConfig
+from ..run.folder import RESULTS
 from .settings import TuneSettings
 from .space import SearchSpace
 
-# A trial's user attributes, set by the worker that runs it.
+# A trial's user attributes, set by the worker that runs it (SECONDS: by the one that recorded
+# it from its run folder, the training's own time).
 RUN, WORKER, FAILURE, INTERRUPTED, SURPLUS = "run", "worker", "failure", "interrupted", "surplus"
+SECONDS = "seconds"
 # The study's, set by the worker that creates it: what every later worker must agree with.
 SEARCH, METRIC, CONFIG = "cnnlab_search", "cnnlab_metric", "cnnlab_config"
 # Settings that may differ between workers: where and how each one runs its trials.
@@ -49,11 +54,15 @@ def open_storage(url: str | None, folder: Path, name: str) -> StudyPlace:
     try:
         if url.startswith("journal:"):
             path = Path(url.removeprefix("journal:")).expanduser()
-            path.parent.mkdir(parents=True, exist_ok=True)
+            if not path.parent.is_dir():  # a typo in the path would make folders anywhere
+                raise CnnlabError(f"--storage {url}: the folder {path.parent} does not exist; "
+                                  f"make it first, or give a journal file in a folder that does")
             # The open(O_EXCL) lock works on NFS, where a sweep over machines keeps its journal.
             backend = JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path)))
             return StudyPlace(JournalStorage(backend), url, name)
         storage = _rdb_storage(url)
+    except CnnlabError:
+        raise
     except (ImportError, ValueError) as error:
         raise CnnlabError(f"--storage {_hidden(url)}: {_first_line(error)}") from None
     except Exception as error:  # SQLAlchemy's errors: no server, refused login, bad database
@@ -96,8 +105,13 @@ def _first_line(error: BaseException) -> str:
     return lines[0] if lines else type(error).__name__
 
 
-def make_sampler(settings: TuneSettings) -> optuna.samplers.BaseSampler:
+def make_sampler(settings: TuneSettings, trials_before: int = 0) -> optuna.samplers.BaseSampler:
+    """The sampler for a study that holds `trials_before` trials. A study taken up again seeds its
+    sampler anew from the seed and that count: with the seed alone, it would propose the points
+    of its first trials once more. QMC keeps the seed: it continues its sequence by itself."""
     seed = settings.sampler_seed
+    if seed is not None and trials_before and settings.sampler != "qmc":
+        seed = int(np.random.SeedSequence([seed, trials_before]).generate_state(1)[0])
     with warnings.catch_warnings():  # qmc and gp are marked experimental
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return {"tpe": lambda: optuna.samplers.TPESampler(seed=seed),
@@ -123,35 +137,56 @@ def comparable(config: TrainConfig) -> dict[str, Any]:
 
 
 def open_study(place: StudyPlace, settings: TuneSettings, space: SearchSpace,
-               config: TrainConfig) -> optuna.Study:
-    """Create the study, or join it when it exists with the same space, metric and settings."""
-    direction = "minimize" if settings.metric == "val_loss" else "maximize"
-    study = optuna.create_study(storage=place.storage, study_name=place.name, direction=direction,
-                                sampler=make_sampler(settings), pruner=make_pruner(settings),
-                                load_if_exists=True)
+               config: TrainConfig, say: Callable[[str], None] = lambda line: None) -> optuna.Study:
+    """Create the study, or join it when it exists with the same space, metric and settings. One
+    that differs is refused, unless no trial of it came to anything (each was stopped before it
+    trained, e.g. refused by train): then it starts over with these settings."""
+    study = _create(place, settings)
     mine = {SEARCH: space.to_dict(), METRIC: settings.metric, CONFIG: config.to_dict()}
     theirs = study.user_attrs
-    if SEARCH not in theirs:  # new (or made elsewhere without them): this worker writes them
+    differs = _differences(theirs, mine, config) if SEARCH in theirs else []
+    if differs and _holds_results(study):
+        raise CnnlabError(f"study {place.name!r} in {place.shown} was started with "
+                          f"{' and '.join(differs)} (it searches {_spec(theirs[SEARCH])} for "
+                          f"{theirs[METRIC]}) and holds trials of them; give another --study or "
+                          f"--out to start another study, or the same settings to go on with it")
+    if differs:
+        optuna.delete_study(study_name=place.name, storage=place.storage)
+        study = _create(place, settings)
+        say(f"study {place.name!r} had {' and '.join(differs)} and no trial that trained: "
+            f"started over with this command's")
+    if SEARCH not in study.user_attrs:  # new (or made elsewhere without them): written now
         for key, value in mine.items():
             study.set_user_attr(key, value)
-        return study
-    _check_same(place, theirs, mine, config)
+    study.sampler = make_sampler(settings, len(study.get_trials(deepcopy=False)))
     return study
 
 
-def _check_same(place: StudyPlace, theirs: dict[str, Any], mine: dict[str, Any],
-                config: TrainConfig) -> None:
+def _create(place: StudyPlace, settings: TuneSettings) -> optuna.Study:
+    direction = "minimize" if settings.metric == "val_loss" else "maximize"
+    return optuna.create_study(storage=place.storage, study_name=place.name, direction=direction,
+                               sampler=make_sampler(settings), pruner=make_pruner(settings),
+                               load_if_exists=True)
+
+
+def _differences(theirs: dict[str, Any], mine: dict[str, Any], config: TrainConfig) -> list[str]:
+    """What of the stored study differs from this command's, as 'another search space'."""
     from ..config import config_from_dict
 
-    differs = [what for what, same in (
-        ("the search space", theirs[SEARCH] == mine[SEARCH]),
-        ("the metric", theirs[METRIC] == mine[METRIC]),
-        ("the training settings", comparable(config_from_dict(theirs[CONFIG])) == comparable(config)),
+    return [what for what, same in (
+        ("another search space", theirs[SEARCH] == mine[SEARCH]),
+        ("another metric", theirs[METRIC] == mine[METRIC]),
+        ("other training settings",
+         comparable(config_from_dict(theirs[CONFIG])) == comparable(config)),
     ) if not same]
-    if differs:
-        raise CnnlabError(f"study {place.name!r} in {place.shown} was started with other "
-                          f"{' and '.join(differs)} (it searches {_spec(theirs[SEARCH])} for "
-                          f"{theirs[METRIC]}); give another --study or --out, or the same settings")
+
+
+def _holds_results(study: optuna.Study) -> bool:
+    """Whether any trial is worth keeping: under way, queued, complete, pruned, failed on its own
+    settings, or finished in its run folder though the study was not told."""
+    return any(trial.state != TrialState.FAIL or FAILURE in trial.user_attrs
+               or (RUN in trial.user_attrs and (Path(trial.user_attrs[RUN]) / RESULTS).is_file())
+               for trial in study.get_trials(deepcopy=False))
 
 
 def _spec(search: dict[str, str]) -> str:
@@ -176,6 +211,12 @@ def counts(trial: FrozenTrial) -> bool:
     return trial.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 
 
+def has_outcome(trial: FrozenTrial) -> bool:
+    """Whether a trial ended with an outcome of its settings: complete, pruned, or failed on them."""
+    return trial.state in (TrialState.COMPLETE, TrialState.PRUNED) or (
+        trial.state == TrialState.FAIL and FAILURE in trial.user_attrs)
+
+
 def counted(study: optuna.Study, besides: int | None = None) -> int:
     """Trials of the study's total, every worker's (`besides`: a trial number left out)."""
     return sum(counts(t) for t in study.get_trials(deepcopy=False) if t.number != besides)
@@ -195,14 +236,18 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def orphaned(trial: FrozenTrial) -> bool:
+    """Whether a trial marked running was left by a process of this machine that is gone (killed,
+    crashed). Other machines' are left to the heartbeat."""
+    where, _, pid = str(trial.user_attrs.get(WORKER, "")).rpartition(":")
+    return (trial.state == TrialState.RUNNING and where == socket.gethostname() and pid.isdigit()
+            and not _alive(int(pid)))
+
+
 def fail_orphans(study: optuna.Study) -> list[int]:
-    """Trials still marked running whose worker was a process of this machine that is gone
-    (killed, crashed): failed at once, so that this run makes them up. Other machines' are left
-    to the heartbeat."""
-    host, gone = socket.gethostname(), []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        where, _, pid = str(trial.user_attrs.get(WORKER, "")).rpartition(":")
-        if where == host and pid.isdigit() and not _alive(int(pid)):
-            study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
-            gone.append(trial.number)
+    """Orphaned trials, failed at once, so that this run makes them up."""
+    gone = [trial.number for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            if orphaned(trial)]
+    for number in gone:
+        study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
     return gone
