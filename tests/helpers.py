@@ -167,3 +167,15 @@ def digit_png(path, index: int = 0):
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray((load_digits().images[index] * (255 / 16)).astype("uint8")).save(path)
     return path
+
+
+def overconfident_logits():
+    """Logits (400, 5) and labels of a classifier right most of the time and far too sure of it:
+    a temperature above 1 helps them."""
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 5, (400,), generator=generator)
+    logits = torch.randn(400, 5, generator=generator) * 4
+    logits[torch.arange(400), labels] += 3  # right most of the time, and far too sure of it
+    return logits, labels

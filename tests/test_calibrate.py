@@ -15,7 +15,7 @@ from cnnlab.calibrate.temperature import (
 from cnnlab.report.sections import unknowns
 from cnnlab.run.folder import read_card
 
-from .helpers import make_folder, run_cnnlab
+from .helpers import make_folder, overconfident_logits, run_cnnlab
 
 
 def _sure_of_its_mistakes(images: int = 40) -> tuple[torch.Tensor, torch.Tensor]:
@@ -40,10 +40,7 @@ def test_a_temperature_that_makes_the_validation_ece_worse_is_not_kept():
 
 
 def test_a_temperature_that_helps_is_kept():
-    generator = torch.Generator().manual_seed(0)
-    labels = torch.randint(0, 5, (400,), generator=generator)
-    logits = torch.randn(400, 5, generator=generator) * 4
-    logits[torch.arange(400), labels] += 3  # right most of the time, and far too sure of it
+    logits, labels = overconfident_logits()
     choice = choose_temperature(logits, labels)
     assert choice.declined is None
     assert choice.temperature == pytest.approx(fit_temperature(logits, labels))

@@ -169,6 +169,11 @@ def test_outputs_that_are_not_numbers_fail_parity(tmp_path):
             return linear(pixels) * float("nan")
 
     assert engine_module._parity(graph, NotANumber(), (1, 4, 4)) == float("inf")
+    record = tmp_path / "engine.json"
+    made = engine_module._make(record, tmp_path / "nan.onnx", {}, NotANumber(), (1, 4, 4))
+    assert not made.passed and "not numbers" in made.reason
+    assert json.loads(record.read_text(), parse_constant=lambda name: pytest.fail(name))[
+        "max_abs_difference"] is None  # strict JSON: no Infinity written
 
 
 def _tamper(graph: Path, record: Path | None = None) -> str:

@@ -18,20 +18,6 @@ from .helpers import read_rows
 from .helpers import run_cnnlab as _cli
 
 
-@pytest.fixture
-def own_disk(tmp_path):
-    """A real filesystem of its own (tmpfs) that a test may fill; skipped where mounting is not
-    allowed (it needs root)."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(disk)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    yield disk
-    subprocess.run(["umount", "-l", str(disk)], check=False)
-
-
 def _fill(disk) -> None:
     with open(disk / "filler", "wb") as handle:
         try:

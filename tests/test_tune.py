@@ -28,6 +28,7 @@ from cnnlab.cli import main
 from cnnlab.run.folder import read_metrics
 from cnnlab.tune.processes import STOP_SECONDS, last_error
 from cnnlab.tune.space import load_tune_config, parse_search
+from cnnlab.tune.study import counted, counted_before
 
 from .helpers import captured_error_line, error_line, free_port
 
@@ -266,20 +267,6 @@ def test_a_journal_file_in_a_folder_that_does_not_exist_is_one_line(tmp_path, ca
     assert result.counted == 1 and (tmp_path / "study.log").is_file()
 
 
-@pytest.fixture
-def own_disk(tmp_path):
-    """A real filesystem of its own (tmpfs) that a test may fill; skipped where mounting is not
-    allowed (it needs root)."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(disk)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    yield disk
-    subprocess.run(["umount", "-l", str(disk)], check=False)
-
-
 # `cnnlab tune DISK ARGS` in a process of its own, which fills DISK after each trial's epoch 1.
 FILLS_THE_DISK = """
 import importlib, sys
@@ -514,15 +501,28 @@ def _worker(out: Path, storage: str | None = None, trials: int = 4) -> subproces
 
 
 def _check_shared(study: optuna.Study, trials: int, folders: list[Path]) -> None:
+    # a worker that asked for a trial once the others had the last one gives its own up
+    kept = [t for t in study.trials if not t.user_attrs.get("surplus")]
     finished = study.get_trials(states=(TrialState.COMPLETE,))
-    assert len(study.trials) == trials and len(finished) == trials
-    assert sorted(t.number for t in study.trials) == list(range(trials))  # none repeats
+    assert len(kept) == trials and len(finished) == trials
+    assert sorted(t.number for t in kept) == list(range(trials))  # none repeats
+    assert all(t.number >= trials for t in study.trials if t.user_attrs.get("surplus"))
     runs = [t.user_attrs["run"] for t in finished]
     assert len(set(runs)) == trials
     assert sorted(p.name for f in folders for p in f.glob("trial-*")) == \
         [f"trial-{n:03d}" for n in range(trials)]
     workers = {t.user_attrs["worker"] for t in finished}
     assert len(workers) == 2  # both took a share
+
+
+def test_two_workers_asking_at_once_for_the_last_trial_give_up_only_the_later_one():
+    study = optuna.create_study()
+    for value in (0.1, 0.2, 0.3):
+        study.add_trial(optuna.trial.create_trial(value=value))
+    first, second = study.ask(), study.ask()  # both running: each sees the other's
+    assert counted(study, besides=first.number) == counted(study, besides=second.number) == 4
+    assert counted_before(study, first.number) == 3  # under the 4 trials: it runs
+    assert counted_before(study, second.number) == 4  # the study has its 4: given up
 
 
 def _wait(*workers: subprocess.Popen) -> None:

@@ -19,12 +19,11 @@ import cnnlab
 from cnnlab.calibrate.temperature import calibration_error, fit_temperature
 from cnnlab.run.folder import read_card
 
+from .helpers import overconfident_logits
+
 
 def test_temperature_equals_scipys_minimizer_on_the_same_logits():
-    generator = torch.Generator().manual_seed(0)
-    labels = torch.randint(0, 5, (400,), generator=generator)
-    logits = torch.randn(400, 5, generator=generator) * 4
-    logits[torch.arange(400), labels] += 3  # right most of the time, and far too sure of it
+    logits, labels = overconfident_logits()
     ours = fit_temperature(logits, labels)
 
     def nll(t: float) -> float:

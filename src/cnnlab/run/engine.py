@@ -372,8 +372,9 @@ def _make(record_path: Path, graph_path: Path, key: dict[str, Any], module: nn.M
     difference = _parity(graph_path, module, input_shape)
     if difference > MAX_DIFFERENCE:
         graph_path.unlink()
-        return _write_record(record_path, key, None, difference, f"differs from PyTorch by "
-                             f"{difference:.1e} (more than {MAX_DIFFERENCE:g})")
+        differs = (f"differs from PyTorch by {difference:.1e} (more than {MAX_DIFFERENCE:g})"
+                   if math.isfinite(difference) else "gives outputs that are not numbers")
+        return _write_record(record_path, key, None, difference, differs)
     return _write_record(record_path, key, graph_path, difference, None)
 
 
@@ -381,6 +382,8 @@ def _write_record(path: Path, key: dict[str, Any], graph: Path | None, differenc
                   reason: str | None) -> EngineRecord:
     import onnxruntime
 
+    if difference is not None and not math.isfinite(difference):
+        difference = None  # outputs that are not numbers: JSON has no infinity, the reason says it
     record = EngineRecord(key=key, graph_sha256=sha256_of(graph) if graph else None,
                           max_abs_difference=difference, passed=reason is None, reason=reason,
                           versions={**versions(), "onnxruntime": onnxruntime.__version__})

@@ -43,6 +43,7 @@ from .study import (
     SURPLUS,
     WORKER,
     counted,
+    counted_before,
     counts,
     fail_orphans,
     open_storage,
@@ -129,7 +130,7 @@ class Objective:
     no_room: str | None = None  # why the sweep stopped, when a trial could not write its folder
 
     def __call__(self, trial: Trial) -> float:
-        if counted(trial.study, besides=trial.number) >= self.settings.trials:
+        if counted_before(trial.study, trial.number) >= self.settings.trials:
             trial.set_user_attr(SURPLUS, True)
             trial.study.stop()
             raise Surplus(f"the study has its {self.settings.trials} trials")

@@ -222,6 +222,14 @@ def counted(study: optuna.Study, besides: int | None = None) -> int:
     return sum(counts(t) for t in study.get_trials(deepcopy=False) if t.number != besides)
 
 
+def counted_before(study: optuna.Study, number: int) -> int:
+    """Trials of the study's total numbered before `number`. Whether a trial is surplus is
+    decided on these alone: two workers that ask at once for the last trial then agree on which
+    of the two it is (the lower number), where counting every other trial would have each see
+    the other's and both give theirs up."""
+    return sum(counts(t) for t in study.get_trials(deepcopy=False) if t.number < number)
+
+
 def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
