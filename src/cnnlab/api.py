@@ -169,7 +169,8 @@ def report(run: str | Path, settings: Any = None, **options: Any) -> Path:
 
 
 def _fill_in_report(run: Path, quiet: bool) -> None:
-    """report --full: evaluate, a quick attack, explanations and the baselines, where missing."""
+    """report --full: evaluate, a quick attack, explanations (the hierarchy of features too) and
+    the baselines, where missing."""
     from .report.build import explained_images
 
     if not (run / "evaluate" / "metrics.json").is_file():
@@ -184,6 +185,8 @@ def _fill_in_report(run: Path, quiet: bool) -> None:
         explain(run, method="filters", quiet=quiet)
     if not list(explained.glob("embedding-*.png")):
         explain(run, method="embedding", limit=1000, quiet=quiet)
+    if not (explained / "hierarchy" / "hierarchy.json").is_file():
+        explain(run, method="hierarchy", limit=1000, quiet=quiet)
     if not (run / "baselines" / "baselines.json").is_file():
         _verb("baselines")(run=str(run), quiet=quiet)
 

@@ -115,9 +115,9 @@ register_verb(Verb(
      Argument("inputs", "image files, folders (recursive), globs ('imgs/*.png'), videos",
               nargs="+", metavar="INPUT"))))
 register_verb(Verb(
-    "explain", "feature maps, filters, saliency, Grad-CAM, embedding", ExplainSettings,
-    "cnnlab.explain.run:explain", "cnnlab.explain.show:show_explanation",
-    (RUN, Argument("images", "images to explain (not needed for filters and embedding)",
+    "explain", "feature maps, filters, saliency, Grad-CAM, embedding, the hierarchy of features",
+    ExplainSettings, "cnnlab.explain.run:explain", "cnnlab.explain.show:show_explanation",
+    (RUN, Argument("images", "images to explain (not needed for filters, embedding, hierarchy)",
                    nargs="*", metavar="IMAGE"))))
 register_verb(Verb(
     "export", "ONNX fp32 (and int8) in RUN/export/, parity measured against PyTorch",

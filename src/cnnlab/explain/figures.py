@@ -12,9 +12,11 @@ from ..base.figures import plt, save_figure, show_image, small_grid
 ATTRIBUTION_COLORMAP = "inferno"
 
 
-def heatmap_overlay(image, heatmap, title: str, path: Path, peak: float | None = None) -> None:
+def heatmap_overlay(image, heatmap, title: str, path: Path, peak: float | None = None,
+                    box: tuple[int, int, int, int] | None = None) -> None:
     """The input beside the heatmap laid over it, with a colorbar. `peak`: the value at the top of
-    the scale (one shared by several maps makes them comparable); default the map's own maximum."""
+    the scale (one shared by several maps makes them comparable); default the map's own maximum.
+    `box`: (top, left, height, width), drawn on both sides (where the map says the object is)."""
     figure, (left, right) = plt.subplots(1, 2, figsize=(7, 3.4), layout="constrained")
     show_image(left, image)
     left.set_title("input", fontsize=9)
@@ -24,8 +26,20 @@ def heatmap_overlay(image, heatmap, title: str, path: Path, peak: float | None =
     figure.colorbar(shown, ax=right, shrink=0.8,
                     label="attribution" + (" (shared scale)" if peak is not None else ""))
     right.set_title("attribution", fontsize=9)
+    if box is not None:
+        for axis in (left, right):
+            _draw_box(axis, box)
     figure.suptitle(title, fontsize=10)
     save_figure(figure, path)
+
+
+def _draw_box(axis, box: tuple[int, int, int, int]) -> None:
+    from matplotlib.patches import Rectangle
+
+    top, left, height, width = box
+    # pixel centres are at integers: a box of whole pixels starts half a pixel before its first
+    axis.add_patch(Rectangle((left - 0.5, top - 0.5), width, height, fill=False,
+                             edgecolor="cyan", linewidth=1.5))
 
 
 def overlay_image(image, heatmap, size: int = 320):

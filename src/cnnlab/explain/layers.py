@@ -109,8 +109,18 @@ def activation_after(layers: list[LayerInfo], conv: LayerInfo) -> LayerInfo:
     return layers[index]
 
 
+def _side_branch(activations: list[LayerInfo], index: int) -> bool:
+    """A 1x1 map followed by larger ones: a squeeze-and-excitation gate (EfficientNet-B0,
+    MobileNetV3), which scales the maps of its block rather than being a depth of its own."""
+    spatial = activations[index].output_shape[1:]
+    return spatial == (1, 1) and any(later.output_shape[1:] != (1, 1)
+                                     for later in activations[index + 1:])
+
+
 def conv_activations(layers: list[LayerInfo]) -> list[LayerInfo]:
-    return [activation_after(layers, conv) for conv in conv_layers(layers)]
+    activations = [activation_after(layers, conv) for conv in conv_layers(layers)]
+    return [layer for index, layer in enumerate(activations)
+            if len(layer.output_shape) != 3 or not _side_branch(activations, index)]
 
 
 def last_conv_activation(layers: list[LayerInfo]) -> LayerInfo:

@@ -18,10 +18,13 @@ from ..run.data import pick_split
 from ..run.predictor import ImageInput, Predictor, load_predictor
 from . import figures as plots
 from .attributions import attribute
+from .boxes import cam_box
 from .embedding import penultimate_features, project
+from .hierarchy import HIERARCHY_FOLDER, hierarchy
 from .layers import LayerInfo, list_layers
 from .maps import feature_maps, first_conv_filters, map_layers
-from .settings import EXPLAIN_METHODS, ExplainSettings, explain_methods
+from .record import HierarchyRecord
+from .settings import EXPLAIN_METHODS, WITHOUT_IMAGES, ExplainSettings, explain_methods
 
 METHODS = EXPLAIN_METHODS  # declared with the settings, so `cnnlab --help` needs no torch
 log = logging.getLogger("cnnlab")
@@ -35,6 +38,9 @@ class Explanation:
     figures: list[Path] = field(default_factory=list)
     layers: list[LayerInfo] = field(default_factory=list)  # list_layers=True: the layer names
     parts: list[Explanation] = field(default_factory=list)  # several methods: each one's own
+    hierarchy: HierarchyRecord | None = None  # --method hierarchy: what each depth learned
+    boxes: dict[str, tuple[int, int, int, int]] = field(default_factory=dict)  # gradcam: where
+    # the object is, (top, left, height, width) per image key, from the map (explain.boxes)
 
 
 def _file_stem(text: str) -> str:
@@ -124,7 +130,10 @@ def _attribution(predictor: Predictor, method: str, inputs: list[ImageInput], na
                      f"({probabilities[i, predicted[i]]:.0%})")
             title += f", explaining {explained}" if explained else ""
             path = out / f"{name}-{method}{'-' + _file_stem(explained) if several else ''}.png"
-            plots.heatmap_overlay(images[i].cpu(), heatmaps[i], title, path, peak)
+            box = cam_box(heatmaps[i]) if method == "gradcam" else None
+            if box is not None:  # where the map says the object is (the CAM papers' box)
+                result.boxes[f"{name}/{explained}" if several else name] = box
+            plots.heatmap_overlay(images[i].cpu(), heatmaps[i], title, path, peak, box=box)
             result.figures.append(path)
     return result
 
@@ -170,9 +179,17 @@ def _embedding(predictor: Predictor, run: Path, settings: ExplainSettings,
     return Explanation("embedding", {"points": points, "labels": labels}, [path])
 
 
+def _hierarchy(predictor: Predictor, run: Path, settings: ExplainSettings,
+               out: Path) -> Explanation:
+    record, arrays, figures = hierarchy(predictor, run, settings.layer, settings.limit,
+                                        settings.quiet, out)
+    return Explanation("hierarchy", arrays, figures, hierarchy=record)
+
+
 def explain(run: str | Path, inputs: ImageInput | list[ImageInput] | None = None,
             settings: ExplainSettings | None = None, **options: Any) -> Explanation:
-    """Explain a run's model on images (or, for `filters` and `embedding`, on itself and a split).
+    """Explain a run's model on images (or, for `filters`, `embedding` and `hierarchy`, on itself
+    and its data).
 
     Returns the arrays (heatmaps (H, W), feature maps (C, H, W), filters, 2-D points) and writes
     a figure for each into `out` (default RUN/explain/). `settings` (ExplainSettings, default its
@@ -185,7 +202,7 @@ def explain(run: str | Path, inputs: ImageInput | list[ImageInput] | None = None
         return Explanation("layers", layers=describe_layers(run))
     methods = explain_methods(settings.method)
     if not inputs and "all" in settings.method:  # 'all' without images: what needs none
-        methods = [m for m in methods if m in ("filters", "embedding")]
+        methods = [m for m in methods if m in WITHOUT_IMAGES]
     found = [_explain(run, inputs, replace(settings, method=method)) for method in methods]
     if len(found) == 1:
         return found[0]
@@ -209,6 +226,8 @@ def _explain(run: str | Path, inputs: ImageInput | list[ImageInput] | None,
         return _filters(predictor, out)
     if method == "embedding":
         return _embedding(predictor, run, settings, out)
+    if method == "hierarchy":
+        return _hierarchy(predictor, run, settings, out / HIERARCHY_FOLDER)
     items = inputs if isinstance(inputs, list) else ([] if inputs is None else [inputs])
     if not items:
         raise CnnlabError(f"--method {method} needs at least one image")

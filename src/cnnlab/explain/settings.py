@@ -9,7 +9,9 @@ from ..base.settings import option
 from ..config.common import DEVICE_HELP, QUIET_HELP, SPLITS
 
 EXPLAIN_METHODS = ("feature-maps", "filters", "saliency", "integrated-gradients", "gradcam",
-                   "occlusion", "embedding")
+                   "occlusion", "embedding", "hierarchy")
+# The methods that explain the model itself (and its data), so they need no image.
+WITHOUT_IMAGES = ("filters", "embedding", "hierarchy")
 
 
 def explain_methods(text: str) -> list[str]:
@@ -36,7 +38,8 @@ class ExplainSettings:
                                        "images or targets); default: each map to its own peak")
     out: str | None = option(None, "output folder (default RUN/explain)", metavar="DIR")
     split: str = option("test", "embedding: the split mapped", choices=SPLITS, kind="split")
-    limit: int = option(2000, "embedding: images to map", minimum=1)
+    limit: int = option(2000, "embedding: images to map; hierarchy: training (and validation) "
+                              "images scanned", minimum=1)
     projection: str = option("tsne", "embedding: tsne | pca", choices=("tsne", "pca"),
                              kind="projection")
     list_layers: bool = option(False, "print the layer names and exit")

@@ -14,12 +14,22 @@ from ..run.contract import ModelCard
 from ..run.folder import read_card
 from .cost import cost
 from .datacheck import data_checked
-from .sections import Section, baselines, quality, robustness, trained, training, unknowns, why
+from .sections import (
+    Section,
+    baselines,
+    hierarchy,
+    quality,
+    robustness,
+    trained,
+    training,
+    unknowns,
+    why,
+)
 from .settings import ReportSettings
 
 EXPLAINED_IMAGES = 4  # test images --full explains, one per class
 # The sections whose inputs --full makes (cnnlab.report); the others name their own command only.
-MADE_BY_FULL = ("quality", "why", "robustness", "baselines")
+MADE_BY_FULL = ("quality", "why", "hierarchy", "robustness", "baselines")
 
 
 def explained_images(run: Path) -> list:
@@ -39,7 +49,7 @@ def explained_images(run: Path) -> list:
 def sections(run: Path) -> list[Section]:
     card = read_card(run)
     return [trained(run, card), data_checked(run, card), training(run, card), quality(run),
-            unknowns(run, card), why(run),
+            unknowns(run, card), why(run), hierarchy(run),
             robustness(run),
             cost(run, card), baselines(run)]
 

@@ -282,6 +282,41 @@ def why(run: Path) -> Section:
     return section
 
 
+def hierarchy(run: Path) -> Section:
+    """What each depth learned, from `cnnlab explain RUN --method hierarchy`'s record."""
+    from ..explain import HierarchyRecord
+
+    section = Section("hierarchy", "What each depth learned")
+    folder = run / "explain" / "hierarchy"
+    if not (folder / "hierarchy.json").is_file():
+        section.missing = f"cnnlab explain {run} --method hierarchy"
+        return section
+    record = HierarchyRecord.read(folder)
+    networks = list(dict.fromkeys(point.network for point in record.probe))
+    rows: dict[str, dict[str, str]] = {}
+    for point in record.probe:
+        rows.setdefault(point.layer, {})[point.network] = _percent(point.val_accuracy)
+    section.tables.append(Table("linear probe on each depth's pooled features (validation "
+                                "accuracy)", ["layer", *networks],
+                                [[layer, *(row.get(n, "-") for n in networks)]
+                                 for layer, row in rows.items()]))
+    own = record.probe_of(networks[0]) if networks else []
+    if own:
+        section.facts.append(("probe accuracy, first to last depth",
+                              f"{_percent(own[0].val_accuracy)} to {_percent(own[-1].val_accuracy)}"))
+    section.facts.append(("receptive fields, first to last depth shown",
+                          ", ".join(f"{depth.receptive_field} px" for depth in record.depths)))
+    shown = [name for name in ("depth-probe.png", "pictures.png") if name in record.figures]
+    patches = [name for name in record.figures if name.startswith("patches-")]
+    captions = {"depth-probe.png": "what each depth knows of the classes (linear probe)",
+                "pictures.png": "the input each channel likes best (by optimisation)"}
+    section.figures += [figure(folder / name, captions[name]) for name in shown
+                        if (folder / name).is_file()]
+    section.figures += [figure(folder / name, f"training patches that excite depth {number}")
+                        for number, name in enumerate(patches, 1) if (folder / name).is_file()]
+    return section
+
+
 def robustness(run: Path) -> Section:
     section = Section("robustness", "How robust it is")
     for folder in sorted(run.glob("attack*")):

@@ -8,6 +8,7 @@ from ..base.lazy import lazy_names
 
 _WHERE = {**dict.fromkeys(("EpochCallback", "Run", "TrainingDiverged", "TrainingStopped", "fit",
                            "train_one_epoch"), ".loop"),
-          "DEFAULT_C": ".probe", "fit_logistic": ".probe"}  # the exact linear probe (check uses it)
+          # the exact linear probe (check and explain's depth probe use it)
+          **dict.fromkeys(("DEFAULT_C", "fit_logistic", "linear_probe", "Probe"), ".probe")}
 __all__ = sorted(_WHERE)
 __getattr__ = lazy_names(__name__, _WHERE)
