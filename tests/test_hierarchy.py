@@ -79,7 +79,7 @@ def test_gradcam_returns_and_draws_the_box_where_the_object_is(digits_run, tmp_p
     for key, box in gradcam.boxes.items():
         assert box == cam_box(gradcam.arrays[key])
         top, left, height, width = box
-        assert 0 <= top and 0 <= left and height >= 1 and width >= 1
+        assert top >= 0 and left >= 0 and height >= 1 and width >= 1
         assert top + height <= 8 and left + width <= 8
     assert not result.parts[1].boxes  # saliency has no box of its own
 

