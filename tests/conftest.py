@@ -32,6 +32,20 @@ def digits_run(tmp_path_factory):
     return cnnlab.train(data="digits", model="simple", epochs=10, batch_size=64, out=str(out), quiet=True)
 
 
+@pytest.fixture(scope="session")
+def shapes_run(tmp_path_factory):
+    """A small CNN trained on generated shapes at random places (tests.helpers.draw_shape knows
+    each one's box): Grad-CAM's tests check that its maps and boxes find them."""
+    from .helpers import make_shape_folder
+
+    root = tmp_path_factory.mktemp("shapes")
+    make_shape_folder(root / "data", per_class=200)
+    model = ("conv(16, k=3, p=same) bn relu maxpool(2) conv(32, k=3, p=same) bn relu "
+             "maxpool(2) conv(64, k=3, p=same) bn relu gap dense")
+    return cnnlab.train(data={"name": str(root / "data"), "val_fraction": 0.15}, model=model,
+                        epochs=8, batch_size=32, lr=3e-3, out=str(root / "run"), quiet=True)
+
+
 @pytest.fixture
 def run_copy(digits_run, tmp_path):
     target = tmp_path / "run"

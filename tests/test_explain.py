@@ -17,21 +17,9 @@ from cnnlab.explain import METHODS, attribute, explain, list_layers
 from cnnlab.explain.layers import conv_activations, conv_layers, last_conv_activation
 from cnnlab.models import create_model
 
-from .helpers import SHAPES, draw_shape, make_shape_folder
+from .helpers import SHAPES, draw_shape
 from .helpers import captured_error_line as _one_error_line
 from .helpers import digit_png as _digit_png
-
-POINTING_MODEL = ("conv(16, k=3, p=same) bn relu maxpool(2) conv(32, k=3, p=same) bn relu "
-                  "maxpool(2) conv(64, k=3, p=same) bn relu gap dense")
-
-
-@pytest.fixture(scope="module")
-def shapes_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("shapes")
-    make_shape_folder(root / "data", per_class=200)
-    return cnnlab.train(data={"name": str(root / "data"), "val_fraction": 0.15},
-                        model=POINTING_MODEL, epochs=8, batch_size=32, lr=3e-3,
-                        out=str(root / "run"), quiet=True)
 
 
 def test_gradcam_pointing_game(shapes_run):

@@ -12,19 +12,7 @@ from cnnlab.explain import attribute
 from cnnlab.explain.boxes import CAM_BOX_SHARE, box_iou, cam_box
 from cnnlab.explain.figures import heatmap_overlay
 
-from .helpers import SHAPES, draw_shape, make_shape_folder
-
-POINTING_MODEL = ("conv(16, k=3, p=same) bn relu maxpool(2) conv(32, k=3, p=same) bn relu "
-                  "maxpool(2) conv(64, k=3, p=same) bn relu gap dense")
-
-
-@pytest.fixture(scope="module")
-def shapes_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("shapes")
-    make_shape_folder(root / "data", per_class=200)
-    return cnnlab.train(data={"name": str(root / "data"), "val_fraction": 0.15},
-                        model=POINTING_MODEL, epochs=8, batch_size=32, lr=3e-3,
-                        out=str(root / "run"), quiet=True)
+from .helpers import SHAPES, draw_shape
 
 
 @pytest.mark.parametrize(("a", "b", "expected"), [

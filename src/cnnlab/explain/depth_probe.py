@@ -24,16 +24,15 @@ from torch import nn
 
 from ..base.errors import CnnlabError
 from ..base.figures import plt, save_figure
-from ..data.images import to_float
 from ..data.splits import Split
 from ..models import Classifier, create_model
 from ..models.modes import eval_mode
 from ..models.pretrained import TIMM_PREFIX
 from ..run.contract import ModelCard
-from ..run.inference import inference_batch, output_layer
+from ..run.inference import first_inputs, inference_batch, output_layer
 from ..train import linear_probe
 from .layers import LayerInfo, conv_activations, forward_hooks, list_layers
-from .maps import _spread, default_map_layers
+from .maps import default_map_layers, spread
 
 # The output layer's input: the features the trained head itself reads.
 PENULTIMATE = "penultimate"
@@ -150,7 +149,7 @@ def depth_layers(model: nn.Module, input_shape: tuple[int, int, int],
         raise CnnlabError("this model has no convolutional layer to probe")
     if most is not None and most < 2:
         raise CnnlabError(f"a depth curve needs at least 2 depths, not {most}")
-    chosen = default if most is None else _spread(depths, most)
+    chosen = default if most is None else spread(depths, most)
     penultimate = _penultimate(model)
     if penultimate is not None and not _same_as_penultimate(model, depths[-1], input_shape):
         chosen = [*chosen, penultimate]
@@ -211,21 +210,14 @@ def depth_features(model: nn.Module, split: Split, layers: list[LayerInfo], *,
     device = device or next(model.parameters()).device
     limit = len(split) if limit is None else min(limit, len(split))
     pooled: dict[str, list[torch.Tensor]] = {layer.name: [] for layer in layers}
-    labels, seen = [], 0
+    labels = []
     with eval_mode(model):
-        for images, targets in split.batches(inference_batch(split)):
-            inputs = to_float(images[: limit - seen].to(device))  # (B, C, H, W)
-            if channels_last:
-                inputs = inputs.contiguous(memory_format=torch.channels_last)
+        for inputs, targets in first_inputs(split, limit, inference_batch(split), device,
+                                            channels_last, advance):  # (B, C, H, W)
             for name, features in _pooled_pass(model, layers, inputs).items():
                 pooled[name].append(features)
-            labels.append(targets[: limit - seen])
-            seen += len(labels[-1])
-            if advance is not None:
-                advance(len(labels[-1]))
-            if seen >= limit:
-                break
-    if not seen:
+            labels.append(targets)
+    if not sum(len(batch) for batch in labels):
         raise CnnlabError("the split has no images to probe")
     every = torch.cat(labels)
     return {name: (torch.cat(chunks), every) for name, chunks in pooled.items()}

@@ -69,14 +69,16 @@ def _top_images(split: Split, found: LayerPatches) -> torch.Tensor:
 
 
 def _pictures(predictor: Predictor, layers: list[LayerInfo], patches: list[LayerPatches],
-              split: Split) -> dict[str, list[ChannelPicture]]:
+              split: Split, quiet: bool) -> dict[str, list[ChannelPicture]]:
     pictures = {}
-    for layer, found in zip(layers, patches, strict=True):
-        channels = [channel.channel for channel in found.channels[:PICTURED_CHANNELS]]
-        images = _top_images(split, found).to(predictor.device)
-        reference = reference_activations(predictor.model, layer, channels, images)
-        pictures[layer.name] = channel_pictures(predictor.model, layer, channels,
-                                                predictor.input_shape, reference=reference)
+    with tracked("pictures by optimisation (depths)", len(layers), quiet=quiet) as advance:
+        for layer, found in zip(layers, patches, strict=True):
+            channels = [channel.channel for channel in found.channels[:PICTURED_CHANNELS]]
+            images = _top_images(split, found).to(predictor.device)
+            reference = reference_activations(predictor.model, layer, channels, images)
+            pictures[layer.name] = channel_pictures(predictor.model, layer, channels,
+                                                    predictor.input_shape, reference=reference)
+            advance(1)
     return pictures
 
 
@@ -136,7 +138,7 @@ def hierarchy(predictor: Predictor, run: Path, layer: str | None, limit: int, qu
         draw_patches(found, path, f"depth {depth}: {found.layer.removeprefix('network.')}",
                      image_size=predictor.input_shape[1:])
         figures.append(path)
-    pictures = _pictures(predictor, layers, patches, data.train)
+    pictures = _pictures(predictor, layers, patches, data.train, quiet)
     figures.append(out / "pictures.png")
     pictures_figure(pictures, figures[-1], f"{run.name}: the input each channel likes best "
                                            f"(by optimisation)")

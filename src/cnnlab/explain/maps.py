@@ -13,7 +13,7 @@ from .layers import LayerInfo, conv_activations, find_layer, forward_hooks, list
 MOST_DEFAULT_MAPS = 6
 
 
-def _spread(layers: list[LayerInfo], most: int) -> list[LayerInfo]:
+def spread(layers: list[LayerInfo], most: int) -> list[LayerInfo]:
     """At most `most` of the layers, evenly spaced from the first to the last."""
     if len(layers) <= most:
         return layers
@@ -35,7 +35,7 @@ def default_map_layers(layers: list[LayerInfo]) -> list[LayerInfo]:
     if len(activations) <= MOST_DEFAULT_MAPS:
         return activations
     ends = _stage_ends(activations)
-    return _spread([activations[0], *ends] if ends[0] is not activations[0] else ends,
+    return spread([activations[0], *ends] if ends[0] is not activations[0] else ends,
                    MOST_DEFAULT_MAPS)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -65,6 +65,25 @@ def output_layer(model: nn.Module) -> nn.Linear:
     return model.output_layer
 
 
+def first_inputs(split: Split, limit: int, batch_size: int, device: torch.device,
+                 channels_last: bool = False, advance: Callable[[int], None] | None = None
+                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The first `limit` images of a split as the model's float inputs (B, C, H, W) on `device`,
+    with their labels (B,), batch by batch; `advance(n)` is told of each batch."""
+    seen = 0
+    for images, targets in split.batches(batch_size):
+        inputs = to_float(images[: limit - seen].to(device))
+        if channels_last:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        targets = targets[: limit - seen]
+        seen += len(targets)
+        yield inputs, targets
+        if advance is not None:
+            advance(len(targets))
+        if seen >= limit:
+            return
+
+
 @torch.no_grad()
 def penultimate_features(model: nn.Module, split: Split, limit: int, batch_size: int = 64,
                          device: torch.device | None = None, channels_last: bool = False,
@@ -72,7 +91,7 @@ def penultimate_features(model: nn.Module, split: Split, limit: int, batch_size:
                          ) -> tuple[np.ndarray, np.ndarray]:
     """What the output layer sees: its input vectors (N, F), with the labels (N,), in eval mode."""
     head = output_layer(model)
-    features, labels, seen = [], [], 0
+    features, labels = [], []
     device = device or next(model.parameters()).device
 
     def record(_module, inputs, _output):
@@ -81,17 +100,10 @@ def penultimate_features(model: nn.Module, split: Split, limit: int, batch_size:
     handle = head.register_forward_hook(record)
     try:
         with eval_mode(model):
-            for images, targets in split.batches(batch_size):
-                inputs = to_float(images[: limit - seen].to(device))
-                if channels_last:
-                    inputs = inputs.contiguous(memory_format=torch.channels_last)
+            for inputs, targets in first_inputs(split, limit, batch_size, device, channels_last,
+                                                advance):
                 model(inputs)
-                labels.append(targets[: limit - seen])
-                seen += len(labels[-1])
-                if advance is not None:
-                    advance(len(labels[-1]))
-                if seen >= limit:
-                    break
+                labels.append(targets)
     finally:
         handle.remove()
     return torch.cat(features).numpy(), torch.cat(labels).numpy()
