@@ -45,6 +45,7 @@ class Section:
     notes: list[str] = field(default_factory=list)
     missing: str | None = None  # the command that makes what this section shows
     headline: list[tuple[str, str]] = field(default_factory=list)  # its figures on the first screen
+    one_a_row: bool = False  # figures of many small panels, which are read only at full width
 
 
 def figure(path: Path, caption: str) -> Figure:
@@ -264,7 +265,7 @@ def _embedding_figure(folder: Path) -> Figure | None:
 
 
 def why(run: Path) -> Section:
-    section = Section("why", "Why it decides")
+    section = Section("why", "Why it decides", one_a_row=True)
     folder = run / "explain"
     for method, caption in (("gradcam", "Grad-CAM"), ("saliency", "saliency")):
         section.figures += [figure(path, f"{caption}: test image {number} (one per class)")
@@ -286,7 +287,7 @@ def hierarchy(run: Path) -> Section:
     """What each depth learned, from `cnnlab explain RUN --method hierarchy`'s record."""
     from ..explain import HierarchyRecord
 
-    section = Section("hierarchy", "What each depth learned")
+    section = Section("hierarchy", "What each depth learned", one_a_row=True)
     folder = run / "explain" / "hierarchy"
     if not (folder / "hierarchy.json").is_file():
         section.missing = f"cnnlab explain {run} --method hierarchy"
