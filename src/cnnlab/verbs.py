@@ -24,6 +24,7 @@ from .baselines.settings import BaselineSettings
 from .calibrate.settings import CalibrateSettings
 from .catalog.settings import DatasetsSettings, LayersSettings, ModelsSettings, SummarySettings
 from .check.settings import CheckSettings
+from .compress.settings import CompressSettings
 from .evaluate.settings import EvaluateSettings
 from .experiments.settings import CompareSettings, RunsSettings
 from .explain.settings import ExplainSettings
@@ -122,6 +123,17 @@ register_verb(Verb(
 register_verb(Verb(
     "export", "ONNX fp32 (and int8) in RUN/export/, parity measured against PyTorch",
     ExportSettings, "cnnlab.export.run:export_run", "cnnlab.export.show:show_export", (RUN,)))
+register_verb(Verb(
+    "compress", "a smaller, faster model within an accuracy budget: pruned, distilled, measured "
+                "here", CompressSettings, "cnnlab.compress.run:compress",
+    "cnnlab.compress.show:show_compression", (RUN,),
+    description="Candidates are the run's network pruned by --prune shares of its channels, at "
+                "its input side or the --sizes given, each trained with the run as teacher "
+                "(knowledge distillation, on the run's own recipe); each is exported and timed "
+                "on ONNX Runtime on this machine. The fastest within --max-drop points of the "
+                "teacher's validation accuracy (and --target-ms) becomes a run folder of its "
+                "own, calibrated and exported (int8 where it pays); RUN/compress/ holds the "
+                "table and the figure."))
 register_verb(Verb(
     "serve", "HTTP API and web page: predictions with Grad-CAM overlays", ServeSettings,
     "cnnlab.serve.app:run_server", "cnnlab.serve.show:show_served",

@@ -32,6 +32,7 @@ class TrainConfig:
         "transfer learning": ("freeze", "freeze_epochs", "freeze_stages", "backbone_lr",
                               "feature_cache", "probe_first", "freeze_bn"),
         "adversarial training": ("adversarial", "adv_eps", "adv_steps", "adv_step_size"),
+        "distillation": ("teacher", "distill_temperature", "distill_weight"),
         "output and machine": ("out", "report", "calibrate", "log", "mlflow", "device", "threads",
                                "amp", "channels_last", "engine"),
     }
@@ -103,6 +104,17 @@ class TrainConfig:
     adv_steps: int = option(7, "PGD steps per batch in adversarial training", minimum=1)
     adv_step_size: float | None = option(
         None, "adversarial step size (default: 1.25 eps for fgsm, 2.5 eps / steps for pgd)", above=0)
+    # Knowledge distillation (Hinton et al., 2015): the loss mixes the teacher's softened
+    # probabilities with the labels' cross-entropy.
+    teacher: str | None = option(None, "learn from this run's outputs too (knowledge distillation): "
+                                       "its softened probabilities on each training batch",
+                                 metavar="RUN")
+    distill_temperature: float = option(4.0, "distillation: the temperature that softens the "
+                                             "teacher's and the student's probabilities", above=0,
+                                        maximum=100)
+    distill_weight: float = option(0.5, "distillation: the share of the loss that follows the "
+                                        "teacher (the rest follows the labels)", minimum=0,
+                                   maximum=1)
     pretrained: bool = option(False, "ImageNet weights for a timm model (--model timm:NAME)")
     init: str | None = option(None, "start from the weights of this run folder (its network unless "
                                     "--model says otherwise; a new output layer where the classes "

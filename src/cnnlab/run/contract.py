@@ -144,6 +144,10 @@ class ModelCard:
     unknown: UnknownDetector | None = None
     versions: dict[str, str] = field(default_factory=dict)
     weights_sha256: str | None = None  # the SHA-256 of model.safetensors: binds card and weights
+    # Structured pruning: the share of channels removed from the network `architecture` names.
+    # The weights file holds the shapes left, and the network is given them before loading.
+    pruned: float | None = json_field(None, omit_none=True)
+    teacher: str | None = json_field(None, omit_none=True)  # the run it was distilled from
 
     @property
     def temperature(self) -> float:
@@ -183,6 +187,8 @@ class ModelCard:
             raise CnnlabError(f"{where}: weights_sha256 must be 64 hexadecimal digits")
         if any(n < 0 for n in self.excluded.values()):
             raise CnnlabError(f"{where}: excluded must map splits to image counts")
+        if self.pruned is not None and not 0 < self.pruned < 1:
+            raise CnnlabError(f"{where}: pruned must be a share of channels between 0 and 1")
 
     @classmethod
     def read(cls, path: str | Path) -> ModelCard:

@@ -188,13 +188,34 @@ def read_card(run_dir: str | Path) -> ModelCard:
     return ModelCard.read(Path(run_dir) / META)
 
 
-def build_model(card: ModelCard) -> Classifier:
-    """The untrained network model.json describes, with its normalization."""
+def build_model(card: ModelCard, shapes: dict[str, list[int]] | None = None) -> Classifier:
+    """The untrained network model.json describes, with its normalization; a pruned one given
+    the tensor `shapes` of its weights."""
     model, _, _ = create_model(card.architecture, input_shape=card.input.shape,
                                num_classes=card.num_classes, mean=card.preprocessing.mean,
                                std=card.preprocessing.std)
+    if card.pruned is not None and shapes is not None:
+        from ..models.prune import reshape_to
+
+        reshape_to(model, shapes)
     model.flip_tta, model.temperature = card.flip_tta, card.temperature
     return model
+
+
+def weight_shapes(path: Path, tensors: int) -> dict[str, list[int]]:
+    """The shape of every tensor a safetensors file holds, from its header (no tensor is read)."""
+    header = _safetensors_header(path, tensors)
+    header.pop("__metadata__", None)
+    return {name: list(entry.get("shape", [])) for name, entry in header.items()
+            if isinstance(entry, dict)}
+
+
+def run_shapes(run_dir: Path, card: ModelCard) -> dict[str, list[int]] | None:
+    """A pruned run's tensor shapes, from its weights file; None for any other run."""
+    if card.pruned is None or not (run_dir / WEIGHTS).is_file():
+        return None
+    unpruned = len(build_model(card).state_dict())
+    return weight_shapes(run_dir / WEIGHTS, unpruned)
 
 
 def export_of(path: str | Path) -> tuple[ExportManifest, Path] | None:
@@ -230,7 +251,7 @@ def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple
         return model, manifest.card  # type: ignore[return-value]
     run_dir = Path(run_dir)
     card = read_card(run_dir)
-    model = build_model(card)
+    model = build_model(card, run_shapes(run_dir, card))
     if (run_dir / WEIGHTS).is_file():
         check_weights(run_dir / WEIGHTS, card, list(model.state_dict()))
     try:

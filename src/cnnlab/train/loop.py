@@ -108,10 +108,10 @@ def train_one_epoch(trainer: Trainer, data: DatasetSplits, reporter: Reporter,
         inputs = trainer.prepare(images, labels)
         with trainer.autocast():
             logits = trainer.network(inputs)  # (B, num_classes)
-            loss = trainer.loss_fn(logits, labels)
+            loss = trainer.loss(logits, labels, inputs)
         if not all_finite(loss, trainer.ranks):
             raise TrainingDiverged(f"loss became {loss.item()} at epoch {epoch}, step {step + 1}")
-        if epoch == 1 and step == 0:
+        if epoch == 1 and step == 0 and trainer.distillation is None:
             _check_first_loss(loss.item(), logits.shape[1], reporter)
         trainer.step(loss)
         loss_sum += loss.detach().cpu() * len(labels)

@@ -148,8 +148,9 @@ def sweep(trainer: Trainer, data: DatasetSplits, settings: LrFindSettings,
             _set_rate(trainer, lr, shares)
             images, labels = next(batches)
             labels = labels.to(trainer.device)
+            inputs = trainer.prepare(images, labels)
             with trainer.autocast():
-                loss = trainer.loss_fn(trainer.network(trainer.prepare(images, labels)), labels)
+                loss = trainer.loss(trainer.network(inputs), labels, inputs)
             value = loss.item()
             if not math.isfinite(value):
                 stopped = f"the loss became {value} at rate {lr:.2g}"

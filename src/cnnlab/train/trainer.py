@@ -25,6 +25,7 @@ from ..run.contract import ModelCard
 from ..run.folder import read_card, training_card, uses_flip
 from .average import moving_average
 from .data_checks import warn_if_input_too_small
+from .distill import Distillation, load_teacher, mixed_loss
 from .optim import make_optimizer, make_scheduler
 from .transfer import can_cache, early_stage_parameters, keep_batch_norm_statistics, set_backbone_frozen
 from .whiten import whiten_first_conv
@@ -51,6 +52,7 @@ class Trainer:
     network: nn.Module | None = None  # the model as it trains: DDP-wrapped where there are ranks
     last_lr: float = math.nan  # the head's learning rate in the last step taken
     kept_stages: list[nn.Parameter] = field(default_factory=list)  # --freeze-stages: never train
+    distillation: Distillation | None = None  # --teacher: the loss learns its outputs too
 
     @property
     def kept(self) -> Classifier:
@@ -86,6 +88,11 @@ class Trainer:
         if self.config.channels_last:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
         return inputs
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor,
+             inputs: torch.Tensor) -> torch.Tensor:
+        """The batch's loss: the labels' cross-entropy, mixed with the teacher's where there is one."""
+        return mixed_loss(self.loss_fn(logits, labels), self.distillation, logits, inputs)
 
     def update(self, loss: torch.Tensor) -> None:
         """Backpropagate and update the weights (scaled in mixed precision); nothing else."""
@@ -150,6 +157,32 @@ def _check_freeze(config: TrainConfig) -> None:
     if config.freeze_stages and not (config.pretrained or config.init):
         raise CnnlabError("--freeze-stages keeps the first stages of a network trained before; "
                           "add --pretrained or --init RUN")
+    if config.teacher and config.freeze == "backbone":
+        raise CnnlabError("--teacher trains by gradient steps; a frozen backbone's head is fitted "
+                          "as a linear probe instead: leave out --freeze backbone")
+
+
+def _pruned_init(config: TrainConfig) -> ModelCard | None:
+    """--init's card where its network is pruned and is the one trained (not another --model)."""
+    if not config.init:
+        return None
+    card = read_card(config.init)
+    return card if card.pruned is not None and card.architecture == config.model else None
+
+
+def _match_pruned_init(model: Classifier, config: TrainConfig) -> float | None:
+    """A pruned --init: the model takes its shapes (so all its weights fit). Returns the share
+    pruned, for the card."""
+    card = _pruned_init(config)
+    if card is None:
+        return None
+    from pathlib import Path
+
+    from ..models.prune import reshape_to
+    from ..run.folder import run_shapes
+
+    reshape_to(model, run_shapes(Path(config.init), card) or {})
+    return card.pruned
 
 
 def build_trainer(config: TrainConfig, data: DatasetSplits, device: torch.device,
@@ -162,6 +195,7 @@ def build_trainer(config: TrainConfig, data: DatasetSplits, device: torch.device
                                   num_classes=data.num_classes, mean=mean, std=std,
                                   pretrained=config.pretrained and not config.init)
     warn_if_input_too_small(model.network, config.model, data.input_shape)
+    pruned = _match_pruned_init(model, config)
     # ImageNet's or --init's first conv is kept as it trained
     if config.whiten and not (config.pretrained or config.init):
         whiten_first_conv(model, data.train)
@@ -180,10 +214,14 @@ def build_trainer(config: TrainConfig, data: DatasetSplits, device: torch.device
         scaler=torch.amp.GradScaler("cuda") if config.amp and device.type == "cuda" else None,
         adversary=_adversary(config, model, generator),
         frozen_epochs=config.epochs if config.freeze == "backbone" else config.freeze_epochs,
-        ranks=ranks, kept_stages=early_stage_parameters(model, config.freeze_stages or 0))
+        ranks=ranks, kept_stages=early_stage_parameters(model, config.freeze_stages or 0),
+        distillation=load_teacher(config.teacher, data.class_names, data.input_shape, device,
+                                  config.distill_temperature, config.distill_weight)
+        if config.teacher else None)
     if not trainer.probe_only:  # a probe fitted once on cached features has no steps to average
         for parameter in trainer.kept_stages:  # DDP leaves out what never trains
             parameter.requires_grad_(False)
         trainer.ema = moving_average(model, config.ema)
         trainer.network = data_parallel(model, ranks, device, trainer.frozen_epochs > 0)
-    return trainer, training_card(config, data, spec, _card_name(config), mean, std)
+    card = training_card(config, data, spec, _card_name(config), mean, std)
+    return trainer, card.replace(pruned=pruned, teacher=config.teacher)

@@ -116,20 +116,28 @@ def fit_probe_head(model: nn.Module, train: FeatureSplit, val: FeatureSplit | No
 
 def start_from_run(model: nn.Module, run: str, input_shape: tuple[int, ...]) -> str:
     """Copy a run's weights into `model` (--init): every tensor whose name and shape match, so a
-    new set of classes keeps all but the output layer. Returns the line that says what came over."""
+    new set of classes keeps all but the output layer, and a network that pools globally (timm's)
+    may take another input size. Returns the line that says what came over."""
     from ..run.folder import load_model
 
     source, card = load_model(run)
-    if card.input.shape != tuple(input_shape):
-        raise CnnlabError(f"--init {run} was trained on {'x'.join(map(str, card.input.shape))} "
-                          f"images, this data gives {'x'.join(map(str, input_shape))}: use "
-                          f"--image-size/--channels to match")
     own = model.state_dict()
     matching = {name: tensor for name, tensor in source.state_dict().items()
                 if name in own and own[name].shape == tensor.shape}
+    if card.input.shape != tuple(input_shape) and not _fits_but_head(model, own, matching):
+        raise CnnlabError(f"--init {run} was trained on {'x'.join(map(str, card.input.shape))} "
+                          f"images, this data gives {'x'.join(map(str, input_shape))}: use "
+                          f"--image-size/--channels to match")
     if not matching:
         raise CnnlabError(f"--init {run}: no layer of its network ({card.name}) fits this one")
     model.load_state_dict(matching, strict=False)
     fresh = [name for name in own if name not in matching]
     rest = f"; new: {', '.join(fresh)}" if fresh else ""
     return f"started from the weights of {run} ({len(matching)} of {len(own)} tensors{rest})"
+
+
+def _fits_but_head(model: nn.Module, own: dict, matching: dict) -> bool:
+    """Whether every tensor but the output layer's came over."""
+    head = {id(p) for p in output_layer(model).parameters()}
+    head_names = {name for name, p in model.named_parameters() if id(p) in head}
+    return all(name in matching for name in own if name not in head_names)
