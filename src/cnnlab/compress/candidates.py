@@ -49,7 +49,7 @@ def takes_any_side(card: ModelCard) -> bool:
                                    std=card.preprocessing.std)
         return {name: tuple(t.shape) for name, t in model.state_dict().items()}
     try:
-        return shapes(card.input.height) == shapes(max(MIN_SIDE, card.input.height // 2))
+        return shapes(card.input.height) == shapes(2 * card.input.height)
     except CnnlabError:
         return False
 

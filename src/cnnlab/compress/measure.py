@@ -23,7 +23,7 @@ from ..models.prune import parameter_count
 from ..run.engine import flops_per_image
 
 BATCH = 32  # images per call for the throughput
-MIN_SECONDS, MIN_CALLS, MAX_CALLS, WARMUP = 1.0, 30, 2000, 5
+MIN_CALLS, MAX_CALLS, WARMUP = 30, 20000, 5
 
 
 @dataclass(frozen=True)
@@ -35,13 +35,13 @@ class Speed:
     images_per_second: float
 
 
-def _calls(session, inputs: np.ndarray) -> list[float]:
-    """Seconds per call, after a warm-up: at least MIN_CALLS calls and MIN_SECONDS in all."""
+def _calls(session, inputs: np.ndarray, seconds: float) -> list[float]:
+    """Seconds per call, after a warm-up: at least MIN_CALLS calls and `seconds` in all."""
     name = session.get_inputs()[0].name
     for _ in range(WARMUP):
         session.run(None, {name: inputs})
     times: list[float] = []
-    while len(times) < MAX_CALLS and (len(times) < MIN_CALLS or sum(times) < MIN_SECONDS):
+    while len(times) < MAX_CALLS and (len(times) < MIN_CALLS or sum(times) < seconds):
         started = time.perf_counter()
         session.run(None, {name: inputs})
         times.append(time.perf_counter() - started)
@@ -53,14 +53,16 @@ def _milliseconds(times: list[float]) -> tuple[float, float]:
     return 1000 * statistics.median(times), 1000 * float(np.percentile(times, 95))
 
 
-def time_graph(path: Path, input_shape: tuple[int, int, int], threads: int) -> Speed:
-    """The graph's speed on this machine's CPU, one thread and `threads` threads."""
+def time_graph(path: Path, input_shape: tuple[int, int, int], threads: int,
+               seconds: float) -> Speed:
+    """The graph's speed on this machine's CPU, one thread and `threads` threads, each figure
+    timed for `seconds`."""
     one = np.random.default_rng(0).random((1, *input_shape), dtype=np.float32)
     batch = np.random.default_rng(1).random((BATCH, *input_shape), dtype=np.float32)
-    single = _milliseconds(_calls(open_session(path, threads=1, own=True), one))
+    single = _milliseconds(_calls(open_session(path, threads=1, own=True), one, seconds))
     session = open_session(path, threads=threads, own=True)
-    parallel = _milliseconds(_calls(session, one))
-    per_batch = statistics.median(_calls(session, batch))
+    parallel = _milliseconds(_calls(session, one, seconds))
+    per_batch = statistics.median(_calls(session, batch, seconds))
     return Speed(*single, *parallel, BATCH / per_batch)
 
 
@@ -85,7 +87,8 @@ class Measured:
 
 
 def measure(model: Classifier, input_shape: tuple[int, int, int], val: Split | None,
-            test: Split | None, threads: int, graph: Path | None = None) -> Measured:
+            test: Split | None, threads: int, seconds: float,
+            graph: Path | None = None) -> Measured:
     """Export `model` (as its flip_tta says) to a scratch graph, or take `graph`, and measure it."""
     with tempfile.TemporaryDirectory(prefix="cnnlab-compress-") as scratch:
         path = graph or Path(scratch) / "model.onnx"
@@ -94,6 +97,6 @@ def measure(model: Classifier, input_shape: tuple[int, int, int], val: Split | N
         passes = 2 if model.flip_tta else 1
         with torch.no_grad():
             flops = passes * flops_per_image(model, input_shape)
-        return Measured(time_graph(path, input_shape, threads), graph_accuracy(path, val),
+        return Measured(time_graph(path, input_shape, threads, seconds), graph_accuracy(path, val),
                         graph_accuracy(path, test), path.stat().st_size / 1e6,
                         parameter_count(model), flops)

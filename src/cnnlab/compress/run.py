@@ -97,8 +97,6 @@ def _output_folder(run: Path, out: str | None) -> Path:
 
 
 def _target(settings: CompressSettings, teacher: CandidateRow) -> float | None:
-    if settings.target_ms is not None and settings.speedup is not None:
-        raise CnnlabError("give --target-ms or --speedup, not both")
     if settings.speedup is not None:
         return teacher.one_thread_ms / settings.speedup
     return settings.target_ms
@@ -145,6 +143,8 @@ def compress(run: str | Path, settings: CompressSettings | None = None,
     """
     settings, run = resolve(CompressSettings, settings, options), Path(run).resolve()
     started, say = time.perf_counter(), _say(settings)
+    if settings.target_ms is not None and settings.speedup is not None:
+        raise CnnlabError("give --target-ms or --speedup, not both")
     teacher, card, recipe, data = _checked_teacher(run)
     found = candidates(card, settings.sizes, settings.prune)
     out = _output_folder(run, settings.out)
@@ -152,7 +152,7 @@ def compress(run: str | Path, settings: CompressSettings | None = None,
     say(f"measuring the teacher {run} on this machine (ONNX Runtime, 1 and {threads} threads)")
     teacher_row = _row(f"teacher ({card.input.height}px)", "teacher", card.input.height, 0.0,
                        card.flip_tta, measure(teacher, card.input.shape, data.val, data.test,
-                                              threads))
+                                              threads, settings.timing))
     target_ms = _target(settings, teacher_row)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-work-") as scratch:
@@ -205,7 +205,7 @@ def _train_all(run: Path, teacher: Classifier, card: ModelCard, recipe: Any,
             f"from the teacher")
         trained = fit(config, quiet=True, on_epoch_end=_epoch_line(candidate, config.epochs, say))
         rows.extend(_measure_candidate(candidate, folder, card.flip_tta and settings.tta,
-                                       trained.seconds, threads))
+                                       trained.seconds, threads, settings.timing))
         say(f"  {rows[-1].name}: validation {rows[-1].val_accuracy:.2%}, "
             f"{rows[-1].one_thread_ms:.2f} ms one image on one thread")
     return rows
@@ -219,7 +219,7 @@ def _epoch_line(candidate: Candidate, epochs: int, say: Callable[[str], None]):
 
 
 def _measure_candidate(candidate: Candidate, folder: Path, both_ways: bool, seconds: float,
-                       threads: int) -> list[CandidateRow]:
+                       threads: int, timing: float) -> list[CandidateRow]:
     model, card = load_model(folder, "cpu")
     data = run_dataset(folder, card)
     rows = []
@@ -227,7 +227,8 @@ def _measure_candidate(candidate: Candidate, folder: Path, both_ways: bool, seco
         model.flip_tta = flip
         name = candidate.name + ("" if flip == card.flip_tta or flip else "-no-tta")
         rows.append(_row(name, "candidate", candidate.side, candidate.pruned, flip,
-                         measure(model, card.input.shape, data.val, data.test, threads), seconds))
+                         measure(model, card.input.shape, data.val, data.test, threads, timing),
+                         seconds))
     return rows
 
 
@@ -242,7 +243,8 @@ def _ship(run: Path, chosen: CandidateRow, rows: list[CandidateRow], teacher: Ca
     calibrate_run(folder, quiet=True)
     export = export_run(folder, int8=settings.int8, quiet=True, check=False)
     if settings.int8 and "int8" in export.manifest.files:
-        int8 = _int8_row(chosen, folder, export.folder / export.manifest.files["int8"], threads)
+        int8 = _int8_row(chosen, folder, export.folder / export.manifest.files["int8"], threads,
+                         settings.timing)
         rows = [*rows, int8]
         if _within(int8, teacher, settings.max_drop, target_ms) and \
                 int8.one_thread_ms < chosen.one_thread_ms:
@@ -258,10 +260,11 @@ def _ship(run: Path, chosen: CandidateRow, rows: list[CandidateRow], teacher: Ca
     return out, chosen, rows
 
 
-def _int8_row(chosen: CandidateRow, folder: Path, graph: Path, threads: int) -> CandidateRow:
+def _int8_row(chosen: CandidateRow, folder: Path, graph: Path, threads: int,
+              timing: float) -> CandidateRow:
     model, card = load_model(folder, "cpu")
     data = run_dataset(folder, card)
-    measured = measure(model, card.input.shape, data.val, data.test, threads, graph=graph)
+    measured = measure(model, card.input.shape, data.val, data.test, threads, timing, graph=graph)
     return _row(f"{chosen.name}-int8", "int8", chosen.side, chosen.pruned, chosen.flip_tta,
                 measured, chosen.train_seconds)
 

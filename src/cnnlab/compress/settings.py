@@ -36,6 +36,8 @@ class CompressSettings:
                            minimum=0, maximum=1)
     int8: bool = option(True, "quantize the chosen model to static int8 (ONNX Runtime) and keep "
                               "it where it is faster and within the budget")
+    timing: float = option(1.0, "seconds spent timing each latency (more: steadier numbers)",
+                           above=0, maximum=600, metavar="SECONDS")
     keep_candidates: bool = option(False, "keep every candidate's run folder (in OUT/candidates)")
     out: str | None = option(None, "the compressed run folder (default runs/<teacher>-compressed, "
                                    "numbered)", metavar="DIR")
