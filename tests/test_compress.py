@@ -208,6 +208,7 @@ def test_every_accuracy_of_the_table_is_onnx_runtimes_scored_by_scikit_learn(com
 def test_a_budget_no_candidate_meets_writes_no_run_folder(digits_run, tmp_path):
     teacher = tmp_path / "teacher"
     shutil.copytree(digits_run.path, teacher)
+    (tmp_path / ".teacher-compressed-work-999999999-x").mkdir()  # left by a killed compress
     result = run_cnnlab("compress", str(teacher), "--epochs", "1", "--prune", "0.7",
                         "--timing", "0.05", "--target-ms", "0.000001")
     assert result.returncode == 1, result.stderr
@@ -249,3 +250,68 @@ def test_an_export_is_not_a_teacher(compressed):
     result = run_cnnlab("compress", str(compressed.run / "export"))
     assert result.returncode == 2
     assert "is an export" in error_line(result.stderr)
+
+
+def test_unlabelled_images_are_labelled_by_the_teacher_and_added(digits_run, tmp_path):
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    folder = tmp_path / "unlabelled" / "nested"
+    folder.mkdir(parents=True)
+    digits = load_digits()
+    for index in range(30):
+        pixels = (digits.images[-index - 1] * 255 / 16).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"{index}.png")
+    run = cnnlab.train(data="digits", model="simple", epochs=1, teacher=str(digits_run.path),
+                       unlabelled=str(tmp_path / "unlabelled"), out=str(tmp_path / "run"),
+                       calibrate=False, log="none", quiet=True)
+    alone = cnnlab.train(data="digits", model="simple", epochs=1, out=str(tmp_path / "alone"),
+                         calibrate=False, log="none", quiet=True)
+    assert run.history[0].train_loss != alone.history[0].train_loss
+    from cnnlab.data import load_dataset
+    from cnnlab.train.distill import teacher_labelled
+
+    data = load_dataset(run.config.data)
+    taught = teacher_labelled(data, run.config, torch.device("cpu"), lambda text: None)
+    assert len(taught.train) == len(data.train) + 30
+    teacher, _ = load_model(digits_run.path)
+    extra = taught.train.images[-30:]
+    with torch.no_grad():
+        expected = teacher(to_float(extra)).argmax(1)
+    assert torch.equal(taught.train.labels[-30:], expected)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda root: root.mkdir(), "no images in it"),
+    (lambda root: None, "no such folder"),
+])
+def test_an_unlabelled_folder_without_images_is_one_line(digits_run, tmp_path, make, message):
+    make(tmp_path / "empty")
+    result = run_cnnlab("train", "--data", "digits", "--model", "simple", "--epochs", "1",
+                        "--teacher", str(digits_run.path), "--unlabelled", str(tmp_path / "empty"),
+                        "--out", str(tmp_path / "run"), "--quiet")
+    assert result.returncode == 2
+    assert message in error_line(result.stderr)
+
+
+def test_unlabelled_needs_a_teacher(tmp_path):
+    (tmp_path / "pool").mkdir()
+    with pytest.raises(CnnlabError, match="add --teacher"):
+        cnnlab.train(data="digits", model="simple", epochs=1, unlabelled=str(tmp_path / "pool"),
+                     out=str(tmp_path / "run"), quiet=True)
+
+
+def test_compare_and_report_show_the_teacher_and_its_compressed_run(compressed, tmp_path):
+    teacher = compressed.record.teacher
+    comparison = cnnlab.compare(teacher, compressed.run, out=str(tmp_path / "compare"),
+                                quiet=True)
+    teacher_cost, compressed_cost = comparison.costs
+    assert teacher_cost == compressed.record.teacher_row
+    assert compressed_cost == compressed.record.row(compressed.record.chosen)
+    saved = json.loads((tmp_path / "compare" / "compare.json").read_text())
+    assert saved["cost"][1]["parameters"] == compressed_cost.parameters
+    page = cnnlab.report(compressed.run).read_text()
+    assert "compression of teacher" in page and compressed.record.chosen in page
+    summary = cnnlab.summary(str(compressed.run))
+    pruned, _ = load_model(compressed.run)
+    assert summary.summary.params == parameter_count(pruned)

@@ -10,6 +10,8 @@ load on first use (PEP 562), so `import cnnlab` does not load torch.
 from ..base.lazy import lazy_names
 
 _WHERE = {**dict.fromkeys(("Compression", "compress"), ".run"),
-          **dict.fromkeys(("CandidateRow", "CompressRecord", "read_compression"), ".record")}
+          **dict.fromkeys(("COMPRESS_FIGURE", "CandidateRow", "CompressRecord",
+                           "read_compression"), ".record"),
+          "compression_table": ".show"}
 __all__ = sorted(_WHERE)
 __getattr__ = lazy_names(__name__, _WHERE)

@@ -8,6 +8,7 @@ run folder. The choice reads the validation split only; the test split is report
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import time
@@ -155,7 +156,9 @@ def compress(run: str | Path, settings: CompressSettings | None = None,
                                               threads, settings.timing))
     target_ms = _target(settings, teacher_row)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-work-") as scratch:
+    _remove_stale_work(out)
+    with tempfile.TemporaryDirectory(dir=out.parent,
+                                     prefix=f".{out.name}-work-{os.getpid()}-") as scratch:
         work = Path(scratch)
         rows = _train_all(run, teacher, card, recipe, found, work, settings, threads, say)
         chosen, reason = choose(rows, teacher_row, settings.max_drop, target_ms)
@@ -175,6 +178,24 @@ def compress(run: str | Path, settings: CompressSettings | None = None,
             if settings.keep_candidates:
                 shutil.move(str(work / "candidates"), str(folder / "candidates"))
     return Compression(record, folder, results)
+
+
+def _remove_stale_work(out: Path) -> None:
+    """Work folders a killed compress left beside the output (their process is gone)."""
+    for folder in out.parent.glob(f".{out.name}-work-*"):
+        pid = folder.name.removeprefix(f".{out.name}-work-").split("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def _write_record(folder: Path, record: CompressRecord) -> Path:

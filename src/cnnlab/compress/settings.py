@@ -25,12 +25,12 @@ class CompressSettings:
     sizes: str | None = option(None, "input sides to try, comma-separated (default: the "
                                      "teacher's, and 3/4 and 4/7 of it where the network pools "
                                      "globally and the side is 64 or more)", metavar="SIDES")
-    prune: str = option("0,0.5,0.7", "shares of channels to prune, comma-separated (0: none)",
-                        metavar="SHARES")
+    prune: str = option("0,0.3,0.5", "shares of the channels inside each block to prune, "
+                                     "comma-separated (0: none)", metavar="SHARES")
     tta: bool = option(True, "a teacher with flip test-time augmentation: also measure each "
                              "candidate without it (one forward pass instead of two)")
-    epochs: int | None = option(None, "distillation epochs per candidate (default: the teacher's)",
-                                minimum=1)
+    epochs: int | None = option(None, "distillation epochs per candidate (default: the "
+                                      "teacher's, and at least 8)", minimum=1)
     temperature: float = option(4.0, "distillation temperature", above=0, maximum=100)
     weight: float = option(0.5, "distillation: the share of the loss that follows the teacher",
                            minimum=0, maximum=1)

@@ -32,7 +32,7 @@ class TrainConfig:
         "transfer learning": ("freeze", "freeze_epochs", "freeze_stages", "backbone_lr",
                               "feature_cache", "probe_first", "freeze_bn"),
         "adversarial training": ("adversarial", "adv_eps", "adv_steps", "adv_step_size"),
-        "distillation": ("teacher", "distill_temperature", "distill_weight"),
+        "distillation": ("teacher", "distill_temperature", "distill_weight", "unlabelled"),
         "output and machine": ("out", "report", "calibrate", "log", "mlflow", "device", "threads",
                                "amp", "channels_last", "engine"),
     }
@@ -115,6 +115,9 @@ class TrainConfig:
     distill_weight: float = option(0.5, "distillation: the share of the loss that follows the "
                                         "teacher (the rest follows the labels)", minimum=0,
                                    maximum=1)
+    unlabelled: str | None = option(None, "with --teacher: also train on the images of this "
+                                          "folder (recursively), labelled by the teacher",
+                                    metavar="DIR")
     pretrained: bool = option(False, "ImageNet weights for a timm model (--model timm:NAME)")
     init: str | None = option(None, "start from the weights of this run folder (its network unless "
                                     "--model says otherwise; a new output layer where the classes "

@@ -77,6 +77,8 @@ class Comparison:
     pairs: tuple[PairedTest, ...]
     notes: tuple[str, ...]
     evaluated: tuple[Path, ...] = ()  # the runs this comparison evaluated first
+    # what `cnnlab compress` measured of each run (a teacher, or a compressed run), else None
+    costs: tuple[Any, ...] = ()
 
     @property
     def figure(self) -> Path:
@@ -100,6 +102,7 @@ class Comparison:
             "class_accuracy": {name: [s.class_accuracy.get(name) if s else None for s in self.scores]
                                for name in self.class_names()},
             "pairs": [asdict(pair) for pair in self.pairs],
+            "cost": [asdict(cost) if cost is not None else None for cost in self.costs],
             "notes": list(self.notes),
             "figure": FIGURE,
         }
@@ -253,9 +256,22 @@ def compare_runs(*runs: str | Path, settings: CompareSettings | None = None,
     folder = Path(settings.out) if settings.out else default_folder(paths, names)
     comparison = Comparison(folder, tuple(names), tuple(records),
                             differing_settings(records, NOT_COMPARED), tuple(scores), tuple(pairs),
-                            tuple(notes), tuple(evaluated))
+                            tuple(notes), tuple(evaluated), tuple(compressed_cost(p) for p in paths))
     _write(comparison)
     return comparison
+
+
+def compressed_cost(run: Path) -> Any:
+    """The row `cnnlab compress` measured for this run: a compressed run's chosen one, or a
+    teacher's own row; None where it was not compressed."""
+    from ..compress import read_compression
+
+    if (run / "compress.json").is_file():
+        record = read_compression(run)
+        return record.row(record.chosen)
+    if (run / "compress" / "compress.json").is_file():
+        return read_compression(run).teacher_row
+    return None
 
 
 def _write(comparison: Comparison) -> None:

@@ -61,6 +61,8 @@ def show_comparison(result: Comparison, settings: CompareSettings) -> int:
         ["epochs", *(str(run.epochs) for run in runs)],
         ["time", *(duration(run.seconds) for run in runs)],
         ["status", *(run.status for run in runs)]])
+    if any(cost is not None for cost in result.costs):
+        _print_costs(names, result.costs)
     classes = result.class_names()
     if classes:
         print_table("per-class accuracy on the test split (recall)", ["class", *names],
@@ -72,6 +74,18 @@ def show_comparison(result: Comparison, settings: CompareSettings) -> int:
         console.print(f"note: {note}", highlight=False)
     console.print(f"written to {result.folder}/: compare.json, curves.png")
     return 0
+
+
+def _print_costs(names: list[str], costs: tuple) -> None:
+    """What cnnlab compress measured of each run on this machine (ONNX Runtime)."""
+    def each(text) -> list[str]:
+        return [text(cost) if cost is not None else "-" for cost in costs]
+    print_table("cost, as cnnlab compress measured it (ONNX Runtime)", ["", *names], [
+        ["parameters", *each(lambda c: f"{c.parameters:,}")],
+        ["FLOPs per image", *each(lambda c: f"{c.flops / 1e6:,.1f}M")],
+        ["1 image, 1 thread (median)", *each(lambda c: f"{c.one_thread_ms:.3g} ms")],
+        ["images/s in batches", *each(lambda c: f"{c.images_per_second:,.0f}")],
+        ["ONNX file", *each(lambda c: f"{c.file_mb:.2f} MB")]])
 
 
 def _print_pairs(pairs: tuple[PairedTest, ...]) -> None:

@@ -66,8 +66,13 @@ def _blocks(network: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 def _summarize_timm(model: str, input_shape: tuple[int, ...], num_classes: int) -> Summary:
-    """Per block: output shape from forward hooks, FLOPs from PyTorch's own FLOP counter."""
     classifier, _, _ = create_model(model, input_shape=input_shape, num_classes=num_classes)
+    return summarize_model(model, classifier, input_shape)
+
+
+def summarize_model(name: str, classifier: nn.Module, input_shape: tuple[int, ...]) -> Summary:
+    """Per block of a built classifier (timm's, or any whose shapes its name no longer says, as a
+    pruned one's): output shape from forward hooks, FLOPs from PyTorch's own FLOP counter."""
     blocks = _blocks(classifier.network)
     shapes: dict[str, tuple[int, ...]] = {}
 
@@ -89,7 +94,7 @@ def _summarize_timm(model: str, input_shape: tuple[int, ...], num_classes: int) 
                        sum(p.numel() for p in module.parameters()),
                        int(sum(flops.get(f"Classifier.network.{name}", {}).values())))
             for position, (name, module) in enumerate(blocks, start=1)]
-    return Summary(model, input_shape, rows)
+    return Summary(name, input_shape, rows)
 
 
 def summarize(model: str, input_shape: Sequence[int], num_classes: int) -> Summary:

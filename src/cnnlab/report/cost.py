@@ -10,7 +10,7 @@ import torch
 
 from ..run.contract import EXPORT_MANIFEST, ExportManifest, ModelCard
 from ..run.results import Fp32Parity, Int8Parity
-from .sections import Section, Table
+from .sections import Section, Table, figure
 
 LATENCY_BATCH = 64
 
@@ -37,12 +37,13 @@ def latency(model: torch.nn.Module, shape: tuple[int, ...], repeats: int = 5) ->
 
 
 def cost(run: Path, card: ModelCard) -> Section:
-    from ..models.summary import human, summarize
+    from ..models.summary import human, summarize, summarize_model
     from ..run.folder import load_model
 
     section = Section("cost", "What it costs")
-    summary = summarize(card.architecture, card.input.shape, card.num_classes)
     model, _ = load_model(run)
+    summary = (summarize_model(card.name, model, card.input.shape) if card.pruned is not None
+               else summarize(card.architecture, card.input.shape, card.num_classes))
     single_ms, per_second = latency(model, card.input.shape)
     section.facts = [("parameters", f"{summary.params:,}"),
                      ("FLOPs per image", f"{human(summary.flops)} ({human(summary.flops / 2)} "
@@ -62,7 +63,26 @@ def cost(run: Path, card: ModelCard) -> Section:
             for precision, name in export.files.items() if (run / "export" / name).is_file()]))
     else:
         section.missing = f"cnnlab export {run} --int8 (for the ONNX sizes and parity)"
+    _compression(run, section)
     return section
+
+
+def _compression(run: Path, section: Section) -> None:
+    """A teacher's compression (RUN/compress/) or a compressed run's own: every candidate beside
+    the teacher, measured on one machine, and the figure."""
+    from ..compress import COMPRESS_FIGURE, compression_table, read_compression
+
+    folder = run / "compress" if (run / "compress" / "compress.json").is_file() else run
+    if not (folder / "compress.json").is_file():
+        return
+    record = read_compression(folder)
+    columns, rows = compression_table(record)
+    section.tables.append(Table(f"compression of {Path(record.teacher).name} (cnnlab compress; "
+                                f"ONNX Runtime, measured then)", columns, rows))
+    section.notes.append(record.reason)
+    if (folder / COMPRESS_FIGURE).is_file():
+        section.figures.append(figure(folder / COMPRESS_FIGURE, "accuracy against one-image "
+                                      "latency: the teacher, the candidates, the Pareto front"))
 
 
 def _parity(measured: Fp32Parity | Int8Parity | None) -> str:

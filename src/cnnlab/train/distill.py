@@ -15,6 +15,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..base.errors import CnnlabError
+from ..config import TrainConfig
+from ..data.images import to_float
+from ..data.splits import DatasetSplits, TensorImages
+from ..data.unlabelled import unlabelled_split, with_extra_training
 from ..models import Classifier
 
 
@@ -74,3 +78,24 @@ def load_teacher(run: str, class_names: list[str], input_shape: tuple[int, int, 
                           f"data has {input_shape[0]}: use --channels {card.input.channels}")
     return Distillation(teacher, (card.input.height, card.input.width),
                         (input_shape[1], input_shape[2]), temperature, weight)
+
+
+@torch.no_grad()
+def teacher_labelled(data: DatasetSplits, config: TrainConfig, device: torch.device,
+                     say) -> DatasetSplits:
+    """--unlabelled DIR: its images, each labelled with the teacher's most likely class, added to
+    the training split (the distillation term then learns the teacher's full outputs on them)."""
+    if not config.teacher:
+        raise CnnlabError("--unlabelled images are labelled by a teacher: add --teacher RUN")
+    split, known = unlabelled_split(config.unlabelled, data, config.data)
+    distillation = load_teacher(config.teacher, data.class_names, data.input_shape, device,
+                                config.distill_temperature, config.distill_weight)
+    images, _ = split.to_memory()  # decoded once; unreadable files are named and skipped
+    labels = torch.cat([distillation.teacher_logits(to_float(batch).to(device)).argmax(1).cpu()
+                        for batch, _ in images.batches(64)])
+    labelled = TensorImages(images.images, labels, images.paths)
+    left = f"; {known} left out, already in the data" if known else ""
+    say(f"--unlabelled {config.unlabelled}: {len(labels)} images labelled by the teacher "
+        f"added to the training split{left}")
+    return with_extra_training(data, labelled, f"{len(labels)} from {config.unlabelled}, "
+                                               f"labelled by the teacher")

@@ -41,6 +41,7 @@ from ..run.folder import CONFIG, check_writable, load_model, new_run_dir, uses_f
 from ..run.inference import loss_and_accuracy, output_layer, predict_logits
 from ..run.results import EpochRow, TrainingResults
 from .data_checks import class_counts, describe_counts, fit_batch_to_data, imbalance_warning
+from .distill import teacher_labelled
 from .frozen import fit_probe, start_from_probe
 from .progress import Reporter
 from .recipes import resolve
@@ -293,6 +294,8 @@ def _prepare(config: TrainConfig, resume: str | Path | None, reporter: Reporter,
     if choice is not None and resume is None:
         reporter.message(choice)
     data = load_dataset(config.data)
+    if config.unlabelled:
+        data = teacher_labelled(data, config, device, reporter.message)
     batch_warnings: list[str] = []
     # config.yaml records the batch used, so --resume agrees; a probe fitted on cached features
     # takes no batches, so it has nothing to fit or warn of
