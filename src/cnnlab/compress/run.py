@@ -19,7 +19,7 @@ from typing import Any
 
 from ..base.devices import set_threads
 from ..base.errors import CnnlabError
-from ..base.fileio import atomic_write_text, replacing
+from ..base.fileio import atomic_write_text, process_alive, replacing
 from ..base.settings import resolve
 from ..calibrate import calibrate_run
 from ..config import load_config
@@ -184,18 +184,9 @@ def _remove_stale_work(out: Path) -> None:
     """Work folders a killed compress left beside the output (their process is gone)."""
     for folder in out.parent.glob(f".{out.name}-work-*"):
         pid = folder.name.removeprefix(f".{out.name}-work-").split("-")[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             shutil.rmtree(folder, ignore_errors=True)
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
 
 
 def _write_record(folder: Path, record: CompressRecord) -> Path:

@@ -20,6 +20,7 @@ from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, Jou
 from optuna.trial import FrozenTrial, TrialState
 
 from ..base.errors import CnnlabError
+from ..base.fileio import process_alive
 from ..config import TrainConfig
 from ..run.folder import RESULTS
 from .settings import TuneSettings
@@ -234,22 +235,13 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
-
 
 def orphaned(trial: FrozenTrial) -> bool:
     """Whether a trial marked running was left by a process of this machine that is gone (killed,
     crashed). Other machines' are left to the heartbeat."""
     where, _, pid = str(trial.user_attrs.get(WORKER, "")).rpartition(":")
     return (trial.state == TrialState.RUNNING and where == socket.gethostname() and pid.isdigit()
-            and not _alive(int(pid)))
+            and not process_alive(int(pid)))
 
 
 def fail_orphans(study: optuna.Study) -> list[int]:
