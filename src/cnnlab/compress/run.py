@@ -167,6 +167,7 @@ def compress(run: str | Path, settings: CompressSettings | None = None,
             folder, chosen, rows = _ship(run, chosen, rows, teacher_row, work, out, settings,
                                          target_ms, threads, say)
             reason = choose(rows, teacher_row, settings.max_drop, target_ms)[1]
+        reason += _coarse_choice(len(data.val), settings.max_drop)
         record = CompressRecord(teacher=str(run), threads=threads, target_ms=target_ms,
                                 max_drop=settings.max_drop, rows=(teacher_row, *rows),
                                 chosen=chosen.name if chosen else None, reason=reason,
@@ -178,6 +179,18 @@ def compress(run: str | Path, settings: CompressSettings | None = None,
             if settings.keep_candidates:
                 shutil.move(str(work / "candidates"), str(folder / "candidates"))
     return Compression(record, folder, results)
+
+
+def _coarse_choice(val_images: int, max_drop: float) -> str:
+    """What a small validation split does to the choice: one image is a large step."""
+    step = 100 / val_images
+    if step < max_drop / 4:
+        return ""
+    errors = int(max_drop / step + TOLERANCE)
+    return (f". The validation split has {val_images} images: one image is {step:.2f} points, "
+            f"so the budget allows {errors} error{'s' if errors != 1 else ''} more than the "
+            f"teacher's and ties are common; the test split says what the choice cost (a larger "
+            f"--val-fraction for the teacher makes the choice finer)")
 
 
 def _remove_stale_work(out: Path) -> None:

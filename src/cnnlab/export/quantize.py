@@ -8,8 +8,10 @@ accurate on held-out images is kept.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +55,28 @@ def _accuracy(path: Path, images: torch.Tensor, labels: torch.Tensor) -> float:
                     labels)
 
 
+class _PerTensorNotice(logging.Filter):
+    """ONNX Runtime warns, through the root logger, for each rank-1 weight (a batch norm's scale
+    after a pooling layer) that it quantizes per tensor instead of per channel: expected, and
+    nothing a user can act on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "is out-of-range for weight" not in record.getMessage()
+
+
+@contextmanager
+def _quiet_per_tensor_notices():
+    notice, root = _PerTensorNotice(), logging.getLogger()
+    handlers = [root, *root.handlers]
+    for handler in handlers:
+        handler.addFilter(notice)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(notice)
+
+
 def quantize_int8(fp32: Path, int8: Path, calibration: np.ndarray, held_out: torch.Tensor,
                   held_out_labels: torch.Tensor, input_name: str) -> Int8Choice:
     """Write `int8` from `fp32`, calibrated on `calibration` (N, C, H, W) float32 in [0, 1]."""
@@ -65,10 +89,11 @@ def quantize_int8(fp32: Path, int8: Path, calibration: np.ndarray, held_out: tor
         accuracies, paths = {}, {}
         for reduce_range in (False, True):
             paths[reduce_range] = Path(work) / f"int8-{reduce_range}.onnx"
-            quantize_static(str(prepared), str(paths[reduce_range]),
-                            _reader(calibration, input_name), quant_format=QuantFormat.QDQ,
-                            per_channel=True, reduce_range=reduce_range,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+            with _quiet_per_tensor_notices():
+                quantize_static(str(prepared), str(paths[reduce_range]),
+                                _reader(calibration, input_name), quant_format=QuantFormat.QDQ,
+                                per_channel=True, reduce_range=reduce_range,
+                                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
             accuracies[reduce_range] = _accuracy(paths[reduce_range], held_out, held_out_labels)
         best = max(accuracies, key=lambda r: (accuracies[r], not r))  # ties: full range
         shutil.move(paths[best], int8)
