@@ -36,7 +36,8 @@ def test_fine_tuning_and_the_probe_get_names_that_say_which():
 def test_the_readmes_flowers12_paths_are_the_folder_training_writes():
     paths = set(re.findall(r"runs/flowers12[\w.-]*", README.read_text()))
     written = {"runs/flowers12-timm-efficientnet_lite0",  # fine-tuning
-               "runs/flowers12-timm-efficientnet_lite0-probe"}  # --freeze backbone
+               "runs/flowers12-timm-efficientnet_lite0-probe",  # --freeze backbone
+               "runs/flowers12-timm-efficientnet_lite0-compressed"}  # compress, beside its teacher
     assert "runs/flowers12-timm-efficientnet_lite0" in paths and paths <= written
 
 
