@@ -26,7 +26,9 @@ NOT_WALKED = ("scripts/setup.sh", "torchrun", "createdb")
 # What the README's Tests section says the walk shortens (flag, value), appended to each command
 # of the verb, so that an explicit flag of the README's is overridden by the later one.
 SHORTER = {"train": ["--epochs", "1", "--per-class", "30"], "tune": ["--trials", "2"],
-           "lr-find": ["--steps", "30"], "evaluate": ["--max-shift", "1"]}
+           "lr-find": ["--steps", "30"], "evaluate": ["--max-shift", "1"],
+           "compress": ["--epochs", "1", "--sizes", "128", "--prune", "0", "--timing", "0.1",
+                        "--max-drop", "100"]}
 
 
 def _joined(lines: list[str]) -> list[str]:
