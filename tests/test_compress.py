@@ -315,3 +315,17 @@ def test_compare_and_report_show_the_teacher_and_its_compressed_run(compressed, 
     summary = cnnlab.summary(str(compressed.run))
     pruned, _ = load_model(compressed.run)
     assert summary.summary.params == parameter_count(pruned)
+
+
+def test_the_tables_flops_and_parameters_are_pytorchs(compressed):
+    """FLOPs of the compressed network against PyTorch's own FLOP counter on the same model."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model, card = load_model(compressed.run)
+    row = compressed.record.row(compressed.record.chosen.removesuffix("-int8"))
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(torch.rand(1, *card.input.shape))
+    passes = 2 if row.flip_tta else 1
+    assert row.flops == pytest.approx(passes * counter.get_total_flops(), rel=1e-6)
+    assert row.parameters == sum(p.numel() for p in model.parameters())

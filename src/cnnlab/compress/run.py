@@ -250,7 +250,7 @@ def _measure_candidate(candidate: Candidate, folder: Path, both_ways: bool, seco
     rows = []
     for flip in ((True, False) if both_ways else (card.flip_tta,)):
         model.flip_tta = flip
-        name = candidate.name + ("" if flip == card.flip_tta or flip else "-no-tta")
+        name = candidate.name + ("" if flip or not card.flip_tta else "-no-tta")
         rows.append(_row(name, "candidate", candidate.side, candidate.pruned, flip,
                          measure(model, card.input.shape, data.val, data.test, threads, timing),
                          seconds))

@@ -188,16 +188,11 @@ def read_card(run_dir: str | Path) -> ModelCard:
     return ModelCard.read(Path(run_dir) / META)
 
 
-def build_model(card: ModelCard, shapes: dict[str, list[int]] | None = None) -> Classifier:
-    """The untrained network model.json describes, with its normalization; a pruned one given
-    the tensor `shapes` of its weights."""
+def build_model(card: ModelCard) -> Classifier:
+    """The untrained network model.json describes, with its normalization."""
     model, _, _ = create_model(card.architecture, input_shape=card.input.shape,
                                num_classes=card.num_classes, mean=card.preprocessing.mean,
                                std=card.preprocessing.std)
-    if card.pruned is not None and shapes is not None:
-        from ..models.prune import reshape_to
-
-        reshape_to(model, shapes)
     model.flip_tta, model.temperature = card.flip_tta, card.temperature
     return model
 
@@ -210,12 +205,12 @@ def weight_shapes(path: Path, tensors: int) -> dict[str, list[int]]:
             if isinstance(entry, dict)}
 
 
-def run_shapes(run_dir: Path, card: ModelCard) -> dict[str, list[int]] | None:
-    """A pruned run's tensor shapes, from its weights file; None for any other run."""
-    if card.pruned is None or not (run_dir / WEIGHTS).is_file():
-        return None
-    unpruned = len(build_model(card).state_dict())
-    return weight_shapes(run_dir / WEIGHTS, unpruned)
+def match_pruned(model: torch.nn.Module, run_dir: Path, card: ModelCard) -> None:
+    """A pruned run's network (built unpruned from its name) given its weights' shapes."""
+    if card.pruned is not None and (run_dir / WEIGHTS).is_file():
+        from ..models.prune import reshape_to
+
+        reshape_to(model, weight_shapes(run_dir / WEIGHTS, len(model.state_dict())))
 
 
 def export_of(path: str | Path) -> tuple[ExportManifest, Path] | None:
@@ -251,7 +246,8 @@ def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple
         return model, manifest.card  # type: ignore[return-value]
     run_dir = Path(run_dir)
     card = read_card(run_dir)
-    model = build_model(card, run_shapes(run_dir, card))
+    model = build_model(card)
+    match_pruned(model, run_dir, card)
     if (run_dir / WEIGHTS).is_file():
         check_weights(run_dir / WEIGHTS, card, list(model.state_dict()))
     try:

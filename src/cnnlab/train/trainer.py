@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -22,7 +23,7 @@ from ..data.augment import augment_batch
 from ..models import Classifier, create_model
 from ..models.pretrained import pretrained_normalization
 from ..run.contract import ModelCard
-from ..run.folder import read_card, training_card, uses_flip
+from ..run.folder import match_pruned, read_card, training_card, uses_flip
 from .average import moving_average
 from .data_checks import warn_if_input_too_small
 from .distill import Distillation, load_teacher, mixed_loss
@@ -176,12 +177,7 @@ def _match_pruned_init(model: Classifier, config: TrainConfig) -> float | None:
     card = _pruned_init(config)
     if card is None:
         return None
-    from pathlib import Path
-
-    from ..models.prune import reshape_to
-    from ..run.folder import run_shapes
-
-    reshape_to(model, run_shapes(Path(config.init), card) or {})
+    match_pruned(model, Path(config.init), card)
     return card.pruned
 
 
