@@ -312,6 +312,7 @@ def test_compare_and_report_show_the_teacher_and_its_compressed_run(compressed, 
     assert saved["cost"][1]["parameters"] == compressed_cost.parameters
     page = cnnlab.report(compressed.run).read_text()
     assert "compression of teacher" in page and compressed.record.chosen in page
+    assert "50% of its channels pruned, distilled from" in page
     summary = cnnlab.summary(str(compressed.run))
     pruned, _ = load_model(compressed.run)
     assert summary.summary.params == parameter_count(pruned)

@@ -33,8 +33,8 @@ class NetworkSummary:
 def summary(model: str, settings: SummarySettings | None = None, **options: Any) -> NetworkSummary:
     """The per-layer table (output shape, parameters, FLOPs, receptive field) of a named network,
     a layer spec, a YAML file, timm:NAME, or a run folder's network on its own input."""
-    from ..models.summary import summarize, summarize_model
-    from ..run.folder import load_model, read_card
+    from ..models.summary import summarize
+    from ..run.folder import network_summary, read_card
 
     settings = resolve(SummarySettings, settings, options)
     shape, classes, name = DEFAULT_INPUT, DEFAULT_CLASSES, None
@@ -45,8 +45,8 @@ def summary(model: str, settings: SummarySettings | None = None, **options: Any)
         name = f"{card.name} (run {Path(model).name})"
     shape = parse_input(settings.input) if settings.input else shape
     classes = settings.classes or classes
-    if is_dir(model) and card.pruned is not None:  # its shapes are its weights', not its name's
-        table = summarize_model(card.name, load_model(model)[0], shape)
+    if is_dir(model) and not settings.classes:
+        table = network_summary(model, card, shape)
     else:
         table = summarize(architecture, shape, classes)
     return NetworkSummary(table, name or table.name, shape, classes)

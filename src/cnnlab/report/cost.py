@@ -37,13 +37,12 @@ def latency(model: torch.nn.Module, shape: tuple[int, ...], repeats: int = 5) ->
 
 
 def cost(run: Path, card: ModelCard) -> Section:
-    from ..models.summary import human, summarize, summarize_model
-    from ..run.folder import load_model
+    from ..models.summary import human
+    from ..run.folder import load_model, network_summary
 
     section = Section("cost", "What it costs")
     model, _ = load_model(run)
-    summary = (summarize_model(card.name, model, card.input.shape) if card.pruned is not None
-               else summarize(card.architecture, card.input.shape, card.num_classes))
+    summary = network_summary(run, card, model=model)
     single_ms, per_second = latency(model, card.input.shape)
     section.facts = [("parameters", f"{summary.params:,}"),
                      ("FLOPs per image", f"{human(summary.flops)} ({human(summary.flops / 2)} "

@@ -80,16 +80,24 @@ def _figures(folder: Path, names: list[tuple[str, str]]) -> list[Figure]:
     return [figure(folder / name, caption) for name, caption in names if (folder / name).is_file()]
 
 
+def _started_from(card: ModelCard) -> str:
+    if card.teacher is not None:
+        pruned = f", {card.pruned:.0%} of its channels pruned," if card.pruned else ""
+        return f"a copy of its teacher{pruned} distilled from {card.teacher}"
+    return "ImageNet" if card.pretrained else "no (from scratch)"
+
+
 def trained(run: Path, card: ModelCard) -> Section:
-    from ..models.summary import summarize, summary_rows
+    from ..models.summary import summary_rows
+    from ..run.folder import network_summary
 
     section = Section("trained", "What was trained")
     section.facts = [("data", card.dataset or "-"), ("network", card.name),
                      ("input", "x".join(map(str, card.input.shape))),
                      ("classes", f"{card.num_classes}: {', '.join(card.class_names[:20])}"
                                  f"{' ...' if card.num_classes > 20 else ''}"),
-                     ("pretrained", "ImageNet" if card.pretrained else "no (from scratch)")]
-    summary = summarize(card.architecture, card.input.shape, card.num_classes)
+                     ("pretrained", _started_from(card))]
+    summary = network_summary(run, card)
     section.tables.append(Table("layers", ["#", "layer", "output", "params", "FLOPs",
                                            "receptive field", "params if dense"],
                                 summary_rows(summary)[:60]))

@@ -265,6 +265,18 @@ def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple
     return model.to(device).eval(), card
 
 
+def network_summary(run_dir: str | Path, card: ModelCard, input_shape: tuple[int, ...] | None = None,
+                    model: Classifier | None = None):
+    """The per-layer table of a run's network: from its name, or for a pruned one (whose shapes
+    its name no longer says) from the network itself (`model`, else loaded)."""
+    from ..models.summary import summarize, summarize_model
+
+    shape = tuple(input_shape or card.input.shape)
+    if card.pruned is None:
+        return summarize(card.architecture, shape, card.num_classes)
+    return summarize_model(card.name, model or load_model(run_dir)[0], shape)
+
+
 def check_weights(path: Path, card: ModelCard, keys: list[str]) -> None:
     """Before a tensor is read: PATH's bytes match their checksum and the digest model.json names
     (so weights from another run are refused), and its header names the architecture's tensors
