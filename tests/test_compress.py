@@ -1,6 +1,7 @@
 """cnnlab compress and what it is made of: pruned networks rebuilt from their weights, knowledge
 distillation (train --teacher), the candidates' measurement and the choice."""
 
+import dataclasses
 import json
 import shutil
 
@@ -330,3 +331,15 @@ def test_the_tables_flops_and_parameters_are_pytorchs(compressed):
     passes = 2 if row.flip_tta else 1
     assert row.flops == pytest.approx(passes * counter.get_total_flops(), rel=1e-6)
     assert row.parameters == sum(p.numel() for p in model.parameters())
+
+
+def test_a_choice_without_flip_tta_reports_the_accuracy_without_it(run_copy):
+    """Training measured the test split with the mirror images; the shipped model runs without."""
+    from cnnlab.compress.run import _set_flip
+    from cnnlab.run.folder import write_card
+
+    write_card(run_copy, read_card(run_copy).replace(flip_tta=True))
+    _set_flip(run_copy, dataclasses.replace(_row("8px-no-tta", 0.9, 1.0), test_accuracy=0.875))
+    assert not read_card(run_copy).flip_tta
+    assert read_card(run_copy).test_accuracy == 0.875
+    assert json.loads((run_copy / "results.json").read_text())["test_accuracy"] == 0.875

@@ -8,6 +8,7 @@ run folder. The choice reads the validation split only; the test split is report
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -28,7 +29,8 @@ from ..export import export_run
 from ..models import Classifier
 from ..run.contract import ModelCard
 from ..run.data import run_dataset
-from ..run.folder import CONFIG, export_of, load_model, read_card, write_card
+from ..run.folder import CONFIG, RESULTS, export_of, load_model, read_card, write_card, write_results
+from ..run.results import TrainingResults
 from ..train import fit
 from .candidates import Candidate, candidates, pruned_copy, student_config
 from .figures import compress_figure
@@ -263,7 +265,7 @@ def _ship(run: Path, chosen: CandidateRow, rows: list[CandidateRow], teacher: Ca
     """The chosen candidate calibrated and exported in the work folder (int8 measured as one more
     row), then moved into place whole."""
     folder = work / "candidates" / chosen.name.removesuffix("-no-tta")
-    write_card(folder, read_card(folder).replace(flip_tta=chosen.flip_tta))
+    _set_flip(folder, chosen)
     say(f"chosen: {chosen.name}; calibrating and exporting it")
     calibrate_run(folder, quiet=True)
     export = export_run(folder, int8=settings.int8, quiet=True, check=False)
@@ -283,6 +285,17 @@ def _ship(run: Path, chosen: CandidateRow, rows: list[CandidateRow], teacher: Ca
         out.rmdir()  # an empty folder named by --out
     shutil.move(str(folder), str(out))
     return out, chosen, rows
+
+
+def _set_flip(folder: Path, chosen: CandidateRow) -> None:
+    """The card's flip TTA as chosen; where the choice dropped it, results.json and the card give
+    the test accuracy measured without it (training measured it with)."""
+    trained = read_card(folder)
+    write_card(folder, trained.replace(flip_tta=chosen.flip_tta))
+    if chosen.flip_tta != trained.flip_tta and chosen.test_accuracy is not None:
+        results = TrainingResults.read(folder / RESULTS)
+        write_results(folder, dataclasses.replace(results,
+                                                  test_accuracy=round(chosen.test_accuracy, 6)))
 
 
 def _int8_row(chosen: CandidateRow, folder: Path, graph: Path, threads: int,
