@@ -32,7 +32,7 @@ def _class_folders(root: Path) -> list[Path]:
     return folders
 
 
-def _image_entries(folder: Path) -> list[Path]:
+def image_entries(folder: Path) -> list[Path]:
     """Every entry under `folder` with an image's name that is not a folder: the files, and the
     FIFOs, devices, symlink loops and dangling links among them, which decoding skips and names
     like any unreadable file (never opening one) rather than dropping them without a word."""
@@ -42,7 +42,7 @@ def _image_entries(folder: Path) -> list[Path]:
 def _scan_classes(root: Path) -> Samples:
     samples: Samples = []
     for folder in _class_folders(root):
-        files = _image_entries(folder)
+        files = image_entries(folder)
         if not files:
             raise CnnlabError(f"class folder {folder} has no image files "
                               f"(.jpg .png .bmp .gif .webp .tif); add images or remove it")

@@ -11,7 +11,7 @@ import torch
 from ..base.errors import CnnlabError
 from ..base.fileio import is_dir
 from ..config import DataConfig
-from .folder import _image_entries
+from .folder import image_entries
 from .splits import DatasetSplits, FileImages, Split, TensorImages
 
 
@@ -30,7 +30,7 @@ def unlabelled_split(folder: str | Path, data: DatasetSplits,
     if not is_dir(root):
         raise CnnlabError(f"--unlabelled {folder}: no such folder")
     known = _known_paths(data)
-    found = _image_entries(root)
+    found = image_entries(root)
     paths = [path for path in found if path.resolve() not in known]
     if not paths:
         left = f" ({len(found)} are the data's own images)" if found else ""

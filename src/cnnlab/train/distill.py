@@ -20,6 +20,7 @@ from ..data.images import to_float
 from ..data.splits import DatasetSplits, TensorImages
 from ..data.unlabelled import unlabelled_split, with_extra_training
 from ..models import Classifier
+from ..run.folder import export_of, load_model
 
 
 class Distillation(nn.Module):
@@ -63,8 +64,6 @@ def load_teacher(run: str, class_names: list[str], input_shape: tuple[int, int, 
                  device: torch.device, temperature: float, weight: float) -> Distillation:
     """The teacher of --teacher RUN, checked against the student's data: the same classes in the
     same order, and the same channels (its input side may differ)."""
-    from ..run.folder import export_of, load_model
-
     if export_of(run) is not None:
         raise CnnlabError(f"--teacher {run} is an export; give the run folder it came from")
     teacher, card = load_model(Path(run), device)
